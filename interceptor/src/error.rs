@@ -1,0 +1,121 @@
+//! Why a request was refused, and the one mapping of those reasons to gRPC statuses.
+
+use tonic::{Code, Status};
+
+/// Why a token or a request was refused. Messages name the problem, never the token.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum AuthError {
+    /// No `authorization` metadata.
+    #[error("missing bearer token: send `authorization: Bearer <access_token>`")]
+    Missing,
+    /// More than one `authorization` value.
+    #[error("more than one authorization value")]
+    Duplicate,
+    /// `authorization` present but not `Bearer <token>`.
+    #[error("authorization is not a bearer token")]
+    NotBearer,
+    /// Longer than the configured limit; not parsed.
+    #[error("token longer than {limit} bytes")]
+    TooLarge {
+        /// The limit in bytes.
+        limit: usize,
+    },
+    /// Not a well-formed JWS, or claims of the wrong shape.
+    #[error("malformed token: {0}")]
+    Malformed(String),
+    /// Header `typ` is not the one this verifier accepts.
+    #[error("wrong token type: expected {expected}")]
+    WrongType {
+        /// The accepted `typ`.
+        expected: String,
+    },
+    /// The header lists a critical extension this verifier does not implement.
+    #[error("unsupported critical header parameter")]
+    UnsupportedCritical,
+    /// No trusted key has the token's `kid`.
+    #[error("token signed by an unknown key")]
+    KeyUnknown,
+    /// The header's `alg` is not the algorithm pinned to the key.
+    #[error("token algorithm does not match its key")]
+    AlgorithmMismatch,
+    /// The signature does not verify.
+    #[error("invalid token signature")]
+    InvalidSignature,
+    /// `exp` is in the past (beyond the leeway).
+    #[error("token expired")]
+    Expired,
+    /// `nbf` is in the future (beyond the leeway).
+    #[error("token not yet valid")]
+    NotYetValid,
+    /// `iss` is not the trusted issuer.
+    #[error("token issuer is not trusted")]
+    IssuerMismatch,
+    /// `aud` does not name this service.
+    #[error("token audience does not include this service")]
+    AudienceMismatch,
+    /// A required claim is absent.
+    #[error("token lacks required claim `{0}`")]
+    MissingClaim(String),
+    /// The claims' contract version is not one this reader accepts.
+    #[error("unsupported claims version {found}; this service reads {accepted}")]
+    UnsupportedVersion {
+        /// The version in the token.
+        found: u32,
+        /// The versions accepted, for the message.
+        accepted: String,
+    },
+    /// The token is valid but lacks a scope this method requires.
+    #[error("insufficient scope: this method requires `{0}`")]
+    InsufficientScope(String),
+    /// The method has no access rule: denied by default.
+    #[error("method has no access rule")]
+    NoRule,
+}
+
+impl From<AuthError> for Status {
+    fn from(error: AuthError) -> Self {
+        let code = match error {
+            AuthError::Missing
+            | AuthError::Duplicate
+            | AuthError::NotBearer
+            | AuthError::TooLarge { .. }
+            | AuthError::Malformed(_)
+            | AuthError::WrongType { .. }
+            | AuthError::UnsupportedCritical
+            | AuthError::KeyUnknown
+            | AuthError::AlgorithmMismatch
+            | AuthError::InvalidSignature
+            | AuthError::Expired
+            | AuthError::NotYetValid
+            | AuthError::IssuerMismatch
+            | AuthError::AudienceMismatch
+            | AuthError::MissingClaim(_)
+            | AuthError::UnsupportedVersion { .. } => Code::Unauthenticated,
+            AuthError::InsufficientScope(_) | AuthError::NoRule => Code::PermissionDenied,
+        };
+        Status::new(code, error.to_string())
+    }
+}
+
+impl AuthError {
+    /// A short stable name for logs and metrics.
+    pub fn reason(&self) -> &'static str {
+        match self {
+            AuthError::Missing => "TOKEN_MISSING",
+            AuthError::Duplicate | AuthError::NotBearer => "TOKEN_MALFORMED",
+            AuthError::TooLarge { .. } => "TOKEN_TOO_LARGE",
+            AuthError::Malformed(_) | AuthError::UnsupportedCritical => "TOKEN_MALFORMED",
+            AuthError::WrongType { .. } => "TOKEN_TYPE_MISMATCH",
+            AuthError::KeyUnknown => "KEY_UNKNOWN",
+            AuthError::AlgorithmMismatch | AuthError::InvalidSignature => "SIGNATURE_INVALID",
+            AuthError::Expired => "TOKEN_EXPIRED",
+            AuthError::NotYetValid => "TOKEN_NOT_YET_VALID",
+            AuthError::IssuerMismatch => "ISSUER_MISMATCH",
+            AuthError::AudienceMismatch => "AUDIENCE_MISMATCH",
+            AuthError::MissingClaim(_) => "CLAIM_MISSING",
+            AuthError::UnsupportedVersion { .. } => "CLAIMS_VERSION_UNSUPPORTED",
+            AuthError::InsufficientScope(_) => "INSUFFICIENT_SCOPE",
+            AuthError::NoRule => "METHOD_NOT_ALLOWED",
+        }
+    }
+}

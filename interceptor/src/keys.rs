@@ -1,0 +1,278 @@
+//! Which keys are trusted: a [`KeySet`] maps `kid` to one key pinned to one
+//! algorithm, and a [`KeyStore`] keeps the current set behind a lock-free swap,
+//! refreshed from a [`KeySource`] in the background and, rate-limited and
+//! single-flight, when a token names a `kid` the set does not have.
+
+use std::{
+    collections::HashMap,
+    fmt,
+    sync::{Arc, Weak},
+    time::Duration,
+};
+
+use arc_swap::ArcSwap;
+use futures::future::BoxFuture;
+use jsonwebtoken::{
+    Algorithm, DecodingKey,
+    jwk::{AlgorithmParameters, EllipticCurve, Jwk, JwkSet, KeyAlgorithm},
+};
+use tokio::{sync::Mutex, time::Instant};
+
+/// A public key trusted to verify tokens, and the one algorithm it verifies.
+pub struct VerificationKey {
+    /// The key id tokens name in their header.
+    pub kid: String,
+    /// The only algorithm accepted with this key, whatever a token's header says.
+    pub algorithm: Algorithm,
+    /// The key material.
+    pub key: DecodingKey,
+}
+
+impl fmt::Debug for VerificationKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("VerificationKey")
+            .field("kid", &self.kid)
+            .field("algorithm", &self.algorithm)
+            .finish_non_exhaustive()
+    }
+}
+
+/// An immutable set of trusted keys, by `kid`.
+#[derive(Debug, Default, Clone)]
+pub struct KeySet {
+    keys: HashMap<String, Arc<VerificationKey>>,
+}
+
+impl KeySet {
+    /// Builds a set from explicit keys.
+    pub fn new(keys: impl IntoIterator<Item = VerificationKey>) -> Self {
+        let keys = keys
+            .into_iter()
+            .map(|key| (key.kid.clone(), Arc::new(key)))
+            .collect();
+        Self { keys }
+    }
+
+    /// Builds a set from a JWKS, keeping only asymmetric signing keys whose
+    /// algorithm is stated or implied by their curve. Keys that cannot be used are
+    /// skipped and logged, so one odd key does not take the others down with it.
+    pub fn from_jwks(jwks: &JwkSet) -> Self {
+        let keys = jwks.keys.iter().filter_map(|jwk| match key_from_jwk(jwk) {
+            Ok(key) => Some(key),
+            Err(reason) => {
+                tracing::warn!(kid = ?jwk.common.key_id, reason, "skipping JWK");
+                None
+            }
+        });
+        Self::new(keys)
+    }
+
+    /// The key with this id.
+    pub fn get(&self, kid: &str) -> Option<Arc<VerificationKey>> {
+        self.keys.get(kid).cloned()
+    }
+
+    /// How many keys the set holds.
+    pub fn len(&self) -> usize {
+        self.keys.len()
+    }
+
+    /// Whether the set holds no key.
+    pub fn is_empty(&self) -> bool {
+        self.keys.is_empty()
+    }
+}
+
+fn key_from_jwk(jwk: &Jwk) -> Result<VerificationKey, &'static str> {
+    let kid = jwk.common.key_id.clone().ok_or("no kid")?;
+    // The algorithm comes from the key, never from a token: stated by `alg`, or
+    // implied by a curve that has exactly one signature algorithm.
+    let implied = match &jwk.algorithm {
+        AlgorithmParameters::OctetKeyPair(p) if p.curve == EllipticCurve::Ed25519 => {
+            Some(Algorithm::EdDSA)
+        }
+        AlgorithmParameters::EllipticCurve(p) if p.curve == EllipticCurve::P256 => {
+            Some(Algorithm::ES256)
+        }
+        AlgorithmParameters::EllipticCurve(p) if p.curve == EllipticCurve::P384 => {
+            Some(Algorithm::ES384)
+        }
+        AlgorithmParameters::RSA(_) => None,
+        AlgorithmParameters::OctetKey(_) => return Err("symmetric keys are never trusted"),
+        _ => return Err("unsupported key type"),
+    };
+    let stated = match jwk.common.key_algorithm {
+        Some(KeyAlgorithm::HS256 | KeyAlgorithm::HS384 | KeyAlgorithm::HS512) => {
+            return Err("symmetric algorithms are never trusted");
+        }
+        Some(KeyAlgorithm::ES256) => Some(Algorithm::ES256),
+        Some(KeyAlgorithm::ES384) => Some(Algorithm::ES384),
+        Some(KeyAlgorithm::RS256) => Some(Algorithm::RS256),
+        Some(KeyAlgorithm::RS384) => Some(Algorithm::RS384),
+        Some(KeyAlgorithm::RS512) => Some(Algorithm::RS512),
+        Some(KeyAlgorithm::PS256) => Some(Algorithm::PS256),
+        Some(KeyAlgorithm::PS384) => Some(Algorithm::PS384),
+        Some(KeyAlgorithm::PS512) => Some(Algorithm::PS512),
+        Some(KeyAlgorithm::EdDSA) => Some(Algorithm::EdDSA),
+        Some(_) => return Err("not a signature algorithm"),
+        None => None,
+    };
+    let algorithm = match (stated, implied) {
+        (Some(stated), Some(implied)) if stated != implied => {
+            return Err("alg does not match the key's curve");
+        }
+        (Some(alg), _) | (None, Some(alg)) => alg,
+        (None, None) => return Err("RSA key without alg"),
+    };
+    let family_matches = matches!(
+        (&jwk.algorithm, algorithm),
+        (
+            AlgorithmParameters::RSA(_),
+            Algorithm::RS256 | Algorithm::RS384 | Algorithm::RS512
+        ) | (
+            AlgorithmParameters::RSA(_),
+            Algorithm::PS256 | Algorithm::PS384 | Algorithm::PS512
+        ) | (
+            AlgorithmParameters::EllipticCurve(_),
+            Algorithm::ES256 | Algorithm::ES384
+        ) | (AlgorithmParameters::OctetKeyPair(_), Algorithm::EdDSA)
+    );
+    if !family_matches {
+        return Err("alg does not match the key type");
+    }
+    let key = DecodingKey::from_jwk(jwk).map_err(|_| "invalid key material")?;
+    Ok(VerificationKey {
+        kid,
+        algorithm,
+        key,
+    })
+}
+
+/// Why fetching a key set failed.
+#[derive(Debug, thiserror::Error)]
+#[error("fetching keys: {0}")]
+pub struct KeySourceError(pub String);
+
+/// Where a [`KeyStore`] fetches its keys: a JWKS over gRPC, over HTTP, a file…
+pub trait KeySource: Send + Sync + 'static {
+    /// Fetches the issuer's current key set.
+    fn fetch(&self) -> BoxFuture<'_, Result<JwkSet, KeySourceError>>;
+}
+
+/// The trusted keys of one issuer, swapped atomically on refresh so that
+/// verifying never waits on a lock.
+pub struct KeyStore {
+    keys: ArcSwap<KeySet>,
+    source: Option<Arc<dyn KeySource>>,
+    /// When the last fetch started; held during a fetch so that concurrent
+    /// misses share one fetch instead of each starting their own.
+    last_fetch: Mutex<Option<Instant>>,
+    min_refetch_interval: Duration,
+    fetch_timeout: Duration,
+}
+
+impl fmt::Debug for KeyStore {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("KeyStore")
+            .field("keys", &self.keys.load().len())
+            .field("remote", &self.source.is_some())
+            .finish_non_exhaustive()
+    }
+}
+
+impl KeyStore {
+    /// A store that only ever holds these keys.
+    pub fn fixed(keys: KeySet) -> Arc<Self> {
+        Arc::new(Self::build(keys, None))
+    }
+
+    /// A store fed by `source`: empty until the first fetch, which happens on the
+    /// first token or through [`KeyStore::spawn_refresher`].
+    pub fn remote(source: impl KeySource) -> Arc<Self> {
+        Arc::new(Self::build(KeySet::default(), Some(Arc::new(source))))
+    }
+
+    fn build(keys: KeySet, source: Option<Arc<dyn KeySource>>) -> Self {
+        Self {
+            keys: ArcSwap::from_pointee(keys),
+            source,
+            last_fetch: Mutex::new(None),
+            min_refetch_interval: Duration::from_secs(1),
+            fetch_timeout: Duration::from_secs(3),
+        }
+    }
+
+    /// The current key set.
+    pub fn current(&self) -> Arc<KeySet> {
+        self.keys.load_full()
+    }
+
+    /// The key with this id. On a miss, refetches the set first — at most once per
+    /// second, and shared by all concurrent misses — so a rotated key is picked up
+    /// at once while a flood of unknown `kid`s cannot hammer the issuer.
+    pub async fn key(&self, kid: &str) -> Option<Arc<VerificationKey>> {
+        if let Some(key) = self.keys.load().get(kid) {
+            return Some(key);
+        }
+        self.source.as_ref()?;
+        let mut last_fetch = self.last_fetch.lock().await;
+        // Another miss may have refreshed while we waited for the lock.
+        if let Some(key) = self.keys.load().get(kid) {
+            return Some(key);
+        }
+        if last_fetch.is_some_and(|at| at.elapsed() < self.min_refetch_interval) {
+            return None;
+        }
+        *last_fetch = Some(Instant::now());
+        if let Err(error) = self.fetch_and_swap().await {
+            tracing::warn!(%error, "key refresh on unknown kid failed; keeping the last good set");
+        }
+        self.keys.load().get(kid)
+    }
+
+    /// Fetches the set now, replacing the current one on success. On failure the
+    /// last good set stays in place.
+    /// Scheduled refreshes do not count against the on-miss rate limit, so a
+    /// failed background attempt never delays the fetch a new `kid` needs.
+    pub async fn refresh(&self) -> Result<usize, KeySourceError> {
+        let _single_flight = self.last_fetch.lock().await;
+        self.fetch_and_swap().await
+    }
+
+    async fn fetch_and_swap(&self) -> Result<usize, KeySourceError> {
+        let Some(source) = &self.source else {
+            return Ok(self.keys.load().len());
+        };
+        let jwks = tokio::time::timeout(self.fetch_timeout, source.fetch())
+            .await
+            .map_err(|_| KeySourceError("timed out".into()))??;
+        let set = KeySet::from_jwks(&jwks);
+        let count = set.len();
+        self.keys.store(Arc::new(set));
+        tracing::debug!(keys = count, "key set refreshed");
+        Ok(count)
+    }
+
+    /// Refreshes the set every `every` (sooner after a failure) until the store
+    /// is dropped.
+    pub fn spawn_refresher(self: &Arc<Self>, every: Duration) -> tokio::task::JoinHandle<()> {
+        let store: Weak<Self> = Arc::downgrade(self);
+        tokio::spawn(async move {
+            let retry = every.min(Duration::from_secs(2));
+            loop {
+                let Some(strong) = store.upgrade() else {
+                    return;
+                };
+                let wait = match strong.refresh().await {
+                    Ok(_) => every,
+                    Err(error) => {
+                        tracing::debug!(%error, "background key refresh failed; retrying");
+                        retry
+                    }
+                };
+                drop(strong);
+                tokio::time::sleep(wait).await;
+            }
+        })
+    }
+}

@@ -1,0 +1,22 @@
+//! Verifies JWT bearer tokens for tonic servers, locally, with no call to the issuer
+//! on the request path. Generic: it knows tokens, keys and per-method policies,
+//! nothing about the services that use it.
+//!
+//! The pieces, from the bottom up: [`KeySet`] and [`KeyStore`] (which keys are
+//! trusted, each pinned to one algorithm), [`Verifier`] (is this token valid for
+//! me?), [`Policy`] (what does this method require?), and [`AuthLayer`], the tower
+//! layer that ties them to a tonic server.
+
+#![forbid(unsafe_code)]
+
+mod error;
+mod keys;
+mod layer;
+mod policy;
+mod verifier;
+
+pub use error::AuthError;
+pub use keys::{KeySet, KeySource, KeySourceError, KeyStore, VerificationKey};
+pub use layer::{Auth, AuthLayer, bearer_token};
+pub use policy::{Policy, Rule};
+pub use verifier::{Claims, Verifier, VerifierConfig};

@@ -1,0 +1,36 @@
+//! tokenmesh's Auth service: the only signer of access tokens. Checks passwords
+//! (argon2id), issues RFC 9068 access tokens and opaque refresh tokens, and
+//! publishes its public keys as a JWKS.
+
+#![forbid(unsafe_code)]
+
+mod error;
+mod http;
+mod password;
+mod service;
+mod store;
+
+pub use error::AuthServiceError;
+pub use service::{AuthConfig, AuthService};
+pub use store::{NewUser, Store};
+
+/// The demo users `tokenmesh up --demo` seeds: (username, password, scopes).
+pub const DEMO_USERS: [(&str, &str, &str); 3] = [
+    ("alice", "alice-demo", ""),
+    ("bob", "bob-demo", ""),
+    ("admin", "admin-demo", "admin"),
+];
+
+/// Seeds the demo users; users that exist are left as they are.
+pub async fn seed_demo(store: &Store) -> Result<(), AuthServiceError> {
+    for (username, password, scopes) in DEMO_USERS {
+        store
+            .create_user_if_absent(&NewUser {
+                username: username.into(),
+                password: password.into(),
+                scopes: scopes.into(),
+            })
+            .await?;
+    }
+    Ok(())
+}

@@ -1,0 +1,55 @@
+//! Orders' errors and their one mapping to gRPC statuses.
+
+use tonic::Status;
+
+/// Everything that can go wrong in Orders.
+#[derive(Debug, thiserror::Error)]
+pub enum OrdersError {
+    /// A request field is missing or malformed.
+    #[error("{field}: {reason}")]
+    InvalidArgument {
+        /// The proto field name.
+        field: &'static str,
+        /// What is wrong with it.
+        reason: &'static str,
+    },
+    /// No such product.
+    #[error("product {0} not found")]
+    ProductNotFound(String),
+    /// No such order among the caller's.
+    #[error("order {0} not found")]
+    OrderNotFound(String),
+    /// The caller is not entitled to the product.
+    #[error("not entitled to product {0}")]
+    NotEntitled(String),
+    /// The `request_id` already placed an order with other contents.
+    #[error("request_id {0} was already used for a different order")]
+    RequestIdReused(String),
+    /// Products could not answer the entitlement check.
+    #[error("entitlement check unavailable: {0}")]
+    EntitlementCheckUnavailable(String),
+    /// The database failed.
+    #[error("database: {0}")]
+    Database(#[from] sqlx::Error),
+    /// Migrations failed.
+    #[error("migrations: {0}")]
+    Migrate(#[from] sqlx::migrate::MigrateError),
+}
+
+impl From<OrdersError> for Status {
+    fn from(error: OrdersError) -> Self {
+        match error {
+            OrdersError::InvalidArgument { .. } => Status::invalid_argument(error.to_string()),
+            OrdersError::ProductNotFound(_) | OrdersError::OrderNotFound(_) => {
+                Status::not_found(error.to_string())
+            }
+            OrdersError::NotEntitled(_) => Status::permission_denied(error.to_string()),
+            OrdersError::RequestIdReused(_) => Status::already_exists(error.to_string()),
+            OrdersError::EntitlementCheckUnavailable(_) => Status::unavailable(error.to_string()),
+            OrdersError::Database(_) | OrdersError::Migrate(_) => {
+                tracing::error!(%error, "internal error");
+                Status::internal("internal error")
+            }
+        }
+    }
+}

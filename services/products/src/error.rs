@@ -1,0 +1,50 @@
+//! Products' errors and their one mapping to gRPC statuses.
+
+use tonic::Status;
+
+/// Everything that can go wrong in Products.
+#[derive(Debug, thiserror::Error)]
+pub enum ProductsError {
+    /// A request field is missing or malformed.
+    #[error("{field}: {reason}")]
+    InvalidArgument {
+        /// The proto field name.
+        field: &'static str,
+        /// What is wrong with it.
+        reason: &'static str,
+    },
+    /// No such product.
+    #[error("product {0} not found")]
+    ProductNotFound(String),
+    /// The caller may not see this product.
+    #[error("not entitled to product {0}")]
+    NotEntitled(String),
+    /// Asking about another subject needs the entitlement-check scope.
+    #[error("checking another subject's entitlements requires scope `{0}`")]
+    CheckScopeRequired(&'static str),
+    /// The database failed.
+    #[error("database: {0}")]
+    Database(#[from] sqlx::Error),
+    /// Migrations failed.
+    #[error("migrations: {0}")]
+    Migrate(#[from] sqlx::migrate::MigrateError),
+    /// Signing a grant failed.
+    #[error("signing: {0}")]
+    Signing(#[from] tokenmesh_server::SigningKeyError),
+}
+
+impl From<ProductsError> for Status {
+    fn from(error: ProductsError) -> Self {
+        match error {
+            ProductsError::InvalidArgument { .. } => Status::invalid_argument(error.to_string()),
+            ProductsError::ProductNotFound(_) => Status::not_found(error.to_string()),
+            ProductsError::NotEntitled(_) | ProductsError::CheckScopeRequired(_) => {
+                Status::permission_denied(error.to_string())
+            }
+            ProductsError::Database(_) | ProductsError::Migrate(_) | ProductsError::Signing(_) => {
+                tracing::error!(%error, "internal error");
+                Status::internal("internal error")
+            }
+        }
+    }
+}

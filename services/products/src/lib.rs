@@ -1,0 +1,41 @@
+//! tokenmesh's Products service: the catalogue and who is entitled to what. It
+//! lists each caller's products with an entitlement grant — a JWT signed with
+//! Products' own key that Orders can verify without calling back.
+
+#![forbid(unsafe_code)]
+
+mod error;
+mod service;
+mod store;
+
+pub use error::ProductsError;
+pub use service::{ENTITLEMENT_CHECK_SCOPE, GRANT_TOKEN_TYPE, ProductsConfig, ProductsService};
+pub use store::Store;
+
+/// The demo catalogue: (id, name, price in cents).
+pub const DEMO_PRODUCTS: [(&str, &str, i64); 5] = [
+    ("P-100", "Starter plan", 900),
+    ("P-101", "Team plan", 4_900),
+    ("P-102", "Analytics add-on", 1_500),
+    ("P-103", "Priority support", 9_900),
+    ("P-104", "Enterprise plan", 49_900),
+];
+
+/// The demo entitlements: (subject, product id).
+pub const DEMO_ENTITLEMENTS: [(&str, &str); 4] = [
+    ("alice", "P-100"),
+    ("alice", "P-101"),
+    ("alice", "P-102"),
+    ("bob", "P-101"),
+];
+
+/// Seeds the demo catalogue and entitlements; existing rows are left alone.
+pub async fn seed_demo(store: &Store) -> Result<(), ProductsError> {
+    for (id, name, price_cents) in DEMO_PRODUCTS {
+        store.upsert_product(id, name, price_cents).await?;
+    }
+    for (subject, product_id) in DEMO_ENTITLEMENTS {
+        store.grant(subject, product_id).await?;
+    }
+    Ok(())
+}

@@ -1,0 +1,38 @@
+//! What every tokenmesh service shares: [`serve`] (health, reflection, tracing and
+//! the auth layer around one gRPC service), signing keys, JWKS sources over gRPC,
+//! the verified caller type, and database pools.
+
+#![forbid(unsafe_code)]
+
+mod caller;
+pub mod db;
+mod jwks;
+pub mod paging;
+mod serve;
+mod signing;
+
+pub use caller::{ACCESS_CLAIMS_VERSION, Caller, bearer_metadata, caller};
+pub use jwks::{GrpcJwksSource, jwk_json, jwk_to_jose};
+pub use serve::{ServeError, serve};
+pub use signing::{SigningKey, SigningKeyError};
+
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use base64::{Engine, engine::general_purpose::URL_SAFE_NO_PAD};
+use rand::RngCore;
+
+/// Seconds since the Unix epoch.
+pub fn now_unix() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs() as i64)
+        .unwrap_or_default()
+}
+
+/// `bytes` random bytes from the OS generator, base64url without padding: ids,
+/// `jti`s and opaque tokens.
+pub fn random_token(bytes: usize) -> String {
+    let mut buf = vec![0u8; bytes];
+    rand::rng().fill_bytes(&mut buf);
+    URL_SAFE_NO_PAD.encode(buf)
+}

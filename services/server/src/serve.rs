@@ -1,0 +1,78 @@
+//! `serve(listener, service, auth, shutdown)`: one gRPC service behind the auth
+//! layer, with health and reflection beside it, until `shutdown` resolves.
+
+use std::{convert::Infallible, future::Future};
+
+use tokenmesh_interceptor::{AuthLayer, Claims};
+use tokio::net::TcpListener;
+use tokio_stream::wrappers::TcpListenerStream;
+use tonic::{body::Body, server::NamedService, transport::Server};
+use tower::Service;
+
+/// Why a server could not start or stopped with an error.
+#[derive(Debug, thiserror::Error)]
+pub enum ServeError {
+    /// The reflection service rejected the descriptor set.
+    #[error("reflection: {0}")]
+    Reflection(#[from] tonic_reflection::server::Error),
+    /// The transport failed.
+    #[error("transport: {0}")]
+    Transport(#[from] tonic::transport::Error),
+    /// The HTTP server failed.
+    #[error("http: {0}")]
+    Http(std::io::Error),
+}
+
+/// Serves `service` on `listener` until `shutdown` resolves, then drains in-flight
+/// requests. Health reports `service` as SERVING; reflection (v1 and v1alpha)
+/// advertises `service`, health and itself only.
+pub async fn serve<S, C>(
+    listener: TcpListener,
+    service: S,
+    auth: AuthLayer<C>,
+    shutdown: impl Future<Output = ()> + Send,
+) -> Result<(), ServeError>
+where
+    S: Service<http::Request<Body>, Response = http::Response<Body>, Error = Infallible>
+        + NamedService
+        + Clone
+        + Send
+        + Sync
+        + 'static,
+    S::Future: Send + 'static,
+    C: Claims,
+{
+    let (health_reporter, health_service) = tonic_health::server::health_reporter();
+    health_reporter.set_serving::<S>().await;
+
+    let reflection = || {
+        tonic_reflection::server::Builder::configure()
+            .register_encoded_file_descriptor_set(tokenmesh_proto::FILE_DESCRIPTOR_SET)
+            .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+            .register_encoded_file_descriptor_set(tonic_reflection::pb::v1::FILE_DESCRIPTOR_SET)
+            .register_encoded_file_descriptor_set(
+                tonic_reflection::pb::v1alpha::FILE_DESCRIPTOR_SET,
+            )
+            .with_service_name(S::NAME)
+            .with_service_name("grpc.health.v1.Health")
+            .with_service_name("grpc.reflection.v1.ServerReflection")
+            .with_service_name("grpc.reflection.v1alpha.ServerReflection")
+    };
+    let reflection_v1 = reflection().build_v1()?;
+    let reflection_v1alpha = reflection().build_v1alpha()?;
+
+    let address = listener.local_addr().ok();
+    tracing::info!(service = S::NAME, ?address, "serving");
+    Server::builder()
+        // One span per request, above the auth layer, so its outcome lands in it.
+        .trace_fn(|request| tracing::info_span!("grpc", method = %request.uri().path()))
+        // Every request, reflection and health included, passes the policy.
+        .layer(auth)
+        .add_service(health_service)
+        .add_service(reflection_v1)
+        .add_service(reflection_v1alpha)
+        .add_service(service)
+        .serve_with_incoming_shutdown(TcpListenerStream::new(listener), shutdown)
+        .await?;
+    Ok(())
+}

@@ -1,0 +1,140 @@
+//! `tokenmesh`: run the whole mesh (`up`) or one service (`serve`).
+
+use std::{
+    io::{self, Write},
+    sync::Arc,
+};
+
+use anyhow::Context;
+use clap::Parser;
+use tokenmesh::{
+    cli::{Cli, Command, CommonArgs, ServeCommand, UpArgs},
+    mesh::{self, Mesh},
+};
+use tokio::net::TcpListener;
+use tracing_subscriber::EnvFilter;
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info")),
+        )
+        .with_writer(io::stderr)
+        .init();
+    match Cli::parse().command {
+        Command::Up(args) => up(args).await,
+        Command::Serve(command) => serve(command).await,
+    }
+}
+
+async fn up(args: UpArgs) -> anyhow::Result<()> {
+    let mut mesh = mesh::start(&args).await.context("starting the mesh")?;
+    tracing::info!(auth = %mesh.auth_addr, products = %mesh.products_addr, orders = %mesh.orders_addr, "mesh up");
+    if args.demo {
+        print_walkthrough(&mesh).context("printing the walkthrough")?;
+    }
+    tokio::select! {
+        result = mesh.wait_for_failure() => result.context("a service stopped")?,
+        _ = tokio::signal::ctrl_c() => {
+            tracing::info!("shutting down");
+            mesh.shutdown().await?;
+        }
+    }
+    Ok(())
+}
+
+async fn serve(command: ServeCommand) -> anyhow::Result<()> {
+    let shutdown = async {
+        let _ = tokio::signal::ctrl_c().await;
+        tracing::info!("shutting down");
+    };
+    let listen = |common: &CommonArgs| {
+        let addr = common.listen;
+        async move {
+            TcpListener::bind(addr)
+                .await
+                .with_context(|| format!("binding {addr}"))
+        }
+    };
+    match command {
+        ServeCommand::Auth(args) => {
+            let c = &args.common;
+            let auth =
+                mesh::auth_service(&c.data_dir, c.database_url.as_deref(), &c.auth, c.demo).await?;
+            if let Some(addr) = args.http_addr {
+                let listener = TcpListener::bind(addr)
+                    .await
+                    .with_context(|| format!("binding {addr}"))?;
+                let http = auth.clone();
+                tokio::spawn(async move {
+                    let forever = std::future::pending::<()>();
+                    if let Err(error) = http.serve_http(listener, forever).await {
+                        tracing::error!(%error, "JWKS over HTTP stopped");
+                    }
+                });
+            }
+            auth.serve(listen(c).await?, shutdown).await?;
+        }
+        ServeCommand::Products(args) => {
+            let c = &args.common;
+            let products =
+                mesh::products_service(&c.data_dir, c.database_url.as_deref(), &c.auth, c.demo)
+                    .await?;
+            let keys = mesh::access_token_keys(&args.auth_url)?;
+            products.serve(listen(c).await?, keys, shutdown).await?;
+        }
+        ServeCommand::Orders(args) => {
+            let c = &args.common;
+            let orders = mesh::orders_service(
+                &c.data_dir,
+                c.database_url.as_deref(),
+                &c.auth,
+                &args.products_url,
+            )
+            .await?;
+            let keys: Arc<_> = mesh::access_token_keys(&args.auth_url)?;
+            orders.serve(listen(c).await?, keys, shutdown).await?;
+        }
+    }
+    Ok(())
+}
+
+/// Ready-to-paste grpcurl commands for the whole demo flow.
+fn print_walkthrough(mesh: &Mesh) -> io::Result<()> {
+    let (auth, products, orders) = (mesh.auth_addr, mesh.products_addr, mesh.orders_addr);
+    let mut out = io::stdout().lock();
+    writeln!(
+        out,
+        r#"
+tokenmesh is up: auth {auth}, products {products}, orders {orders}
+Demo users: alice/alice-demo, bob/bob-demo, admin/admin-demo. Paste into a shell (needs grpcurl and jq):
+
+# 1. log in as alice
+TOKEN=$(grpcurl -plaintext -d '{{"username":"alice","password":"alice-demo"}}' {auth} tokenmesh.auth.v1.AuthService/Login | jq -r .accessToken)
+
+# 2. list alice's products, keeping the entitlement grant
+grpcurl -plaintext -H "authorization: Bearer $TOKEN" -d '{{}}' {products} tokenmesh.products.v1.ProductsService/ListProducts
+GRANT=$(grpcurl -plaintext -H "authorization: Bearer $TOKEN" -d '{{}}' {products} tokenmesh.products.v1.ProductsService/ListProducts | jq -r .entitlementToken)
+
+# 3. order P-100 with the grant (entitlement_source GRANT); run it twice: same order
+grpcurl -plaintext -H "authorization: Bearer $TOKEN" -d '{{"product_id":"P-100","quantity":1,"request_id":"demo-1","entitlement_token":"'"$GRANT"'"}}' {orders} tokenmesh.orders.v1.OrdersService/PlaceOrder
+
+# 4. order P-101 without a grant: Orders asks Products (entitlement_source RPC)
+grpcurl -plaintext -H "authorization: Bearer $TOKEN" -d '{{"product_id":"P-101","quantity":2,"request_id":"demo-2"}}' {orders} tokenmesh.orders.v1.OrdersService/PlaceOrder
+
+# 5. P-104 is not alice's: PermissionDenied
+grpcurl -plaintext -H "authorization: Bearer $TOKEN" -d '{{"product_id":"P-104","quantity":1,"request_id":"demo-3"}}' {orders} tokenmesh.orders.v1.OrdersService/PlaceOrder
+
+# 6. no token: Unauthenticated
+grpcurl -plaintext -d '{{}}' {orders} tokenmesh.orders.v1.OrdersService/ListOrders
+
+# 7. alice's orders
+grpcurl -plaintext -H "authorization: Bearer $TOKEN" -d '{{}}' {orders} tokenmesh.orders.v1.OrdersService/ListOrders
+
+# Every service lists itself, health and reflection:
+grpcurl -plaintext {orders} list
+"#
+    )?;
+    out.flush()
+}

@@ -276,3 +276,134 @@ impl KeyStore {
         })
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    use aws_lc_rs::signature::{Ed25519KeyPair, KeyPair};
+    use base64::{Engine, engine::general_purpose::URL_SAFE_NO_PAD};
+    use futures::FutureExt;
+
+    use super::*;
+
+    fn okp(kid: &str, alg: Option<&str>) -> serde_json::Value {
+        let pair = Ed25519KeyPair::generate().expect("key");
+        let mut jwk = serde_json::json!({
+            "kty": "OKP", "crv": "Ed25519", "kid": kid,
+            "x": URL_SAFE_NO_PAD.encode(pair.public_key().as_ref()),
+        });
+        if let Some(alg) = alg {
+            jwk["alg"] = alg.into();
+        }
+        jwk
+    }
+
+    fn jwks(keys: Vec<serde_json::Value>) -> JwkSet {
+        serde_json::from_value(serde_json::json!({ "keys": keys })).expect("jwks")
+    }
+
+    #[test]
+    fn only_asymmetric_keys_with_a_pinned_algorithm_are_kept() {
+        let set = KeySet::from_jwks(&jwks(vec![
+            okp("implied", None),
+            okp("stated", Some("EdDSA")),
+            okp("mismatched", Some("ES256")),
+            serde_json::json!({"kty": "oct", "k": "c2VjcmV0", "kid": "hmac", "alg": "HS256"}),
+            serde_json::json!({"kty": "RSA", "n": "sXch", "e": "AQAB", "kid": "rsa-no-alg"}),
+            serde_json::json!({"kty": "OKP", "crv": "Ed25519", "x": "AAAA"}),
+        ]));
+        assert_eq!(set.len(), 2);
+        assert_eq!(
+            set.get("implied").expect("kept").algorithm,
+            Algorithm::EdDSA
+        );
+        assert_eq!(set.get("stated").expect("kept").algorithm, Algorithm::EdDSA);
+        for skipped in ["mismatched", "hmac", "rsa-no-alg"] {
+            assert!(set.get(skipped).is_none(), "{skipped} must be skipped");
+        }
+    }
+
+    struct CountingSource {
+        fetches: Arc<AtomicUsize>,
+        keys: Vec<serde_json::Value>,
+        fail: bool,
+    }
+
+    impl KeySource for CountingSource {
+        fn fetch(&self) -> BoxFuture<'_, Result<JwkSet, KeySourceError>> {
+            self.fetches.fetch_add(1, Ordering::SeqCst);
+            let result = if self.fail {
+                Err(KeySourceError("issuer down".into()))
+            } else {
+                Ok(jwks(self.keys.clone()))
+            };
+            async move {
+                tokio::task::yield_now().await;
+                result
+            }
+            .boxed()
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn concurrent_misses_share_one_fetch_and_refetches_are_rate_limited() {
+        let fetches = Arc::new(AtomicUsize::new(0));
+        let store = KeyStore::remote(CountingSource {
+            fetches: fetches.clone(),
+            keys: vec![okp("k1", None)],
+            fail: false,
+        });
+        let lookups = (0..16).map(|_| {
+            let store = store.clone();
+            tokio::spawn(async move { store.key("k1").await.is_some() })
+        });
+        for lookup in lookups {
+            assert!(lookup.await.expect("task"));
+        }
+        assert_eq!(
+            fetches.load(Ordering::SeqCst),
+            1,
+            "one fetch for sixteen misses"
+        );
+
+        assert!(store.key("unknown").await.is_none());
+        assert!(store.key("unknown").await.is_none());
+        assert_eq!(
+            fetches.load(Ordering::SeqCst),
+            1,
+            "a miss within a second of the last fetch does not fetch"
+        );
+        tokio::time::advance(Duration::from_millis(1100)).await;
+        assert!(store.key("unknown").await.is_none());
+        assert_eq!(
+            fetches.load(Ordering::SeqCst),
+            2,
+            "after the interval it may fetch again"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_failing_source_keeps_the_last_good_set() {
+        let good = KeyStore::remote(CountingSource {
+            fetches: Arc::new(AtomicUsize::new(0)),
+            keys: vec![okp("k1", None)],
+            fail: false,
+        });
+        good.refresh().await.expect("first fetch");
+        let set = good.current();
+        let failing = KeyStore::build(
+            (*set).clone(),
+            Some(Arc::new(CountingSource {
+                fetches: Arc::new(AtomicUsize::new(0)),
+                keys: vec![],
+                fail: true,
+            })),
+        );
+        assert!(failing.refresh().await.is_err());
+        assert!(
+            failing.key("k1").await.is_some(),
+            "issuer down: cached key still verifies"
+        );
+    }
+}

@@ -1,1 +1,347 @@
-//! placeholder
+//! Fixtures for the integration tests: [`Mesh`] starts the real services on
+//! `127.0.0.1:0` through the same code as `tokenmesh up`, with a fresh data dir;
+//! clients are the generated tonic stubs; [`Minter`] forges tokens with the
+//! mesh's own keys (or others) to test what the verifiers refuse.
+
+#![forbid(unsafe_code)]
+
+use std::{net::SocketAddr, path::PathBuf, time::Duration};
+
+use base64::{Engine, engine::general_purpose::URL_SAFE_NO_PAD};
+use jsonwebtoken::{Algorithm, EncodingKey, Header};
+use serde_json::Value;
+use tokenmesh::cli::{AuthArgs, UpArgs};
+use tokenmesh_proto::{
+    auth::v1::{LoginRequest, auth_service_client::AuthServiceClient},
+    orders::v1::orders_service_client::OrdersServiceClient,
+    products::v1::products_service_client::ProductsServiceClient,
+};
+use tonic::{
+    Request, Status,
+    metadata::{AsciiMetadataValue, MetadataValue},
+    service::{Interceptor, interceptor::InterceptedService},
+    transport::Channel,
+};
+
+/// Issuer names the fixture mesh uses (the CLI defaults).
+pub const AUTH_ISSUER: &str = "tokenmesh-auth";
+/// `iss` of Products' grants.
+pub const PRODUCTS_ISSUER: &str = "tokenmesh-products";
+
+/// Products' client carrying a bearer token.
+pub type ProductsClient = ProductsServiceClient<InterceptedService<Channel, Bearer>>;
+/// Orders' client carrying a bearer token.
+pub type OrdersClient = OrdersServiceClient<InterceptedService<Channel, Bearer>>;
+
+/// Adds `authorization: Bearer <token>` to every call (nothing if `None`).
+#[derive(Debug, Clone)]
+pub struct Bearer(Option<AsciiMetadataValue>);
+
+impl Bearer {
+    /// Sends `token`.
+    pub fn token(token: &str) -> Self {
+        Self(Some(
+            format!("Bearer {token}").parse().expect("token is ASCII"),
+        ))
+    }
+
+    /// Sends this exact `authorization` value.
+    pub fn raw(value: &str) -> Self {
+        Self(Some(value.parse().expect("ASCII")))
+    }
+
+    /// Sends no token.
+    pub fn none() -> Self {
+        Self(None)
+    }
+}
+
+impl Interceptor for Bearer {
+    fn call(&mut self, mut request: Request<()>) -> Result<Request<()>, Status> {
+        if let Some(value) = &self.0 {
+            request
+                .metadata_mut()
+                .insert("authorization", value.clone());
+        }
+        Ok(request)
+    }
+}
+
+/// Builds a [`Mesh`].
+#[derive(Debug, Clone)]
+pub struct MeshBuilder {
+    access_token_ttl: Duration,
+    signing_key_pem: Option<String>,
+}
+
+impl MeshBuilder {
+    /// Access tokens live this long.
+    pub fn access_token_ttl(mut self, ttl: Duration) -> Self {
+        self.access_token_ttl = ttl;
+        self
+    }
+
+    /// Auth signs with this PKCS#8 PEM key, passed as `--auth-signing-key`.
+    pub fn auth_signing_key(mut self, pem: &str) -> Self {
+        self.signing_key_pem = Some(pem.to_owned());
+        self
+    }
+
+    /// Starts the demo mesh.
+    pub async fn start(self) -> Mesh {
+        let data_dir = tempfile::tempdir().expect("temp data dir");
+        let auth_signing_key = self.signing_key_pem.map(|pem| {
+            let path = data_dir.path().join("given-key.pem");
+            std::fs::write(&path, pem).expect("write key");
+            path
+        });
+        let any_port: SocketAddr = "127.0.0.1:0".parse().expect("address");
+        let args = UpArgs {
+            demo: true,
+            data_dir: data_dir.path().to_owned(),
+            auth_addr: any_port,
+            products_addr: any_port,
+            orders_addr: any_port,
+            http_addr: any_port,
+            auth: AuthArgs {
+                access_token_ttl: self.access_token_ttl,
+                auth_signing_key,
+                auth_issuer: AUTH_ISSUER.into(),
+                products_issuer: PRODUCTS_ISSUER.into(),
+            },
+        };
+        let mesh = tokenmesh::mesh::start(&args).await.expect("mesh starts");
+        Mesh {
+            mesh: Some(mesh),
+            data_dir,
+            args,
+        }
+    }
+}
+
+/// The three services, running on loopback with the demo data.
+#[derive(Debug)]
+pub struct Mesh {
+    mesh: Option<tokenmesh::mesh::Mesh>,
+    data_dir: tempfile::TempDir,
+    args: UpArgs,
+}
+
+impl Mesh {
+    /// A mesh with the defaults of `tokenmesh up --demo`.
+    pub async fn start() -> Self {
+        Self::builder().start().await
+    }
+
+    /// A builder for other settings.
+    pub fn builder() -> MeshBuilder {
+        MeshBuilder {
+            access_token_ttl: Duration::from_secs(300),
+            signing_key_pem: None,
+        }
+    }
+
+    fn inner(&self) -> &tokenmesh::mesh::Mesh {
+        self.mesh.as_ref().expect("mesh running")
+    }
+
+    /// Auth's address.
+    pub fn auth_addr(&self) -> SocketAddr {
+        self.inner().auth_addr
+    }
+
+    /// Products' address.
+    pub fn products_addr(&self) -> SocketAddr {
+        self.inner().products_addr
+    }
+
+    /// Orders' address.
+    pub fn orders_addr(&self) -> SocketAddr {
+        self.inner().orders_addr
+    }
+
+    /// Auth's HTTP address (JWKS).
+    pub fn http_addr(&self) -> SocketAddr {
+        self.inner().http_addr
+    }
+
+    /// The data dir (keys, databases).
+    pub fn data_dir(&self) -> PathBuf {
+        self.data_dir.path().to_owned()
+    }
+
+    /// A plaintext channel to `addr`.
+    pub async fn channel(addr: SocketAddr) -> Channel {
+        Channel::from_shared(format!("http://{addr}"))
+            .expect("url")
+            .connect()
+            .await
+            .expect("connects")
+    }
+
+    /// A client of Auth.
+    pub async fn auth(&self) -> AuthServiceClient<Channel> {
+        AuthServiceClient::new(Self::channel(self.auth_addr()).await)
+    }
+
+    /// A client of Products sending `bearer`.
+    pub async fn products(&self, bearer: Bearer) -> ProductsClient {
+        ProductsServiceClient::with_interceptor(Self::channel(self.products_addr()).await, bearer)
+    }
+
+    /// A client of Orders sending `bearer`.
+    pub async fn orders(&self, bearer: Bearer) -> OrdersClient {
+        OrdersServiceClient::with_interceptor(Self::channel(self.orders_addr()).await, bearer)
+    }
+
+    /// Logs in a demo user (password `<user>-demo`) and returns the access token.
+    pub async fn login(&self, user: &str) -> String {
+        self.auth()
+            .await
+            .login(LoginRequest {
+                username: user.into(),
+                password: format!("{user}-demo"),
+            })
+            .await
+            .expect("demo login")
+            .into_inner()
+            .access_token
+    }
+
+    /// Products' client as a logged-in demo user.
+    pub async fn products_as(&self, user: &str) -> ProductsClient {
+        let token = self.login(user).await;
+        self.products(Bearer::token(&token)).await
+    }
+
+    /// Orders' client as a logged-in demo user.
+    pub async fn orders_as(&self, user: &str) -> OrdersClient {
+        let token = self.login(user).await;
+        self.orders(Bearer::token(&token)).await
+    }
+
+    /// A minter holding Auth's real signing key.
+    pub fn auth_minter(&self) -> Minter {
+        Minter::from_pem_file(&self.data_dir.path().join("auth-signing-key.pem"))
+    }
+
+    /// A minter holding Products' real grant key.
+    pub fn products_minter(&self) -> Minter {
+        Minter::from_pem_file(&self.data_dir.path().join("products-signing-key.pem"))
+    }
+
+    /// Stops the services and starts them again on the same data dir (new ports),
+    /// as a second `tokenmesh up --demo` would.
+    pub async fn restart(mut self) -> Self {
+        if let Some(mesh) = self.mesh.take() {
+            mesh.shutdown().await.expect("clean shutdown");
+        }
+        self.mesh = Some(
+            tokenmesh::mesh::start(&self.args)
+                .await
+                .expect("mesh restarts"),
+        );
+        self
+    }
+
+    /// Stops the services and waits for them.
+    pub async fn shutdown(mut self) {
+        if let Some(mesh) = self.mesh.take() {
+            mesh.shutdown().await.expect("clean shutdown");
+        }
+    }
+}
+
+/// Signs arbitrary headers and claims with an Ed25519 key, to forge the tokens
+/// verifiers must refuse (and the valid ones they must accept).
+#[derive(Debug)]
+pub struct Minter {
+    pem: String,
+    kid: String,
+}
+
+impl Minter {
+    /// The key in a PKCS#8 PEM file, with its real `kid`.
+    pub fn from_pem_file(path: &std::path::Path) -> Self {
+        let pem = std::fs::read_to_string(path).expect("key file");
+        Self::from_pem(&pem)
+    }
+
+    /// The key in `pem`, with its real `kid`.
+    pub fn from_pem(pem: &str) -> Self {
+        let kid = tokenmesh_server::SigningKey::from_pem(pem)
+            .expect("Ed25519 key")
+            .kid()
+            .to_owned();
+        Self {
+            pem: pem.to_owned(),
+            kid,
+        }
+    }
+
+    /// A fresh key nobody trusts.
+    pub fn foreign() -> Self {
+        let (_, pem) = tokenmesh_server::SigningKey::generate().expect("key");
+        Self::from_pem(&pem)
+    }
+
+    /// This key's thumbprint `kid`.
+    pub fn kid(&self) -> &str {
+        &self.kid
+    }
+
+    /// Claims of a valid access token for `sub`, to alter before minting.
+    pub fn access_claims(sub: &str) -> Value {
+        let now = tokenmesh_server::now_unix();
+        serde_json::json!({
+            "iss": AUTH_ISSUER,
+            "sub": sub,
+            "aud": ["products", "orders"],
+            "exp": now + 300,
+            "iat": now,
+            "nbf": now,
+            "jti": tokenmesh_server::random_token(16),
+            "scope": "",
+            "ver": 1,
+        })
+    }
+
+    /// Signs `claims` with header `typ` and `kid` (this key's unless given).
+    pub fn mint(&self, typ: &str, kid: Option<&str>, claims: &Value) -> String {
+        let mut header = Header::new(Algorithm::EdDSA);
+        header.typ = Some(typ.to_owned());
+        header.kid = Some(kid.unwrap_or(&self.kid).to_owned());
+        let key = EncodingKey::from_ed_pem(self.pem.as_bytes()).expect("Ed25519 PEM");
+        jsonwebtoken::encode(&header, claims, &key).expect("signs")
+    }
+
+    /// An access token (`typ: at+jwt`) with `claims`.
+    pub fn access_token(&self, claims: &Value) -> String {
+        self.mint("at+jwt", None, claims)
+    }
+
+    /// Signs an arbitrary JOSE `header` over `claims` with this key (EdDSA).
+    pub fn sign_raw(&self, header: &Value, claims: &Value) -> String {
+        let signing_input = format!("{}.{}", b64_json(header), b64_json(claims));
+        let key = EncodingKey::from_ed_pem(self.pem.as_bytes()).expect("Ed25519 PEM");
+        let signature =
+            jsonwebtoken::crypto::sign(signing_input.as_bytes(), &key, Algorithm::EdDSA)
+                .expect("signs");
+        format!("{signing_input}.{signature}")
+    }
+}
+
+/// Base64url (no padding) of `value`'s JSON.
+pub fn b64_json(value: &Value) -> String {
+    URL_SAFE_NO_PAD.encode(serde_json::to_vec(value).expect("json"))
+}
+
+/// Base64url (no padding) of `bytes`.
+pub fn b64(bytes: &[u8]) -> String {
+    URL_SAFE_NO_PAD.encode(bytes)
+}
+
+/// The metadata value `Bearer <token>`.
+pub fn bearer_value(token: &str) -> MetadataValue<tonic::metadata::Ascii> {
+    format!("Bearer {token}").parse().expect("ascii")
+}

@@ -1,0 +1,8 @@
+//! Integration tests: the real services on 127.0.0.1:0, driven through the
+//! generated clients (and the real grpcurl). One binary, one module per area.
+
+mod demo_flow;
+mod grpcurl;
+mod keys;
+mod orders;
+mod tokens;

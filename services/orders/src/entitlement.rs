@@ -59,8 +59,9 @@ pub async fn check_with_products(
     });
     request.metadata_mut().insert(
         "authorization",
-        bearer_metadata(access_token)
-            .map_err(|_| OrdersError::NotEntitled(product_id.to_owned()))?,
+        bearer_metadata(access_token).map_err(|_| {
+            OrdersError::EntitlementCheckUnavailable("caller's token cannot be forwarded".into())
+        })?,
     );
     match products.check_entitlement(request).await {
         Ok(response) if response.get_ref().allowed => Ok(EntitlementSource::Rpc),

@@ -53,3 +53,12 @@ impl From<OrdersError> for Status {
         }
     }
 }
+
+impl From<tokenmesh_server::paging::PagingError> for OrdersError {
+    fn from(error: tokenmesh_server::paging::PagingError) -> Self {
+        Self::InvalidArgument {
+            field: error.field,
+            reason: error.reason,
+        }
+    }
+}

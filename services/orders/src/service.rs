@@ -10,7 +10,7 @@ use tokenmesh_proto::{
     },
     products::v1::products_service_client::ProductsServiceClient,
 };
-use tokenmesh_server::{Caller, caller, paging};
+use tokenmesh_server::{Caller, caller, paging::PageRequest};
 use tokio::net::TcpListener;
 use tonic::{Request, Response, Status, transport::Channel};
 use tracing::instrument;
@@ -232,30 +232,21 @@ impl orders_service_server::OrdersService for OrdersService {
             page_size,
             page_token,
         } = request.get_ref();
-        let limit =
-            paging::page_size(*page_size).map_err(|reason| OrdersError::InvalidArgument {
-                field: "page_size",
-                reason,
-            })?;
-        let bad_token = OrdersError::InvalidArgument {
-            field: "page_token",
-            reason: "not a token this service issued",
+        let page = PageRequest::parse(*page_size, page_token).map_err(OrdersError::from)?;
+        let after = match page.after.as_deref() {
+            None => None,
+            Some(cursor) => Some(store::parse_cursor(cursor).ok_or(
+                OrdersError::InvalidArgument {
+                    field: "page_token",
+                    reason: "not a token this service issued",
+                },
+            )?),
         };
-        let after = match paging::decode_token(page_token) {
-            Ok(None) => None,
-            Ok(Some(cursor)) => Some(store::parse_cursor(&cursor).ok_or(bad_token)?),
-            Err(_) => return Err(bad_token.into()),
-        };
-        let mut orders = self.store.list(caller.subject(), after, limit + 1).await?;
-        let next_page_token = if orders.len() as i64 > limit {
-            orders.truncate(limit as usize);
-            orders
-                .last()
-                .map(|o| paging::encode_token(&store::cursor(o)))
-                .unwrap_or_default()
-        } else {
-            String::new()
-        };
+        let rows = self
+            .store
+            .list(caller.subject(), after, page.fetch_limit())
+            .await?;
+        let (orders, next_page_token) = page.finish(rows, store::cursor);
         Ok(Response::new(ListOrdersResponse {
             orders,
             next_page_token,

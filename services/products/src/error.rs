@@ -48,3 +48,12 @@ impl From<ProductsError> for Status {
         }
     }
 }
+
+impl From<tokenmesh_server::paging::PagingError> for ProductsError {
+    fn from(error: tokenmesh_server::paging::PagingError) -> Self {
+        Self::InvalidArgument {
+            field: error.field,
+            reason: error.reason,
+        }
+    }
+}

@@ -12,7 +12,7 @@ use tokenmesh_proto::{
         products_service_server::{self, ProductsServiceServer},
     },
 };
-use tokenmesh_server::{Caller, SigningKey, caller, now_unix, paging, random_token};
+use tokenmesh_server::{Caller, SigningKey, caller, now_unix, paging::PageRequest, random_token};
 use tokio::net::TcpListener;
 use tonic::{Request, Response, Status};
 use tracing::instrument;
@@ -132,33 +132,19 @@ impl products_service_server::ProductsService for ProductsService {
         let ListProductsRequest {
             page_size,
             page_token,
-        } = request.into_inner();
-        let limit =
-            paging::page_size(page_size).map_err(|reason| ProductsError::InvalidArgument {
-                field: "page_size",
-                reason,
-            })?;
-        let after = paging::decode_token(&page_token)
-            .map_err(|reason| ProductsError::InvalidArgument {
-                field: "page_token",
-                reason,
-            })?
-            .unwrap_or_default();
+        } = request.get_ref();
+        let page = PageRequest::parse(*page_size, page_token).map_err(ProductsError::from)?;
         let subject = caller.subject();
         let visible_to = (!caller.has_scope(ADMIN_SCOPE)).then_some(subject);
-        let mut products = self
+        let rows = self
             .store
-            .list_products(visible_to, &after, limit + 1)
+            .list_products(
+                visible_to,
+                page.after.as_deref().unwrap_or_default(),
+                page.fetch_limit(),
+            )
             .await?;
-        let next_page_token = if products.len() as i64 > limit {
-            products.truncate(limit as usize);
-            products
-                .last()
-                .map(|p| paging::encode_token(&p.id))
-                .unwrap_or_default()
-        } else {
-            String::new()
-        };
+        let (products, next_page_token) = page.finish(rows, |product| product.id.clone());
         let entitled = self.store.entitled_product_ids(subject).await?;
         let entitlement_token = self.grant(subject, entitled)?;
         Ok(Response::new(ListProductsResponse {

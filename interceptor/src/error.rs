@@ -64,6 +64,9 @@ pub enum AuthError {
         /// The versions accepted, for the message.
         accepted: String,
     },
+    /// The token, or every token of its subject issued before it, was revoked.
+    #[error("token revoked")]
+    Revoked,
     /// The token is valid but lacks a scope this method requires.
     #[error("insufficient scope: this method requires `{0}`")]
     InsufficientScope(String),
@@ -90,6 +93,7 @@ impl From<AuthError> for Status {
             | AuthError::IssuerMismatch
             | AuthError::AudienceMismatch
             | AuthError::MissingClaim(_)
+            | AuthError::Revoked
             | AuthError::UnsupportedVersion { .. } => Code::Unauthenticated,
             AuthError::InsufficientScope(_) | AuthError::NoRule => Code::PermissionDenied,
         };
@@ -113,6 +117,7 @@ impl AuthError {
             AuthError::IssuerMismatch => "ISSUER_MISMATCH",
             AuthError::AudienceMismatch => "AUDIENCE_MISMATCH",
             AuthError::MissingClaim(_) => "CLAIM_MISSING",
+            AuthError::Revoked => "TOKEN_REVOKED",
             AuthError::UnsupportedVersion { .. } => "CLAIMS_VERSION_UNSUPPORTED",
             AuthError::InsufficientScope(_) => "INSUFFICIENT_SCOPE",
             AuthError::NoRule => "METHOD_NOT_ALLOWED",

@@ -13,10 +13,12 @@ mod error;
 mod keys;
 mod layer;
 mod policy;
+mod revocation;
 mod verifier;
 
 pub use error::AuthError;
 pub use keys::{KeySet, KeySource, KeySourceError, KeyStore, VerificationKey};
 pub use layer::{Auth, AuthLayer, bearer_token};
 pub use policy::{Policy, Rule};
+pub use revocation::RevocationSet;
 pub use verifier::{Claims, Verifier, VerifierConfig};

@@ -7,7 +7,7 @@ use std::{collections::HashMap, marker::PhantomData, sync::Arc, time::Duration};
 use jsonwebtoken::{Algorithm, Validation, errors::ErrorKind};
 use serde::de::DeserializeOwned;
 
-use crate::{AuthError, KeyStore};
+use crate::{AuthError, KeyStore, RevocationSet};
 
 /// The typed payload of a token, as the layer needs to see it.
 pub trait Claims: DeserializeOwned + Send + Sync + 'static {
@@ -17,6 +17,16 @@ pub trait Claims: DeserializeOwned + Send + Sync + 'static {
     /// `scope`: space-separated scopes (RFC 9068 §2.2.3). None by default.
     fn scope(&self) -> &str {
         ""
+    }
+
+    /// `jti`: the token's unique id, for revocation. None by default.
+    fn token_id(&self) -> &str {
+        ""
+    }
+
+    /// `iat`: when the token was issued (Unix seconds), for subject revocation.
+    fn issued_at(&self) -> i64 {
+        0
     }
 
     /// Rejects a claims contract version this reader does not know.
@@ -86,6 +96,7 @@ pub struct Verifier<C> {
     keys: Arc<KeyStore>,
     /// One `Validation` per algorithm, each accepting only that algorithm.
     validations: HashMap<Algorithm, Validation>,
+    revocations: Option<Arc<RevocationSet>>,
     _claims: PhantomData<fn() -> C>,
 }
 
@@ -119,8 +130,15 @@ impl<C: Claims> Verifier<C> {
             config,
             keys,
             validations,
+            revocations: None,
             _claims: PhantomData,
         }
+    }
+
+    /// Also refuses tokens revoked in `revocations`.
+    pub fn with_revocations(mut self, revocations: Arc<RevocationSet>) -> Self {
+        self.revocations = Some(revocations);
+        self
     }
 
     /// The keys this verifier trusts.
@@ -170,6 +188,11 @@ impl<C: Claims> Verifier<C> {
             return Err(AuthError::MissingClaim("sub".into()));
         }
         claims.check_version()?;
+        if let Some(revocations) = &self.revocations
+            && revocations.is_revoked(claims.subject(), claims.token_id(), claims.issued_at())
+        {
+            return Err(AuthError::Revoked);
+        }
         Ok(claims)
     }
 

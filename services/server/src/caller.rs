@@ -25,6 +25,14 @@ impl Claims for Caller {
         &self.0.scope
     }
 
+    fn token_id(&self) -> &str {
+        &self.0.jti
+    }
+
+    fn issued_at(&self) -> i64 {
+        self.0.iat
+    }
+
     fn check_version(&self) -> Result<(), AuthError> {
         if self.0.ver == ACCESS_CLAIMS_VERSION {
             return Ok(());

@@ -1,0 +1,125 @@
+//! Which verified tokens are nonetheless dead: revoked token ids (`jti`) and
+//! per-subject "not before" epochs. Never keyed by token bytes — an ECDSA token
+//! has several valid spellings. Bounded: an entry is forgotten once every token
+//! it could match has expired.
+
+use std::{
+    collections::HashMap,
+    sync::{
+        RwLock,
+        atomic::{AtomicU64, Ordering},
+    },
+};
+
+/// Revoked token ids and subject epochs, as fed by the issuer's revocation stream.
+#[derive(Debug, Default)]
+pub struct RevocationSet {
+    entries: RwLock<Entries>,
+    /// The stream position this set has applied, to resume after a reconnect.
+    cursor: AtomicU64,
+}
+
+#[derive(Debug, Default)]
+struct Entries {
+    /// `jti` → when the token expires (after which the entry is useless).
+    tokens: HashMap<String, i64>,
+    /// `sub` → (tokens issued before this are revoked, forget after).
+    subjects: HashMap<String, (i64, i64)>,
+}
+
+impl RevocationSet {
+    /// An empty set.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Revokes the token `jti`, which expires at `expires_at` (Unix seconds).
+    pub fn revoke_token(&self, jti: &str, expires_at: i64) {
+        let mut entries = self.entries.write().unwrap_or_else(|e| e.into_inner());
+        entries.tokens.insert(jti.to_owned(), expires_at);
+    }
+
+    /// Revokes every token of `subject` issued before `not_before`; the entry can
+    /// be forgotten after `forget_after` (when the last such token has expired).
+    pub fn revoke_subject(&self, subject: &str, not_before: i64, forget_after: i64) {
+        let mut entries = self.entries.write().unwrap_or_else(|e| e.into_inner());
+        let entry = entries
+            .subjects
+            .entry(subject.to_owned())
+            .or_insert((not_before, forget_after));
+        entry.0 = entry.0.max(not_before);
+        entry.1 = entry.1.max(forget_after);
+    }
+
+    /// Whether a token of `subject` with id `jti`, issued at `issued_at`, is revoked.
+    pub fn is_revoked(&self, subject: &str, jti: &str, issued_at: i64) -> bool {
+        let entries = self.entries.read().unwrap_or_else(|e| e.into_inner());
+        if entries.tokens.is_empty() && entries.subjects.is_empty() {
+            return false;
+        }
+        (!jti.is_empty() && entries.tokens.contains_key(jti))
+            || entries
+                .subjects
+                .get(subject)
+                .is_some_and(|(not_before, _)| issued_at < *not_before)
+    }
+
+    /// Forgets entries that can no longer match an unexpired token.
+    pub fn prune(&self, now: i64) {
+        let mut entries = self.entries.write().unwrap_or_else(|e| e.into_inner());
+        entries.tokens.retain(|_, expires_at| *expires_at >= now);
+        entries
+            .subjects
+            .retain(|_, (_, forget_after)| *forget_after >= now);
+    }
+
+    /// How many entries the set holds (tokens, subjects).
+    pub fn len(&self) -> (usize, usize) {
+        let entries = self.entries.read().unwrap_or_else(|e| e.into_inner());
+        (entries.tokens.len(), entries.subjects.len())
+    }
+
+    /// Whether the set holds no entry.
+    pub fn is_empty(&self) -> bool {
+        self.len() == (0, 0)
+    }
+
+    /// The last stream position applied.
+    pub fn cursor(&self) -> u64 {
+        self.cursor.load(Ordering::Acquire)
+    }
+
+    /// Records that the stream has been applied up to `cursor`.
+    pub fn set_cursor(&self, cursor: u64) {
+        self.cursor.fetch_max(cursor, Ordering::AcqRel);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tokens_and_subject_epochs_revoke_and_are_forgotten_after_expiry() {
+        let set = RevocationSet::new();
+        assert!(!set.is_revoked("alice", "j1", 100));
+        set.revoke_token("j1", 500);
+        set.revoke_subject("bob", 200, 600);
+        assert!(set.is_revoked("alice", "j1", 100));
+        assert!(!set.is_revoked("alice", "j2", 100));
+        assert!(set.is_revoked("bob", "j3", 199));
+        assert!(
+            !set.is_revoked("bob", "j4", 200),
+            "issued at the epoch: valid"
+        );
+        set.revoke_subject("bob", 150, 550);
+        assert!(
+            set.is_revoked("bob", "j3", 199),
+            "an older epoch never lowers the bar"
+        );
+        set.prune(501);
+        assert_eq!(set.len(), (0, 1));
+        set.prune(601);
+        assert!(set.is_empty());
+    }
+}

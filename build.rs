@@ -27,6 +27,11 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             ".tokenmesh.claims",
             "#[derive(serde::Serialize, serde::Deserialize)] #[serde(default)]",
         )
+        // `act` appears only on exchanged tokens.
+        .field_attribute(
+            ".tokenmesh.claims.v1.AccessClaims.act",
+            "#[serde(skip_serializing_if = \"Option::is_none\")]",
+        )
         .compile_fds(descriptors)?;
     Ok(())
 }

@@ -72,6 +72,10 @@ impl Interceptor for Bearer {
 pub struct MeshBuilder {
     access_token_ttl: Duration,
     signing_key_pem: Option<String>,
+    auth_database_url: Option<String>,
+    signing_alg: tokenmesh_server::SigningAlgorithm,
+    key_refresh_interval: Duration,
+    login_throttle: (u32, Duration),
 }
 
 impl MeshBuilder {
@@ -84,6 +88,30 @@ impl MeshBuilder {
     /// Auth signs with this PKCS#8 PEM key, passed as `--auth-signing-key`.
     pub fn auth_signing_key(mut self, pem: &str) -> Self {
         self.signing_key_pem = Some(pem.to_owned());
+        self
+    }
+
+    /// Auth stores its state in this database instead of SQLite.
+    pub fn auth_database_url(mut self, url: Option<String>) -> Self {
+        self.auth_database_url = url;
+        self
+    }
+
+    /// Auth signs new keys with this algorithm.
+    pub fn signing_alg(mut self, algorithm: tokenmesh_server::SigningAlgorithm) -> Self {
+        self.signing_alg = algorithm;
+        self
+    }
+
+    /// Verifiers refetch key sets this often.
+    pub fn key_refresh_interval(mut self, interval: Duration) -> Self {
+        self.key_refresh_interval = interval;
+        self
+    }
+
+    /// Failed logins allowed before delays start, and the first delay.
+    pub fn login_throttle(mut self, free_failures: u32, first_delay: Duration) -> Self {
+        self.login_throttle = (free_failures, first_delay);
         self
     }
 
@@ -103,11 +131,18 @@ impl MeshBuilder {
             products_addr: any_port,
             orders_addr: any_port,
             http_addr: any_port,
+            auth_database_url: self.auth_database_url,
             auth: AuthArgs {
                 access_token_ttl: self.access_token_ttl,
                 auth_signing_key,
                 auth_issuer: AUTH_ISSUER.into(),
                 products_issuer: PRODUCTS_ISSUER.into(),
+                signing_alg: self.signing_alg,
+                key_refresh_interval: self.key_refresh_interval,
+                login_throttle_failures: self.login_throttle.0,
+                login_throttle_delay: self.login_throttle.1,
+                products_client_secret: None,
+                orders_client_secret: None,
             },
         };
         let mesh = tokenmesh::mesh::start(&args).await.expect("mesh starts");
@@ -138,6 +173,10 @@ impl Mesh {
         MeshBuilder {
             access_token_ttl: Duration::from_secs(300),
             signing_key_pem: None,
+            auth_database_url: None,
+            signing_alg: tokenmesh_server::SigningAlgorithm::EdDSA,
+            key_refresh_interval: Duration::from_secs(60),
+            login_throttle: (5, Duration::from_secs(1)),
         }
     }
 
@@ -242,6 +281,13 @@ impl Mesh {
                 .expect("mesh restarts"),
         );
         self
+    }
+
+    /// Restarts Auth alone, on the same addresses and data; Products and Orders
+    /// keep running.
+    pub async fn restart_auth(&mut self) {
+        let mesh = self.mesh.as_mut().expect("mesh running");
+        mesh.restart_auth(&self.args).await.expect("auth restarts");
     }
 
     /// Stops the services and waits for them.

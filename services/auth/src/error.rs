@@ -1,6 +1,9 @@
 //! Auth's errors and their one mapping to gRPC statuses.
 
-use tonic::Status;
+use std::time::Duration;
+
+use tonic::{Code, Status};
+use tonic_types::{ErrorDetails, StatusExt};
 
 /// Everything that can go wrong in Auth.
 #[derive(Debug, thiserror::Error)]
@@ -16,6 +19,33 @@ pub enum AuthServiceError {
     /// Unknown user, wrong password or deactivated user: deliberately one answer.
     #[error("invalid username or password")]
     InvalidCredentials,
+    /// Too many failed logins for this username: wait `retry_after`.
+    #[error("too many failed logins; retry later")]
+    Throttled {
+        /// How long to wait.
+        retry_after: Duration,
+    },
+    /// The refresh token cannot be used; the reason says whether to log in again.
+    #[error("refresh token {0}")]
+    RefreshRefused(&'static str),
+    /// The username is taken.
+    #[error("user {0} already exists")]
+    UserExists(String),
+    /// No such user.
+    #[error("user {0} not found")]
+    UserNotFound(String),
+    /// Unknown client id or wrong secret: deliberately one answer.
+    #[error("invalid client credentials")]
+    InvalidClientCredentials,
+    /// The client may not get tokens for this audience.
+    #[error("audience {0} is not allowed for this client")]
+    AudienceNotAllowed(String),
+    /// Only registered service clients may exchange tokens.
+    #[error("only service clients may exchange tokens")]
+    NotAServiceClient,
+    /// The token to exchange is not a valid access token.
+    #[error("subject_token: {0}")]
+    InvalidSubjectToken(tokenmesh_interceptor::AuthError),
     /// The database failed.
     #[error("database: {0}")]
     Database(#[from] sqlx::Error),
@@ -28,6 +58,9 @@ pub enum AuthServiceError {
     /// Signing a token failed.
     #[error("signing: {0}")]
     Signing(#[from] tokenmesh_server::SigningKeyError),
+    /// Too many concurrent writers kept colliding.
+    #[error("contention on {0}")]
+    Contention(&'static str),
     /// A blocking task panicked or was cancelled.
     #[error("worker: {0}")]
     Worker(#[from] tokio::task::JoinError),
@@ -37,11 +70,27 @@ impl From<AuthServiceError> for Status {
     fn from(error: AuthServiceError) -> Self {
         match error {
             AuthServiceError::InvalidArgument { .. } => Status::invalid_argument(error.to_string()),
-            AuthServiceError::InvalidCredentials => Status::unauthenticated(error.to_string()),
+            AuthServiceError::InvalidCredentials
+            | AuthServiceError::RefreshRefused(_)
+            | AuthServiceError::InvalidClientCredentials => {
+                Status::unauthenticated(error.to_string())
+            }
+            AuthServiceError::Throttled { retry_after } => Status::with_error_details(
+                Code::ResourceExhausted,
+                error.to_string(),
+                ErrorDetails::with_retry_info(Some(retry_after)),
+            ),
+            AuthServiceError::UserExists(_) => Status::already_exists(error.to_string()),
+            AuthServiceError::UserNotFound(_) => Status::not_found(error.to_string()),
+            AuthServiceError::AudienceNotAllowed(_) | AuthServiceError::NotAServiceClient => {
+                Status::permission_denied(error.to_string())
+            }
+            AuthServiceError::InvalidSubjectToken(_) => Status::invalid_argument(error.to_string()),
             AuthServiceError::Database(_)
             | AuthServiceError::Migrate(_)
             | AuthServiceError::PasswordHash(_)
             | AuthServiceError::Signing(_)
+            | AuthServiceError::Contention(_)
             | AuthServiceError::Worker(_) => {
                 tracing::error!(%error, "internal error");
                 Status::internal("internal error")

@@ -1,18 +1,21 @@
 //! tokenmesh's Auth service: the only signer of access tokens. Checks passwords
-//! (argon2id), issues RFC 9068 access tokens and opaque refresh tokens, and
-//! publishes its public keys as a JWKS.
+//! (argon2id), issues RFC 9068 access tokens and rotating refresh tokens, service
+//! and exchanged tokens, publishes its keys as a JWKS and streams revocations.
 
 #![forbid(unsafe_code)]
 
 mod error;
 mod http;
+mod keyring;
 mod password;
 mod service;
 mod store;
+mod throttle;
 
 pub use error::AuthServiceError;
-pub use service::{AuthConfig, AuthService};
+pub use service::{ADMIN_SCOPE, AuthConfig, AuthService, EXCHANGE_SCOPE, REVOCATIONS_SCOPE};
 pub use store::{NewUser, Store};
+pub use throttle::ThrottleConfig;
 
 /// The demo users `tokenmesh up --demo` seeds: (username, password, scopes).
 pub const DEMO_USERS: [(&str, &str, &str); 3] = [

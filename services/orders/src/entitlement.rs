@@ -45,8 +45,8 @@ impl Grant {
     }
 }
 
-/// Asks Products whether `subject` is entitled to `product_id`, calling with the
-/// caller's own access token.
+/// Asks Products whether `subject` is entitled to `product_id`, calling with
+/// `access_token` (exchanged for Products, acting for `subject`).
 pub async fn check_with_products(
     mut products: ProductsServiceClient<Channel>,
     access_token: &str,

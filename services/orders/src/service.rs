@@ -2,7 +2,9 @@
 
 use std::sync::Arc;
 
-use tokenmesh_interceptor::{AuthLayer, Claims, KeyStore, Policy, Verifier, VerifierConfig};
+use tokenmesh_interceptor::{
+    AuthLayer, Claims, KeyStore, Policy, RevocationSet, Verifier, VerifierConfig,
+};
 use tokenmesh_proto::{
     orders::v1::{
         GetOrderRequest, ListOrdersRequest, ListOrdersResponse, Order, PlaceOrderRequest,
@@ -10,7 +12,7 @@ use tokenmesh_proto::{
     },
     products::v1::products_service_client::ProductsServiceClient,
 };
-use tokenmesh_server::{Caller, caller, paging::PageRequest};
+use tokenmesh_server::{Caller, TokenExchanger, caller, paging::PageRequest};
 use tokio::net::TcpListener;
 use tonic::{Request, Response, Status, transport::Channel};
 use tracing::instrument;
@@ -40,17 +42,20 @@ pub struct OrdersService {
     store: Store,
     products: ProductsServiceClient<Channel>,
     grants: Arc<Verifier<Grant>>,
+    /// Turns the caller's token into one for Products, acting as Orders.
+    exchanger: Arc<TokenExchanger>,
     config: Arc<OrdersConfig>,
 }
 
 const SERVICE: &str = orders_service_server::SERVICE_NAME;
 
 impl OrdersService {
-    /// Orders over `store`, calling Products on `products` and verifying its
-    /// grants with `grant_keys`.
+    /// Orders over `store`, calling Products on `products` with tokens from
+    /// `exchanger`, and verifying Products' grants with `grant_keys`.
     pub fn new(
         store: Store,
         products: Channel,
+        exchanger: Arc<TokenExchanger>,
         grant_keys: Arc<KeyStore>,
         config: OrdersConfig,
     ) -> Self {
@@ -60,6 +65,7 @@ impl OrdersService {
             store,
             products: ProductsServiceClient::new(products),
             grants: Arc::new(Verifier::new(grant_config, grant_keys)),
+            exchanger,
             config: Arc::new(config),
         }
     }
@@ -73,15 +79,17 @@ impl OrdersService {
     }
 
     /// Serves Orders on `listener` until `shutdown`, accepting access tokens
-    /// verified with `access_token_keys`.
+    /// verified with `access_token_keys` and not in `revocations`.
     pub async fn serve(
         self,
         listener: TcpListener,
         access_token_keys: Arc<KeyStore>,
+        revocations: Arc<RevocationSet>,
         shutdown: impl Future<Output = ()> + Send,
     ) -> Result<(), tokenmesh_server::ServeError> {
         let config = VerifierConfig::access_tokens(&self.config.access_token_issuer, "orders");
-        let verifier = Verifier::<Caller>::new(config, access_token_keys);
+        let verifier =
+            Verifier::<Caller>::new(config, access_token_keys).with_revocations(revocations);
         let layer = AuthLayer::new(Arc::new(verifier), Self::policy());
         tokenmesh_server::serve(listener, OrdersServiceServer::new(self), layer, shutdown).await
     }
@@ -137,7 +145,7 @@ fn replay(existing: Order, request: &PlaceOrderRequest) -> Result<Order, OrdersE
     }
 }
 
-/// The bearer token the auth layer already checked, to call Products with.
+/// The bearer token the auth layer already checked, to exchange for Products.
 fn access_token<T>(request: &Request<T>) -> &str {
     request
         .metadata()
@@ -169,9 +177,19 @@ impl orders_service_server::OrdersService for OrdersService {
         {
             tokenmesh_proto::orders::v1::EntitlementSource::Grant
         } else {
+            // Products is called as Orders acting for the user (RFC 8693), never
+            // with the user's own token.
+            let token = self
+                .exchanger
+                .exchange(access_token(&request))
+                .await
+                .map_err(|status| {
+                    tracing::warn!(code = ?status.code(), message = status.message(), "token exchange failed");
+                    OrdersError::EntitlementCheckUnavailable(format!("token exchange failed ({:?})", status.code()))
+                })?;
             entitlement::check_with_products(
                 self.products.clone(),
-                access_token(&request),
+                &token,
                 subject,
                 &body.product_id,
             )

@@ -2,7 +2,9 @@
 
 use std::{sync::Arc, time::Duration};
 
-use tokenmesh_interceptor::{AuthLayer, Claims, KeyStore, Policy, Verifier, VerifierConfig};
+use tokenmesh_interceptor::{
+    AuthLayer, Claims, KeyStore, Policy, RevocationSet, Verifier, VerifierConfig,
+};
 use tokenmesh_proto::{
     auth::v1::{GetJwksRequest, Jwks},
     claims::v1::EntitlementClaims,
@@ -81,15 +83,17 @@ impl ProductsService {
     }
 
     /// Serves Products on `listener` until `shutdown`, accepting access tokens
-    /// verified with `access_token_keys`.
+    /// verified with `access_token_keys` and not in `revocations`.
     pub async fn serve(
         self,
         listener: TcpListener,
         access_token_keys: Arc<KeyStore>,
+        revocations: Arc<RevocationSet>,
         shutdown: impl Future<Output = ()> + Send,
     ) -> Result<(), tokenmesh_server::ServeError> {
         let config = VerifierConfig::access_tokens(&self.config.access_token_issuer, "products");
-        let verifier = Verifier::<Caller>::new(config, access_token_keys);
+        let verifier =
+            Verifier::<Caller>::new(config, access_token_keys).with_revocations(revocations);
         let layer = AuthLayer::new(Arc::new(verifier), Self::policy());
         tokenmesh_server::serve(listener, ProductsServiceServer::new(self), layer, shutdown).await
     }

@@ -1,9 +1,11 @@
 //! What every tokenmesh service shares: [`serve`] (health, reflection, tracing and
 //! the auth layer around one gRPC service), signing keys, JWKS sources over gRPC,
-//! the verified caller type, and database pools.
+//! talking to Auth as a service (tokens, exchange, revocations), the verified
+//! caller type, and database pools.
 
 #![forbid(unsafe_code)]
 
+mod auth_client;
 mod caller;
 pub mod db;
 mod jwks;
@@ -11,10 +13,11 @@ pub mod paging;
 mod serve;
 mod signing;
 
+pub use auth_client::{ServiceTokens, TokenExchanger, follow_revocations};
 pub use caller::{ACCESS_CLAIMS_VERSION, Caller, bearer_metadata, caller};
 pub use jwks::{GrpcJwksSource, jwk_json, jwk_to_jose};
 pub use serve::{ServeError, serve};
-pub use signing::{SigningKey, SigningKeyError};
+pub use signing::{SigningAlgorithm, SigningKey, SigningKeyError};
 
 use std::time::{SystemTime, UNIX_EPOCH};
 

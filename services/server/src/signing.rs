@@ -1,11 +1,14 @@
-//! A service's own signing key: Ed25519, kept as PKCS#8 PEM, named by its RFC 7638
-//! thumbprint, published as a JWK, used to sign JWTs of one `typ` or another.
+//! A service's own signing key — Ed25519 (default), ECDSA P-256 or RSA-2048 — kept
+//! as PKCS#8 PEM, named by its RFC 7638 thumbprint, published as a JWK, used to
+//! sign JWTs of one `typ` or another.
 
-use std::{fmt, io::Write, path::Path};
+use std::{fmt, io::Write, path::Path, str::FromStr};
 
 use aws_lc_rs::{
+    encoding::AsDer,
     rand::SystemRandom,
-    signature::{Ed25519KeyPair, KeyPair},
+    rsa::{KeyPair as RsaKeyPair, KeySize},
+    signature::{ECDSA_P256_SHA256_FIXED_SIGNING, EcdsaKeyPair, Ed25519KeyPair, KeyPair},
 };
 use base64::{Engine, engine::general_purpose::URL_SAFE_NO_PAD};
 use jsonwebtoken::{
@@ -29,72 +32,167 @@ pub enum SigningKeyError {
         /// The I/O error.
         source: std::io::Error,
     },
-    /// Not a PEM `PRIVATE KEY`, or not an Ed25519 PKCS#8 key.
-    #[error("not an Ed25519 PKCS#8 PEM private key: {0}")]
+    /// Not a PEM `PRIVATE KEY` of a supported kind.
+    #[error("not a PKCS#8 PEM Ed25519, P-256 or RSA (2048+ bit) private key: {0}")]
     Invalid(String),
     /// Signing failed.
     #[error("signing: {0}")]
     Sign(#[from] jsonwebtoken::errors::Error),
 }
 
-/// An Ed25519 private key and its public JWK.
+/// The signature algorithms tokenmesh signs with.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+pub enum SigningAlgorithm {
+    /// Ed25519 (RFC 8037): small, fast, deterministic. The default.
+    #[default]
+    EdDSA,
+    /// ECDSA with P-256 and SHA-256.
+    ES256,
+    /// RSASSA-PKCS1-v1_5 with SHA-256, 2048-bit keys.
+    RS256,
+}
+
+impl SigningAlgorithm {
+    /// The JOSE `alg` name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::EdDSA => "EdDSA",
+            Self::ES256 => "ES256",
+            Self::RS256 => "RS256",
+        }
+    }
+
+    fn jose(self) -> Algorithm {
+        match self {
+            Self::EdDSA => Algorithm::EdDSA,
+            Self::ES256 => Algorithm::ES256,
+            Self::RS256 => Algorithm::RS256,
+        }
+    }
+}
+
+impl fmt::Display for SigningAlgorithm {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl FromStr for SigningAlgorithm {
+    type Err = String;
+
+    fn from_str(name: &str) -> Result<Self, Self::Err> {
+        match name {
+            "EdDSA" => Ok(Self::EdDSA),
+            "ES256" => Ok(Self::ES256),
+            "RS256" => Ok(Self::RS256),
+            other => Err(format!(
+                "unsupported signing algorithm {other}: use EdDSA, ES256 or RS256"
+            )),
+        }
+    }
+}
+
+/// A private signing key and its public JWK.
 pub struct SigningKey {
     kid: String,
+    algorithm: SigningAlgorithm,
     encoding: EncodingKey,
     public_jwk: proto::Jwk,
+    pem: String,
 }
 
 impl fmt::Debug for SigningKey {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("SigningKey")
             .field("kid", &self.kid)
+            .field("algorithm", &self.algorithm)
             .finish_non_exhaustive()
     }
 }
 
+fn invalid(error: impl fmt::Display) -> SigningKeyError {
+    SigningKeyError::Invalid(error.to_string())
+}
+
 impl SigningKey {
-    /// A fresh key, and its PKCS#8 PEM to keep.
+    /// A fresh Ed25519 key, and its PKCS#8 PEM to keep.
     pub fn generate() -> Result<(Self, String), SigningKeyError> {
-        let pkcs8 = Ed25519KeyPair::generate_pkcs8(&SystemRandom::new())
-            .map_err(|_| SigningKeyError::Invalid("key generation failed".into()))?;
-        let pem = pem::encode(&pem::Pem::new("PRIVATE KEY", pkcs8.as_ref().to_vec()));
-        Ok((Self::from_pkcs8_der(pkcs8.as_ref())?, pem))
+        Self::generate_with(SigningAlgorithm::EdDSA)
     }
 
-    /// Parses a PKCS#8 PEM Ed25519 key (v1 as `openssl genpkey` writes, or v2).
+    /// A fresh key for `algorithm`, and its PKCS#8 PEM to keep.
+    pub fn generate_with(algorithm: SigningAlgorithm) -> Result<(Self, String), SigningKeyError> {
+        let rng = SystemRandom::new();
+        let pkcs8 = match algorithm {
+            SigningAlgorithm::EdDSA => Ed25519KeyPair::generate_pkcs8(&rng)
+                .map_err(invalid)?
+                .as_ref()
+                .to_vec(),
+            SigningAlgorithm::ES256 => {
+                EcdsaKeyPair::generate_pkcs8(&ECDSA_P256_SHA256_FIXED_SIGNING, &rng)
+                    .map_err(invalid)?
+                    .as_ref()
+                    .to_vec()
+            }
+            SigningAlgorithm::RS256 => RsaKeyPair::generate(KeySize::Rsa2048)
+                .map_err(invalid)?
+                .as_der()
+                .map_err(invalid)?
+                .as_ref()
+                .to_vec(),
+        };
+        let pem = pem::encode(&pem::Pem::new("PRIVATE KEY", pkcs8));
+        Ok((Self::from_pem(&pem)?, pem))
+    }
+
+    /// Parses a PKCS#8 PEM private key: Ed25519 (v1 as `openssl genpkey` writes,
+    /// or v2), P-256, or RSA of 2048 bits or more.
     pub fn from_pem(pem_text: &str) -> Result<Self, SigningKeyError> {
-        let parsed = pem::parse(pem_text).map_err(|e| SigningKeyError::Invalid(e.to_string()))?;
+        let parsed = pem::parse(pem_text).map_err(invalid)?;
         if parsed.tag() != "PRIVATE KEY" {
             return Err(SigningKeyError::Invalid(format!(
                 "PEM label is {}",
                 parsed.tag()
             )));
         }
-        Self::from_pkcs8_der(parsed.contents())
-    }
-
-    fn from_pkcs8_der(der: &[u8]) -> Result<Self, SigningKeyError> {
-        let pair = Ed25519KeyPair::from_pkcs8_maybe_unchecked(der)
-            .map_err(|e| SigningKeyError::Invalid(e.to_string()))?;
-        let x = URL_SAFE_NO_PAD.encode(pair.public_key().as_ref());
-        let kid = thumbprint(&x);
-        let public_jwk = proto::Jwk {
-            kty: "OKP".into(),
-            crv: "Ed25519".into(),
-            x,
-            kid: kid.clone(),
-            alg: "EdDSA".into(),
-            r#use: "sig".into(),
-            ..Default::default()
-        };
+        let der = parsed.contents();
+        let (algorithm, encoding, jwk) =
+            if let Ok(pair) = Ed25519KeyPair::from_pkcs8_maybe_unchecked(der) {
+                let x = URL_SAFE_NO_PAD.encode(pair.public_key().as_ref());
+                (
+                    SigningAlgorithm::EdDSA,
+                    EncodingKey::from_ed_der(der),
+                    ed25519_jwk(&x),
+                )
+            } else if EcdsaKeyPair::from_pkcs8(&ECDSA_P256_SHA256_FIXED_SIGNING, der).is_ok() {
+                let encoding = EncodingKey::from_ec_pem(pem_text.as_bytes())?;
+                let jwk = Jwk::from_encoding_key(&encoding, Algorithm::ES256)?;
+                (SigningAlgorithm::ES256, encoding, jwk)
+            } else if let Ok(pair) = RsaKeyPair::from_pkcs8(der) {
+                if pair.public_modulus_len() < 256 {
+                    return Err(SigningKeyError::Invalid(
+                        "RSA keys must have at least 2048 bits".into(),
+                    ));
+                }
+                let encoding = EncodingKey::from_rsa_pem(pem_text.as_bytes())?;
+                let jwk = Jwk::from_encoding_key(&encoding, Algorithm::RS256)?;
+                (SigningAlgorithm::RS256, encoding, jwk)
+            } else {
+                return Err(SigningKeyError::Invalid("unrecognised key".into()));
+            };
+        let kid = jwk.thumbprint(ThumbprintHash::SHA256);
+        let public_jwk = proto_jwk(&jwk, &kid, algorithm).map_err(invalid)?;
         Ok(Self {
             kid,
-            encoding: EncodingKey::from_ed_der(der),
+            algorithm,
+            encoding,
             public_jwk,
+            pem: pem_text.to_owned(),
         })
     }
 
-    /// Loads the key at `path`, or creates one there (mode 0600) if there is none.
+    /// Loads the key at `path`, or creates an Ed25519 one there (mode 0600) if
+    /// there is none.
     pub fn load_or_generate(path: &Path) -> Result<Self, SigningKeyError> {
         let io = |source| SigningKeyError::Io {
             path: path.display().to_string(),
@@ -134,6 +232,16 @@ impl SigningKey {
         &self.kid
     }
 
+    /// The algorithm this key signs with.
+    pub fn algorithm(&self) -> SigningAlgorithm {
+        self.algorithm
+    }
+
+    /// The private key as PKCS#8 PEM, to store.
+    pub fn pem(&self) -> &str {
+        &self.pem
+    }
+
     /// The public key as a JWK, for a JWKS.
     pub fn public_jwk(&self) -> &proto::Jwk {
         &self.public_jwk
@@ -141,15 +249,15 @@ impl SigningKey {
 
     /// Signs `claims` as a compact JWS with header `typ` and this key's `kid`.
     pub fn sign<T: Serialize>(&self, typ: &str, claims: &T) -> Result<String, SigningKeyError> {
-        let mut header = Header::new(Algorithm::EdDSA);
+        let mut header = Header::new(self.algorithm.jose());
         header.typ = Some(typ.to_owned());
         header.kid = Some(self.kid.clone());
         Ok(jsonwebtoken::encode(&header, claims, &self.encoding)?)
     }
 }
 
-fn thumbprint(x: &str) -> String {
-    let jwk = Jwk {
+fn ed25519_jwk(x: &str) -> Jwk {
+    Jwk {
         common: CommonParameters {
             public_key_use: Some(PublicKeyUse::Signature),
             key_algorithm: Some(KeyAlgorithm::EdDSA),
@@ -160,8 +268,33 @@ fn thumbprint(x: &str) -> String {
             curve: EllipticCurve::Ed25519,
             x: x.to_owned(),
         }),
+    }
+}
+
+/// The proto form of a public JWK: its members as JSON, plus `kid`, `alg`, `use`.
+fn proto_jwk(
+    jwk: &Jwk,
+    kid: &str,
+    algorithm: SigningAlgorithm,
+) -> Result<proto::Jwk, serde_json::Error> {
+    let json = serde_json::to_value(jwk)?;
+    let member = |name: &str| {
+        json.get(name)
+            .and_then(|v| v.as_str())
+            .unwrap_or_default()
+            .to_owned()
     };
-    jwk.thumbprint(ThumbprintHash::SHA256)
+    Ok(proto::Jwk {
+        kty: member("kty"),
+        crv: member("crv"),
+        x: member("x"),
+        y: member("y"),
+        n: member("n"),
+        e: member("e"),
+        kid: kid.to_owned(),
+        alg: algorithm.as_str().to_owned(),
+        r#use: "sig".into(),
+    })
 }
 
 #[cfg(test)]
@@ -171,10 +304,42 @@ mod tests {
     /// RFC 8037 appendix A.1/A.3: the Ed25519 example key and its thumbprint.
     #[test]
     fn kid_is_the_rfc_7638_thumbprint() {
+        let jwk = ed25519_jwk("11qYAYKxCrfVS_7TyWQHOg7hcvPapiMlrwIaaPcHURo");
         assert_eq!(
-            thumbprint("11qYAYKxCrfVS_7TyWQHOg7hcvPapiMlrwIaaPcHURo"),
+            jwk.thumbprint(ThumbprintHash::SHA256),
             "kPrK_qmxVWaYVA9wwBF6Iuo3vVzz7TxHCTwXBygrS4k"
         );
+    }
+
+    #[test]
+    fn every_algorithm_generates_signs_and_reloads() {
+        for algorithm in [
+            SigningAlgorithm::EdDSA,
+            SigningAlgorithm::ES256,
+            SigningAlgorithm::RS256,
+        ] {
+            let (key, pem) = SigningKey::generate_with(algorithm).expect("generated");
+            let reloaded = SigningKey::from_pem(&pem).expect("reloaded");
+            assert_eq!(
+                (reloaded.kid(), reloaded.algorithm()),
+                (key.kid(), algorithm)
+            );
+            let jwk = crate::jwk_to_jose(key.public_jwk()).expect("jose jwk");
+            assert_eq!(
+                jwk.thumbprint(ThumbprintHash::SHA256),
+                key.kid(),
+                "{algorithm}"
+            );
+            let token = key
+                .sign("at+jwt", &serde_json::json!({"sub": "x"}))
+                .expect("signs");
+            let mut validation = jsonwebtoken::Validation::new(algorithm.jose());
+            validation.required_spec_claims.clear();
+            validation.validate_exp = false;
+            let decoding = jsonwebtoken::DecodingKey::from_jwk(&jwk).expect("decoding key");
+            jsonwebtoken::decode::<serde_json::Value>(&token, &decoding, &validation)
+                .expect("verifies");
+        }
     }
 
     #[test]
@@ -202,5 +367,9 @@ mod tests {
         )
         .expect_err("not Ed25519");
         assert!(error.to_string().contains("RSA PRIVATE KEY"), "{error}");
+        assert_eq!(
+            "HS256".parse::<SigningAlgorithm>().expect_err("symmetric"),
+            "unsupported signing algorithm HS256: use EdDSA, ES256 or RS256"
+        );
     }
 }

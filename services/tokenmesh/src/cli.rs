@@ -4,6 +4,7 @@
 use std::{net::SocketAddr, path::PathBuf, time::Duration};
 
 use clap::{Args, Parser, Subcommand};
+use tokenmesh_server::SigningAlgorithm;
 
 /// tokenmesh: a gRPC service mesh where identity and entitlements travel as
 /// signed, versioned tokens.
@@ -23,6 +24,32 @@ pub enum Command {
     /// Run one service.
     #[command(subcommand)]
     Serve(ServeCommand),
+    /// Manage Auth's signing keys.
+    #[command(subcommand)]
+    Keys(KeysCommand),
+}
+
+/// `tokenmesh keys …`.
+#[derive(Debug, Subcommand)]
+pub enum KeysCommand {
+    /// Start signing with a new key now; running Auth replicas pick it up within
+    /// seconds, verifiers on the first token it signs. The old key stays published
+    /// until every token it signed has expired.
+    Rotate(KeysArgs),
+}
+
+/// Where Auth's keys are stored.
+#[derive(Debug, Clone, Args)]
+pub struct KeysArgs {
+    /// Auth's data dir (its SQLite database and initial key).
+    #[arg(long, env = "TOKENMESH_DATA_DIR", default_value = "./tokenmesh-data")]
+    pub data_dir: PathBuf,
+    /// Auth's database URL. Default: SQLite in the data dir.
+    #[arg(long, env = "TOKENMESH_DATABASE_URL")]
+    pub database_url: Option<String>,
+    /// Token settings (the algorithm of the new key, token lifetimes).
+    #[command(flatten)]
+    pub auth: AuthArgs,
 }
 
 /// `tokenmesh up`.
@@ -48,9 +75,13 @@ pub struct UpArgs {
     /// Orders' gRPC address.
     #[arg(long, env = "TOKENMESH_ORDERS_ADDR", default_value = "127.0.0.1:50053")]
     pub orders_addr: SocketAddr,
-    /// HTTP address for Auth's key set, `/.well-known/jwks.json`.
+    /// HTTP address for Auth's `/.well-known/jwks.json` and
+    /// `/.well-known/openid-configuration`.
     #[arg(long, env = "TOKENMESH_HTTP_ADDR", default_value = "127.0.0.1:8080")]
     pub http_addr: SocketAddr,
+    /// Auth's database (`postgres://…`). Default: SQLite in the data dir.
+    #[arg(long, env = "TOKENMESH_AUTH_DATABASE_URL")]
+    pub auth_database_url: Option<String>,
     /// Token settings.
     #[command(flatten)]
     pub auth: AuthArgs,
@@ -62,8 +93,9 @@ pub struct AuthArgs {
     /// Lifetime of access tokens (e.g. `5m`, `30s`).
     #[arg(long, env = "TOKENMESH_ACCESS_TOKEN_TTL", default_value = "5m", value_parser = humantime::parse_duration)]
     pub access_token_ttl: Duration,
-    /// Ed25519 signing key (PKCS#8 PEM). Default: `auth-signing-key.pem` in the
-    /// data dir, generated on first start.
+    /// Signing key (PKCS#8 PEM: Ed25519, P-256 or RSA). Default:
+    /// `auth-signing-key.pem` in the data dir, generated on first start. Imported
+    /// into Auth's database, where rotation keeps it from then on.
     #[arg(long, env = "TOKENMESH_AUTH_SIGNING_KEY", value_name = "FILE")]
     pub auth_signing_key: Option<PathBuf>,
     /// `iss` of access tokens.
@@ -76,6 +108,28 @@ pub struct AuthArgs {
         default_value = "tokenmesh-products"
     )]
     pub products_issuer: String,
+    /// Algorithm of Auth's signing keys: EdDSA, ES256 or RS256. A new algorithm
+    /// takes effect at the next rotation (or on a fresh data dir).
+    #[arg(long, env = "TOKENMESH_SIGNING_ALG", default_value = "EdDSA")]
+    pub signing_alg: SigningAlgorithm,
+    /// How often verifiers refetch key sets even when no unknown `kid` forces it
+    /// (this is how a retired key stops being trusted).
+    #[arg(long, env = "TOKENMESH_KEY_REFRESH_INTERVAL", default_value = "60s", value_parser = humantime::parse_duration)]
+    pub key_refresh_interval: Duration,
+    /// Failed logins allowed per username before delays start.
+    #[arg(long, env = "TOKENMESH_LOGIN_THROTTLE_FAILURES", default_value_t = 5)]
+    pub login_throttle_failures: u32,
+    /// First delay after those failures; each further failure doubles it (max 15 min).
+    #[arg(long, env = "TOKENMESH_LOGIN_THROTTLE_DELAY", default_value = "1s", value_parser = humantime::parse_duration)]
+    pub login_throttle_delay: Duration,
+    /// Secret of the `products` service client. Default: generated once into
+    /// `products-client-secret` in the data dir.
+    #[arg(long, env = "TOKENMESH_PRODUCTS_CLIENT_SECRET", hide_env_values = true)]
+    pub products_client_secret: Option<String>,
+    /// Secret of the `orders` service client. Default: generated once into
+    /// `orders-client-secret` in the data dir.
+    #[arg(long, env = "TOKENMESH_ORDERS_CLIENT_SECRET", hide_env_values = true)]
+    pub orders_client_secret: Option<String>,
 }
 
 /// `tokenmesh serve …`: one service per process, for running split.

@@ -1,15 +1,12 @@
 //! `tokenmesh`: run the whole mesh (`up`) or one service (`serve`).
 
-use std::{
-    io::{self, Write},
-    sync::Arc,
-};
+use std::io::{self, Write};
 
 use anyhow::Context;
 use clap::Parser;
 use tokenmesh::{
-    cli::{Cli, Command, CommonArgs, ServeCommand, UpArgs},
-    mesh::{self, Mesh},
+    cli::{Cli, Command, CommonArgs, KeysArgs, KeysCommand, ServeCommand, UpArgs},
+    mesh::{self, AccessTokens, Mesh},
 };
 use tokio::net::TcpListener;
 use tracing_subscriber::EnvFilter;
@@ -25,6 +22,7 @@ async fn main() -> anyhow::Result<()> {
     match Cli::parse().command {
         Command::Up(args) => up(args).await,
         Command::Serve(command) => serve(command).await,
+        Command::Keys(KeysCommand::Rotate(args)) => rotate_keys(args).await,
     }
 }
 
@@ -81,8 +79,10 @@ async fn serve(command: ServeCommand) -> anyhow::Result<()> {
             let products =
                 mesh::products_service(&c.data_dir, c.database_url.as_deref(), &c.auth, c.demo)
                     .await?;
-            let keys = mesh::access_token_keys(&args.auth_url)?;
-            products.serve(listen(c).await?, keys, shutdown).await?;
+            let access = AccessTokens::follow(&args.auth_url, &c.data_dir, &c.auth, "products")?;
+            products
+                .serve(listen(c).await?, access.keys, access.revocations, shutdown)
+                .await?;
         }
         ServeCommand::Orders(args) => {
             let c = &args.common;
@@ -90,12 +90,43 @@ async fn serve(command: ServeCommand) -> anyhow::Result<()> {
                 &c.data_dir,
                 c.database_url.as_deref(),
                 &c.auth,
+                &args.auth_url,
                 &args.products_url,
             )
             .await?;
-            let keys: Arc<_> = mesh::access_token_keys(&args.auth_url)?;
-            orders.serve(listen(c).await?, keys, shutdown).await?;
+            let access = AccessTokens::follow(&args.auth_url, &c.data_dir, &c.auth, "orders")?;
+            orders
+                .serve(listen(c).await?, access.keys, access.revocations, shutdown)
+                .await?;
         }
+    }
+    Ok(())
+}
+
+/// `tokenmesh keys rotate`: a new signing key in Auth's store; running replicas
+/// pick it up within seconds.
+async fn rotate_keys(args: KeysArgs) -> anyhow::Result<()> {
+    let auth = mesh::auth_service(
+        &args.data_dir,
+        args.database_url.as_deref(),
+        &args.auth,
+        false,
+    )
+    .await
+    .context("opening Auth's store")?;
+    let rotated = auth.rotate_signing_key().await?;
+    let mut out = io::stdout().lock();
+    writeln!(
+        out,
+        "signing with {} ({})",
+        rotated.kid, args.auth.signing_alg
+    )?;
+    if !rotated.retired_kid.is_empty() {
+        writeln!(
+            out,
+            "retired {}: published until {} (Unix time)",
+            rotated.retired_kid, rotated.retired_kid_expires_at
+        )?;
     }
     Ok(())
 }

@@ -9,23 +9,23 @@ use std::{
     time::Duration,
 };
 
-use tokenmesh_auth::{AuthConfig, AuthService, AuthServiceError};
-use tokenmesh_interceptor::KeyStore;
+use tokenmesh_auth::{AuthConfig, AuthService, AuthServiceError, ThrottleConfig};
+use tokenmesh_interceptor::{KeyStore, RevocationSet};
 use tokenmesh_orders::{OrdersConfig, OrdersError, OrdersService};
 use tokenmesh_products::{ProductsConfig, ProductsError, ProductsService};
-use tokenmesh_server::{GrpcJwksSource, ServeError, SigningKey, SigningKeyError, db::sqlite_url};
-use tokio::{net::TcpListener, sync::watch, task::JoinSet};
+use tokenmesh_server::{
+    GrpcJwksSource, ServeError, ServiceTokens, SigningKey, SigningKeyError, TokenExchanger,
+    db::sqlite_url, follow_revocations, random_token,
+};
+use tokio::{net::TcpListener, sync::watch, task::JoinHandle};
 use tonic::transport::{Channel, Endpoint};
 
 use crate::cli::{AuthArgs, UpArgs};
 
-/// How often verifiers refetch key sets when nothing forces them to.
-const KEY_REFRESH_INTERVAL: Duration = Duration::from_secs(60);
-
 /// Why the mesh or a service could not start or run.
 #[derive(Debug, thiserror::Error)]
 pub enum MeshError {
-    /// Binding a port or creating the data dir.
+    /// Binding a port, reading a secret or creating the data dir.
     #[error("{context}: {source}")]
     Io {
         /// What was being done.
@@ -61,6 +61,31 @@ pub enum MeshError {
     Task(#[from] tokio::task::JoinError),
 }
 
+/// One running server and the switch that stops it.
+#[derive(Debug)]
+struct Running {
+    stop: watch::Sender<bool>,
+    task: JoinHandle<Result<(), ServeError>>,
+}
+
+impl Running {
+    fn spawn<F>(serve: impl FnOnce(watch::Receiver<bool>) -> F) -> Self
+    where
+        F: Future<Output = Result<(), ServeError>> + Send + 'static,
+    {
+        let (stop, stopped) = watch::channel(false);
+        Self {
+            stop,
+            task: tokio::spawn(serve(stopped)),
+        }
+    }
+
+    async fn stop(self) -> Result<(), MeshError> {
+        self.stop.send_replace(true);
+        Ok(self.task.await??)
+    }
+}
+
 /// The three services running in this process.
 #[derive(Debug)]
 pub struct Mesh {
@@ -72,26 +97,40 @@ pub struct Mesh {
     pub orders_addr: SocketAddr,
     /// Where Auth serves its JWKS over HTTP.
     pub http_addr: SocketAddr,
-    stop: watch::Sender<bool>,
-    servers: JoinSet<Result<(), ServeError>>,
+    auth: Vec<Running>,
+    others: Vec<Running>,
 }
 
 impl Mesh {
     /// Stops accepting, lets in-flight requests finish, and waits for all servers.
-    pub async fn shutdown(mut self) -> Result<(), MeshError> {
-        self.stop.send_replace(true);
-        while let Some(result) = self.servers.join_next().await {
-            result??;
+    pub async fn shutdown(self) -> Result<(), MeshError> {
+        for server in self.others.into_iter().chain(self.auth) {
+            server.stop().await?;
         }
         Ok(())
     }
 
-    /// Runs until a server fails (or, with `shutdown`, until asked to stop).
-    pub async fn wait_for_failure(&mut self) -> Result<(), MeshError> {
-        match self.servers.join_next().await {
-            Some(result) => Ok(result??),
-            None => Ok(()),
+    /// Stops Auth (gRPC and HTTP) and starts it again on the same addresses and
+    /// data, while Products and Orders keep running.
+    pub async fn restart_auth(&mut self, args: &UpArgs) -> Result<(), MeshError> {
+        for server in self.auth.drain(..) {
+            server.stop().await?;
         }
+        let auth_listener = bind(self.auth_addr).await?;
+        let http_listener = bind(self.http_addr).await?;
+        self.auth = start_auth(args, auth_listener, http_listener).await?;
+        Ok(())
+    }
+
+    /// Runs until a server fails.
+    pub async fn wait_for_failure(&mut self) -> Result<(), MeshError> {
+        let tasks = self
+            .auth
+            .iter_mut()
+            .chain(self.others.iter_mut())
+            .map(|s| &mut s.task);
+        let (result, _, _) = futures::future::select_all(tasks).await;
+        Ok(result??)
     }
 }
 
@@ -102,6 +141,13 @@ async fn bind(addr: SocketAddr) -> Result<TcpListener, MeshError> {
             context: format!("binding {addr}"),
             source,
         })
+}
+
+fn local_addr(listener: &TcpListener) -> Result<SocketAddr, MeshError> {
+    listener.local_addr().map_err(|source| MeshError::Io {
+        context: "reading a bound address".into(),
+        source,
+    })
 }
 
 async fn stopped(mut stop: watch::Receiver<bool>) {
@@ -119,48 +165,68 @@ pub async fn start(args: &UpArgs) -> Result<Mesh, MeshError> {
     let products_listener = bind(args.products_addr).await?;
     let orders_listener = bind(args.orders_addr).await?;
     let http_listener = bind(args.http_addr).await?;
-    let addr = |listener: &TcpListener| {
-        listener.local_addr().map_err(|source| MeshError::Io {
-            context: "reading a bound address".into(),
-            source,
-        })
-    };
-    let (auth_addr, products_addr, orders_addr, http_addr) = (
-        addr(&auth_listener)?,
-        addr(&products_listener)?,
-        addr(&orders_listener)?,
-        addr(&http_listener)?,
-    );
+    let auth_addr = local_addr(&auth_listener)?;
+    let products_addr = local_addr(&products_listener)?;
+    let orders_addr = local_addr(&orders_listener)?;
+    let http_addr = local_addr(&http_listener)?;
     let auth_url = format!("http://{auth_addr}");
     let products_url = format!("http://{products_addr}");
 
-    let auth = auth_service(&args.data_dir, None, &args.auth, args.demo).await?;
+    let auth = start_auth(args, auth_listener, http_listener).await?;
     let products = products_service(&args.data_dir, None, &args.auth, args.demo).await?;
-    let orders = orders_service(&args.data_dir, None, &args.auth, &products_url).await?;
-    let products_keys = access_token_keys(&auth_url)?;
-    let orders_keys = access_token_keys(&auth_url)?;
-
-    let (stop, stop_rx) = watch::channel(false);
-    let mut servers = JoinSet::new();
-    let http_auth = auth.clone();
-    let http_stop = stopped(stop_rx.clone());
-    servers.spawn(async move {
-        http_auth
-            .serve_http(http_listener, http_stop)
-            .await
-            .map_err(ServeError::Http)
-    });
-    servers.spawn(auth.serve(auth_listener, stopped(stop_rx.clone())));
-    servers.spawn(products.serve(products_listener, products_keys, stopped(stop_rx.clone())));
-    servers.spawn(orders.serve(orders_listener, orders_keys, stopped(stop_rx)));
+    let products_access = AccessTokens::follow(&auth_url, &args.data_dir, &args.auth, "products")?;
+    let orders = orders_service(&args.data_dir, None, &args.auth, &auth_url, &products_url).await?;
+    let orders_access = AccessTokens::follow(&auth_url, &args.data_dir, &args.auth, "orders")?;
+    let others = vec![
+        Running::spawn(|stop| {
+            products.serve(
+                products_listener,
+                products_access.keys,
+                products_access.revocations,
+                stopped(stop),
+            )
+        }),
+        Running::spawn(|stop| {
+            orders.serve(
+                orders_listener,
+                orders_access.keys,
+                orders_access.revocations,
+                stopped(stop),
+            )
+        }),
+    ];
     Ok(Mesh {
         auth_addr,
         products_addr,
         orders_addr,
         http_addr,
-        stop,
-        servers,
+        auth,
+        others,
     })
+}
+
+async fn start_auth(
+    args: &UpArgs,
+    grpc: TcpListener,
+    http: TcpListener,
+) -> Result<Vec<Running>, MeshError> {
+    let auth = auth_service(
+        &args.data_dir,
+        args.auth_database_url.as_deref(),
+        &args.auth,
+        args.demo,
+    )
+    .await?;
+    let http_auth = auth.clone();
+    Ok(vec![
+        Running::spawn(|stop| async move {
+            http_auth
+                .serve_http(http, stopped(stop))
+                .await
+                .map_err(ServeError::Http)
+        }),
+        Running::spawn(|stop| auth.serve(grpc, stopped(stop))),
+    ])
 }
 
 fn database_url(data_dir: &Path, database_url: Option<&str>, file: &str) -> String {
@@ -178,7 +244,41 @@ fn channel(url: &str) -> Result<Channel, MeshError> {
         .connect_lazy())
 }
 
-/// Auth, with its key from `args` or the data dir, and its store.
+/// The secret of service client `client`: given, or generated once into the
+/// data dir (mode 0600) so that Auth and the service agree across restarts.
+pub fn client_secret(data_dir: &Path, args: &AuthArgs, client: &str) -> Result<String, MeshError> {
+    let given = match client {
+        "products" => args.products_client_secret.clone(),
+        "orders" => args.orders_client_secret.clone(),
+        _ => None,
+    };
+    if let Some(secret) = given {
+        return Ok(secret);
+    }
+    let path = data_dir.join(format!("{client}-client-secret"));
+    let io = |source| MeshError::Io {
+        context: format!("secret file {}", path.display()),
+        source,
+    };
+    match std::fs::read_to_string(&path) {
+        Ok(secret) => Ok(secret.trim().to_owned()),
+        Err(error) if error.kind() == std::io::ErrorKind::NotFound => {
+            std::fs::create_dir_all(data_dir).map_err(io)?;
+            let secret = random_token(32);
+            let mut options = std::fs::OpenOptions::new();
+            options.write(true).create_new(true);
+            #[cfg(unix)]
+            std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+            let mut file = options.open(&path).map_err(io)?;
+            std::io::Write::write_all(&mut file, secret.as_bytes()).map_err(io)?;
+            Ok(secret)
+        }
+        Err(error) => Err(io(error)),
+    }
+}
+
+/// Auth, with its key from `args` or the data dir, its store, and the service
+/// clients Products and Orders use.
 pub async fn auth_service(
     data_dir: &Path,
     database_url_override: Option<&str>,
@@ -202,7 +302,30 @@ pub async fn auth_service(
     }
     let mut config = AuthConfig::new(&args.auth_issuer);
     config.access_token_ttl = args.access_token_ttl;
-    Ok(AuthService::new(store, Arc::new(key), config))
+    config.signing_algorithm = args.signing_alg;
+    config.throttle = ThrottleConfig {
+        free_failures: args.login_throttle_failures,
+        base_delay: args.login_throttle_delay,
+        ..ThrottleConfig::default()
+    };
+    let auth = AuthService::open(store, key, config).await?;
+    let revocations = tokenmesh_auth::REVOCATIONS_SCOPE;
+    let exchange = tokenmesh_auth::EXCHANGE_SCOPE;
+    auth.register_service_client(
+        "products",
+        &client_secret(data_dir, args, "products")?,
+        revocations,
+        "auth",
+    )
+    .await?;
+    auth.register_service_client(
+        "orders",
+        &client_secret(data_dir, args, "orders")?,
+        &format!("{revocations} {exchange}"),
+        "auth products",
+    )
+    .await?;
+    Ok(auth)
 }
 
 /// Products, with its grant key from the data dir, and its store.
@@ -226,11 +349,12 @@ pub async fn products_service(
     Ok(ProductsService::new(store, Arc::new(key), config))
 }
 
-/// Orders, calling Products at `products_url`.
+/// Orders, calling Products at `products_url` with tokens exchanged at Auth.
 pub async fn orders_service(
     data_dir: &Path,
     database_url_override: Option<&str>,
     args: &AuthArgs,
+    auth_url: &str,
     products_url: &str,
 ) -> Result<OrdersService, MeshError> {
     let store =
@@ -238,17 +362,54 @@ pub async fn orders_service(
             .await?;
     let products = channel(products_url)?;
     let grant_keys = KeyStore::remote(GrpcJwksSource::products(products.clone()));
-    grant_keys.spawn_refresher(KEY_REFRESH_INTERVAL);
+    grant_keys.spawn_refresher(args.key_refresh_interval);
+    let auth = channel(auth_url)?;
+    let actor = Arc::new(ServiceTokens::new(
+        auth.clone(),
+        "orders",
+        &client_secret(data_dir, args, "orders")?,
+        "auth",
+    ));
+    let exchanger = Arc::new(TokenExchanger::new(auth, actor, "products"));
     let config = OrdersConfig {
         access_token_issuer: args.auth_issuer.clone(),
         grant_issuer: args.products_issuer.clone(),
     };
-    Ok(OrdersService::new(store, products, grant_keys, config))
+    Ok(OrdersService::new(
+        store, products, exchanger, grant_keys, config,
+    ))
 }
 
-/// Auth's access-token keys, fetched from `auth_url` with `GetJwks` and kept fresh.
-pub fn access_token_keys(auth_url: &str) -> Result<Arc<KeyStore>, MeshError> {
-    let keys = KeyStore::remote(GrpcJwksSource::auth(channel(auth_url)?));
-    keys.spawn_refresher(KEY_REFRESH_INTERVAL);
-    Ok(keys)
+/// What a service needs to verify access tokens: Auth's keys, kept fresh, and
+/// Auth's revocations, followed live.
+#[derive(Debug)]
+pub struct AccessTokens {
+    /// Auth's keys.
+    pub keys: Arc<KeyStore>,
+    /// Revoked tokens and subjects.
+    pub revocations: Arc<RevocationSet>,
+}
+
+impl AccessTokens {
+    /// Fetches Auth's keys from `auth_url` and follows its revocation feed as
+    /// service client `client`.
+    pub fn follow(
+        auth_url: &str,
+        data_dir: &Path,
+        args: &AuthArgs,
+        client: &str,
+    ) -> Result<Self, MeshError> {
+        let auth = channel(auth_url)?;
+        let keys = KeyStore::remote(GrpcJwksSource::auth(auth.clone()));
+        keys.spawn_refresher(args.key_refresh_interval);
+        let revocations = Arc::new(RevocationSet::new());
+        let credentials = Arc::new(ServiceTokens::new(
+            auth.clone(),
+            client,
+            &client_secret(data_dir, args, client)?,
+            "auth",
+        ));
+        follow_revocations(auth, credentials, &revocations);
+        Ok(Self { keys, revocations })
+    }
 }

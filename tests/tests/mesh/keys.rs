@@ -139,7 +139,10 @@ async fn wrong_password_and_unknown_user_get_the_same_answer() {
     )
     .expect("json");
     assert_eq!(claims["sub"], "admin");
-    assert_eq!(claims["aud"], serde_json::json!(["products", "orders"]));
+    assert_eq!(
+        claims["aud"],
+        serde_json::json!(["auth", "products", "orders"])
+    );
     assert_eq!(claims["ver"], 1);
     assert_eq!(
         claims["exp"].as_i64().expect("exp") - claims["iat"].as_i64().expect("iat"),

@@ -75,6 +75,7 @@ pub struct MeshBuilder {
     auth_database_url: Option<String>,
     signing_alg: tokenmesh_server::SigningAlgorithm,
     key_refresh_interval: Duration,
+    retired_key_grace: Duration,
     login_throttle: (u32, Duration),
 }
 
@@ -109,6 +110,12 @@ impl MeshBuilder {
         self
     }
 
+    /// A retired key stays published this long after its last token expired.
+    pub fn retired_key_grace(mut self, grace: Duration) -> Self {
+        self.retired_key_grace = grace;
+        self
+    }
+
     /// Failed logins allowed before delays start, and the first delay.
     pub fn login_throttle(mut self, free_failures: u32, first_delay: Duration) -> Self {
         self.login_throttle = (free_failures, first_delay);
@@ -139,6 +146,7 @@ impl MeshBuilder {
                 products_issuer: PRODUCTS_ISSUER.into(),
                 signing_alg: self.signing_alg,
                 key_refresh_interval: self.key_refresh_interval,
+                retired_key_grace: self.retired_key_grace,
                 login_throttle_failures: self.login_throttle.0,
                 login_throttle_delay: self.login_throttle.1,
                 products_client_secret: None,
@@ -176,6 +184,7 @@ impl Mesh {
             auth_database_url: None,
             signing_alg: tokenmesh_server::SigningAlgorithm::EdDSA,
             key_refresh_interval: Duration::from_secs(60),
+            retired_key_grace: Duration::from_secs(60),
             login_throttle: (5, Duration::from_secs(1)),
         }
     }
@@ -390,4 +399,110 @@ pub fn b64(bytes: &[u8]) -> String {
 /// The metadata value `Bearer <token>`.
 pub fn bearer_value(token: &str) -> MetadataValue<tonic::metadata::Ascii> {
     format!("Bearer {token}").parse().expect("ascii")
+}
+
+/// A fresh PostgreSQL database for one test, on the server named by
+/// `TOKENMESH_TEST_DATABASE_URL`.
+#[derive(Debug)]
+pub struct TestDatabase {
+    /// Its URL.
+    pub url: String,
+    admin_url: String,
+    name: String,
+}
+
+impl TestDatabase {
+    /// Creates the database; `None` (and a loud SKIPPED line) when the variable is
+    /// not set. CI sets it, so there a missing variable is a failure.
+    pub async fn create() -> Option<Self> {
+        let Ok(admin_url) = std::env::var("TOKENMESH_TEST_DATABASE_URL") else {
+            assert!(
+                std::env::var_os("CI").is_none(),
+                "CI must set TOKENMESH_TEST_DATABASE_URL (.ci/run does)"
+            );
+            eprintln!("SKIPPED: PostgreSQL test; set TOKENMESH_TEST_DATABASE_URL to run it");
+            return None;
+        };
+        sqlx::any::install_default_drivers();
+        let name = format!(
+            "tokenmesh_test_{}",
+            tokenmesh_server::random_token(9)
+                .to_lowercase()
+                .replace(['-', '_'], "x")
+        );
+        let mut admin = <sqlx::AnyConnection as sqlx::Connection>::connect(&admin_url)
+            .await
+            .expect("PostgreSQL reachable");
+        sqlx::query(&format!("CREATE DATABASE {name}"))
+            .execute(&mut admin)
+            .await
+            .expect("create database");
+        let (base, query) = admin_url
+            .split_once('?')
+            .map_or((admin_url.as_str(), None), |(b, q)| (b, Some(q)));
+        let (server, _) = base.rsplit_once('/').expect("URL has a database path");
+        let url = match query {
+            Some(query) => format!("{server}/{name}?{query}"),
+            None => format!("{server}/{name}"),
+        };
+        Some(Self {
+            url,
+            admin_url,
+            name,
+        })
+    }
+
+    /// Drops the database (connections of the stopped mesh are forced out).
+    pub async fn drop_database(self) {
+        let mut admin = <sqlx::AnyConnection as sqlx::Connection>::connect(&self.admin_url)
+            .await
+            .expect("PostgreSQL reachable");
+        sqlx::query(&format!(
+            "DROP DATABASE IF EXISTS {} WITH (FORCE)",
+            self.name
+        ))
+        .execute(&mut admin)
+        .await
+        .expect("drop database");
+    }
+}
+
+/// The JSON of a JWT's payload (not verified: for asserting what was issued).
+pub fn claims_of(token: &str) -> Value {
+    decode_segment(token, 1)
+}
+
+/// The JSON of a JWT's JOSE header.
+pub fn header_of(token: &str) -> Value {
+    decode_segment(token, 0)
+}
+
+fn decode_segment(token: &str, index: usize) -> Value {
+    let segment = token.split('.').nth(index).expect("JWS segment");
+    serde_json::from_slice(&URL_SAFE_NO_PAD.decode(segment).expect("base64url")).expect("JSON")
+}
+
+/// The secret of a demo service client, as the mesh generated it.
+pub fn client_secret(mesh: &Mesh, client: &str) -> String {
+    std::fs::read_to_string(mesh.data_dir().join(format!("{client}-client-secret")))
+        .expect("client secret file")
+        .trim()
+        .to_owned()
+}
+
+/// Polls `check` until it returns `Some`, failing after `deadline`; returns the
+/// value and how long it took. For effects that propagate (revocations, keys).
+pub async fn eventually<T, F, Fut>(deadline: Duration, mut check: F) -> (T, Duration)
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Option<T>>,
+{
+    let start = tokio::time::Instant::now();
+    loop {
+        if let Some(value) = check().await {
+            return (value, start.elapsed());
+        }
+        assert!(start.elapsed() < deadline, "not within {deadline:?}");
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
 }

@@ -73,6 +73,9 @@ pub struct AuthConfig {
     /// How often keys are re-read from the database (rotation by another replica
     /// or the CLI).
     pub key_reload_interval: Duration,
+    /// How long a retired key stays published after the last token it signed
+    /// has expired (cover the verifiers' leeway).
+    pub retired_key_grace: Duration,
 }
 
 impl AuthConfig {
@@ -88,6 +91,7 @@ impl AuthConfig {
             signing_algorithm: SigningAlgorithm::EdDSA,
             throttle: ThrottleConfig::default(),
             key_reload_interval: Duration::from_secs(2),
+            retired_key_grace: Duration::from_secs(MAX_VERIFIER_LEEWAY_SECS as u64),
         }
     }
 
@@ -186,8 +190,7 @@ impl AuthService {
         initial_key: SigningKey,
         config: AuthConfig,
     ) -> Result<Self, AuthServiceError> {
-        let publish_retired_for =
-            config.access_token_ttl + Duration::from_secs(MAX_VERIFIER_LEEWAY_SECS as u64);
+        let publish_retired_for = config.access_token_ttl + config.retired_key_grace;
         let keys = KeyRing::open(
             store.clone(),
             initial_key,
@@ -252,6 +255,11 @@ impl AuthService {
                 audiences: audiences.to_owned(),
             })
             .await
+    }
+
+    /// `iss` of Auth's tokens.
+    pub fn issuer(&self) -> &str {
+        &self.inner.config.issuer
     }
 
     /// The public keys that verify Auth's tokens.

@@ -194,6 +194,15 @@ impl SigningKey {
     /// Loads the key at `path`, or creates an Ed25519 one there (mode 0600) if
     /// there is none.
     pub fn load_or_generate(path: &Path) -> Result<Self, SigningKeyError> {
+        Self::load_or_generate_with(path, SigningAlgorithm::EdDSA)
+    }
+
+    /// Loads the key at `path`, or creates one for `algorithm` there (mode 0600)
+    /// if there is none.
+    pub fn load_or_generate_with(
+        path: &Path,
+        algorithm: SigningAlgorithm,
+    ) -> Result<Self, SigningKeyError> {
         let io = |source| SigningKeyError::Io {
             path: path.display().to_string(),
             source,
@@ -201,7 +210,7 @@ impl SigningKey {
         match std::fs::read_to_string(path) {
             Ok(pem) => Self::from_pem(&pem),
             Err(error) if error.kind() == std::io::ErrorKind::NotFound => {
-                let (key, pem) = Self::generate()?;
+                let (key, pem) = Self::generate_with(algorithm)?;
                 if let Some(dir) = path.parent() {
                     std::fs::create_dir_all(dir).map_err(io)?;
                 }

@@ -112,6 +112,10 @@ pub struct AuthArgs {
     /// takes effect at the next rotation (or on a fresh data dir).
     #[arg(long, env = "TOKENMESH_SIGNING_ALG", default_value = "EdDSA")]
     pub signing_alg: SigningAlgorithm,
+    /// How long a retired signing key stays published after the last token it
+    /// signed has expired: at least the verifiers' leeway.
+    #[arg(long, env = "TOKENMESH_RETIRED_KEY_GRACE", default_value = "60s", value_parser = humantime::parse_duration)]
+    pub retired_key_grace: Duration,
     /// How often verifiers refetch key sets even when no unknown `kid` forces it
     /// (this is how a retired key stops being trusted).
     #[arg(long, env = "TOKENMESH_KEY_REFRESH_INTERVAL", default_value = "60s", value_parser = humantime::parse_duration)]

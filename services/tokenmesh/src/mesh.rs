@@ -292,7 +292,7 @@ pub async fn auth_service(
     let key = if args.auth_signing_key.is_some() {
         SigningKey::load(&key_path)?
     } else {
-        SigningKey::load_or_generate(&key_path)?
+        SigningKey::load_or_generate_with(&key_path, args.signing_alg)?
     };
     let store =
         tokenmesh_auth::Store::open(&database_url(data_dir, database_url_override, "auth.db"))
@@ -303,6 +303,7 @@ pub async fn auth_service(
     let mut config = AuthConfig::new(&args.auth_issuer);
     config.access_token_ttl = args.access_token_ttl;
     config.signing_algorithm = args.signing_alg;
+    config.retired_key_grace = args.retired_key_grace;
     config.throttle = ThrottleConfig {
         free_failures: args.login_throttle_failures,
         base_delay: args.login_throttle_delay,

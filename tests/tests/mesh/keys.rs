@@ -7,14 +7,11 @@ use tokenmesh_proto::{
     orders::v1::{ListOrdersRequest, PlaceOrderRequest},
     products::v1::ListProductsRequest,
 };
-use tokenmesh_tests::{Bearer, Mesh, Minter};
+use tokenmesh_tests::{Bearer, Mesh, Minter, claims_of, header_of};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 fn header_kid(token: &str) -> String {
-    jsonwebtoken::decode_header(token)
-        .expect("header")
-        .kid
-        .expect("kid")
+    header_of(token)["kid"].as_str().expect("kid").to_owned()
 }
 
 #[tokio::test]
@@ -130,14 +127,7 @@ async fn wrong_password_and_unknown_user_get_the_same_answer() {
         ("Bearer", 300, "admin")
     );
     assert!(tokens.refresh_token.len() >= 43, "256-bit refresh token");
-    let claims: Value = serde_json::from_slice(
-        &base64::Engine::decode(
-            &base64::engine::general_purpose::URL_SAFE_NO_PAD,
-            tokens.access_token.split('.').nth(1).expect("payload"),
-        )
-        .expect("base64"),
-    )
-    .expect("json");
+    let claims = claims_of(&tokens.access_token);
     assert_eq!(claims["sub"], "admin");
     assert_eq!(
         claims["aud"],

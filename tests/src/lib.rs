@@ -299,6 +299,11 @@ impl Mesh {
         mesh.restart_auth(&self.args).await.expect("auth restarts");
     }
 
+    /// The command line this mesh was started with (`tokenmesh up …`).
+    pub fn up_args(&self) -> &UpArgs {
+        &self.args
+    }
+
     /// Stops the services and waits for them.
     pub async fn shutdown(mut self) {
         if let Some(mesh) = self.mesh.take() {
@@ -505,4 +510,19 @@ where
         assert!(start.elapsed() < deadline, "not within {deadline:?}");
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
+}
+
+/// A plain HTTP/1.1 GET on `addr`: the response head and body.
+pub async fn http_get(addr: SocketAddr, path: &str) -> (String, String) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut stream = tokio::net::TcpStream::connect(addr).await.expect("connect");
+    let request = format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n");
+    stream.write_all(request.as_bytes()).await.expect("request");
+    let mut response = String::new();
+    stream
+        .read_to_string(&mut response)
+        .await
+        .expect("response");
+    let (head, body) = response.split_once("\r\n\r\n").expect("head and body");
+    (head.to_owned(), body.to_owned())
 }

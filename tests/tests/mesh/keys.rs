@@ -2,13 +2,15 @@
 //! their thumbprint, published over gRPC and HTTP.
 
 use serde_json::Value;
+use std::time::Duration;
 use tokenmesh_proto::{
     auth::v1::{GetJwksRequest, LoginRequest},
     orders::v1::{ListOrdersRequest, PlaceOrderRequest},
     products::v1::ListProductsRequest,
 };
-use tokenmesh_tests::{Bearer, Mesh, Minter, claims_of, header_of};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+use tokenmesh_server::SigningAlgorithm;
+use tokenmesh_tests::{Bearer, Mesh, Minter, claims_of, eventually, header_of, http_get};
 
 fn header_kid(token: &str) -> String {
     header_of(token)["kid"].as_str().expect("kid").to_owned()
@@ -147,28 +149,14 @@ async fn wrong_password_and_unknown_user_get_the_same_answer() {
 #[tokio::test]
 async fn jwks_over_http_matches_get_jwks_and_may_be_cached() {
     let mesh = Mesh::start().await;
-    let mut stream = tokio::net::TcpStream::connect(mesh.http_addr())
-        .await
-        .expect("connect");
-    stream
-        .write_all(
-            b"GET /.well-known/jwks.json HTTP/1.1\r\nHost: tokenmesh\r\nConnection: close\r\n\r\n",
-        )
-        .await
-        .expect("request");
-    let mut response = String::new();
-    stream
-        .read_to_string(&mut response)
-        .await
-        .expect("response");
-    let (head, body) = response.split_once("\r\n\r\n").expect("head and body");
+    let (head, body) = http_get(mesh.http_addr(), "/.well-known/jwks.json").await;
     assert!(head.starts_with("HTTP/1.1 200"), "{head}");
     assert!(
         head.to_ascii_lowercase()
-            .contains("cache-control: public, max-age=300"),
+            .contains("cache-control: public, max-age=60"),
         "{head}"
     );
-    let jwks: Value = serde_json::from_str(body).expect("json body");
+    let jwks: Value = serde_json::from_str(&body).expect("json body");
 
     let grpc = mesh
         .auth()
@@ -182,5 +170,128 @@ async fn jwks_over_http_matches_get_jwks_and_may_be_cached() {
         jwks,
         serde_json::json!({"keys": [{"kty": "OKP", "crv": "Ed25519", "x": key.x, "kid": key.kid, "alg": "EdDSA", "use": "sig"}]})
     );
+
+    let (head, body) = http_get(mesh.http_addr(), "/.well-known/openid-configuration").await;
+    assert!(head.starts_with("HTTP/1.1 200"), "{head}");
+    let discovery: Value = serde_json::from_str(&body).expect("json body");
+    assert_eq!(discovery["issuer"], tokenmesh_tests::AUTH_ISSUER);
+    assert_eq!(
+        discovery["jwks_uri"],
+        format!("http://{}/.well-known/jwks.json", mesh.http_addr())
+    );
+    assert_eq!(
+        discovery["id_token_signing_alg_values_supported"],
+        serde_json::json!(["EdDSA"])
+    );
+    mesh.shutdown().await;
+}
+
+/// PyJWT with `cryptography`, when installed (CI installs it).
+fn pyjwt_available() -> bool {
+    let found = std::process::Command::new("python3")
+        .args(["-c", "import jwt, cryptography"])
+        .output()
+        .is_ok_and(|output| output.status.success());
+    if !found {
+        assert!(
+            std::env::var_os("CI").is_none(),
+            "PyJWT is required in CI (.ci/run installs it)"
+        );
+        eprintln!("SKIPPED: PyJWT not installed; `pip install pyjwt cryptography` to run it");
+    }
+    found
+}
+
+#[tokio::test]
+async fn access_tokens_of_every_algorithm_verify_with_pyjwt_and_at_every_service() {
+    if !pyjwt_available() {
+        return;
+    }
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/jose/verify_with_pyjwt.py");
+    for algorithm in [
+        SigningAlgorithm::EdDSA,
+        SigningAlgorithm::ES256,
+        SigningAlgorithm::RS256,
+    ] {
+        let mesh = Mesh::builder().signing_alg(algorithm).start().await;
+        let token = mesh.login("alice").await;
+        assert_eq!(header_of(&token)["alg"], algorithm.as_str());
+        let jwks_url = format!("http://{}/.well-known/jwks.json", mesh.http_addr());
+        let run = |token: String| {
+            let jwks_url = jwks_url.clone();
+            tokio::process::Command::new("python3")
+                .args([
+                    script,
+                    &jwks_url,
+                    &token,
+                    tokenmesh_tests::AUTH_ISSUER,
+                    "orders",
+                ])
+                .output()
+        };
+        let verified = run(token.clone()).await.expect("python3 runs");
+        assert!(verified.status.success(), "{algorithm}: {verified:?}");
+        assert_eq!(
+            String::from_utf8_lossy(&verified.stdout).trim(),
+            format!("{algorithm} alice")
+        );
+
+        // A flipped payload byte must fail PyJWT's signature check as well.
+        let mut parts: Vec<String> = token.split('.').map(str::to_owned).collect();
+        let mut claims = claims_of(&token);
+        claims["sub"] = "admin".into();
+        parts[1] = tokenmesh_tests::b64_json(&claims);
+        let tampered = run(parts.join(".")).await.expect("python3 runs");
+        assert!(
+            !tampered.status.success(),
+            "{algorithm}: PyJWT accepted a tampered token"
+        );
+        assert!(
+            String::from_utf8_lossy(&tampered.stderr).contains("InvalidSignatureError"),
+            "{tampered:?}"
+        );
+
+        let mut products = mesh.products(Bearer::token(&token)).await;
+        products
+            .list_products(ListProductsRequest::default())
+            .await
+            .expect("Products verifies it");
+        let mut orders = mesh.orders(Bearer::token(&token)).await;
+        orders
+            .list_orders(ListOrdersRequest::default())
+            .await
+            .expect("Orders verifies it");
+        mesh.shutdown().await;
+    }
+}
+
+#[tokio::test]
+async fn keys_rotate_from_the_command_line_reaches_the_running_auth() {
+    let mesh = Mesh::start().await;
+    let before = header_kid(&mesh.login("alice").await);
+    // What `tokenmesh keys rotate --data-dir …` runs, against the live data dir.
+    let args = mesh.up_args();
+    let offline = tokenmesh::mesh::auth_service(
+        &args.data_dir,
+        args.auth_database_url.as_deref(),
+        &args.auth,
+        false,
+    )
+    .await
+    .expect("opens the store beside the running Auth");
+    let rotated = offline.rotate_signing_key().await.expect("rotates");
+    assert_eq!(rotated.retired_kid, before);
+    let (_, took) = eventually(Duration::from_secs(5), || async {
+        let kid = header_kid(&mesh.login("alice").await);
+        (kid == rotated.kid).then_some(())
+    })
+    .await;
+    eprintln!("MEASURED: the running Auth signed with the rotated key after {took:?}");
+    let token = mesh.login("bob").await;
+    let mut products = mesh.products(Bearer::token(&token)).await;
+    products
+        .list_products(ListProductsRequest::default())
+        .await
+        .expect("Products fetched the new key");
     mesh.shutdown().await;
 }

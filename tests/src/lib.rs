@@ -420,12 +420,17 @@ impl TestDatabase {
     /// Creates the database; `None` (and a loud SKIPPED line) when the variable is
     /// not set. CI sets it, so there a missing variable is a failure.
     pub async fn create() -> Option<Self> {
-        let Ok(admin_url) = std::env::var("TOKENMESH_TEST_DATABASE_URL") else {
+        Self::create_from("TOKENMESH_TEST_DATABASE_URL").await
+    }
+
+    /// Like [`TestDatabase::create`], on the server named by `variable`.
+    pub async fn create_from(variable: &str) -> Option<Self> {
+        let Ok(admin_url) = std::env::var(variable) else {
             assert!(
                 std::env::var_os("CI").is_none(),
-                "CI must set TOKENMESH_TEST_DATABASE_URL (.ci/run does)"
+                "CI must set {variable} (.ci/run sets TOKENMESH_TEST_DATABASE_URL)"
             );
-            eprintln!("SKIPPED: PostgreSQL test; set TOKENMESH_TEST_DATABASE_URL to run it");
+            eprintln!("SKIPPED: PostgreSQL test; set {variable} to run it");
             return None;
         };
         sqlx::any::install_default_drivers();

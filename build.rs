@@ -8,6 +8,7 @@ use protox::prost::Message;
 const PROTOS: &[&str] = &[
     "tokenmesh/auth/v1/auth.proto",
     "tokenmesh/claims/v1/claims.proto",
+    "tokenmesh/claims/v2/claims.proto",
     "tokenmesh/products/v1/products.proto",
     "tokenmesh/orders/v1/orders.proto",
 ];

@@ -30,6 +30,9 @@ pub mod claims {
     pub mod v1 {
         tonic::include_proto!("tokenmesh.claims.v1");
     }
+    pub mod v2 {
+        tonic::include_proto!("tokenmesh.claims.v2");
+    }
 }
 
 /// The encoded `FileDescriptorSet` of every tokenmesh proto, for server reflection.

@@ -10,7 +10,8 @@ use std::{net::SocketAddr, path::PathBuf, time::Duration};
 use base64::{Engine, engine::general_purpose::URL_SAFE_NO_PAD};
 use jsonwebtoken::{Algorithm, EncodingKey, Header};
 use serde_json::Value;
-use tokenmesh::cli::{AuthArgs, UpArgs};
+use tokenmesh::cli::{AuthArgs, EntitlementArgs, UpArgs};
+pub use tokenmesh_orders::SourceKind;
 use tokenmesh_proto::{
     auth::v1::{LoginRequest, auth_service_client::AuthServiceClient},
     orders::v1::orders_service_client::OrdersServiceClient,
@@ -77,6 +78,7 @@ pub struct MeshBuilder {
     key_refresh_interval: Duration,
     retired_key_grace: Duration,
     login_throttle: (u32, Duration),
+    entitlements: EntitlementArgs,
 }
 
 impl MeshBuilder {
@@ -122,6 +124,25 @@ impl MeshBuilder {
         self
     }
 
+    /// Orders asks these entitlement sources, in this order.
+    pub fn entitlement_sources(mut self, sources: &[SourceKind]) -> Self {
+        self.entitlements.entitlement_sources = sources.to_vec();
+        self
+    }
+
+    /// Products emits grants of this claims version; Orders reads these.
+    pub fn grant_versions(mut self, emitted: u32, read: &[u32]) -> Self {
+        self.entitlements.grant_version = emitted;
+        self.entitlements.grant_versions = read.to_vec();
+        self
+    }
+
+    /// Products issues no grant above this many bytes.
+    pub fn grant_max_bytes(mut self, bytes: usize) -> Self {
+        self.entitlements.grant_max_bytes = bytes;
+        self
+    }
+
     /// Starts the demo mesh.
     pub async fn start(self) -> Mesh {
         let data_dir = tempfile::tempdir().expect("temp data dir");
@@ -139,6 +160,7 @@ impl MeshBuilder {
             orders_addr: any_port,
             http_addr: any_port,
             auth_database_url: self.auth_database_url,
+            entitlements: self.entitlements,
             auth: AuthArgs {
                 access_token_ttl: self.access_token_ttl,
                 auth_signing_key,
@@ -154,11 +176,13 @@ impl MeshBuilder {
             },
         };
         let mesh = tokenmesh::mesh::start(&args).await.expect("mesh starts");
-        Mesh {
+        let mesh = Mesh {
             mesh: Some(mesh),
             data_dir,
             args,
-        }
+        };
+        mesh.wait_for_replica().await;
+        mesh
     }
 }
 
@@ -186,6 +210,13 @@ impl Mesh {
             key_refresh_interval: Duration::from_secs(60),
             retired_key_grace: Duration::from_secs(60),
             login_throttle: (5, Duration::from_secs(1)),
+            entitlements: EntitlementArgs {
+                entitlement_sources: vec![SourceKind::Grant, SourceKind::Replica, SourceKind::Rpc],
+                grant_versions: vec![1, 2],
+                grant_version: 2,
+                grant_max_bytes: 4096,
+                rpc_cache_ttl: Duration::from_secs(2),
+            },
         }
     }
 
@@ -289,6 +320,7 @@ impl Mesh {
                 .await
                 .expect("mesh restarts"),
         );
+        self.wait_for_replica().await;
         self
     }
 
@@ -297,6 +329,46 @@ impl Mesh {
     pub async fn restart_auth(&mut self) {
         let mesh = self.mesh.as_mut().expect("mesh running");
         mesh.restart_auth(&self.args).await.expect("auth restarts");
+    }
+
+    /// Waits until Orders' entitlement replica has caught up with Products (when
+    /// Orders follows the feed at all), so that which source decides is
+    /// deterministic.
+    pub async fn wait_for_replica(&self) {
+        let follows = self
+            .args
+            .entitlements
+            .entitlement_sources
+            .iter()
+            .any(|source| matches!(source, SourceKind::Grant | SourceKind::Replica));
+        if follows {
+            eventually(Duration::from_secs(10), || async {
+                self.inner().orders_replica_caught_up().then_some(())
+            })
+            .await;
+        }
+    }
+
+    /// Stops Products; Auth and Orders keep running.
+    pub async fn stop_products(&mut self) {
+        let mesh = self.mesh.as_mut().expect("mesh running");
+        mesh.stop_products().await.expect("products stops");
+    }
+
+    /// Starts Products again on the same address and data.
+    pub async fn start_products(&mut self) {
+        let mesh = self.mesh.as_mut().expect("mesh running");
+        mesh.start_products(&self.args)
+            .await
+            .expect("products starts");
+    }
+
+    /// Restarts Orders on the same address and data.
+    pub async fn restart_orders(&mut self) {
+        let mesh = self.mesh.as_mut().expect("mesh running");
+        mesh.restart_orders(&self.args)
+            .await
+            .expect("orders restarts");
     }
 
     /// The command line this mesh was started with (`tokenmesh up …`).

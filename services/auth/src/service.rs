@@ -21,13 +21,10 @@ use tokenmesh_proto::{
     claims::v1::{AccessClaims, Actor},
 };
 use tokenmesh_server::{
-    ACCESS_CLAIMS_VERSION, Caller, SigningAlgorithm, SigningKey, caller, now_unix, random_token,
+    ACCESS_CLAIMS_VERSION, Caller, Feed, SigningAlgorithm, SigningKey, caller, now_unix,
+    random_token,
 };
-use tokio::{
-    net::TcpListener,
-    sync::{mpsc, watch},
-};
-use tokio_stream::wrappers::ReceiverStream;
+use tokio::net::TcpListener;
 use tonic::{Request, Response, Status};
 use tracing::instrument;
 
@@ -50,8 +47,6 @@ pub const REVOCATIONS_SCOPE: &str = "revocations:read";
 const MAX_VERIFIER_LEEWAY_SECS: i64 = 60;
 /// Shortest acceptable password.
 const MIN_PASSWORD_LEN: usize = 8;
-/// How often a revocation stream looks for rows written by other replicas.
-const FEED_POLL: Duration = Duration::from_millis(500);
 
 /// How Auth issues tokens.
 #[derive(Debug, Clone)]
@@ -114,10 +109,8 @@ struct Inner {
     throttle: Throttle,
     verifier: Arc<Verifier<Caller>>,
     revocations: Arc<RevocationSet>,
-    /// Bumped on every revocation written here, to wake the feeds.
-    feed: watch::Sender<u64>,
-    /// Set when the server stops, to end the feeds so shutdown can drain.
-    closing: watch::Sender<bool>,
+    /// The revocation feed's streams.
+    feed: Feed,
 }
 
 const SERVICE: &str = auth_service_server::SERVICE_NAME;
@@ -216,8 +209,7 @@ impl AuthService {
                 config,
                 verifier: Arc::new(verifier),
                 revocations,
-                feed: watch::Sender::new(0),
-                closing: watch::Sender::new(false),
+                feed: Feed::new(),
             }),
         })
     }
@@ -283,7 +275,7 @@ impl AuthService {
         let shutdown = async move {
             shutdown.await;
             // End the revocation feeds: they would hold the graceful drain open.
-            inner.closing.send_replace(true);
+            inner.feed.close();
         };
         let layer = AuthLayer::new(self.inner.verifier.clone(), Self::policy());
         let result =
@@ -352,7 +344,7 @@ impl AuthService {
         self.inner
             .revocations
             .revoke_subject(subject, not_before, forget_after);
-        self.inner.feed.send_modify(|generation| *generation += 1);
+        self.inner.feed.notify();
     }
 
     async fn check_password(
@@ -733,39 +725,18 @@ impl auth_service_server::AuthService for AuthService {
         &self,
         request: Request<WatchRevocationsRequest>,
     ) -> Result<Response<Self::WatchRevocationsStream>, Status> {
-        let mut cursor = i64::try_from(request.get_ref().since).unwrap_or(i64::MAX);
-        let inner = self.inner.clone();
-        let mut feed = inner.feed.subscribe();
-        let mut closing = inner.closing.subscribe();
-        let (events, receiver) = mpsc::channel(64);
-        tokio::spawn(async move {
-            loop {
-                let batch = match inner.store.revocations_since(cursor, now_unix(), 500).await {
-                    Ok(batch) => batch,
-                    Err(error) => {
-                        let _ = events.send(Err(error.into())).await;
-                        return;
-                    }
-                };
-                let full = batch.len() == 500;
-                for revocation in batch {
-                    cursor = revocation.seq;
-                    if events.send(Ok(event(revocation))).await.is_err() {
-                        return;
-                    }
-                }
-                if full {
-                    continue;
-                }
-                tokio::select! {
-                    _ = feed.changed() => {}
-                    // Rows written by other replicas show up on the next poll.
-                    _ = tokio::time::sleep(FEED_POLL) => {}
-                    _ = closing.wait_for(|closing| *closing) => return,
-                    _ = events.closed() => return,
-                }
+        let since = i64::try_from(request.get_ref().since).unwrap_or(i64::MAX);
+        let store = self.inner.store.clone();
+        let stream = self.inner.feed.stream(since, move |cursor, limit| {
+            let store = store.clone();
+            async move {
+                let rows = store
+                    .revocations_since(cursor, now_unix(), limit as i64)
+                    .await
+                    .map_err(Status::from)?;
+                Ok(rows.into_iter().map(|row| (row.seq, event(row))).collect())
             }
         });
-        Ok(Response::new(Box::pin(ReceiverStream::new(receiver))))
+        Ok(Response::new(Box::pin(stream)))
     }
 }

@@ -25,9 +25,26 @@ pub enum OrdersError {
     /// The `request_id` already placed an order with other contents.
     #[error("request_id {0} was already used for a different order")]
     RequestIdReused(String),
-    /// Products could not answer the entitlement check.
-    #[error("entitlement check unavailable: {0}")]
-    EntitlementCheckUnavailable(String),
+    /// The order exceeds the grant's quantity limit.
+    #[error("quantity exceeds the limit of {limit} for product {product_id}")]
+    QuantityOverLimit {
+        /// The product.
+        product_id: String,
+        /// Its limit.
+        limit: u32,
+    },
+    /// The grant (the only configured source) has a claims version this reader
+    /// does not accept.
+    #[error("entitlement grant version {found} is not supported; this service reads {accepted}")]
+    GrantVersionUnsupported {
+        /// The grant's version.
+        found: u32,
+        /// The accepted versions.
+        accepted: String,
+    },
+    /// No source was reachable or conclusive: retry later.
+    #[error("no entitlement source could decide: {0}")]
+    Undecided(String),
     /// The database failed.
     #[error("database: {0}")]
     Database(#[from] sqlx::Error),
@@ -43,9 +60,14 @@ impl From<OrdersError> for Status {
             OrdersError::ProductNotFound(_) | OrdersError::OrderNotFound(_) => {
                 Status::not_found(error.to_string())
             }
-            OrdersError::NotEntitled(_) => Status::permission_denied(error.to_string()),
+            OrdersError::NotEntitled(_) | OrdersError::QuantityOverLimit { .. } => {
+                Status::permission_denied(error.to_string())
+            }
+            OrdersError::GrantVersionUnsupported { .. } => {
+                Status::failed_precondition(error.to_string())
+            }
             OrdersError::RequestIdReused(_) => Status::already_exists(error.to_string()),
-            OrdersError::EntitlementCheckUnavailable(_) => Status::unavailable(error.to_string()),
+            OrdersError::Undecided(_) => Status::unavailable(error.to_string()),
             OrdersError::Database(_) | OrdersError::Migrate(_) => {
                 tracing::error!(%error, "internal error");
                 Status::internal("internal error")

@@ -1,6 +1,7 @@
 //! tokenmesh's Orders service: places orders only for products the caller is
-//! entitled to, decided by the entitlement grant in the request body when it is
-//! conclusive, else by asking Products; idempotent by `request_id`.
+//! entitled to — decided by a chain of sources (the grant in the request body,
+//! a replica of Products' entitlements, a call to Products) — idempotent by
+//! `request_id`.
 
 #![forbid(unsafe_code)]
 
@@ -9,7 +10,7 @@ mod error;
 mod service;
 mod store;
 
-pub use entitlement::Grant;
+pub use entitlement::{ChainConfig, Grant, SourceKind};
 pub use error::OrdersError;
-pub use service::{OrdersConfig, OrdersService};
+pub use service::{OrdersConfig, OrdersDeps, OrdersService};
 pub use store::Store;

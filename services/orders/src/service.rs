@@ -5,20 +5,18 @@ use std::sync::Arc;
 use tokenmesh_interceptor::{
     AuthLayer, Claims, KeyStore, Policy, RevocationSet, Verifier, VerifierConfig,
 };
-use tokenmesh_proto::{
-    orders::v1::{
-        GetOrderRequest, ListOrdersRequest, ListOrdersResponse, Order, PlaceOrderRequest,
-        orders_service_server::{self, OrdersServiceServer},
-    },
-    products::v1::products_service_client::ProductsServiceClient,
+use tokenmesh_proto::orders::v1::{
+    GetOrderRequest, ListOrdersRequest, ListOrdersResponse, Order, PlaceOrderRequest,
+    orders_service_server::{self, OrdersServiceServer},
 };
-use tokenmesh_server::{Caller, TokenExchanger, caller, paging::PageRequest};
+use tokenmesh_server::{Caller, ServiceTokens, TokenExchanger, caller, paging::PageRequest};
 use tokio::net::TcpListener;
 use tonic::{Request, Response, Status, transport::Channel};
 use tracing::instrument;
 
 use crate::{
-    Grant, OrdersError, Store, entitlement,
+    OrdersError, Store,
+    entitlement::{ChainConfig, Entitlements},
     store::{self, NewOrder},
 };
 
@@ -27,47 +25,64 @@ const MAX_REQUEST_ID_LEN: usize = 128;
 /// JOSE `typ` of Products' entitlement grants.
 const GRANT_TOKEN_TYPE: &str = "entitlement+jwt";
 
-/// Whose tokens Orders trusts.
+/// Whose tokens Orders trusts and how it decides entitlement.
 #[derive(Debug, Clone)]
 pub struct OrdersConfig {
     /// `iss` of access tokens (Auth's).
     pub access_token_issuer: String,
     /// `iss` of entitlement grants (Products').
     pub grant_issuer: String,
+    /// The entitlement sources and their settings.
+    pub chain: ChainConfig,
+}
+
+/// The peers Orders works with.
+#[derive(Debug, Clone)]
+pub struct OrdersDeps {
+    /// Products, for entitlement checks and its feed.
+    pub products: Channel,
+    /// Exchanges callers' tokens for tokens Products accepts.
+    pub exchanger: Arc<TokenExchanger>,
+    /// Products' grant keys.
+    pub grant_keys: Arc<KeyStore>,
+    /// Orders' own tokens for Products (the entitlement feed).
+    pub products_credentials: Arc<ServiceTokens>,
 }
 
 /// The Orders service.
 #[derive(Debug, Clone)]
 pub struct OrdersService {
     store: Store,
-    products: ProductsServiceClient<Channel>,
-    grants: Arc<Verifier<Grant>>,
-    /// Turns the caller's token into one for Products, acting as Orders.
-    exchanger: Arc<TokenExchanger>,
+    entitlements: Arc<Entitlements>,
     config: Arc<OrdersConfig>,
 }
 
 const SERVICE: &str = orders_service_server::SERVICE_NAME;
 
 impl OrdersService {
-    /// Orders over `store`, calling Products on `products` with tokens from
-    /// `exchanger`, and verifying Products' grants with `grant_keys`.
-    pub fn new(
-        store: Store,
-        products: Channel,
-        exchanger: Arc<TokenExchanger>,
-        grant_keys: Arc<KeyStore>,
-        config: OrdersConfig,
-    ) -> Self {
+    /// Orders over `store`, deciding entitlement with `deps` as `config` says.
+    pub fn new(store: Store, deps: OrdersDeps, config: OrdersConfig) -> Self {
         let grant_config = VerifierConfig::access_tokens(&config.grant_issuer, "orders")
             .with_token_type(GRANT_TOKEN_TYPE);
+        let grants = Arc::new(Verifier::new(grant_config, deps.grant_keys));
+        let entitlements = Entitlements::new(
+            config.chain.clone(),
+            grants,
+            store.clone(),
+            deps.products,
+            deps.exchanger,
+            deps.products_credentials,
+        );
         Self {
             store,
-            products: ProductsServiceClient::new(products),
-            grants: Arc::new(Verifier::new(grant_config, grant_keys)),
-            exchanger,
+            entitlements,
             config: Arc::new(config),
         }
+    }
+
+    /// Whether the entitlement replica has caught up with Products since start.
+    pub fn replica_caught_up(&self) -> bool {
+        self.entitlements.replica_caught_up()
     }
 
     /// Who may call what.
@@ -92,29 +107,6 @@ impl OrdersService {
             Verifier::<Caller>::new(config, access_token_keys).with_revocations(revocations);
         let layer = AuthLayer::new(Arc::new(verifier), Self::policy());
         tokenmesh_server::serve(listener, OrdersServiceServer::new(self), layer, shutdown).await
-    }
-
-    /// The grant, if it alone proves the caller's entitlement; otherwise `false`
-    /// and the chain moves on. An invalid grant is not an error: the caller may
-    /// still be entitled, and Products has the last word.
-    async fn grant_proves(&self, grant: &str, subject: &str, product_id: &str) -> bool {
-        if grant.is_empty() {
-            return false;
-        }
-        match self.grants.verify(grant).await {
-            Ok(grant) if grant.proves(subject, product_id) => true,
-            Ok(_) => {
-                tracing::debug!(
-                    reason = "grant does not cover this subject and product",
-                    "grant inconclusive"
-                );
-                false
-            }
-            Err(error) => {
-                tracing::debug!(reason = error.reason(), "grant rejected");
-                false
-            }
-        }
     }
 }
 
@@ -171,30 +163,16 @@ impl orders_service_server::OrdersService for OrdersService {
             return Ok(Response::new(replay(existing, body)?));
         }
 
-        let source = if self
-            .grant_proves(&body.entitlement_token, subject, &body.product_id)
-            .await
-        {
-            tokenmesh_proto::orders::v1::EntitlementSource::Grant
-        } else {
-            // Products is called as Orders acting for the user (RFC 8693), never
-            // with the user's own token.
-            let token = self
-                .exchanger
-                .exchange(access_token(&request))
-                .await
-                .map_err(|status| {
-                    tracing::warn!(code = ?status.code(), message = status.message(), "token exchange failed");
-                    OrdersError::EntitlementCheckUnavailable(format!("token exchange failed ({:?})", status.code()))
-                })?;
-            entitlement::check_with_products(
-                self.products.clone(),
-                &token,
+        let source = self
+            .entitlements
+            .decide(
                 subject,
                 &body.product_id,
+                body.quantity,
+                &body.entitlement_token,
+                access_token(&request),
             )
-            .await?
-        };
+            .await?;
 
         let new = NewOrder {
             subject,

@@ -152,4 +152,119 @@ impl Store {
         .await?;
         Ok(rows.into_iter().map(order).collect())
     }
+
+    /// The entitlement feed position the replica has applied.
+    pub async fn replica_cursor(&self) -> Result<i64, OrdersError> {
+        let row: Option<(i64,)> = sqlx::query_as("SELECT cursor FROM replica_cursor WHERE id = 1")
+            .fetch_optional(&self.pool)
+            .await?;
+        Ok(row.map_or(0, |(cursor,)| cursor))
+    }
+
+    /// Applies one feed change to the replica, with its cursor, atomically.
+    pub async fn apply_replica_change(
+        &self,
+        change: &ReplicaChange,
+        cursor: i64,
+    ) -> Result<(), OrdersError> {
+        let mut tx = self.pool.begin().await?;
+        sqlx::query(
+            "INSERT INTO replica_cursor (id, cursor) VALUES (1, $1) \
+             ON CONFLICT (id) DO UPDATE SET cursor = excluded.cursor",
+        )
+        .bind(cursor)
+        .execute(&mut *tx)
+        .await?;
+        match change {
+            ReplicaChange::Product { product_id } => {
+                sqlx::query("INSERT INTO replica_products (product_id) VALUES ($1) ON CONFLICT (product_id) DO NOTHING")
+                    .bind(product_id)
+                    .execute(&mut *tx)
+                    .await?;
+            }
+            ReplicaChange::Entitlement {
+                subject,
+                product_id,
+                granted,
+                changed_at,
+            } => {
+                sqlx::query(
+                    "INSERT INTO replica_entitlements (subject, product_id, granted, changed_at) \
+                     VALUES ($1, $2, $3, $4) ON CONFLICT (subject, product_id) \
+                     DO UPDATE SET granted = excluded.granted, changed_at = excluded.changed_at",
+                )
+                .bind(subject)
+                .bind(product_id)
+                .bind(i64::from(*granted))
+                .bind(changed_at)
+                .execute(&mut *tx)
+                .await?;
+            }
+        }
+        tx.commit().await?;
+        Ok(())
+    }
+
+    /// What the replica knows of `subject` and `product_id`: whether the product
+    /// exists, and the entitlement's state and when it last changed.
+    pub async fn replica_lookup(
+        &self,
+        subject: &str,
+        product_id: &str,
+    ) -> Result<ReplicaEntry, OrdersError> {
+        let row: Option<(i64, Option<i64>, Option<i64>)> = sqlx::query_as(
+            "SELECT 1, e.granted, e.changed_at FROM replica_products p \
+             LEFT JOIN replica_entitlements e ON e.product_id = p.product_id AND e.subject = $1 \
+             WHERE p.product_id = $2",
+        )
+        .bind(subject)
+        .bind(product_id)
+        .fetch_optional(&self.pool)
+        .await?;
+        Ok(match row {
+            None => ReplicaEntry::UnknownProduct,
+            Some((_, Some(granted), Some(changed_at))) => ReplicaEntry::Known {
+                granted: granted != 0,
+                changed_at,
+            },
+            Some(_) => ReplicaEntry::NeverGranted,
+        })
+    }
+}
+
+/// A change from Products' entitlement feed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ReplicaChange {
+    /// A product was created.
+    Product {
+        /// Its id.
+        product_id: String,
+    },
+    /// An entitlement was granted or revoked.
+    Entitlement {
+        /// Who.
+        subject: String,
+        /// What.
+        product_id: String,
+        /// Granted (true) or revoked.
+        granted: bool,
+        /// Unix seconds on Products' clock.
+        changed_at: i64,
+    },
+}
+
+/// The replica's view of one subject and product.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ReplicaEntry {
+    /// No such product.
+    UnknownProduct,
+    /// The product exists; the subject was never entitled to it.
+    NeverGranted,
+    /// The entitlement's current state.
+    Known {
+        /// Entitled now.
+        granted: bool,
+        /// Last change, Unix seconds on Products' clock.
+        changed_at: i64,
+    },
 }

@@ -13,3 +13,14 @@ CREATE TABLE entitlements (
     granted_at BIGINT NOT NULL,
     PRIMARY KEY (subject, product_id)
 );
+
+-- The feed replicas follow: every catalogue and entitlement change, in order.
+-- `seq` is the stream cursor (and the catalogue revision).
+CREATE TABLE entitlement_events (
+    seq        BIGINT PRIMARY KEY,
+    kind       TEXT NOT NULL,
+    subject    TEXT NOT NULL DEFAULT '',
+    product_id TEXT NOT NULL,
+    granted    BIGINT NOT NULL DEFAULT 0,
+    changed_at BIGINT NOT NULL
+);

@@ -22,6 +22,12 @@ pub enum ProductsError {
     /// Asking about another subject needs the entitlement-check scope.
     #[error("checking another subject's entitlements requires scope `{0}`")]
     CheckScopeRequired(&'static str),
+    /// The product id is taken.
+    #[error("product {0} already exists")]
+    ProductExists(String),
+    /// Too many concurrent writers kept colliding.
+    #[error("contention on {0}")]
+    Contention(&'static str),
     /// The database failed.
     #[error("database: {0}")]
     Database(#[from] sqlx::Error),
@@ -41,7 +47,11 @@ impl From<ProductsError> for Status {
             ProductsError::NotEntitled(_) | ProductsError::CheckScopeRequired(_) => {
                 Status::permission_denied(error.to_string())
             }
-            ProductsError::Database(_) | ProductsError::Migrate(_) | ProductsError::Signing(_) => {
+            ProductsError::ProductExists(_) => Status::already_exists(error.to_string()),
+            ProductsError::Database(_)
+            | ProductsError::Migrate(_)
+            | ProductsError::Signing(_)
+            | ProductsError::Contention(_) => {
                 tracing::error!(%error, "internal error");
                 Status::internal("internal error")
             }

@@ -9,7 +9,10 @@ mod service;
 mod store;
 
 pub use error::ProductsError;
-pub use service::{ENTITLEMENT_CHECK_SCOPE, GRANT_TOKEN_TYPE, ProductsConfig, ProductsService};
+pub use service::{
+    ENTITLEMENT_CHECK_SCOPE, ENTITLEMENTS_WATCH_SCOPE, GRANT_TOKEN_TYPE, ProductsConfig,
+    ProductsService,
+};
 pub use store::Store;
 
 /// The demo catalogue: (id, name, price in cents).
@@ -32,7 +35,13 @@ pub const DEMO_ENTITLEMENTS: [(&str, &str); 4] = [
 /// Seeds the demo catalogue and entitlements; existing rows are left alone.
 pub async fn seed_demo(store: &Store) -> Result<(), ProductsError> {
     for (id, name, price_cents) in DEMO_PRODUCTS {
-        store.upsert_product(id, name, price_cents).await?;
+        let product = tokenmesh_proto::products::v1::Product {
+            id: id.into(),
+            name: name.into(),
+            price_cents,
+            description: String::new(),
+        };
+        store.create_product(&product).await?;
     }
     for (subject, product_id) in DEMO_ENTITLEMENTS {
         store.grant(subject, product_id).await?;

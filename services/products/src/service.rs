@@ -7,19 +7,26 @@ use tokenmesh_interceptor::{
 };
 use tokenmesh_proto::{
     auth::v1::{GetJwksRequest, Jwks},
-    claims::v1::EntitlementClaims,
+    claims::{v1, v2},
     products::v1::{
-        CheckEntitlementRequest, CheckEntitlementResponse, GetProductRequest, ListProductsRequest,
-        ListProductsResponse, Product,
+        CheckEntitlementRequest, CheckEntitlementResponse, CreateProductRequest, EntitlementChange,
+        EntitlementEvent, EntitlementRequest, EntitlementResponse, GetProductRequest, GrantStatus,
+        ListProductsRequest, ListProductsResponse, Product, WatchEntitlementsRequest,
+        entitlement_event,
         products_service_server::{self, ProductsServiceServer},
     },
 };
-use tokenmesh_server::{Caller, SigningKey, caller, now_unix, paging::PageRequest, random_token};
+use tokenmesh_server::{
+    Caller, Feed, SigningKey, caller, now_unix, paging::PageRequest, random_token,
+};
 use tokio::net::TcpListener;
 use tonic::{Request, Response, Status};
 use tracing::instrument;
 
-use crate::{ProductsError, Store};
+use crate::{
+    ProductsError, Store,
+    store::{ChangeRow, Written},
+};
 
 /// JOSE `typ` of entitlement grants; distinct from `at+jwt` so that a grant can
 /// never pass for an access token, nor the reverse.
@@ -28,8 +35,8 @@ pub const GRANT_TOKEN_TYPE: &str = "entitlement+jwt";
 pub const ENTITLEMENT_CHECK_SCOPE: &str = "entitlements:check";
 /// Scope that sees the whole catalogue.
 const ADMIN_SCOPE: &str = "admin";
-/// Version of `claims.v1.EntitlementClaims` this build emits.
-const GRANT_CLAIMS_VERSION: u32 = 1;
+/// Scope a replica needs to follow the entitlement feed.
+pub const ENTITLEMENTS_WATCH_SCOPE: &str = "entitlements:watch";
 
 /// How Products issues grants and whose access tokens it accepts.
 #[derive(Debug, Clone)]
@@ -40,6 +47,12 @@ pub struct ProductsConfig {
     pub access_token_issuer: String,
     /// Lifetime of entitlement grants.
     pub grant_ttl: Duration,
+    /// Which `tokenmesh.claims.vN.EntitlementClaims` grants are emitted as (1 or
+    /// 2): emit 1 until every Orders reads 2.
+    pub grant_version: u32,
+    /// Largest grant, in bytes of the compact JWT; a caller whose entitlements do
+    /// not fit gets no grant (and `GRANT_STATUS_TOO_LARGE`).
+    pub grant_max_bytes: usize,
 }
 
 impl ProductsConfig {
@@ -49,6 +62,8 @@ impl ProductsConfig {
             issuer: issuer.into(),
             access_token_issuer: access_token_issuer.into(),
             grant_ttl: Duration::from_secs(300),
+            grant_version: 2,
+            grant_max_bytes: 4096,
         }
     }
 }
@@ -59,6 +74,8 @@ pub struct ProductsService {
     store: Store,
     key: Arc<SigningKey>,
     config: Arc<ProductsConfig>,
+    /// The entitlement feed's streams.
+    feed: Arc<Feed>,
 }
 
 const SERVICE: &str = products_service_server::SERVICE_NAME;
@@ -70,6 +87,7 @@ impl ProductsService {
             store,
             key,
             config: Arc::new(config),
+            feed: Arc::new(Feed::new()),
         }
     }
 
@@ -80,6 +98,10 @@ impl ProductsService {
             .authenticated(SERVICE, "GetProduct", &[])
             .authenticated(SERVICE, "CheckEntitlement", &[])
             .public(SERVICE, "GetJwks")
+            .authenticated(SERVICE, "CreateProduct", &[ADMIN_SCOPE])
+            .authenticated(SERVICE, "GrantEntitlement", &[ADMIN_SCOPE])
+            .authenticated(SERVICE, "RevokeEntitlement", &[ADMIN_SCOPE])
+            .authenticated(SERVICE, "WatchEntitlements", &[ENTITLEMENTS_WATCH_SCOPE])
     }
 
     /// Serves Products on `listener` until `shutdown`, accepting access tokens
@@ -95,23 +117,98 @@ impl ProductsService {
         let verifier =
             Verifier::<Caller>::new(config, access_token_keys).with_revocations(revocations);
         let layer = AuthLayer::new(Arc::new(verifier), Self::policy());
+        let feed = self.feed.clone();
+        let shutdown = async move {
+            shutdown.await;
+            // Open feed streams would hold the graceful drain open.
+            feed.close();
+        };
         tokenmesh_server::serve(listener, ProductsServiceServer::new(self), layer, shutdown).await
     }
 
-    fn grant(&self, subject: &str, product_ids: Vec<String>) -> Result<String, ProductsError> {
+    /// The caller's entitlement grant, in the configured claims version, or none
+    /// when it would exceed the size budget.
+    async fn grant(&self, subject: &str) -> Result<(String, GrantStatus), ProductsError> {
+        let product_ids = self.store.entitled_product_ids(subject).await?;
         let now = now_unix();
-        let claims = EntitlementClaims {
-            iss: self.config.issuer.clone(),
-            sub: subject.to_owned(),
-            aud: vec!["orders".into()],
-            exp: now + self.config.grant_ttl.as_secs() as i64,
-            iat: now,
-            nbf: now,
-            jti: random_token(16),
-            ver: GRANT_CLAIMS_VERSION,
-            product_ids,
+        let (iss, sub, aud) = (
+            self.config.issuer.clone(),
+            subject.to_owned(),
+            vec!["orders".to_owned()],
+        );
+        let exp = now + self.config.grant_ttl.as_secs() as i64;
+        let jti = random_token(16);
+        let token = if self.config.grant_version == 1 {
+            let claims = v1::EntitlementClaims {
+                iss,
+                sub,
+                aud,
+                exp,
+                iat: now,
+                nbf: now,
+                jti,
+                ver: 1,
+                product_ids,
+            };
+            self.key.sign(GRANT_TOKEN_TYPE, &claims)?
+        } else {
+            let grants = product_ids
+                .into_iter()
+                .map(|product_id| v2::ProductGrant {
+                    product_id,
+                    actions: vec!["view".into(), "order".into()],
+                    max_quantity: 0,
+                })
+                .collect();
+            let catalogue_revision =
+                u64::try_from(self.store.revision().await?).unwrap_or_default();
+            let claims = v2::EntitlementClaims {
+                iss,
+                sub,
+                aud,
+                exp,
+                iat: now,
+                nbf: now,
+                jti,
+                ver: 2,
+                grants,
+                catalogue_revision,
+            };
+            self.key.sign(GRANT_TOKEN_TYPE, &claims)?
         };
-        Ok(self.key.sign(GRANT_TOKEN_TYPE, &claims)?)
+        if token.len() > self.config.grant_max_bytes {
+            tracing::debug!(
+                bytes = token.len(),
+                budget = self.config.grant_max_bytes,
+                "grant over budget; not issued"
+            );
+            return Ok((String::new(), GrantStatus::TooLarge));
+        }
+        Ok((token, GrantStatus::Issued))
+    }
+}
+
+fn change_event(row: ChangeRow) -> EntitlementEvent {
+    let change = if row.kind == "product" {
+        entitlement_event::Change::ProductCreated(row.product_id)
+    } else {
+        entitlement_event::Change::Entitlement(EntitlementChange {
+            subject: row.subject,
+            product_id: row.product_id,
+            granted: row.granted,
+        })
+    };
+    EntitlementEvent {
+        cursor: u64::try_from(row.seq).unwrap_or_default(),
+        changed_at: row.changed_at,
+        change: Some(change),
+    }
+}
+
+fn written(written: Written) -> EntitlementResponse {
+    EntitlementResponse {
+        cursor: u64::try_from(written.cursor).unwrap_or_default(),
+        changed: written.changed,
     }
 }
 
@@ -149,12 +246,12 @@ impl products_service_server::ProductsService for ProductsService {
             )
             .await?;
         let (products, next_page_token) = page.finish(rows, |product| product.id.clone());
-        let entitled = self.store.entitled_product_ids(subject).await?;
-        let entitlement_token = self.grant(subject, entitled)?;
+        let (entitlement_token, grant_status) = self.grant(subject).await?;
         Ok(Response::new(ListProductsResponse {
             products,
             next_page_token,
             entitlement_token,
+            grant_status: grant_status.into(),
         }))
     }
 
@@ -205,4 +302,114 @@ impl products_service_server::ProductsService for ProductsService {
             keys: vec![self.key.public_jwk().clone()],
         }))
     }
+
+    #[instrument(skip_all, fields(product_id = %request.get_ref().id))]
+    async fn create_product(
+        &self,
+        request: Request<CreateProductRequest>,
+    ) -> Result<Response<Product>, Status> {
+        let CreateProductRequest {
+            id,
+            name,
+            price_cents,
+            description,
+        } = request.into_inner();
+        required("id", &id)?;
+        if id.len() > 64 {
+            return Err(ProductsError::InvalidArgument {
+                field: "id",
+                reason: "longer than 64 bytes",
+            }
+            .into());
+        }
+        required("name", &name)?;
+        if price_cents < 0 {
+            return Err(ProductsError::InvalidArgument {
+                field: "price_cents",
+                reason: "must not be negative",
+            }
+            .into());
+        }
+        let product = Product {
+            id,
+            name,
+            price_cents,
+            description,
+        };
+        if !self.store.create_product(&product).await?.changed {
+            return Err(ProductsError::ProductExists(product.id).into());
+        }
+        self.feed.notify();
+        Ok(Response::new(product))
+    }
+
+    #[instrument(skip_all, fields(subject = %request.get_ref().subject, product_id = %request.get_ref().product_id))]
+    async fn grant_entitlement(
+        &self,
+        request: Request<EntitlementRequest>,
+    ) -> Result<Response<EntitlementResponse>, Status> {
+        let EntitlementRequest {
+            subject,
+            product_id,
+        } = request.get_ref();
+        required("subject", subject)?;
+        required("product_id", product_id)?;
+        if self.store.product(product_id).await?.is_none() {
+            return Err(ProductsError::ProductNotFound(product_id.clone()).into());
+        }
+        let change = self.store.grant(subject, product_id).await?;
+        self.feed.notify();
+        Ok(Response::new(written(change)))
+    }
+
+    #[instrument(skip_all, fields(subject = %request.get_ref().subject, product_id = %request.get_ref().product_id))]
+    async fn revoke_entitlement(
+        &self,
+        request: Request<EntitlementRequest>,
+    ) -> Result<Response<EntitlementResponse>, Status> {
+        let EntitlementRequest {
+            subject,
+            product_id,
+        } = request.get_ref();
+        required("subject", subject)?;
+        required("product_id", product_id)?;
+        let change = self.store.revoke(subject, product_id).await?;
+        self.feed.notify();
+        Ok(Response::new(written(change)))
+    }
+
+    type WatchEntitlementsStream = ChangeStream;
+
+    #[instrument(skip_all, fields(since = request.get_ref().since))]
+    async fn watch_entitlements(
+        &self,
+        request: Request<WatchEntitlementsRequest>,
+    ) -> Result<Response<Self::WatchEntitlementsStream>, Status> {
+        let since = i64::try_from(request.get_ref().since).unwrap_or(i64::MAX);
+        let store = self.store.clone();
+        // After the replay, an event without a change marks "caught up".
+        let caught_up = |cursor: i64| EntitlementEvent {
+            cursor: u64::try_from(cursor).unwrap_or_default(),
+            changed_at: 0,
+            change: None,
+        };
+        let fetch = move |cursor, limit: usize| {
+            let store = store.clone();
+            async move {
+                let rows = store
+                    .changes_since(cursor, limit as i64)
+                    .await
+                    .map_err(Status::from)?;
+                Ok(rows
+                    .into_iter()
+                    .map(|row| (row.seq, change_event(row)))
+                    .collect())
+            }
+        };
+        let stream = self.feed.stream_marked(since, fetch, Some(caught_up));
+        Ok(Response::new(Box::pin(stream)))
+    }
 }
+
+type ChangeStream =
+    std::pin::Pin<Box<dyn futures::Stream<Item = Result<EntitlementEvent, Status>> + Send>>;

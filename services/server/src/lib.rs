@@ -8,6 +8,7 @@
 mod auth_client;
 mod caller;
 pub mod db;
+mod feed;
 mod jwks;
 pub mod paging;
 mod serve;
@@ -15,6 +16,7 @@ mod signing;
 
 pub use auth_client::{ServiceTokens, TokenExchanger, follow_revocations};
 pub use caller::{ACCESS_CLAIMS_VERSION, Caller, bearer_metadata, caller};
+pub use feed::Feed;
 pub use jwks::{GrpcJwksSource, jwk_json, jwk_to_jose};
 pub use serve::{ServeError, serve};
 pub use signing::{SigningAlgorithm, SigningKey, SigningKeyError};

@@ -4,6 +4,7 @@
 use std::{net::SocketAddr, path::PathBuf, time::Duration};
 
 use clap::{Args, Parser, Subcommand};
+use tokenmesh_orders::SourceKind;
 use tokenmesh_server::SigningAlgorithm;
 
 /// tokenmesh: a gRPC service mesh where identity and entitlements travel as
@@ -85,6 +86,43 @@ pub struct UpArgs {
     /// Token settings.
     #[command(flatten)]
     pub auth: AuthArgs,
+    /// Entitlement settings.
+    #[command(flatten)]
+    pub entitlements: EntitlementArgs,
+}
+
+/// How Products issues grants and how Orders decides entitlement.
+#[derive(Debug, Clone, Args)]
+pub struct EntitlementArgs {
+    /// The sources Orders asks, in order; the first conclusive answer wins. Any
+    /// subset of grant, replica, rpc.
+    #[arg(
+        long,
+        env = "TOKENMESH_ENTITLEMENT_SOURCES",
+        default_value = "grant,replica,rpc",
+        value_delimiter = ','
+    )]
+    pub entitlement_sources: Vec<SourceKind>,
+    /// The grant claims versions Orders reads.
+    #[arg(
+        long,
+        env = "TOKENMESH_GRANT_VERSIONS",
+        default_value = "1,2",
+        value_delimiter = ','
+    )]
+    pub grant_versions: Vec<u32>,
+    /// The claims version Products emits grants in: 1 or 2. Roll forward by
+    /// emitting 1 until every Orders reads 2.
+    #[arg(long, env = "TOKENMESH_GRANT_VERSION", default_value_t = 2, value_parser = clap::value_parser!(u32).range(1..=2))]
+    pub grant_version: u32,
+    /// Largest grant Products issues, in bytes; above it the caller gets no grant
+    /// and Orders decides through its other sources.
+    #[arg(long, env = "TOKENMESH_GRANT_MAX_BYTES", default_value_t = 4096)]
+    pub grant_max_bytes: usize,
+    /// How long Orders reuses a CheckEntitlement answer (entitlement changes
+    /// seen on Products' feed evict it at once).
+    #[arg(long, env = "TOKENMESH_RPC_CACHE_TTL", default_value = "2s", value_parser = humantime::parse_duration)]
+    pub rpc_cache_ttl: Duration,
 }
 
 /// Flags of the Auth service.
@@ -191,6 +229,9 @@ pub struct ServeProductsArgs {
         default_value = "http://127.0.0.1:50051"
     )]
     pub auth_url: String,
+    /// Entitlement settings.
+    #[command(flatten)]
+    pub entitlements: EntitlementArgs,
 }
 
 /// `tokenmesh serve orders`.
@@ -213,4 +254,7 @@ pub struct ServeOrdersArgs {
         default_value = "http://127.0.0.1:50052"
     )]
     pub products_url: String,
+    /// Entitlement settings.
+    #[command(flatten)]
+    pub entitlements: EntitlementArgs,
 }

@@ -76,9 +76,14 @@ async fn serve(command: ServeCommand) -> anyhow::Result<()> {
         }
         ServeCommand::Products(args) => {
             let c = &args.common;
-            let products =
-                mesh::products_service(&c.data_dir, c.database_url.as_deref(), &c.auth, c.demo)
-                    .await?;
+            let products = mesh::products_service(
+                &c.data_dir,
+                c.database_url.as_deref(),
+                &c.auth,
+                &args.entitlements,
+                c.demo,
+            )
+            .await?;
             let access = AccessTokens::follow(&args.auth_url, &c.data_dir, &c.auth, "products")?;
             products
                 .serve(listen(c).await?, access.keys, access.revocations, shutdown)
@@ -90,6 +95,7 @@ async fn serve(command: ServeCommand) -> anyhow::Result<()> {
                 &c.data_dir,
                 c.database_url.as_deref(),
                 &c.auth,
+                &args.entitlements,
                 &args.auth_url,
                 &args.products_url,
             )

@@ -11,7 +11,7 @@ use std::{
 
 use tokenmesh_auth::{AuthConfig, AuthService, AuthServiceError, ThrottleConfig};
 use tokenmesh_interceptor::{KeyStore, RevocationSet};
-use tokenmesh_orders::{OrdersConfig, OrdersError, OrdersService};
+use tokenmesh_orders::{ChainConfig, OrdersConfig, OrdersDeps, OrdersError, OrdersService};
 use tokenmesh_products::{ProductsConfig, ProductsError, ProductsService};
 use tokenmesh_server::{
     GrpcJwksSource, ServeError, ServiceTokens, SigningKey, SigningKeyError, TokenExchanger,
@@ -20,7 +20,7 @@ use tokenmesh_server::{
 use tokio::{net::TcpListener, sync::watch, task::JoinHandle};
 use tonic::transport::{Channel, Endpoint};
 
-use crate::cli::{AuthArgs, UpArgs};
+use crate::cli::{AuthArgs, EntitlementArgs, UpArgs};
 
 /// Why the mesh or a service could not start or run.
 #[derive(Debug, thiserror::Error)]
@@ -98,16 +98,64 @@ pub struct Mesh {
     /// Where Auth serves its JWKS over HTTP.
     pub http_addr: SocketAddr,
     auth: Vec<Running>,
-    others: Vec<Running>,
+    products: Option<Running>,
+    orders: Option<Running>,
+    /// A handle on the running Orders, for its readiness.
+    orders_service: Option<OrdersService>,
 }
 
 impl Mesh {
     /// Stops accepting, lets in-flight requests finish, and waits for all servers.
     pub async fn shutdown(self) -> Result<(), MeshError> {
-        for server in self.others.into_iter().chain(self.auth) {
+        let servers = self
+            .orders
+            .into_iter()
+            .chain(self.products)
+            .chain(self.auth);
+        for server in servers {
             server.stop().await?;
         }
         Ok(())
+    }
+
+    /// Stops Products (Auth and Orders keep running).
+    pub async fn stop_products(&mut self) -> Result<(), MeshError> {
+        if let Some(products) = self.products.take() {
+            products.stop().await?;
+        }
+        Ok(())
+    }
+
+    /// Starts Products again on its address and data (after [`Mesh::stop_products`]).
+    pub async fn start_products(&mut self, args: &UpArgs) -> Result<(), MeshError> {
+        self.stop_products().await?;
+        let listener = bind(self.products_addr).await?;
+        self.products =
+            Some(start_products(args, listener, &format!("http://{}", self.auth_addr)).await?);
+        Ok(())
+    }
+
+    /// Stops Orders and starts it again on its address and data.
+    pub async fn restart_orders(&mut self, args: &UpArgs) -> Result<(), MeshError> {
+        if let Some(orders) = self.orders.take() {
+            orders.stop().await?;
+        }
+        let listener = bind(self.orders_addr).await?;
+        let (auth_url, products_url) = (
+            format!("http://{}", self.auth_addr),
+            format!("http://{}", self.products_addr),
+        );
+        let (orders, service) = start_orders(args, listener, &auth_url, &products_url).await?;
+        self.orders = Some(orders);
+        self.orders_service = Some(service);
+        Ok(())
+    }
+
+    /// Whether Orders' entitlement replica has caught up with Products' feed.
+    pub fn orders_replica_caught_up(&self) -> bool {
+        self.orders_service
+            .as_ref()
+            .is_some_and(OrdersService::replica_caught_up)
     }
 
     /// Stops Auth (gRPC and HTTP) and starts it again on the same addresses and
@@ -127,7 +175,8 @@ impl Mesh {
         let tasks = self
             .auth
             .iter_mut()
-            .chain(self.others.iter_mut())
+            .chain(self.products.iter_mut())
+            .chain(self.orders.iter_mut())
             .map(|s| &mut s.task);
         let (result, _, _) = futures::future::select_all(tasks).await;
         Ok(result??)
@@ -173,36 +222,61 @@ pub async fn start(args: &UpArgs) -> Result<Mesh, MeshError> {
     let products_url = format!("http://{products_addr}");
 
     let auth = start_auth(args, auth_listener, http_listener).await?;
-    let products = products_service(&args.data_dir, None, &args.auth, args.demo).await?;
-    let products_access = AccessTokens::follow(&auth_url, &args.data_dir, &args.auth, "products")?;
-    let orders = orders_service(&args.data_dir, None, &args.auth, &auth_url, &products_url).await?;
-    let orders_access = AccessTokens::follow(&auth_url, &args.data_dir, &args.auth, "orders")?;
-    let others = vec![
-        Running::spawn(|stop| {
-            products.serve(
-                products_listener,
-                products_access.keys,
-                products_access.revocations,
-                stopped(stop),
-            )
-        }),
-        Running::spawn(|stop| {
-            orders.serve(
-                orders_listener,
-                orders_access.keys,
-                orders_access.revocations,
-                stopped(stop),
-            )
-        }),
-    ];
+    let products = start_products(args, products_listener, &auth_url).await?;
+    let (orders, orders_service) =
+        start_orders(args, orders_listener, &auth_url, &products_url).await?;
     Ok(Mesh {
         auth_addr,
         products_addr,
         orders_addr,
         http_addr,
         auth,
-        others,
+        products: Some(products),
+        orders: Some(orders),
+        orders_service: Some(orders_service),
     })
+}
+
+async fn start_products(
+    args: &UpArgs,
+    listener: TcpListener,
+    auth_url: &str,
+) -> Result<Running, MeshError> {
+    let products = products_service(
+        &args.data_dir,
+        None,
+        &args.auth,
+        &args.entitlements,
+        args.demo,
+    )
+    .await?;
+    let access = AccessTokens::follow(auth_url, &args.data_dir, &args.auth, "products")?;
+    Ok(Running::spawn(|stop| {
+        products.serve(listener, access.keys, access.revocations, stopped(stop))
+    }))
+}
+
+async fn start_orders(
+    args: &UpArgs,
+    listener: TcpListener,
+    auth_url: &str,
+    products_url: &str,
+) -> Result<(Running, OrdersService), MeshError> {
+    let orders = orders_service(
+        &args.data_dir,
+        None,
+        &args.auth,
+        &args.entitlements,
+        auth_url,
+        products_url,
+    )
+    .await?;
+    let access = AccessTokens::follow(auth_url, &args.data_dir, &args.auth, "orders")?;
+    let handle = orders.clone();
+    let running = Running::spawn(|stop| {
+        orders.serve(listener, access.keys, access.revocations, stopped(stop))
+    });
+    Ok((running, handle))
 }
 
 async fn start_auth(
@@ -319,10 +393,11 @@ pub async fn auth_service(
         "auth",
     )
     .await?;
+    let watch = tokenmesh_products::ENTITLEMENTS_WATCH_SCOPE;
     auth.register_service_client(
         "orders",
         &client_secret(data_dir, args, "orders")?,
-        &format!("{revocations} {exchange}"),
+        &format!("{revocations} {exchange} {watch}"),
         "auth products",
     )
     .await?;
@@ -334,6 +409,7 @@ pub async fn products_service(
     data_dir: &Path,
     database_url_override: Option<&str>,
     args: &AuthArgs,
+    entitlements: &EntitlementArgs,
     demo: bool,
 ) -> Result<ProductsService, MeshError> {
     let key = SigningKey::load_or_generate(&data_dir.join("products-signing-key.pem"))?;
@@ -346,7 +422,9 @@ pub async fn products_service(
     if demo {
         tokenmesh_products::seed_demo(&store).await?;
     }
-    let config = ProductsConfig::new(&args.products_issuer, &args.auth_issuer);
+    let mut config = ProductsConfig::new(&args.products_issuer, &args.auth_issuer);
+    config.grant_version = entitlements.grant_version;
+    config.grant_max_bytes = entitlements.grant_max_bytes;
     Ok(ProductsService::new(store, Arc::new(key), config))
 }
 
@@ -355,6 +433,7 @@ pub async fn orders_service(
     data_dir: &Path,
     database_url_override: Option<&str>,
     args: &AuthArgs,
+    entitlements: &EntitlementArgs,
     auth_url: &str,
     products_url: &str,
 ) -> Result<OrdersService, MeshError> {
@@ -365,20 +444,30 @@ pub async fn orders_service(
     let grant_keys = KeyStore::remote(GrpcJwksSource::products(products.clone()));
     grant_keys.spawn_refresher(args.key_refresh_interval);
     let auth = channel(auth_url)?;
-    let actor = Arc::new(ServiceTokens::new(
+    let secret = client_secret(data_dir, args, "orders")?;
+    let actor = Arc::new(ServiceTokens::new(auth.clone(), "orders", &secret, "auth"));
+    let products_credentials = Arc::new(ServiceTokens::new(
         auth.clone(),
         "orders",
-        &client_secret(data_dir, args, "orders")?,
-        "auth",
+        &secret,
+        "products",
     ));
-    let exchanger = Arc::new(TokenExchanger::new(auth, actor, "products"));
+    let deps = OrdersDeps {
+        products,
+        exchanger: Arc::new(TokenExchanger::new(auth, actor, "products")),
+        grant_keys,
+        products_credentials,
+    };
     let config = OrdersConfig {
         access_token_issuer: args.auth_issuer.clone(),
         grant_issuer: args.products_issuer.clone(),
+        chain: ChainConfig {
+            sources: entitlements.entitlement_sources.clone(),
+            grant_versions: entitlements.grant_versions.clone(),
+            rpc_cache_ttl: entitlements.rpc_cache_ttl,
+        },
     };
-    Ok(OrdersService::new(
-        store, products, exchanger, grant_keys, config,
-    ))
+    Ok(OrdersService::new(store, deps, config))
 }
 
 /// What a service needs to verify access tokens: Auth's keys, kept fresh, and

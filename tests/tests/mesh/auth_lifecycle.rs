@@ -535,7 +535,10 @@ async fn service_clients_get_tokens_for_allowed_audiences_only(builder: MeshBuil
         ),
         (json!("orders"), json!("orders"), json!(["products"]))
     );
-    assert_eq!(claims["scope"], "revocations:read token:exchange");
+    assert_eq!(
+        claims["scope"],
+        "revocations:read token:exchange entitlements:watch"
+    );
 
     assert_status(
         auth.issue_service_token(request("orders", "wrong", "products"))

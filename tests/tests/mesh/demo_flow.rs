@@ -63,7 +63,11 @@ async fn alice_lists_her_products_orders_with_the_grant_and_without_it() {
         .await
         .expect("order via rpc")
         .into_inner();
-    assert_eq!(without_grant.entitlement_source(), EntitlementSource::Rpc);
+    // The default chain is grant, replica, rpc: Orders' replica decides.
+    assert_eq!(
+        without_grant.entitlement_source(),
+        EntitlementSource::Replica
+    );
 
     let fetched = orders
         .get_order(GetOrderRequest {

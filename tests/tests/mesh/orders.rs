@@ -104,14 +104,15 @@ async fn bob_is_denied_with_alices_grant_and_nothing_is_written() {
     );
     assert_eq!(order_count(&mut bob).await, 0);
 
-    // Alice's grant does not decide for bob even where bob is entitled: Products does.
+    // Alice's grant does not decide for bob even where bob is entitled: the
+    // replica does.
     let allowed = bob
         .place_order(order("P-101", 1, "own", &alices_grant))
         .await
         .expect("bob's product");
     assert_eq!(
         allowed.into_inner().entitlement_source(),
-        EntitlementSource::Rpc
+        EntitlementSource::Replica
     );
     mesh.shutdown().await;
 }
@@ -187,7 +188,7 @@ async fn concurrent_retries_place_exactly_one_order() {
 }
 
 #[tokio::test]
-async fn an_invalid_grant_is_not_trusted_and_products_decides() {
+async fn an_invalid_grant_is_not_trusted_and_the_next_source_decides() {
     let mesh = Mesh::start().await;
     let mut orders = mesh.orders_as("alice").await;
     let now = tokenmesh_server::now_unix();

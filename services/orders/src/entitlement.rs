@@ -365,7 +365,8 @@ impl Entitlements {
 #[derive(Debug)]
 struct Replica {
     store: Store,
-    /// Set once the feed has been replayed to its end since Orders started.
+    /// Set once the feed has been replayed to its end since Orders started; kept
+    /// through disconnects.
     caught_up: AtomicBool,
 }
 
@@ -416,9 +417,8 @@ async fn follow_feed(
                 tracing::debug!(code = ?status.code(), message = status.message(), "entitlement feed interrupted");
             }
         }
-        if let Some(chain) = chain.upgrade() {
-            chain.replica.caught_up.store(false, Ordering::Release);
-        }
+        // The replica stays conclusive while disconnected: with Products down
+        // nothing can change; it catches up again on reconnect.
         tokio::time::sleep(backoff).await;
         backoff = (backoff * 2).min(Duration::from_secs(2));
     }

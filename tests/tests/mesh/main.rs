@@ -3,6 +3,7 @@
 
 mod auth_lifecycle;
 mod demo_flow;
+mod entitlements;
 mod grpcurl;
 mod keys;
 mod orders;

@@ -143,6 +143,12 @@ impl MeshBuilder {
         self
     }
 
+    /// Orders reuses CheckEntitlement answers this long (0: never).
+    pub fn rpc_cache_ttl(mut self, ttl: Duration) -> Self {
+        self.entitlements.rpc_cache_ttl = ttl;
+        self
+    }
+
     /// Starts the demo mesh.
     pub async fn start(self) -> Mesh {
         let data_dir = tempfile::tempdir().expect("temp data dir");
@@ -415,6 +421,12 @@ impl Minter {
     pub fn foreign() -> Self {
         let (_, pem) = tokenmesh_server::SigningKey::generate().expect("key");
         Self::from_pem(&pem)
+    }
+
+    /// This key's public JWK (JSON), for a key set.
+    pub fn public_jwk(&self) -> Value {
+        let key = tokenmesh_server::SigningKey::from_pem(&self.pem).expect("key");
+        Value::Object(tokenmesh_server::jwk_json(key.public_jwk()))
     }
 
     /// This key's thumbprint `kid`.

@@ -157,7 +157,7 @@ GRANT=$(grpcurl -plaintext -H "authorization: Bearer $TOKEN" -d '{{}}' {products
 # 3. order P-100 with the grant (entitlement_source GRANT); run it twice: same order
 grpcurl -plaintext -H "authorization: Bearer $TOKEN" -d '{{"product_id":"P-100","quantity":1,"request_id":"demo-1","entitlement_token":"'"$GRANT"'"}}' {orders} tokenmesh.orders.v1.OrdersService/PlaceOrder
 
-# 4. order P-101 without a grant: Orders asks Products (entitlement_source RPC)
+# 4. order P-101 without a grant: Orders' replica of Products' entitlements decides (REPLICA)
 grpcurl -plaintext -H "authorization: Bearer $TOKEN" -d '{{"product_id":"P-101","quantity":2,"request_id":"demo-2"}}' {orders} tokenmesh.orders.v1.OrdersService/PlaceOrder
 
 # 5. P-104 is not alice's: PermissionDenied

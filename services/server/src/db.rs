@@ -11,7 +11,7 @@ pub async fn connect(url: &str) -> Result<AnyPool, sqlx::Error> {
     sqlx::any::install_default_drivers();
     let sqlite = url.starts_with("sqlite:");
     let pool = AnyPoolOptions::new()
-        .max_connections(if sqlite { 4 } else { 16 })
+        .max_connections(if sqlite { 1 } else { 16 })
         .connect(url)
         .await?;
     if sqlite {

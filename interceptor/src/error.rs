@@ -1,6 +1,14 @@
-//! Why a request was refused, and the one mapping of those reasons to gRPC statuses.
+//! Why a request was refused, and the one mapping of those reasons to gRPC
+//! statuses: a code, a message that never echoes the token, and a
+//! `google.rpc.ErrorInfo` detail whose stable `reason` a client can act on.
+
+use std::collections::HashMap;
 
 use tonic::{Code, Status};
+use tonic_types::{ErrorDetails, StatusExt};
+
+/// `ErrorInfo.domain` of every status this crate produces.
+pub const ERROR_DOMAIN: &str = "tokenmesh.dev";
 
 /// Why a token or a request was refused. Messages name the problem, never the token.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -47,6 +55,15 @@ pub enum AuthError {
     /// `nbf` is in the future (beyond the leeway).
     #[error("token not yet valid")]
     NotYetValid,
+    /// `iat` is in the future (beyond the leeway).
+    #[error("token issued in the future")]
+    IssuedInFuture,
+    /// `exp − iat` exceeds the issuer's maximum token lifetime.
+    #[error("token lifetime exceeds {max_secs} s")]
+    LifetimeTooLong {
+        /// The maximum, in seconds.
+        max_secs: i64,
+    },
     /// `iss` is not the trusted issuer.
     #[error("token issuer is not trusted")]
     IssuerMismatch,
@@ -90,6 +107,8 @@ impl From<AuthError> for Status {
             | AuthError::InvalidSignature
             | AuthError::Expired
             | AuthError::NotYetValid
+            | AuthError::IssuedInFuture
+            | AuthError::LifetimeTooLong { .. }
             | AuthError::IssuerMismatch
             | AuthError::AudienceMismatch
             | AuthError::MissingClaim(_)
@@ -97,12 +116,25 @@ impl From<AuthError> for Status {
             | AuthError::UnsupportedVersion { .. } => Code::Unauthenticated,
             AuthError::InsufficientScope(_) | AuthError::NoRule => Code::PermissionDenied,
         };
-        Status::new(code, error.to_string())
+        let mut metadata = HashMap::new();
+        match &error {
+            AuthError::InsufficientScope(scope) => {
+                metadata.insert("scope".to_owned(), scope.clone());
+            }
+            AuthError::TooLarge { limit } => {
+                metadata.insert("limit".to_owned(), limit.to_string());
+            }
+            _ => {}
+        }
+        let details = ErrorDetails::with_error_info(error.reason(), ERROR_DOMAIN, metadata);
+        Status::with_error_details(code, error.to_string(), details)
     }
 }
 
 impl AuthError {
-    /// A short stable name for logs and metrics.
+    /// A short stable name for logs, metrics and `ErrorInfo.reason`. Clients
+    /// branch on it: `TOKEN_EXPIRED` → refresh; `TOKEN_REVOKED`, `KEY_UNKNOWN`,
+    /// `SIGNATURE_INVALID` → log in again; `INSUFFICIENT_SCOPE` → ask for access.
     pub fn reason(&self) -> &'static str {
         match self {
             AuthError::Missing => "TOKEN_MISSING",
@@ -113,7 +145,8 @@ impl AuthError {
             AuthError::KeyUnknown => "KEY_UNKNOWN",
             AuthError::AlgorithmMismatch | AuthError::InvalidSignature => "SIGNATURE_INVALID",
             AuthError::Expired => "TOKEN_EXPIRED",
-            AuthError::NotYetValid => "TOKEN_NOT_YET_VALID",
+            AuthError::NotYetValid | AuthError::IssuedInFuture => "TOKEN_NOT_YET_VALID",
+            AuthError::LifetimeTooLong { .. } => "TOKEN_LIFETIME_EXCEEDED",
             AuthError::IssuerMismatch => "ISSUER_MISMATCH",
             AuthError::AudienceMismatch => "AUDIENCE_MISMATCH",
             AuthError::MissingClaim(_) => "CLAIM_MISSING",

@@ -41,6 +41,8 @@ impl fmt::Debug for VerificationKey {
 #[derive(Debug, Default, Clone)]
 pub struct KeySet {
     keys: HashMap<String, Arc<VerificationKey>>,
+    /// The JWK each key came from, to recognise it in the next fetch.
+    jwks: HashMap<String, Jwk>,
 }
 
 impl KeySet {
@@ -50,21 +52,48 @@ impl KeySet {
             .into_iter()
             .map(|key| (key.kid.clone(), Arc::new(key)))
             .collect();
-        Self { keys }
+        Self {
+            keys,
+            jwks: HashMap::new(),
+        }
     }
 
     /// Builds a set from a JWKS, keeping only asymmetric signing keys whose
     /// algorithm is stated or implied by their curve. Keys that cannot be used are
     /// skipped and logged, so one odd key does not take the others down with it.
     pub fn from_jwks(jwks: &JwkSet) -> Self {
-        let keys = jwks.keys.iter().filter_map(|jwk| match key_from_jwk(jwk) {
-            Ok(key) => Some(key),
-            Err(reason) => {
-                tracing::warn!(kid = ?jwk.common.key_id, reason, "skipping JWK");
-                None
+        let mut set = Self::default();
+        for jwk in &jwks.keys {
+            match key_from_jwk(jwk) {
+                Ok(key) => {
+                    set.jwks.insert(key.kid.clone(), jwk.clone());
+                    set.keys.insert(key.kid.clone(), Arc::new(key));
+                }
+                Err(reason) => tracing::warn!(kid = ?jwk.common.key_id, reason, "skipping JWK"),
             }
-        });
-        Self::new(keys)
+        }
+        set
+    }
+
+    /// Keeps `previous`'s instance of every key that is unchanged, so that tokens
+    /// verified with it stay cached across refreshes; a key that is gone or whose
+    /// material changed is retired, and its cached tokens with it.
+    fn carry_over(mut self, previous: &KeySet) -> Self {
+        for (kid, jwk) in &self.jwks {
+            if previous.jwks.get(kid) == Some(jwk)
+                && let Some(key) = previous.keys.get(kid)
+            {
+                self.keys.insert(kid.clone(), key.clone());
+            }
+        }
+        self
+    }
+
+    /// Whether `key` is still this set's key for its `kid`.
+    fn holds(&self, key: &Arc<VerificationKey>) -> bool {
+        self.keys
+            .get(&key.kid)
+            .is_some_and(|held| Arc::ptr_eq(held, key))
     }
 
     /// The key with this id.
@@ -207,6 +236,12 @@ impl KeyStore {
         self.keys.load_full()
     }
 
+    /// Whether `key` (from an earlier lookup) is still trusted: false once a
+    /// refresh has retired it.
+    pub fn trusts(&self, key: &Arc<VerificationKey>) -> bool {
+        self.keys.load().holds(key)
+    }
+
     /// The key with this id. On a miss, refetches the set first — at most once per
     /// second, and shared by all concurrent misses — so a rotated key is picked up
     /// at once while a flood of unknown `kid`s cannot hammer the issuer.
@@ -246,7 +281,7 @@ impl KeyStore {
         let jwks = tokio::time::timeout(self.fetch_timeout, source.fetch())
             .await
             .map_err(|_| KeySourceError("timed out".into()))??;
-        let set = KeySet::from_jwks(&jwks);
+        let set = KeySet::from_jwks(&jwks).carry_over(&self.keys.load());
         let count = set.len();
         self.keys.store(Arc::new(set));
         tracing::debug!(keys = count, "key set refreshed");
@@ -381,6 +416,20 @@ mod tests {
             2,
             "after the interval it may fetch again"
         );
+    }
+
+    #[test]
+    fn a_refetched_unchanged_key_stays_trusted_and_a_changed_one_is_retired() {
+        let (k1, k2) = (okp("k1", None), okp("k2", None));
+        let first = KeySet::from_jwks(&jwks(vec![k1.clone(), k2]));
+        let same = KeySet::from_jwks(&jwks(vec![k1.clone()])).carry_over(&first);
+        let k1_key = first.get("k1").expect("k1");
+        assert!(same.holds(&k1_key), "unchanged key keeps its identity");
+        assert!(!same.holds(&first.get("k2").expect("k2")), "k2 retired");
+        let mut rekeyed = okp("k1", None);
+        rekeyed["kid"] = k1["kid"].clone();
+        let changed = KeySet::from_jwks(&jwks(vec![rekeyed])).carry_over(&first);
+        assert!(!changed.holds(&k1_key), "same kid, new material: retired");
     }
 
     #[tokio::test]

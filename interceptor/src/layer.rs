@@ -105,7 +105,7 @@ where
                 Err(error) => return Ok(refuse(path, error)),
             };
             tracing::debug!(method = path, subject = claims.subject(), "authenticated");
-            request.extensions_mut().insert(Arc::new(claims));
+            request.extensions_mut().insert(claims);
             inner.call(request).await
         })
     }
@@ -115,7 +115,7 @@ async fn authenticate<C: Claims>(
     verifier: &Verifier<C>,
     headers: &HeaderMap,
     scopes: &[String],
-) -> Result<C, AuthError> {
+) -> Result<Arc<C>, AuthError> {
     let token = bearer_token(headers)?;
     let claims = verifier.verify(token).await?;
     if let Some(missing) = scopes.iter().find(|scope| !claims.has_scope(scope)) {

@@ -9,6 +9,7 @@
 
 #![forbid(unsafe_code)]
 
+mod cache;
 mod error;
 mod keys;
 mod layer;
@@ -16,7 +17,7 @@ mod policy;
 mod revocation;
 mod verifier;
 
-pub use error::AuthError;
+pub use error::{AuthError, ERROR_DOMAIN};
 pub use keys::{KeySet, KeySource, KeySourceError, KeyStore, VerificationKey};
 pub use layer::{Auth, AuthLayer, bearer_token};
 pub use policy::{Policy, Rule};

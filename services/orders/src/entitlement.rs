@@ -78,6 +78,8 @@ pub struct Grant {
     pub ver: u32,
     /// When Products issued it.
     pub iat: i64,
+    /// When it expires.
+    pub exp: i64,
     /// v1: product ids.
     pub product_ids: Vec<String>,
     /// v2: per-product grants.
@@ -91,6 +93,10 @@ impl Claims for Grant {
 
     fn issued_at(&self) -> i64 {
         self.iat
+    }
+
+    fn expires_at(&self) -> i64 {
+        self.exp
     }
 }
 

@@ -21,6 +21,10 @@ impl Claims for Caller {
         &self.0.sub
     }
 
+    fn expires_at(&self) -> i64 {
+        self.0.exp
+    }
+
     fn scope(&self) -> &str {
         &self.0.scope
     }

@@ -4,6 +4,7 @@
 mod auth_lifecycle;
 mod demo_flow;
 mod entitlements;
+mod errors;
 mod grpcurl;
 mod keys;
 mod orders;

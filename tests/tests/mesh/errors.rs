@@ -1,0 +1,54 @@
+//! Refusals are typed: every status from the auth layer carries a
+//! `google.rpc.ErrorInfo` whose stable reason tells a client whether to refresh,
+//! log in again or ask for access.
+
+use serde_json::json;
+use tokenmesh_interceptor::ERROR_DOMAIN;
+use tokenmesh_proto::{orders::v1::ListOrdersRequest, products::v1::ListProductsRequest};
+use tokenmesh_tests::{Bearer, Mesh, Minter};
+use tonic::Code;
+use tonic_types::StatusExt;
+
+#[tokio::test]
+async fn refusals_name_a_stable_reason_in_error_info() {
+    let mesh = Mesh::start().await;
+    let auth = mesh.auth_minter();
+    let mut expired = Minter::access_claims("alice");
+    expired["exp"] = json!(tokenmesh_server::now_unix() - 120);
+    let cases = [
+        ("no token", Bearer::none(), "TOKEN_MISSING"),
+        (
+            "expired",
+            Bearer::token(&auth.access_token(&expired)),
+            "TOKEN_EXPIRED",
+        ),
+        (
+            "foreign key",
+            Bearer::token(&Minter::foreign().access_token(&Minter::access_claims("alice"))),
+            "KEY_UNKNOWN",
+        ),
+    ];
+    for (case, bearer, reason) in cases {
+        let status = mesh
+            .products(bearer.clone())
+            .await
+            .list_products(ListProductsRequest::default())
+            .await
+            .expect_err(case);
+        let info = status.get_details_error_info().expect(case);
+        assert_eq!(
+            (status.code(), info.reason.as_str(), info.domain.as_str()),
+            (Code::Unauthenticated, reason, ERROR_DOMAIN),
+            "{case} at Products"
+        );
+        let status = mesh
+            .orders(bearer)
+            .await
+            .list_orders(ListOrdersRequest::default())
+            .await
+            .expect_err(case);
+        let info = status.get_details_error_info().expect(case);
+        assert_eq!(info.reason, reason, "{case} at Orders");
+    }
+    mesh.shutdown().await;
+}

@@ -20,6 +20,6 @@ mod verifier;
 pub use error::{AuthError, ERROR_DOMAIN};
 pub use keys::{KeySet, KeySource, KeySourceError, KeyStore, VerificationKey};
 pub use layer::{Auth, AuthLayer, bearer_token};
-pub use policy::{Policy, Rule};
+pub use policy::{Policy, PolicyError, RULE_OPTION, Rule};
 pub use revocation::RevocationSet;
 pub use verifier::{Claims, Verifier, VerifierConfig};

@@ -1,7 +1,31 @@
 //! What each gRPC method requires. Methods are named by their HTTP/2 path
-//! (`/package.Service/Method`); a method without a rule is denied.
+//! (`/package.Service/Method`); a method without a rule is denied. Rules are
+//! best declared in the proto as a method option and read from the descriptor set.
 
 use std::collections::HashMap;
+
+use prost_reflect::{DescriptorPool, DynamicMessage, Value};
+
+/// The method option tokenmesh's protos declare rules with
+/// (`proto/tokenmesh/auth/v1/policy.proto`). Copy that file to use it in yours.
+pub const RULE_OPTION: &str = "tokenmesh.auth.v1.rule";
+
+/// Why a policy could not be read from a descriptor set.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum PolicyError {
+    /// The bytes are not an encoded `FileDescriptorSet` (with its imports).
+    #[error("descriptor set: {0}")]
+    Descriptor(String),
+    /// The set does not define the rule option.
+    #[error("descriptor set defines no method option `{0}`")]
+    UnknownOption(String),
+    /// The set does not define this service.
+    #[error("descriptor set defines no service `{0}`")]
+    UnknownService(String),
+    /// A rule says both `public` and `scopes`.
+    #[error("{0}: a public method cannot require scopes")]
+    Contradictory(String),
+}
 
 /// The access rule of one method.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -63,6 +87,42 @@ impl Policy {
         self
     }
 
+    /// The rules of every method of `services` (full names, `package.Service`),
+    /// read from the method option `option` (e.g. [`RULE_OPTION`]) in an encoded
+    /// `FileDescriptorSet` that includes its imports. The option's message must
+    /// have `bool public` and `repeated string scopes`; a method without the
+    /// option gets no rule and is denied. Health and reflection stay public.
+    pub fn from_descriptor_set(
+        encoded: &[u8],
+        option: &str,
+        services: &[&str],
+    ) -> Result<Self, PolicyError> {
+        let pool = DescriptorPool::decode(encoded)
+            .map_err(|error| PolicyError::Descriptor(error.to_string()))?;
+        let extension = pool
+            .get_extension_by_name(option)
+            .ok_or_else(|| PolicyError::UnknownOption(option.to_owned()))?;
+        let mut policy = Self::new();
+        for name in services {
+            let service = pool
+                .get_service_by_name(name)
+                .ok_or_else(|| PolicyError::UnknownService((*name).to_owned()))?;
+            for method in service.methods() {
+                let options = method.options();
+                if !options.has_extension(&extension) {
+                    tracing::debug!(method = method.full_name(), "no access rule: denied");
+                    continue;
+                }
+                let rule = match options.get_extension(&extension).as_message() {
+                    Some(rule) => rule_from_option(rule, method.full_name())?,
+                    None => return Err(PolicyError::UnknownOption(option.to_owned())),
+                };
+                policy = policy.rule(name, method.name(), rule);
+            }
+        }
+        Ok(policy)
+    }
+
     /// The rule for a request path, or `None`: denied.
     pub fn for_path(&self, path: &str) -> Option<&Rule> {
         if let Some(rule) = self.methods.get(path) {
@@ -72,6 +132,29 @@ impl Policy {
             .iter()
             .any(|prefix| path.starts_with(prefix.as_str()))
             .then_some(&Rule::Public)
+    }
+}
+
+fn rule_from_option(rule: &DynamicMessage, method: &str) -> Result<Rule, PolicyError> {
+    let public = rule
+        .get_field_by_name("public")
+        .and_then(|value| value.as_bool())
+        .unwrap_or(false);
+    let scopes: Vec<String> = rule
+        .get_field_by_name("scopes")
+        .and_then(|value| {
+            value.as_list().map(|list| {
+                list.iter()
+                    .filter_map(Value::as_str)
+                    .map(str::to_owned)
+                    .collect()
+            })
+        })
+        .unwrap_or_default();
+    match (public, scopes.is_empty()) {
+        (true, true) => Ok(Rule::Public),
+        (true, false) => Err(PolicyError::Contradictory(method.to_owned())),
+        (false, _) => Ok(Rule::Authenticated { scopes }),
     }
 }
 

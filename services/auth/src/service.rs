@@ -214,20 +214,9 @@ impl AuthService {
         })
     }
 
-    /// Who may call what.
+    /// Who may call what: the rules declared in the proto.
     pub fn policy() -> Policy {
-        Policy::new()
-            .public(SERVICE, "Login")
-            .public(SERVICE, "Refresh")
-            .public(SERVICE, "Logout")
-            .public(SERVICE, "IssueServiceToken")
-            .public(SERVICE, "GetJwks")
-            .authenticated(SERVICE, "CreateUser", &[ADMIN_SCOPE])
-            .authenticated(SERVICE, "DeactivateUser", &[ADMIN_SCOPE])
-            .authenticated(SERVICE, "RotateSigningKey", &[ADMIN_SCOPE])
-            .authenticated(SERVICE, "ChangePassword", &[])
-            .authenticated(SERVICE, "ExchangeToken", &[EXCHANGE_SCOPE])
-            .authenticated(SERVICE, "WatchRevocations", &[REVOCATIONS_SCOPE])
+        tokenmesh_server::policy_for(SERVICE)
     }
 
     /// Registers (or updates) a service client with a secret.

@@ -85,12 +85,9 @@ impl OrdersService {
         self.entitlements.replica_caught_up()
     }
 
-    /// Who may call what.
+    /// Who may call what: the rules declared in the proto.
     pub fn policy() -> Policy {
-        Policy::new()
-            .authenticated(SERVICE, "PlaceOrder", &[])
-            .authenticated(SERVICE, "GetOrder", &[])
-            .authenticated(SERVICE, "ListOrders", &[])
+        tokenmesh_server::policy_for(SERVICE)
     }
 
     /// Serves Orders on `listener` until `shutdown`, accepting access tokens

@@ -91,17 +91,9 @@ impl ProductsService {
         }
     }
 
-    /// Who may call what.
+    /// Who may call what: the rules declared in the proto.
     pub fn policy() -> Policy {
-        Policy::new()
-            .authenticated(SERVICE, "ListProducts", &[])
-            .authenticated(SERVICE, "GetProduct", &[])
-            .authenticated(SERVICE, "CheckEntitlement", &[])
-            .public(SERVICE, "GetJwks")
-            .authenticated(SERVICE, "CreateProduct", &[ADMIN_SCOPE])
-            .authenticated(SERVICE, "GrantEntitlement", &[ADMIN_SCOPE])
-            .authenticated(SERVICE, "RevokeEntitlement", &[ADMIN_SCOPE])
-            .authenticated(SERVICE, "WatchEntitlements", &[ENTITLEMENTS_WATCH_SCOPE])
+        tokenmesh_server::policy_for(SERVICE)
     }
 
     /// Serves Products on `listener` until `shutdown`, accepting access tokens

@@ -11,6 +11,7 @@ pub mod db;
 mod feed;
 mod jwks;
 pub mod paging;
+mod policy;
 mod serve;
 mod signing;
 
@@ -18,6 +19,7 @@ pub use auth_client::{ServiceTokens, TokenExchanger, follow_revocations};
 pub use caller::{ACCESS_CLAIMS_VERSION, Caller, bearer_metadata, caller};
 pub use feed::Feed;
 pub use jwks::{GrpcJwksSource, jwk_json, jwk_to_jose};
+pub use policy::policy_for;
 pub use serve::{ServeError, serve};
 pub use signing::{SigningAlgorithm, SigningKey, SigningKeyError};
 

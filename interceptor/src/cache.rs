@@ -11,10 +11,13 @@ use crate::VerificationKey;
 /// The SHA-256 of a token: the cache key.
 pub(crate) type TokenDigest = [u8; 32];
 
-/// One verified token: its claims, the key that verified it and when it expires.
+/// One verified token: its claims, the issuer and key that verified it and when
+/// it expires.
 pub(crate) struct Verified<C> {
     pub(crate) claims: Arc<C>,
     pub(crate) key: Arc<VerificationKey>,
+    /// Index of the issuer in its verifier.
+    pub(crate) issuer: usize,
     pub(crate) expires_at: i64,
 }
 
@@ -23,6 +26,7 @@ impl<C> Clone for Verified<C> {
         Self {
             claims: self.claims.clone(),
             key: self.key.clone(),
+            issuer: self.issuer,
             expires_at: self.expires_at,
         }
     }

@@ -11,6 +11,8 @@
 
 mod cache;
 mod error;
+#[cfg(feature = "http-jwks")]
+mod http;
 mod keys;
 mod layer;
 mod policy;
@@ -18,8 +20,10 @@ mod revocation;
 mod verifier;
 
 pub use error::{AuthError, ERROR_DOMAIN};
+#[cfg(feature = "http-jwks")]
+pub use http::{HttpJwksSource, MAX_JWKS_BYTES};
 pub use keys::{KeySet, KeySource, KeySourceError, KeyStore, VerificationKey};
 pub use layer::{Auth, AuthLayer, bearer_token};
 pub use policy::{Policy, PolicyError, RULE_OPTION, Rule};
 pub use revocation::RevocationSet;
-pub use verifier::{Claims, Verifier, VerifierConfig};
+pub use verifier::{Claims, DEFAULT_CACHE_CAPACITY, Verifier, VerifierConfig};

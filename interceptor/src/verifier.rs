@@ -54,16 +54,21 @@ pub trait Claims: DeserializeOwned + Send + Sync + 'static {
     }
 }
 
-/// What a [`Verifier`] accepts.
+/// What a [`Verifier`] accepts from one trusted issuer.
 #[derive(Debug, Clone)]
 pub struct VerifierConfig {
-    /// The one trusted `iss`.
+    /// The issuer's `iss`.
     pub issuer: String,
-    /// This service's name: `aud` must contain it.
-    pub audience: String,
-    /// The JOSE header `typ` this verifier accepts (`at+jwt` for access tokens);
-    /// `application/` may prefix it, case does not matter (RFC 7515 §4.1.9).
+    /// This service's names: `aud` must contain one of them.
+    pub audiences: Vec<String>,
+    /// The JOSE header `typ` accepted from this issuer (`at+jwt` for access
+    /// tokens); `application/` may prefix it, case does not matter (RFC 7515
+    /// §4.1.9). Distinct types per issuer stop one kind of token being replayed
+    /// as another.
     pub token_type: String,
+    /// The algorithms accepted from this issuer. Each key is also pinned to its
+    /// own algorithm: a token is accepted only if both agree.
+    pub algorithms: Vec<Algorithm>,
     /// Clock skew allowed on `exp`, `nbf` and `iat`; capped at 60 s.
     pub leeway: Duration,
     /// Longer tokens are refused before any parsing.
@@ -71,23 +76,21 @@ pub struct VerifierConfig {
     /// Tokens whose `exp − iat` exceeds this are refused (and must carry `iat`);
     /// `None`: no limit.
     pub max_lifetime: Option<Duration>,
-    /// How many verified tokens to remember; 0 turns the cache off.
-    pub cache_capacity: usize,
 }
 
 impl VerifierConfig {
     /// Access tokens (`typ: at+jwt`) from `issuer` for `audience`, with the
-    /// defaults: leeway 30 s, size limit 8 KiB, maximum lifetime 24 h, a cache of
-    /// 10 000 verified tokens.
+    /// defaults: every asymmetric algorithm, leeway 30 s, size limit 8 KiB,
+    /// maximum lifetime 24 h.
     pub fn access_tokens(issuer: impl Into<String>, audience: impl Into<String>) -> Self {
         Self {
             issuer: issuer.into(),
-            audience: audience.into(),
+            audiences: vec![audience.into()],
             token_type: "at+jwt".into(),
+            algorithms: ASYMMETRIC.to_vec(),
             leeway: Duration::from_secs(30),
             max_token_bytes: 8 * 1024,
             max_lifetime: Some(Duration::from_secs(24 * 60 * 60)),
-            cache_capacity: 10_000,
         }
     }
 
@@ -95,6 +98,26 @@ impl VerifierConfig {
     pub fn with_token_type(mut self, token_type: impl Into<String>) -> Self {
         self.token_type = token_type.into();
         self
+    }
+
+    /// Only these algorithms (never a symmetric one: those are dropped).
+    pub fn with_algorithms(mut self, algorithms: &[Algorithm]) -> Self {
+        self.algorithms = algorithms
+            .iter()
+            .copied()
+            .filter(|algorithm| ASYMMETRIC.contains(algorithm))
+            .collect();
+        self
+    }
+
+    /// Whether a header `typ` names this issuer's token type.
+    fn type_matches(&self, typ: Option<&str>) -> bool {
+        let Some(typ) = typ else { return false };
+        let bare = match typ.get(..12) {
+            Some(prefix) if prefix.eq_ignore_ascii_case("application/") => &typ[12..],
+            _ => typ,
+        };
+        bare.eq_ignore_ascii_case(&self.token_type)
     }
 }
 
@@ -112,41 +135,31 @@ const ASYMMETRIC: [Algorithm; 9] = [
 
 const MAX_LEEWAY: Duration = Duration::from_secs(60);
 
-/// Verifies one issuer's tokens of one type into typed claims `C`.
-pub struct Verifier<C> {
+/// How many verified tokens a [`Verifier`] remembers unless told otherwise.
+pub const DEFAULT_CACHE_CAPACITY: usize = 10_000;
+
+/// One trusted issuer: what it may send, and the keys that verify it.
+struct Issuer {
     config: VerifierConfig,
     keys: Arc<KeyStore>,
-    /// One `Validation` per algorithm, each accepting only that algorithm.
+    /// One `Validation` per accepted algorithm, each accepting only that one.
     validations: HashMap<Algorithm, Validation>,
     /// `config.leeway`, capped, in seconds.
     leeway: i64,
-    revocations: Option<Arc<RevocationSet>>,
-    cache: Option<VerifiedCache<C>>,
-    _claims: PhantomData<fn() -> C>,
 }
 
-impl<C> std::fmt::Debug for Verifier<C> {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Verifier")
-            .field("config", &self.config)
-            .field("keys", &self.keys)
-            .finish_non_exhaustive()
-    }
-}
-
-impl<C: Claims> Verifier<C> {
-    /// A verifier for `config`, trusting the keys in `keys`.
-    pub fn new(config: VerifierConfig, keys: Arc<KeyStore>) -> Self {
+impl Issuer {
+    fn new(config: VerifierConfig, keys: Arc<KeyStore>) -> Self {
         let leeway = config.leeway.min(MAX_LEEWAY).as_secs();
-        let cache = VerifiedCache::new(config.cache_capacity);
-        let validations = ASYMMETRIC
-            .into_iter()
-            .map(|algorithm| {
+        let validations = config
+            .algorithms
+            .iter()
+            .map(|&algorithm| {
                 let mut validation = Validation::new(algorithm);
                 validation.leeway = leeway;
                 validation.validate_nbf = true;
                 validation.set_issuer(&[&config.issuer]);
-                validation.set_audience(&[&config.audience]);
+                validation.set_audience(&config.audiences);
                 // jsonwebtoken skips absent `iss`/`aud`/`sub` unless required.
                 validation.set_required_spec_claims(&["exp", "iss", "aud", "sub"]);
                 (algorithm, validation)
@@ -157,10 +170,50 @@ impl<C: Claims> Verifier<C> {
             keys,
             validations,
             leeway: i64::try_from(leeway).unwrap_or(0),
+        }
+    }
+}
+
+/// Verifies the tokens of one or more trusted issuers into typed claims `C`.
+pub struct Verifier<C> {
+    /// Never empty.
+    issuers: Vec<Issuer>,
+    /// The largest size limit of any issuer, checked before any parsing.
+    max_token_bytes: usize,
+    revocations: Option<Arc<RevocationSet>>,
+    cache: Option<VerifiedCache<C>>,
+    _claims: PhantomData<fn() -> C>,
+}
+
+impl<C> std::fmt::Debug for Verifier<C> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let issuers: Vec<&VerifierConfig> = self.issuers.iter().map(|i| &i.config).collect();
+        f.debug_struct("Verifier")
+            .field("issuers", &issuers)
+            .finish_non_exhaustive()
+    }
+}
+
+impl<C: Claims> Verifier<C> {
+    /// A verifier for `config`, trusting the keys in `keys`, with a cache of
+    /// [`DEFAULT_CACHE_CAPACITY`] verified tokens.
+    pub fn new(config: VerifierConfig, keys: Arc<KeyStore>) -> Self {
+        Self {
+            max_token_bytes: config.max_token_bytes,
+            issuers: vec![Issuer::new(config, keys)],
             revocations: None,
-            cache,
+            cache: VerifiedCache::new(DEFAULT_CACHE_CAPACITY),
             _claims: PhantomData,
         }
+    }
+
+    /// Also trusts another issuer, with its own settings and keys. A token is
+    /// matched to the issuer holding its `kid`; that issuer's `iss`, audiences,
+    /// `typ`, algorithms and limits then apply.
+    pub fn trust(mut self, config: VerifierConfig, keys: Arc<KeyStore>) -> Self {
+        self.max_token_bytes = self.max_token_bytes.max(config.max_token_bytes);
+        self.issuers.push(Issuer::new(config, keys));
+        self
     }
 
     /// Also refuses tokens revoked in `revocations`.
@@ -169,9 +222,15 @@ impl<C: Claims> Verifier<C> {
         self
     }
 
-    /// The keys this verifier trusts.
+    /// Remembers up to `capacity` verified tokens (0: no cache).
+    pub fn with_cache_capacity(mut self, capacity: usize) -> Self {
+        self.cache = VerifiedCache::new(capacity);
+        self
+    }
+
+    /// The keys of the first issuer.
     pub fn keys(&self) -> &Arc<KeyStore> {
-        &self.keys
+        &self.issuers[0].keys
     }
 
     /// How many verified tokens the cache holds.
@@ -183,9 +242,9 @@ impl<C: Claims> Verifier<C> {
     /// answered from the cache while it is unexpired, its key still trusted and
     /// it is not revoked since.
     pub async fn verify(&self, token: &str) -> Result<Arc<C>, AuthError> {
-        if token.len() > self.config.max_token_bytes {
+        if token.len() > self.max_token_bytes {
             return Err(AuthError::TooLarge {
-                limit: self.config.max_token_bytes,
+                limit: self.max_token_bytes,
             });
         }
         let Some(cache) = &self.cache else {
@@ -194,8 +253,9 @@ impl<C: Claims> Verifier<C> {
         };
         let digest = VerifiedCache::<C>::digest(token);
         if let Some(hit) = cache.get(&digest) {
-            if now_unix() <= hit.expires_at.saturating_add(self.leeway)
-                && self.keys.trusts(&hit.key)
+            let issuer = &self.issuers[hit.issuer];
+            if now_unix() <= hit.expires_at.saturating_add(issuer.leeway)
+                && issuer.keys.trusts(&hit.key)
             {
                 self.check_revoked(&hit.claims)?;
                 return Ok(hit.claims);
@@ -203,21 +263,21 @@ impl<C: Claims> Verifier<C> {
             // Expired or its key retired: verify afresh, which says why.
             cache.remove(&digest);
         }
-        let (claims, key) = self.verify_uncached(token).await?;
+        let (claims, verified_by) = self.verify_uncached(token).await?;
         let claims = Arc::new(claims);
-        let expires_at = claims.expires_at();
         cache.insert(
             digest,
             Verified {
+                expires_at: claims.expires_at(),
                 claims: claims.clone(),
-                key,
-                expires_at,
+                key: verified_by.key,
+                issuer: verified_by.issuer,
             },
         );
         Ok(claims)
     }
 
-    async fn verify_uncached(&self, token: &str) -> Result<(C, Arc<VerificationKey>), AuthError> {
+    async fn verify_uncached(&self, token: &str) -> Result<(C, VerifiedBy), AuthError> {
         // decode_header refuses `alg: none` and unknown algorithms: they are not
         // variants of `Algorithm`.
         let header = jsonwebtoken::decode_header(token).map_err(|_| {
@@ -228,53 +288,68 @@ impl<C: Claims> Verifier<C> {
         if header.crit.is_some() {
             return Err(AuthError::UnsupportedCritical);
         }
-        if !self.type_matches(header.typ.as_deref()) {
-            return Err(AuthError::WrongType {
-                expected: self.config.token_type.clone(),
-            });
+        let typ = header.typ.as_deref();
+        if !self.issuers.iter().any(|i| i.config.type_matches(typ)) {
+            return Err(self.wrong_type(0));
         }
         // `jwk`, `jku`, `x5u`, `x5c` are deliberately ignored: a token never
         // chooses the key that verifies it.
         let kid = header
             .kid
             .ok_or_else(|| AuthError::Malformed("header lacks kid".into()))?;
-        let key = self.keys.key(&kid).await.ok_or(AuthError::KeyUnknown)?;
+        let (index, key) = self.find_key(&kid).await.ok_or(AuthError::KeyUnknown)?;
+        let issuer = &self.issuers[index];
+        if !issuer.config.type_matches(typ) {
+            return Err(self.wrong_type(index));
+        }
         if header.alg != key.algorithm {
             return Err(AuthError::AlgorithmMismatch);
         }
-        let validation = self
+        let validation = issuer
             .validations
             .get(&key.algorithm)
             .ok_or(AuthError::AlgorithmMismatch)?;
         let claims = jsonwebtoken::decode::<C>(token, &key.key, validation)
             .map_err(|error| map_jwt_error(error.kind()))?
             .claims;
+        if token.len() > issuer.config.max_token_bytes {
+            return Err(AuthError::TooLarge {
+                limit: issuer.config.max_token_bytes,
+            });
+        }
         if claims.subject().is_empty() {
             return Err(AuthError::MissingClaim("sub".into()));
         }
-        self.check_times(&claims)?;
+        check_times(issuer, &claims)?;
         claims.check_version()?;
         self.check_revoked(&claims)?;
-        Ok((claims, key))
+        Ok((claims, VerifiedBy { issuer: index, key }))
     }
 
-    /// What jsonwebtoken leaves to us: `iat` not in the future, and `exp − iat`
-    /// within the maximum lifetime.
-    fn check_times(&self, claims: &C) -> Result<(), AuthError> {
-        let issued_at = claims.issued_at();
-        if issued_at > now_unix().saturating_add(self.leeway) {
-            return Err(AuthError::IssuedInFuture);
+    /// The issuer holding `kid`, and the key. Sets already in memory are
+    /// searched first; only then may each remote store refetch (single-flight,
+    /// rate-limited).
+    async fn find_key(&self, kid: &str) -> Option<(usize, Arc<VerificationKey>)> {
+        let held = self
+            .issuers
+            .iter()
+            .enumerate()
+            .find_map(|(index, issuer)| issuer.keys.current().get(kid).map(|key| (index, key)));
+        if held.is_some() {
+            return held;
         }
-        if let Some(max) = self.config.max_lifetime {
-            if issued_at == 0 {
-                return Err(AuthError::MissingClaim("iat".into()));
-            }
-            let max_secs = i64::try_from(max.as_secs()).unwrap_or(i64::MAX);
-            if claims.expires_at().saturating_sub(issued_at) > max_secs {
-                return Err(AuthError::LifetimeTooLong { max_secs });
+        for (index, issuer) in self.issuers.iter().enumerate() {
+            if let Some(key) = issuer.keys.key(kid).await {
+                return Some((index, key));
             }
         }
-        Ok(())
+        None
+    }
+
+    fn wrong_type(&self, issuer: usize) -> AuthError {
+        AuthError::WrongType {
+            expected: self.issuers[issuer].config.token_type.clone(),
+        }
     }
 
     fn check_revoked(&self, claims: &C) -> Result<(), AuthError> {
@@ -291,16 +366,31 @@ impl<C: Claims> Verifier<C> {
             _ => Ok(()),
         }
     }
+}
 
-    fn type_matches(&self, typ: Option<&str>) -> bool {
-        let Some(typ) = typ else { return false };
-        let expected = self.config.token_type.as_str();
-        let bare = match typ.get(..12) {
-            Some(prefix) if prefix.eq_ignore_ascii_case("application/") => &typ[12..],
-            _ => typ,
-        };
-        bare.eq_ignore_ascii_case(expected)
+/// Which issuer and key verified a token.
+struct VerifiedBy {
+    issuer: usize,
+    key: Arc<VerificationKey>,
+}
+
+/// What jsonwebtoken leaves to us: `iat` not in the future, and `exp − iat`
+/// within the issuer's maximum lifetime.
+fn check_times<C: Claims>(issuer: &Issuer, claims: &C) -> Result<(), AuthError> {
+    let issued_at = claims.issued_at();
+    if issued_at > now_unix().saturating_add(issuer.leeway) {
+        return Err(AuthError::IssuedInFuture);
     }
+    if let Some(max) = issuer.config.max_lifetime {
+        if issued_at == 0 {
+            return Err(AuthError::MissingClaim("iat".into()));
+        }
+        let max_secs = i64::try_from(max.as_secs()).unwrap_or(i64::MAX);
+        if claims.expires_at().saturating_sub(issued_at) > max_secs {
+            return Err(AuthError::LifetimeTooLong { max_secs });
+        }
+    }
+    Ok(())
 }
 
 /// Seconds since the Unix epoch.

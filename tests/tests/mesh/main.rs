@@ -6,6 +6,7 @@ mod demo_flow;
 mod entitlements;
 mod errors;
 mod grpcurl;
+mod jwks_http;
 mod keys;
 mod orders;
 mod tokens;

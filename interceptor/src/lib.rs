@@ -10,6 +10,7 @@
 #![forbid(unsafe_code)]
 
 mod cache;
+mod client;
 mod error;
 #[cfg(feature = "http-jwks")]
 mod http;
@@ -19,6 +20,10 @@ mod policy;
 mod revocation;
 mod verifier;
 
+pub use client::{
+    AttachToken, AttachTokenLayer, BearerToken, DEFAULT_REFRESH_BEFORE, IssuedToken,
+    RefreshingToken, StaticToken, TokenFetcher, TokenSource, TokenSourceError,
+};
 pub use error::{AuthError, ERROR_DOMAIN};
 #[cfg(feature = "http-jwks")]
 pub use http::{HttpJwksSource, MAX_JWKS_BYTES};

@@ -7,6 +7,26 @@ use std::collections::HashMap;
 use tonic::{Code, Status};
 use tonic_types::{ErrorDetails, StatusExt};
 
+/// Every [`AuthError::reason`], for metrics.
+pub(crate) const REASONS: [&str; 16] = [
+    "TOKEN_MISSING",
+    "TOKEN_MALFORMED",
+    "TOKEN_TOO_LARGE",
+    "TOKEN_TYPE_MISMATCH",
+    "KEY_UNKNOWN",
+    "SIGNATURE_INVALID",
+    "TOKEN_EXPIRED",
+    "TOKEN_NOT_YET_VALID",
+    "TOKEN_LIFETIME_EXCEEDED",
+    "ISSUER_MISMATCH",
+    "AUDIENCE_MISMATCH",
+    "CLAIM_MISSING",
+    "TOKEN_REVOKED",
+    "CLAIMS_VERSION_UNSUPPORTED",
+    "INSUFFICIENT_SCOPE",
+    "METHOD_NOT_ALLOWED",
+];
+
 /// `ErrorInfo.domain` of every status this crate produces.
 pub const ERROR_DOMAIN: &str = "tokenmesh.dev";
 
@@ -154,6 +174,46 @@ impl AuthError {
             AuthError::UnsupportedVersion { .. } => "CLAIMS_VERSION_UNSUPPORTED",
             AuthError::InsufficientScope(_) => "INSUFFICIENT_SCOPE",
             AuthError::NoRule => "METHOD_NOT_ALLOWED",
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_reason_is_listed_for_metrics() {
+        let all = [
+            AuthError::Missing,
+            AuthError::Duplicate,
+            AuthError::NotBearer,
+            AuthError::TooLarge { limit: 1 },
+            AuthError::Malformed(String::new()),
+            AuthError::WrongType {
+                expected: String::new(),
+            },
+            AuthError::UnsupportedCritical,
+            AuthError::KeyUnknown,
+            AuthError::AlgorithmMismatch,
+            AuthError::InvalidSignature,
+            AuthError::Expired,
+            AuthError::NotYetValid,
+            AuthError::IssuedInFuture,
+            AuthError::LifetimeTooLong { max_secs: 1 },
+            AuthError::IssuerMismatch,
+            AuthError::AudienceMismatch,
+            AuthError::MissingClaim(String::new()),
+            AuthError::UnsupportedVersion {
+                found: 0,
+                accepted: String::new(),
+            },
+            AuthError::Revoked,
+            AuthError::InsufficientScope(String::new()),
+            AuthError::NoRule,
+        ];
+        for error in all {
+            assert!(REASONS.contains(&error.reason()), "{error:?}");
         }
     }
 }

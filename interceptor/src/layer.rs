@@ -11,21 +11,28 @@ use futures::future::BoxFuture;
 use http::{HeaderMap, Request, Response, header::AUTHORIZATION};
 use tonic::Status;
 use tower::{Layer, Service};
+use tracing::{Instrument, field::Empty};
 
-use crate::{AuthError, Claims, Policy, Rule, Verifier};
+use crate::{Allowed, AuthError, AuthMetrics, Claims, Policy, Rule, Verifier};
 
 /// Layer that authenticates every request against a [`Policy`]. Handlers of
 /// authenticated methods find the verified claims as `Arc<C>` in the extensions.
+/// Each request gets an `auth` span with its `outcome` and `reason`, and is
+/// counted in [`AuthLayer::metrics`].
 pub struct AuthLayer<C> {
+    shared: Arc<Shared<C>>,
+}
+
+struct Shared<C> {
     verifier: Arc<Verifier<C>>,
-    policy: Arc<Policy>,
+    policy: Policy,
+    metrics: Arc<AuthMetrics>,
 }
 
 impl<C> Clone for AuthLayer<C> {
     fn clone(&self) -> Self {
         Self {
-            verifier: self.verifier.clone(),
-            policy: self.policy.clone(),
+            shared: self.shared.clone(),
         }
     }
 }
@@ -34,9 +41,17 @@ impl<C: Claims> AuthLayer<C> {
     /// Verifies tokens with `verifier`, allows methods by `policy`.
     pub fn new(verifier: Arc<Verifier<C>>, policy: Policy) -> Self {
         Self {
-            verifier,
-            policy: Arc::new(policy),
+            shared: Arc::new(Shared {
+                verifier,
+                policy,
+                metrics: Arc::default(),
+            }),
         }
+    }
+
+    /// What this layer has let through and refused, for `/metrics`.
+    pub fn metrics(&self) -> Arc<AuthMetrics> {
+        self.shared.metrics.clone()
     }
 }
 
@@ -46,8 +61,7 @@ impl<S, C> Layer<S> for AuthLayer<C> {
     fn layer(&self, inner: S) -> Self::Service {
         Auth {
             inner,
-            verifier: self.verifier.clone(),
-            policy: self.policy.clone(),
+            shared: self.shared.clone(),
         }
     }
 }
@@ -55,8 +69,7 @@ impl<S, C> Layer<S> for AuthLayer<C> {
 /// The service [`AuthLayer`] wraps around a server.
 pub struct Auth<S, C> {
     inner: S,
-    verifier: Arc<Verifier<C>>,
-    policy: Arc<Policy>,
+    shared: Arc<Shared<C>>,
 }
 
 // === impl Auth ===
@@ -65,8 +78,7 @@ impl<S: Clone, C> Clone for Auth<S, C> {
     fn clone(&self) -> Self {
         Self {
             inner: self.inner.clone(),
-            verifier: self.verifier.clone(),
-            policy: self.policy.clone(),
+            shared: self.shared.clone(),
         }
     }
 }
@@ -91,23 +103,37 @@ where
         // The clone is not necessarily ready; take the one that is.
         let clone = self.inner.clone();
         let mut inner = std::mem::replace(&mut self.inner, clone);
-        let verifier = self.verifier.clone();
-        let policy = self.policy.clone();
-        Box::pin(async move {
-            let path = request.uri().path();
-            let scopes = match policy.for_path(path) {
-                Some(Rule::Public) => return inner.call(request).await,
-                Some(Rule::Authenticated { scopes }) => scopes,
-                None => return Ok(refuse(path, AuthError::NoRule)),
-            };
-            let claims = match authenticate(&verifier, request.headers(), scopes).await {
-                Ok(claims) => claims,
-                Err(error) => return Ok(refuse(path, error)),
-            };
-            tracing::debug!(method = path, subject = claims.subject(), "authenticated");
-            request.extensions_mut().insert(claims);
-            inner.call(request).await
-        })
+        let shared = self.shared.clone();
+        let span = tracing::info_span!(
+            "auth",
+            method = request.uri().path(),
+            outcome = Empty,
+            reason = Empty,
+            subject = Empty
+        );
+        Box::pin(
+            async move {
+                let span = tracing::Span::current();
+                let scopes = match shared.policy.for_path(request.uri().path()) {
+                    Some(Rule::Public) => {
+                        allowed(&shared.metrics, &span, Allowed::Public);
+                        return inner.call(request).await;
+                    }
+                    Some(Rule::Authenticated { scopes }) => scopes,
+                    None => return Ok(refuse(&shared.metrics, &span, AuthError::NoRule)),
+                };
+                match authenticate(&shared.verifier, request.headers(), scopes).await {
+                    Ok((claims, why)) => {
+                        span.record("subject", claims.subject());
+                        allowed(&shared.metrics, &span, why);
+                        request.extensions_mut().insert(claims);
+                        inner.call(request).await
+                    }
+                    Err(error) => Ok(refuse(&shared.metrics, &span, error)),
+                }
+            }
+            .instrument(span),
+        )
     }
 }
 
@@ -115,17 +141,31 @@ async fn authenticate<C: Claims>(
     verifier: &Verifier<C>,
     headers: &HeaderMap,
     scopes: &[String],
-) -> Result<Arc<C>, AuthError> {
+) -> Result<(Arc<C>, Allowed), AuthError> {
     let token = bearer_token(headers)?;
-    let claims = verifier.verify(token).await?;
+    let (claims, why) = verifier.verify_counted(token).await?;
     if let Some(missing) = scopes.iter().find(|scope| !claims.has_scope(scope)) {
         return Err(AuthError::InsufficientScope(missing.clone()));
     }
-    Ok(claims)
+    Ok((claims, why))
 }
 
-fn refuse<B: Default>(path: &str, error: AuthError) -> Response<B> {
-    tracing::info!(method = path, reason = error.reason(), "request refused");
+fn allowed(metrics: &AuthMetrics, span: &tracing::Span, why: Allowed) {
+    metrics.allowed(why);
+    span.record("outcome", "allowed");
+    span.record("reason", why.reason());
+}
+
+fn refuse<B: Default>(
+    metrics: &AuthMetrics,
+    span: &tracing::Span,
+    error: AuthError,
+) -> Response<B> {
+    let reason = error.reason();
+    metrics.refused(reason);
+    span.record("outcome", "refused");
+    span.record("reason", reason);
+    tracing::info!(reason, "request refused");
     Status::from(error).into_http()
 }
 

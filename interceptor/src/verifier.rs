@@ -14,7 +14,7 @@ use jsonwebtoken::{Algorithm, Validation, errors::ErrorKind};
 use serde::de::DeserializeOwned;
 
 use crate::{
-    AuthError, KeyStore, RevocationSet, VerificationKey,
+    Allowed, AuthError, KeyStore, RevocationSet, VerificationKey,
     cache::{Verified, VerifiedCache},
 };
 
@@ -242,6 +242,12 @@ impl<C: Claims> Verifier<C> {
     /// answered from the cache while it is unexpired, its key still trusted and
     /// it is not revoked since.
     pub async fn verify(&self, token: &str) -> Result<Arc<C>, AuthError> {
+        self.verify_counted(token).await.map(|(claims, _)| claims)
+    }
+
+    /// [`Verifier::verify`], also saying whether the signature was checked
+    /// ([`Allowed::Verified`]) or the token came from the cache ([`Allowed::Cached`]).
+    pub async fn verify_counted(&self, token: &str) -> Result<(Arc<C>, Allowed), AuthError> {
         if token.len() > self.max_token_bytes {
             return Err(AuthError::TooLarge {
                 limit: self.max_token_bytes,
@@ -249,7 +255,7 @@ impl<C: Claims> Verifier<C> {
         }
         let Some(cache) = &self.cache else {
             let (claims, _) = self.verify_uncached(token).await?;
-            return Ok(Arc::new(claims));
+            return Ok((Arc::new(claims), Allowed::Verified));
         };
         let digest = VerifiedCache::<C>::digest(token);
         if let Some(hit) = cache.get(&digest) {
@@ -258,7 +264,7 @@ impl<C: Claims> Verifier<C> {
                 && issuer.keys.trusts(&hit.key)
             {
                 self.check_revoked(&hit.claims)?;
-                return Ok(hit.claims);
+                return Ok((hit.claims, Allowed::Cached));
             }
             // Expired or its key retired: verify afresh, which says why.
             cache.remove(&digest);
@@ -274,7 +280,7 @@ impl<C: Claims> Verifier<C> {
                 issuer: verified_by.issuer,
             },
         );
-        Ok(claims)
+        Ok((claims, Allowed::Verified))
     }
 
     async fn verify_uncached(&self, token: &str) -> Result<(C, VerifiedBy), AuthError> {

@@ -10,6 +10,7 @@ mod caller;
 pub mod db;
 mod feed;
 mod jwks;
+pub mod metrics;
 pub mod paging;
 mod policy;
 mod serve;

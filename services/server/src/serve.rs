@@ -64,6 +64,7 @@ where
     let reflection_v1 = reflection().build_v1()?;
     let reflection_v1alpha = reflection().build_v1alpha()?;
 
+    crate::metrics::register(S::NAME, &auth.metrics());
     let address = listener.local_addr().ok();
     tracing::info!(service = S::NAME, ?address, "serving");
     Server::builder()

@@ -77,7 +77,8 @@ pub struct UpArgs {
     #[arg(long, env = "TOKENMESH_ORDERS_ADDR", default_value = "127.0.0.1:50053")]
     pub orders_addr: SocketAddr,
     /// HTTP address for Auth's `/.well-known/jwks.json` and
-    /// `/.well-known/openid-configuration`.
+    /// `/.well-known/openid-configuration`, and every service's Prometheus
+    /// metrics, `/metrics`.
     #[arg(long, env = "TOKENMESH_HTTP_ADDR", default_value = "127.0.0.1:8080")]
     pub http_addr: SocketAddr,
     /// Auth's database (`postgres://…`). Default: SQLite in the data dir.
@@ -211,7 +212,7 @@ pub struct ServeAuthArgs {
     /// Listener, storage and token settings.
     #[command(flatten)]
     pub common: CommonArgs,
-    /// Also serve the key set over HTTP, `/.well-known/jwks.json`, here.
+    /// Also serve HTTP here: the key set, `/.well-known/jwks.json`, and `/metrics`.
     #[arg(long, env = "TOKENMESH_HTTP_ADDR")]
     pub http_addr: Option<SocketAddr>,
 }
@@ -232,6 +233,9 @@ pub struct ServeProductsArgs {
     /// Entitlement settings.
     #[command(flatten)]
     pub entitlements: EntitlementArgs,
+    /// Also serve Prometheus metrics over HTTP here, at `/metrics`.
+    #[arg(long, env = "TOKENMESH_HTTP_ADDR")]
+    pub http_addr: Option<SocketAddr>,
 }
 
 /// `tokenmesh serve orders`.
@@ -257,4 +261,7 @@ pub struct ServeOrdersArgs {
     /// Entitlement settings.
     #[command(flatten)]
     pub entitlements: EntitlementArgs,
+    /// Also serve Prometheus metrics over HTTP here, at `/metrics`.
+    #[arg(long, env = "TOKENMESH_HTTP_ADDR")]
+    pub http_addr: Option<SocketAddr>,
 }

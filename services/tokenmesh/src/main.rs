@@ -61,16 +61,7 @@ async fn serve(command: ServeCommand) -> anyhow::Result<()> {
             let auth =
                 mesh::auth_service(&c.data_dir, c.database_url.as_deref(), &c.auth, c.demo).await?;
             if let Some(addr) = args.http_addr {
-                let listener = TcpListener::bind(addr)
-                    .await
-                    .with_context(|| format!("binding {addr}"))?;
-                let http = auth.clone();
-                tokio::spawn(async move {
-                    let forever = std::future::pending::<()>();
-                    if let Err(error) = http.serve_http(listener, forever).await {
-                        tracing::error!(%error, "JWKS over HTTP stopped");
-                    }
-                });
+                spawn_http(bind_http(addr).await?, Some(auth.http_router()));
             }
             auth.serve(listen(c).await?, shutdown).await?;
         }
@@ -85,6 +76,9 @@ async fn serve(command: ServeCommand) -> anyhow::Result<()> {
             )
             .await?;
             let access = AccessTokens::follow(&args.auth_url, &c.data_dir, &c.auth, "products")?;
+            if let Some(addr) = args.http_addr {
+                spawn_http(bind_http(addr).await?, None);
+            }
             products
                 .serve(listen(c).await?, access.keys, access.revocations, shutdown)
                 .await?;
@@ -101,12 +95,33 @@ async fn serve(command: ServeCommand) -> anyhow::Result<()> {
             )
             .await?;
             let access = AccessTokens::follow(&args.auth_url, &c.data_dir, &c.auth, "orders")?;
+            if let Some(addr) = args.http_addr {
+                spawn_http(bind_http(addr).await?, None);
+            }
             orders
                 .serve(listen(c).await?, access.keys, access.revocations, shutdown)
                 .await?;
         }
     }
     Ok(())
+}
+
+async fn bind_http(addr: std::net::SocketAddr) -> anyhow::Result<TcpListener> {
+    TcpListener::bind(addr)
+        .await
+        .with_context(|| format!("binding {addr}"))
+}
+
+/// Serves `/metrics` (and `routes`, Auth's JWKS) on `listener` for as long as
+/// the process runs.
+fn spawn_http(listener: TcpListener, routes: Option<axum::Router>) {
+    tokio::spawn(async move {
+        let forever = std::future::pending::<()>();
+        if let Err(error) = tokenmesh_server::metrics::serve_http(listener, routes, forever).await
+        {
+            tracing::error!(%error, "HTTP listener stopped");
+        }
+    });
 }
 
 /// `tokenmesh keys rotate`: a new signing key in Auth's store; running replicas

@@ -95,7 +95,7 @@ pub struct Mesh {
     pub products_addr: SocketAddr,
     /// Where Orders listens.
     pub orders_addr: SocketAddr,
-    /// Where Auth serves its JWKS over HTTP.
+    /// Where Auth serves its JWKS, and every service its `/metrics`, over HTTP.
     pub http_addr: SocketAddr,
     auth: Vec<Running>,
     products: Option<Running>,
@@ -293,11 +293,15 @@ async fn start_auth(
     .await?;
     let http_auth = auth.clone();
     Ok(vec![
+        // Auth's JWKS and every service's /metrics share the HTTP listener.
         Running::spawn(|stop| async move {
-            http_auth
-                .serve_http(http, stopped(stop))
-                .await
-                .map_err(ServeError::Http)
+            tokenmesh_server::metrics::serve_http(
+                http,
+                Some(http_auth.http_router()),
+                stopped(stop),
+            )
+            .await
+            .map_err(ServeError::Http)
         }),
         Running::spawn(|stop| auth.serve(grpc, stopped(stop))),
     ])

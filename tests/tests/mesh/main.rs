@@ -8,5 +8,6 @@ mod errors;
 mod grpcurl;
 mod jwks_http;
 mod keys;
+mod metrics;
 mod orders;
 mod tokens;

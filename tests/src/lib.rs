@@ -10,7 +10,7 @@ use std::{net::SocketAddr, path::PathBuf, time::Duration};
 use base64::{Engine, engine::general_purpose::URL_SAFE_NO_PAD};
 use jsonwebtoken::{Algorithm, EncodingKey, Header};
 use serde_json::Value;
-use tokenmesh::cli::{AuthArgs, EntitlementArgs, UpArgs};
+use tokenmesh::cli::{AuthArgs, EntitlementArgs, TlsArgs, UpArgs};
 pub use tokenmesh_orders::SourceKind;
 use tokenmesh_proto::{
     auth::v1::{LoginRequest, auth_service_client::AuthServiceClient},
@@ -79,6 +79,7 @@ pub struct MeshBuilder {
     retired_key_grace: Duration,
     login_throttle: (u32, Duration),
     entitlements: EntitlementArgs,
+    tls: TlsArgs,
 }
 
 impl MeshBuilder {
@@ -149,6 +150,12 @@ impl MeshBuilder {
         self
     }
 
+    /// Serves TLS with these files (`--tls-cert`, `--tls-key`, …).
+    pub fn tls(mut self, tls: TlsArgs) -> Self {
+        self.tls = tls;
+        self
+    }
+
     /// Starts the demo mesh.
     pub async fn start(self) -> Mesh {
         let data_dir = tempfile::tempdir().expect("temp data dir");
@@ -180,6 +187,7 @@ impl MeshBuilder {
                 products_client_secret: None,
                 orders_client_secret: None,
             },
+            tls: self.tls,
         };
         let mesh = tokenmesh::mesh::start(&args).await.expect("mesh starts");
         let mesh = Mesh {
@@ -223,6 +231,7 @@ impl Mesh {
                 grant_max_bytes: 4096,
                 rpc_cache_ttl: Duration::from_secs(2),
             },
+            tls: TlsArgs::default(),
         }
     }
 

@@ -24,7 +24,6 @@ use tokenmesh_server::{
     ACCESS_CLAIMS_VERSION, Caller, Feed, SigningAlgorithm, SigningKey, caller, now_unix,
     random_token,
 };
-use tokio::net::TcpListener;
 use tonic::{Request, Response, Status};
 use tracing::instrument;
 
@@ -256,7 +255,7 @@ impl AuthService {
     /// Serves Auth on `listener` until `shutdown`.
     pub async fn serve(
         self,
-        listener: TcpListener,
+        listener: impl Into<tokenmesh_server::Listener>,
         shutdown: impl Future<Output = ()> + Send,
     ) -> Result<(), tokenmesh_server::ServeError> {
         let maintenance = tokio::spawn(maintain(Arc::downgrade(&self.inner)));

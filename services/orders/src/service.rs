@@ -10,7 +10,6 @@ use tokenmesh_proto::orders::v1::{
     orders_service_server::{self, OrdersServiceServer},
 };
 use tokenmesh_server::{Caller, ServiceTokens, TokenExchanger, caller, paging::PageRequest};
-use tokio::net::TcpListener;
 use tonic::{Request, Response, Status, transport::Channel};
 use tracing::instrument;
 
@@ -94,7 +93,7 @@ impl OrdersService {
     /// verified with `access_token_keys` and not in `revocations`.
     pub async fn serve(
         self,
-        listener: TcpListener,
+        listener: impl Into<tokenmesh_server::Listener>,
         access_token_keys: Arc<KeyStore>,
         revocations: Arc<RevocationSet>,
         shutdown: impl Future<Output = ()> + Send,

@@ -19,7 +19,6 @@ use tokenmesh_proto::{
 use tokenmesh_server::{
     Caller, Feed, SigningKey, caller, now_unix, paging::PageRequest, random_token,
 };
-use tokio::net::TcpListener;
 use tonic::{Request, Response, Status};
 use tracing::instrument;
 
@@ -100,7 +99,7 @@ impl ProductsService {
     /// verified with `access_token_keys` and not in `revocations`.
     pub async fn serve(
         self,
-        listener: TcpListener,
+        listener: impl Into<tokenmesh_server::Listener>,
         access_token_keys: Arc<KeyStore>,
         revocations: Arc<RevocationSet>,
         shutdown: impl Future<Output = ()> + Send,

@@ -15,6 +15,7 @@ pub mod paging;
 mod policy;
 mod serve;
 mod signing;
+pub mod tls;
 
 pub use auth_client::{ServiceTokens, TokenExchanger, follow_revocations};
 pub use caller::{ACCESS_CLAIMS_VERSION, Caller, bearer_metadata, caller};
@@ -23,6 +24,7 @@ pub use jwks::{GrpcJwksSource, jwk_json, jwk_to_jose};
 pub use policy::policy_for;
 pub use serve::{ServeError, serve};
 pub use signing::{SigningAlgorithm, SigningKey, SigningKeyError};
+pub use tls::{Listener, TlsError};
 
 use std::time::{SystemTime, UNIX_EPOCH};
 

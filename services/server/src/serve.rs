@@ -4,7 +4,8 @@
 use std::{convert::Infallible, future::Future};
 
 use tokenmesh_interceptor::{AuthLayer, Claims};
-use tokio::net::TcpListener;
+
+use crate::Listener;
 use tonic::{
     body::Body,
     server::NamedService,
@@ -26,11 +27,11 @@ pub enum ServeError {
     Http(std::io::Error),
 }
 
-/// Serves `service` on `listener` until `shutdown` resolves, then drains in-flight
-/// requests. Health reports `service` as SERVING; reflection (v1 and v1alpha)
+/// Serves `service` on `listener` (TLS if it says so) until `shutdown` resolves,
+/// then drains in-flight requests. Health reports `service` as SERVING; reflection (v1 and v1alpha)
 /// advertises `service`, health and itself only.
 pub async fn serve<S, C>(
-    listener: TcpListener,
+    listener: impl Into<Listener>,
     service: S,
     auth: AuthLayer<C>,
     shutdown: impl Future<Output = ()> + Send,
@@ -65,9 +66,14 @@ where
     let reflection_v1alpha = reflection().build_v1alpha()?;
 
     crate::metrics::register(S::NAME, &auth.metrics());
+    let Listener { listener, tls } = listener.into();
     let address = listener.local_addr().ok();
-    tracing::info!(service = S::NAME, ?address, "serving");
-    Server::builder()
+    tracing::info!(service = S::NAME, ?address, tls = tls.is_some(), "serving");
+    let mut server = Server::builder();
+    if let Some(tls) = tls {
+        server = server.tls_config(tls)?;
+    }
+    server
         // One span per request, above the auth layer, so its outcome lands in it.
         .trace_fn(|request| tracing::info_span!("grpc", method = %request.uri().path()))
         // Every request, reflection and health included, passes the policy.

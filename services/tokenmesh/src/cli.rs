@@ -90,6 +90,9 @@ pub struct UpArgs {
     /// Entitlement settings.
     #[command(flatten)]
     pub entitlements: EntitlementArgs,
+    /// TLS settings, shared by the three services.
+    #[command(flatten)]
+    pub tls: TlsArgs,
 }
 
 /// How Products issues grants and how Orders decides entitlement.
@@ -124,6 +127,39 @@ pub struct EntitlementArgs {
     /// seen on Products' feed evict it at once).
     #[arg(long, env = "TOKENMESH_RPC_CACHE_TTL", default_value = "2s", value_parser = humantime::parse_duration)]
     pub rpc_cache_ttl: Duration,
+}
+
+/// TLS flags: off unless `--tls-cert` and `--tls-key` are given.
+#[derive(Debug, Clone, Default, Args)]
+pub struct TlsArgs {
+    /// Serve TLS with this certificate chain (PEM). Needs `--tls-key`.
+    #[arg(
+        long,
+        env = "TOKENMESH_TLS_CERT",
+        value_name = "FILE",
+        requires = "tls_key"
+    )]
+    pub tls_cert: Option<PathBuf>,
+    /// The private key of `--tls-cert` (PEM).
+    #[arg(
+        long,
+        env = "TOKENMESH_TLS_KEY",
+        value_name = "FILE",
+        requires = "tls_cert"
+    )]
+    pub tls_key: Option<PathBuf>,
+    /// Require client certificates signed by this CA (PEM). Services present
+    /// `--tls-cert` when they call each other.
+    #[arg(
+        long,
+        env = "TOKENMESH_TLS_CLIENT_CA",
+        value_name = "FILE",
+        requires = "tls_cert"
+    )]
+    pub tls_client_ca: Option<PathBuf>,
+    /// Trust this CA (PEM) when calling other services over TLS (`https://` URLs).
+    #[arg(long, env = "TOKENMESH_TLS_CA", value_name = "FILE")]
+    pub tls_ca: Option<PathBuf>,
 }
 
 /// Flags of the Auth service.
@@ -204,6 +240,9 @@ pub struct CommonArgs {
     /// Token settings.
     #[command(flatten)]
     pub auth: AuthArgs,
+    /// TLS settings.
+    #[command(flatten)]
+    pub tls: TlsArgs,
 }
 
 /// `tokenmesh serve auth`.

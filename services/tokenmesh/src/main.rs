@@ -8,6 +8,7 @@ use tokenmesh::{
     cli::{Cli, Command, CommonArgs, KeysArgs, KeysCommand, ServeCommand, UpArgs},
     mesh::{self, AccessTokens, Mesh},
 };
+use tokenmesh_server::Listener;
 use tokio::net::TcpListener;
 use tracing_subscriber::EnvFilter;
 
@@ -49,10 +50,12 @@ async fn serve(command: ServeCommand) -> anyhow::Result<()> {
     };
     let listen = |common: &CommonArgs| {
         let addr = common.listen;
+        let tls = mesh::server_tls(&common.tls);
         async move {
-            TcpListener::bind(addr)
+            let listener = TcpListener::bind(addr)
                 .await
-                .with_context(|| format!("binding {addr}"))
+                .with_context(|| format!("binding {addr}"))?;
+            anyhow::Ok(Listener::new(listener, tls?))
         }
     };
     match command {
@@ -75,7 +78,14 @@ async fn serve(command: ServeCommand) -> anyhow::Result<()> {
                 c.demo,
             )
             .await?;
-            let access = AccessTokens::follow(&args.auth_url, &c.data_dir, &c.auth, "products")?;
+            let peer_tls = mesh::client_tls(&c.tls)?;
+            let access = AccessTokens::follow(
+                &args.auth_url,
+                &c.data_dir,
+                &c.auth,
+                "products",
+                peer_tls.as_ref(),
+            )?;
             if let Some(addr) = args.http_addr {
                 spawn_http(bind_http(addr).await?, None);
             }
@@ -92,9 +102,16 @@ async fn serve(command: ServeCommand) -> anyhow::Result<()> {
                 &args.entitlements,
                 &args.auth_url,
                 &args.products_url,
+                mesh::client_tls(&c.tls)?.as_ref(),
             )
             .await?;
-            let access = AccessTokens::follow(&args.auth_url, &c.data_dir, &c.auth, "orders")?;
+            let access = AccessTokens::follow(
+                &args.auth_url,
+                &c.data_dir,
+                &c.auth,
+                "orders",
+                mesh::client_tls(&c.tls)?.as_ref(),
+            )?;
             if let Some(addr) = args.http_addr {
                 spawn_http(bind_http(addr).await?, None);
             }

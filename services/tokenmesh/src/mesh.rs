@@ -14,13 +14,13 @@ use tokenmesh_interceptor::{KeyStore, RevocationSet};
 use tokenmesh_orders::{ChainConfig, OrdersConfig, OrdersDeps, OrdersError, OrdersService};
 use tokenmesh_products::{ProductsConfig, ProductsError, ProductsService};
 use tokenmesh_server::{
-    GrpcJwksSource, ServeError, ServiceTokens, SigningKey, SigningKeyError, TokenExchanger,
-    db::sqlite_url, follow_revocations, random_token,
+    GrpcJwksSource, Listener, ServeError, ServiceTokens, SigningKey, SigningKeyError, TlsError,
+    TokenExchanger, db::sqlite_url, follow_revocations, random_token,
 };
 use tokio::{net::TcpListener, sync::watch, task::JoinHandle};
-use tonic::transport::{Channel, Endpoint};
+use tonic::transport::{Channel, ClientTlsConfig, Endpoint, ServerTlsConfig};
 
-use crate::cli::{AuthArgs, EntitlementArgs, UpArgs};
+use crate::cli::{AuthArgs, EntitlementArgs, TlsArgs, UpArgs};
 
 /// Why the mesh or a service could not start or run.
 #[derive(Debug, thiserror::Error)]
@@ -45,6 +45,9 @@ pub enum MeshError {
     /// Orders' store failed to open.
     #[error("orders: {0}")]
     Orders(#[from] OrdersError),
+    /// A TLS certificate, key or CA could not be used.
+    #[error("TLS: {0}")]
+    Tls(#[from] TlsError),
     /// A peer URL is not a valid endpoint.
     #[error("endpoint {url}: {source}")]
     Endpoint {
@@ -130,8 +133,8 @@ impl Mesh {
     pub async fn start_products(&mut self, args: &UpArgs) -> Result<(), MeshError> {
         self.stop_products().await?;
         let listener = bind(self.products_addr).await?;
-        self.products =
-            Some(start_products(args, listener, &format!("http://{}", self.auth_addr)).await?);
+        let auth_url = format!("{}://{}", scheme(args), self.auth_addr);
+        self.products = Some(start_products(args, listener, &auth_url).await?);
         Ok(())
     }
 
@@ -142,8 +145,8 @@ impl Mesh {
         }
         let listener = bind(self.orders_addr).await?;
         let (auth_url, products_url) = (
-            format!("http://{}", self.auth_addr),
-            format!("http://{}", self.products_addr),
+            format!("{}://{}", scheme(args), self.auth_addr),
+            format!("{}://{}", scheme(args), self.products_addr),
         );
         let (orders, service) = start_orders(args, listener, &auth_url, &products_url).await?;
         self.orders = Some(orders);
@@ -218,8 +221,8 @@ pub async fn start(args: &UpArgs) -> Result<Mesh, MeshError> {
     let products_addr = local_addr(&products_listener)?;
     let orders_addr = local_addr(&orders_listener)?;
     let http_addr = local_addr(&http_listener)?;
-    let auth_url = format!("http://{auth_addr}");
-    let products_url = format!("http://{products_addr}");
+    let auth_url = format!("{}://{auth_addr}", scheme(args));
+    let products_url = format!("{}://{products_addr}", scheme(args));
 
     let auth = start_auth(args, auth_listener, http_listener).await?;
     let products = start_products(args, products_listener, &auth_url).await?;
@@ -237,11 +240,22 @@ pub async fn start(args: &UpArgs) -> Result<Mesh, MeshError> {
     })
 }
 
+/// `https` when the mesh serves TLS: its services then call each other over TLS.
+fn scheme(args: &UpArgs) -> &'static str {
+    if args.tls.tls_cert.is_some() {
+        "https"
+    } else {
+        "http"
+    }
+}
+
 async fn start_products(
     args: &UpArgs,
     listener: TcpListener,
     auth_url: &str,
 ) -> Result<Running, MeshError> {
+    let listener = Listener::new(listener, server_tls(&args.tls)?);
+    let peer_tls = client_tls(&args.tls)?;
     let products = products_service(
         &args.data_dir,
         None,
@@ -250,7 +264,13 @@ async fn start_products(
         args.demo,
     )
     .await?;
-    let access = AccessTokens::follow(auth_url, &args.data_dir, &args.auth, "products")?;
+    let access = AccessTokens::follow(
+        auth_url,
+        &args.data_dir,
+        &args.auth,
+        "products",
+        peer_tls.as_ref(),
+    )?;
     Ok(Running::spawn(|stop| {
         products.serve(listener, access.keys, access.revocations, stopped(stop))
     }))
@@ -262,6 +282,8 @@ async fn start_orders(
     auth_url: &str,
     products_url: &str,
 ) -> Result<(Running, OrdersService), MeshError> {
+    let listener = Listener::new(listener, server_tls(&args.tls)?);
+    let peer_tls = client_tls(&args.tls)?;
     let orders = orders_service(
         &args.data_dir,
         None,
@@ -269,9 +291,16 @@ async fn start_orders(
         &args.entitlements,
         auth_url,
         products_url,
+        peer_tls.as_ref(),
     )
     .await?;
-    let access = AccessTokens::follow(auth_url, &args.data_dir, &args.auth, "orders")?;
+    let access = AccessTokens::follow(
+        auth_url,
+        &args.data_dir,
+        &args.auth,
+        "orders",
+        peer_tls.as_ref(),
+    )?;
     let handle = orders.clone();
     let running = Running::spawn(|stop| {
         orders.serve(listener, access.keys, access.revocations, stopped(stop))
@@ -291,6 +320,7 @@ async fn start_auth(
         args.demo,
     )
     .await?;
+    let grpc = Listener::new(grpc, server_tls(&args.tls)?);
     let http_auth = auth.clone();
     Ok(vec![
         // Auth's JWKS and every service's /metrics share the HTTP listener.
@@ -311,13 +341,41 @@ fn database_url(data_dir: &Path, database_url: Option<&str>, file: &str) -> Stri
     database_url.map_or_else(|| sqlite_url(&data_dir.join(file)), str::to_owned)
 }
 
-fn channel(url: &str) -> Result<Channel, MeshError> {
+/// The server side of `--tls-cert`, `--tls-key` and `--tls-client-ca`; `None`
+/// without a certificate.
+pub fn server_tls(args: &TlsArgs) -> Result<Option<ServerTlsConfig>, MeshError> {
+    let (Some(cert), Some(key)) = (&args.tls_cert, &args.tls_key) else {
+        return Ok(None);
+    };
+    Ok(Some(tokenmesh_server::tls::server_tls(
+        cert,
+        key,
+        args.tls_client_ca.as_deref(),
+    )?))
+}
+
+/// How a service calls its peers: trusting `--tls-ca`, presenting `--tls-cert`
+/// when it has one; `None` without a CA.
+pub fn client_tls(args: &TlsArgs) -> Result<Option<ClientTlsConfig>, MeshError> {
+    let Some(ca) = &args.tls_ca else {
+        return Ok(None);
+    };
+    let identity = args.tls_cert.as_deref().zip(args.tls_key.as_deref());
+    Ok(Some(tokenmesh_server::tls::client_tls(ca, identity)?))
+}
+
+/// A channel to `url`, over TLS with `tls` when the URL is `https:`.
+fn channel(url: &str, tls: Option<&ClientTlsConfig>) -> Result<Channel, MeshError> {
+    let invalid = |source| MeshError::Endpoint {
+        url: url.to_owned(),
+        source,
+    };
+    let mut endpoint = Endpoint::from_shared(url.to_owned()).map_err(invalid)?;
+    if let Some(tls) = tls.filter(|_| url.starts_with("https:")) {
+        endpoint = endpoint.tls_config(tls.clone()).map_err(invalid)?;
+    }
     // Lazy: a peer that starts later (or restarts) is reached on first use.
-    Ok(Endpoint::from_shared(url.to_owned())
-        .map_err(|source| MeshError::Endpoint {
-            url: url.to_owned(),
-            source,
-        })?
+    Ok(endpoint
         .connect_timeout(Duration::from_secs(2))
         .connect_lazy())
 }
@@ -432,7 +490,8 @@ pub async fn products_service(
     Ok(ProductsService::new(store, Arc::new(key), config))
 }
 
-/// Orders, calling Products at `products_url` with tokens exchanged at Auth.
+/// Orders, calling Products at `products_url` with tokens exchanged at Auth
+/// (both over TLS with `tls`).
 pub async fn orders_service(
     data_dir: &Path,
     database_url_override: Option<&str>,
@@ -440,14 +499,15 @@ pub async fn orders_service(
     entitlements: &EntitlementArgs,
     auth_url: &str,
     products_url: &str,
+    tls: Option<&ClientTlsConfig>,
 ) -> Result<OrdersService, MeshError> {
     let store =
         tokenmesh_orders::Store::open(&database_url(data_dir, database_url_override, "orders.db"))
             .await?;
-    let products = channel(products_url)?;
+    let products = channel(products_url, tls)?;
     let grant_keys = KeyStore::remote(GrpcJwksSource::products(products.clone()));
     grant_keys.spawn_refresher(args.key_refresh_interval);
-    let auth = channel(auth_url)?;
+    let auth = channel(auth_url, tls)?;
     let secret = client_secret(data_dir, args, "orders")?;
     let actor = Arc::new(ServiceTokens::new(auth.clone(), "orders", &secret, "auth"));
     let products_credentials = Arc::new(ServiceTokens::new(
@@ -485,15 +545,16 @@ pub struct AccessTokens {
 }
 
 impl AccessTokens {
-    /// Fetches Auth's keys from `auth_url` and follows its revocation feed as
-    /// service client `client`.
+    /// Fetches Auth's keys from `auth_url` (over TLS with `tls`) and follows its
+    /// revocation feed as service client `client`.
     pub fn follow(
         auth_url: &str,
         data_dir: &Path,
         args: &AuthArgs,
         client: &str,
+        tls: Option<&ClientTlsConfig>,
     ) -> Result<Self, MeshError> {
-        let auth = channel(auth_url)?;
+        let auth = channel(auth_url, tls)?;
         let keys = KeyStore::remote(GrpcJwksSource::auth(auth.clone()));
         keys.spawn_refresher(args.key_refresh_interval);
         let revocations = Arc::new(RevocationSet::new());

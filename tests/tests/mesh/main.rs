@@ -10,4 +10,5 @@ mod jwks_http;
 mod keys;
 mod metrics;
 mod orders;
+mod tls;
 mod tokens;

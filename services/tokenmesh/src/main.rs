@@ -134,8 +134,7 @@ async fn bind_http(addr: std::net::SocketAddr) -> anyhow::Result<TcpListener> {
 fn spawn_http(listener: TcpListener, routes: Option<axum::Router>) {
     tokio::spawn(async move {
         let forever = std::future::pending::<()>();
-        if let Err(error) = tokenmesh_server::metrics::serve_http(listener, routes, forever).await
-        {
+        if let Err(error) = tokenmesh_server::metrics::serve_http(listener, routes, forever).await {
             tracing::error!(%error, "HTTP listener stopped");
         }
     });

@@ -317,9 +317,7 @@ where
     }
 
     fn call(&mut self, mut request: Request<ReqBody>) -> Self::Future {
-        // The clone is not necessarily ready; take the one that is.
-        let clone = self.inner.clone();
-        let mut inner = std::mem::replace(&mut self.inner, clone);
+        let mut inner = crate::layer::take_ready(&mut self.inner);
         let source = self.source.clone();
         Box::pin(async move {
             if !request.headers().contains_key(AUTHORIZATION) {

@@ -100,9 +100,7 @@ where
     }
 
     fn call(&mut self, mut request: Request<ReqBody>) -> Self::Future {
-        // The clone is not necessarily ready; take the one that is.
-        let clone = self.inner.clone();
-        let mut inner = std::mem::replace(&mut self.inner, clone);
+        let mut inner = take_ready(&mut self.inner);
         let shared = self.shared.clone();
         let span = tracing::info_span!(
             "auth",
@@ -135,6 +133,13 @@ where
             .instrument(span),
         )
     }
+}
+
+/// The service that `poll_ready` made ready, leaving a clone in its place: a
+/// clone is not necessarily ready itself.
+pub(crate) fn take_ready<S: Clone>(slot: &mut S) -> S {
+    let clone = slot.clone();
+    std::mem::replace(slot, clone)
 }
 
 async fn authenticate<C: Claims>(

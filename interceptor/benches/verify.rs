@@ -25,8 +25,11 @@ use support::{
 };
 use tokenmesh_interceptor::{AuthLayer, KeyStore, Verifier, VerifierConfig};
 use tokio::{net::TcpListener, runtime::Runtime};
-use tokio_stream::wrappers::TcpListenerStream;
-use tonic::{Status, body::Body, transport::Server};
+use tonic::{
+    Status,
+    body::Body,
+    transport::{Server, server::TcpIncoming},
+};
 use tower::Service;
 
 fn runtime() -> Runtime {
@@ -153,7 +156,7 @@ async fn jwt_authorizer_server(authorizer: Authorizer<TestClaims>) -> std::net::
         Server::builder()
             .layer(layer)
             .add_service(Ping::default())
-            .serve_with_incoming(TcpListenerStream::new(listener)),
+            .serve_with_incoming(TcpIncoming::from(listener).with_nodelay(Some(true))),
     );
     addr
 }

@@ -33,12 +33,11 @@ use tokenmesh_interceptor::{
     AuthLayer, Claims, KeySet, KeyStore, Policy, Verifier, VerifierConfig,
 };
 use tokio::{net::TcpListener, sync::oneshot, task::JoinHandle};
-use tokio_stream::wrappers::TcpListenerStream;
 use tonic::{
     Status,
     body::Body,
     server::NamedService,
-    transport::{Channel, Server},
+    transport::{Channel, Server, server::TcpIncoming},
 };
 use tonic_prost::ProstCodec;
 use tower::Service;
@@ -276,7 +275,8 @@ impl TestServer {
         let ping = Ping::default();
         let calls = ping.calls.clone();
         let (stop, stopped) = oneshot::channel::<()>();
-        let incoming = TcpListenerStream::new(listener);
+        // TCP_NODELAY: tonic sets it only on listeners it binds itself.
+        let incoming = TcpIncoming::from(listener).with_nodelay(Some(true));
         let shutdown = async {
             let _ = stopped.await;
         };

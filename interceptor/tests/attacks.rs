@@ -541,3 +541,39 @@ async fn oversized_and_malformed_input_is_unauthenticated() {
     ];
     fixture.assert_refused(cases).await;
 }
+
+#[tokio::test]
+async fn authorization_metadata_that_is_not_text_is_unauthenticated() {
+    let fixture = Fixture::start().await;
+    let channel = fixture.server.channel().await;
+    // obs-text bytes are a valid HTTP/2 header value but not visible ASCII; tonic's
+    // metadata API will not send them, so the header goes in below it.
+    let raw = tower::ServiceBuilder::new()
+        .map_request(|mut request: http::Request<tonic::body::Body>| {
+            let value = http::HeaderValue::from_bytes(b"Bearer \xff\xfe.\x80").expect("obs-text");
+            request
+                .headers_mut()
+                .insert(http::header::AUTHORIZATION, value);
+            request
+        })
+        .service(channel);
+    let mut grpc = tonic::client::Grpc::new(raw);
+    grpc.ready().await.expect("ready");
+    let status = grpc
+        .unary(
+            tonic::Request::new(()),
+            http::uri::PathAndQuery::from_static(PING),
+            tonic_prost::ProstCodec::<(), ()>::default(),
+        )
+        .await
+        .expect_err("not text");
+    assert_eq!(
+        (status.code(), status.message()),
+        (
+            Code::Unauthenticated,
+            "malformed token: authorization is not visible ASCII"
+        )
+    );
+    assert_eq!(fixture.server.calls(), 0);
+    fixture.assert_refused(vec![]).await;
+}

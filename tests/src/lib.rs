@@ -364,6 +364,12 @@ impl Mesh {
         }
     }
 
+    /// Stops Auth; Products and Orders keep running.
+    pub async fn stop_auth(&mut self) {
+        let mesh = self.mesh.as_mut().expect("mesh running");
+        mesh.stop_auth().await.expect("auth stops");
+    }
+
     /// Stops Products; Auth and Orders keep running.
     pub async fn stop_products(&mut self) {
         let mesh = self.mesh.as_mut().expect("mesh running");

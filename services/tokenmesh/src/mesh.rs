@@ -121,6 +121,15 @@ impl Mesh {
         Ok(())
     }
 
+    /// Stops Auth, gRPC and HTTP (Products and Orders keep running on the keys
+    /// they hold).
+    pub async fn stop_auth(&mut self) -> Result<(), MeshError> {
+        for server in self.auth.drain(..) {
+            server.stop().await?;
+        }
+        Ok(())
+    }
+
     /// Stops Products (Auth and Orders keep running).
     pub async fn stop_products(&mut self) -> Result<(), MeshError> {
         if let Some(products) = self.products.take() {
@@ -164,9 +173,7 @@ impl Mesh {
     /// Stops Auth (gRPC and HTTP) and starts it again on the same addresses and
     /// data, while Products and Orders keep running.
     pub async fn restart_auth(&mut self, args: &UpArgs) -> Result<(), MeshError> {
-        for server in self.auth.drain(..) {
-            server.stop().await?;
-        }
+        self.stop_auth().await?;
         let auth_listener = bind(self.auth_addr).await?;
         let http_listener = bind(self.http_addr).await?;
         self.auth = start_auth(args, auth_listener, http_listener).await?;

@@ -1,0 +1,70 @@
+//! Auth is not a single point of failure: with Auth stopped, Products and Orders
+//! keep accepting valid tokens — seen before or not — with the keys they hold,
+//! and keep refusing forged ones.
+
+use tokenmesh_interceptor::ERROR_DOMAIN;
+use tokenmesh_proto::{orders::v1::ListOrdersRequest, products::v1::ListProductsRequest};
+use tokenmesh_tests::{Bearer, Mesh, Minter};
+use tonic::Code;
+use tonic_types::StatusExt;
+
+#[tokio::test]
+async fn with_auth_down_valid_tokens_pass_and_forged_ones_do_not() {
+    let mut mesh = Mesh::start().await;
+    let seen = mesh.login("alice").await;
+    // Products and Orders fetch Auth's keys and verify (and cache) one token.
+    mesh.products(Bearer::token(&seen))
+        .await
+        .list_products(ListProductsRequest::default())
+        .await
+        .expect("verified");
+    mesh.orders(Bearer::token(&seen))
+        .await
+        .list_orders(ListOrdersRequest::default())
+        .await
+        .expect("verified");
+
+    mesh.stop_auth().await;
+    // Signed with Auth's real key, never seen by either service: a cold check.
+    let auth = mesh.auth_minter();
+    let unseen = auth.access_token(&Minter::access_claims("bob"));
+    let forged =
+        Minter::foreign().mint("at+jwt", Some(auth.kid()), &Minter::access_claims("alice"));
+    let unknown_kid = Minter::foreign().access_token(&Minter::access_claims("alice"));
+    for token in [&seen, &unseen] {
+        mesh.products(Bearer::token(token))
+            .await
+            .list_products(ListProductsRequest::default())
+            .await
+            .expect("Products still accepts valid tokens");
+        mesh.orders(Bearer::token(token))
+            .await
+            .list_orders(ListOrdersRequest::default())
+            .await
+            .expect("Orders still accepts valid tokens");
+    }
+    for (token, reason) in [
+        (&forged, "SIGNATURE_INVALID"),
+        (&unknown_kid, "KEY_UNKNOWN"),
+    ] {
+        let status = mesh
+            .products(Bearer::token(token))
+            .await
+            .list_products(ListProductsRequest::default())
+            .await
+            .expect_err("forged");
+        let info = status.get_details_error_info().expect("error info");
+        assert_eq!(
+            (status.code(), info.reason.as_str(), info.domain.as_str()),
+            (Code::Unauthenticated, reason, ERROR_DOMAIN)
+        );
+        let status = mesh
+            .orders(Bearer::token(token))
+            .await
+            .list_orders(ListOrdersRequest::default())
+            .await
+            .expect_err("forged");
+        assert_eq!(status.code(), Code::Unauthenticated);
+    }
+    mesh.shutdown().await;
+}

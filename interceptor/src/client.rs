@@ -87,6 +87,18 @@ pub trait TokenSource: Send + Sync + 'static {
     ) -> BoxFuture<'a, Result<BearerToken, TokenSourceError>>;
 }
 
+/// The token of the caller on whose behalf an outgoing request is made (RFC
+/// 8693's subject token). A handler puts it in the outgoing `tonic::Request`'s
+/// extensions; a token-exchange [`TokenSource`] reads it there.
+#[derive(Clone)]
+pub struct SubjectToken(pub Arc<str>);
+
+impl fmt::Debug for SubjectToken {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("SubjectToken(..)")
+    }
+}
+
 /// Always the same token (a long-lived service token, a test token).
 #[derive(Debug, Clone)]
 pub struct StaticToken(BearerToken);

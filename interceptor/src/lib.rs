@@ -30,7 +30,7 @@ mod verifier;
 
 pub use client::{
     AttachToken, AttachTokenLayer, BearerToken, DEFAULT_REFRESH_BEFORE, IssuedToken,
-    RefreshingToken, StaticToken, TokenFetcher, TokenSource, TokenSourceError,
+    RefreshingToken, StaticToken, SubjectToken, TokenFetcher, TokenSource, TokenSourceError,
 };
 pub use error::{AuthError, ERROR_DOMAIN};
 #[cfg(feature = "http-jwks")]

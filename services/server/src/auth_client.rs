@@ -9,8 +9,11 @@ use std::{
     time::Duration,
 };
 
+use futures::{FutureExt, future::BoxFuture};
 use sha2::{Digest, Sha256};
-use tokenmesh_interceptor::RevocationSet;
+use tokenmesh_interceptor::{
+    BearerToken, RevocationSet, SubjectToken, TokenSource, TokenSourceError,
+};
 use tokenmesh_proto::auth::v1::{
     ExchangeTokenRequest, IssueServiceTokenRequest, WatchRevocationsRequest,
     auth_service_client::AuthServiceClient, revocation_event::Revoked,
@@ -147,6 +150,48 @@ impl TokenExchanger {
         }
         cache.insert(key, fresh);
         Ok(token)
+    }
+}
+
+// === impl TokenSource ===
+//
+// So that either can sit behind the interceptor's `AttachTokenLayer` on a client
+// channel: the service's own token, or the caller's token exchanged.
+
+/// Auth unreachable or failing is worth a retry; a refusal is not.
+fn source_error(status: Status) -> TokenSourceError {
+    match status.code() {
+        tonic::Code::Unavailable
+        | tonic::Code::DeadlineExceeded
+        | tonic::Code::ResourceExhausted
+        | tonic::Code::Internal
+        | tonic::Code::Unknown => TokenSourceError::Unavailable(status.message().to_owned()),
+        _ => TokenSourceError::Refused(status.message().to_owned()),
+    }
+}
+
+impl TokenSource for ServiceTokens {
+    fn token<'a>(
+        &'a self,
+        _: &'a http::Extensions,
+    ) -> BoxFuture<'a, Result<BearerToken, TokenSourceError>> {
+        async move { BearerToken::new(&self.token().await.map_err(source_error)?) }.boxed()
+    }
+}
+
+impl TokenSource for TokenExchanger {
+    /// Exchanges the request's [`SubjectToken`]; a request without one is not sent.
+    fn token<'a>(
+        &'a self,
+        extensions: &'a http::Extensions,
+    ) -> BoxFuture<'a, Result<BearerToken, TokenSourceError>> {
+        let subject = extensions.get::<SubjectToken>().cloned();
+        async move {
+            let subject = subject
+                .ok_or_else(|| TokenSourceError::Refused("no subject token to exchange".into()))?;
+            BearerToken::new(&self.exchange(&subject.0).await.map_err(source_error)?)
+        }
+        .boxed()
     }
 }
 

@@ -3,6 +3,7 @@
 
 mod auth_down;
 mod auth_lifecycle;
+mod client_layer;
 mod demo_flow;
 mod entitlements;
 mod errors;

@@ -11,12 +11,15 @@ use std::{
 };
 
 use arc_swap::ArcSwap;
-use futures::future::BoxFuture;
+use futures::{
+    FutureExt,
+    future::{BoxFuture, Shared},
+};
 use jsonwebtoken::{
     Algorithm, DecodingKey,
     jwk::{AlgorithmParameters, EllipticCurve, Jwk, JwkSet, KeyAlgorithm},
 };
-use tokio::{sync::Mutex, time::Instant};
+use tokio::time::Instant;
 
 /// A public key trusted to verify tokens, and the one algorithm it verifies.
 pub struct VerificationKey {
@@ -178,7 +181,7 @@ fn key_from_jwk(jwk: &Jwk) -> Result<VerificationKey, &'static str> {
 }
 
 /// Why fetching a key set failed.
-#[derive(Debug, thiserror::Error)]
+#[derive(Debug, Clone, thiserror::Error)]
 #[error("fetching keys: {0}")]
 pub struct KeySourceError(pub String);
 
@@ -189,15 +192,35 @@ pub trait KeySource: Send + Sync + 'static {
 }
 
 /// The trusted keys of one issuer, swapped atomically on refresh so that
-/// verifying never waits on a lock.
+/// verifying never waits on a lock, and no lock is ever held across a fetch.
 pub struct KeyStore {
-    keys: ArcSwap<KeySet>,
+    keys: Arc<ArcSwap<KeySet>>,
     source: Option<Arc<dyn KeySource>>,
-    /// When the last fetch started; held during a fetch so that concurrent
-    /// misses share one fetch instead of each starting their own.
-    last_fetch: Mutex<Option<Instant>>,
+    /// The fetch under way, which every concurrent miss joins, and when the last
+    /// on-miss fetch started. Locked only to read or replace these, never while
+    /// a fetch runs.
+    fetches: std::sync::Mutex<Fetches>,
     min_refetch_interval: Duration,
     fetch_timeout: Duration,
+}
+
+/// One fetch of the key set, awaited by every caller that needs it.
+type SharedFetch = Shared<BoxFuture<'static, Result<usize, KeySourceError>>>;
+
+#[derive(Default)]
+struct Fetches {
+    in_flight: Option<SharedFetch>,
+    last_on_miss: Option<Instant>,
+}
+
+impl Fetches {
+    /// The fetch under way, if it has not finished.
+    fn running(&self) -> Option<SharedFetch> {
+        self.in_flight
+            .as_ref()
+            .filter(|fetch| fetch.peek().is_none())
+            .cloned()
+    }
 }
 
 impl fmt::Debug for KeyStore {
@@ -223,9 +246,9 @@ impl KeyStore {
 
     fn build(keys: KeySet, source: Option<Arc<dyn KeySource>>) -> Self {
         Self {
-            keys: ArcSwap::from_pointee(keys),
+            keys: Arc::new(ArcSwap::from_pointee(keys)),
             source,
-            last_fetch: Mutex::new(None),
+            fetches: std::sync::Mutex::default(),
             min_refetch_interval: Duration::from_secs(1),
             fetch_timeout: Duration::from_secs(3),
         }
@@ -250,42 +273,70 @@ impl KeyStore {
             return Some(key);
         }
         self.source.as_ref()?;
-        let mut last_fetch = self.last_fetch.lock().await;
-        // Another miss may have refreshed while we waited for the lock.
-        if let Some(key) = self.keys.load().get(kid) {
-            return Some(key);
-        }
-        if last_fetch.is_some_and(|at| at.elapsed() < self.min_refetch_interval) {
-            return None;
-        }
-        *last_fetch = Some(Instant::now());
-        if let Err(error) = self.fetch_and_swap().await {
+        let fetch = {
+            let mut fetches = self.fetches.lock().unwrap_or_else(|e| e.into_inner());
+            match fetches.running() {
+                Some(fetch) => fetch,
+                None => {
+                    // Another miss may have refreshed just before.
+                    if let Some(key) = self.keys.load().get(kid) {
+                        return Some(key);
+                    }
+                    if fetches
+                        .last_on_miss
+                        .is_some_and(|at| at.elapsed() < self.min_refetch_interval)
+                    {
+                        return None;
+                    }
+                    fetches.last_on_miss = Some(Instant::now());
+                    self.start_fetch(&mut fetches)?
+                }
+            }
+        };
+        if let Err(error) = fetch.await {
             tracing::warn!(%error, "key refresh on unknown kid failed; keeping the last good set");
         }
         self.keys.load().get(kid)
     }
 
-    /// Fetches the set now, replacing the current one on success. On failure the
-    /// last good set stays in place.
+    /// Fetches the set now (or joins the fetch under way), replacing the current
+    /// one on success. On failure the last good set stays in place.
     /// Scheduled refreshes do not count against the on-miss rate limit, so a
     /// failed background attempt never delays the fetch a new `kid` needs.
     pub async fn refresh(&self) -> Result<usize, KeySourceError> {
-        let _single_flight = self.last_fetch.lock().await;
-        self.fetch_and_swap().await
+        let fetch = {
+            let mut fetches = self.fetches.lock().unwrap_or_else(|e| e.into_inner());
+            match fetches.running() {
+                Some(fetch) => Some(fetch),
+                None => self.start_fetch(&mut fetches),
+            }
+        };
+        match fetch {
+            Some(fetch) => fetch.await,
+            None => Ok(self.keys.load().len()),
+        }
     }
 
-    async fn fetch_and_swap(&self) -> Result<usize, KeySourceError> {
-        let Some(source) = &self.source else {
-            return Ok(self.keys.load().len());
-        };
-        let jwks = tokio::time::timeout(self.fetch_timeout, source.fetch())
-            .await
-            .map_err(|_| KeySourceError("timed out".into()))??;
-        let set = KeySet::from_jwks(&jwks).carry_over(&self.keys.load());
-        let count = set.len();
-        self.keys.store(Arc::new(set));
-        tracing::debug!(keys = count, "key set refreshed");
-        Ok(count)
+    /// Starts a fetch that swaps in the new set, and records it as the one under
+    /// way; `None` for a store without a source.
+    fn start_fetch(&self, fetches: &mut Fetches) -> Option<SharedFetch> {
+        let source = self.source.clone()?;
+        let keys = self.keys.clone();
+        let timeout = self.fetch_timeout;
+        let fetch = async move {
+            let jwks = tokio::time::timeout(timeout, source.fetch())
+                .await
+                .map_err(|_| KeySourceError("timed out".into()))??;
+            let set = KeySet::from_jwks(&jwks).carry_over(&keys.load());
+            let count = set.len();
+            keys.store(Arc::new(set));
+            tracing::debug!(keys = count, "key set refreshed");
+            Ok(count)
+        }
+        .boxed()
+        .shared();
+        fetches.in_flight = Some(fetch.clone());
+        Some(fetch)
     }
 
     /// Refreshes the set every `every` (sooner after a failure) until the store
@@ -430,6 +481,57 @@ mod tests {
         rekeyed["kid"] = k1["kid"].clone();
         let changed = KeySet::from_jwks(&jwks(vec![rekeyed])).carry_over(&first);
         assert!(!changed.holds(&k1_key), "same kid, new material: retired");
+    }
+
+    /// A source whose fetch waits until the test opens the gate.
+    struct GatedSource {
+        fetches: Arc<AtomicUsize>,
+        gate: Arc<tokio::sync::Semaphore>,
+        keys: Vec<serde_json::Value>,
+    }
+
+    impl KeySource for GatedSource {
+        fn fetch(&self) -> BoxFuture<'_, Result<JwkSet, KeySourceError>> {
+            self.fetches.fetch_add(1, Ordering::SeqCst);
+            async move {
+                let _open = self.gate.acquire().await.expect("gate");
+                Ok(jwks(self.keys.clone()))
+            }
+            .boxed()
+        }
+    }
+
+    #[tokio::test]
+    async fn a_slow_fetch_blocks_no_lookup_and_is_shared_by_refresh_and_misses() {
+        let fetches = Arc::new(AtomicUsize::new(0));
+        let gate = Arc::new(tokio::sync::Semaphore::new(0));
+        let store = KeyStore::build(
+            KeySet::from_jwks(&jwks(vec![okp("old", None)])),
+            Some(Arc::new(GatedSource {
+                fetches: fetches.clone(),
+                gate: gate.clone(),
+                keys: vec![okp("old", None), okp("new", None)],
+            })),
+        );
+        let store = Arc::new(store);
+        let refresh = tokio::spawn({
+            let store = store.clone();
+            async move { store.refresh().await }
+        });
+        let miss = tokio::spawn({
+            let store = store.clone();
+            async move { store.key("new").await.is_some() }
+        });
+        while fetches.load(Ordering::SeqCst) == 0 {
+            tokio::task::yield_now().await;
+        }
+        // The fetch is stuck; known keys still answer at once.
+        assert!(store.key("old").await.is_some());
+        assert!(!refresh.is_finished() && !miss.is_finished());
+        gate.add_permits(1);
+        assert_eq!(refresh.await.expect("task").expect("fetched"), 2);
+        assert!(miss.await.expect("task"), "the miss joined the same fetch");
+        assert_eq!(fetches.load(Ordering::SeqCst), 1);
     }
 
     #[tokio::test]

@@ -308,6 +308,11 @@ impl<C: Claims> Verifier<C> {
         if !issuer.config.type_matches(typ) {
             return Err(self.wrong_type(index));
         }
+        if token.len() > issuer.config.max_token_bytes {
+            return Err(AuthError::TooLarge {
+                limit: issuer.config.max_token_bytes,
+            });
+        }
         if header.alg != key.algorithm {
             return Err(AuthError::AlgorithmMismatch);
         }
@@ -318,11 +323,6 @@ impl<C: Claims> Verifier<C> {
         let claims = jsonwebtoken::decode::<C>(token, &key.key, validation)
             .map_err(|error| map_jwt_error(error.kind()))?
             .claims;
-        if token.len() > issuer.config.max_token_bytes {
-            return Err(AuthError::TooLarge {
-                limit: issuer.config.max_token_bytes,
-            });
-        }
         if claims.subject().is_empty() {
             return Err(AuthError::MissingClaim("sub".into()));
         }

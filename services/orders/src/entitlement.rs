@@ -14,7 +14,7 @@ use std::{
 };
 
 use serde::Deserialize;
-use tokenmesh_interceptor::{Claims, Verifier};
+use tokenmesh_interceptor::{AttachToken, AttachTokenLayer, Claims, SubjectToken, Verifier};
 use tokenmesh_proto::{
     claims::v2::ProductGrant,
     orders::v1::EntitlementSource,
@@ -23,8 +23,9 @@ use tokenmesh_proto::{
         products_service_client::ProductsServiceClient,
     },
 };
-use tokenmesh_server::{ServiceTokens, TokenExchanger, bearer_metadata};
+use tokenmesh_server::{ServiceTokens, TokenExchanger};
 use tonic::{Code, Request, Status, transport::Channel};
+use tower::Layer;
 
 use crate::{
     OrdersError, Store,
@@ -160,8 +161,9 @@ pub struct Entitlements {
     config: ChainConfig,
     grants: Arc<Verifier<Grant>>,
     replica: Arc<Replica>,
-    products: ProductsServiceClient<Channel>,
-    exchanger: Arc<TokenExchanger>,
+    /// Products, called as Orders acting for the caller: the client layer
+    /// exchanges the request's subject token (RFC 8693), never forwards it.
+    products: ProductsServiceClient<AttachToken<Channel>>,
     rpc_cache: moka::future::Cache<(String, String), RpcAnswer>,
 }
 
@@ -192,8 +194,9 @@ impl Entitlements {
             config,
             grants,
             replica,
-            products: ProductsServiceClient::new(products.clone()),
-            exchanger,
+            products: ProductsServiceClient::new(
+                AttachTokenLayer::shared(exchanger).layer(products.clone()),
+            ),
             rpc_cache,
         });
         if follows {
@@ -342,26 +345,24 @@ impl Entitlements {
         product_id: &str,
         access_token: &str,
     ) -> Result<RpcAnswer, String> {
-        let token = self
-            .exchanger
-            .exchange(access_token)
-            .await
-            .map_err(|status| format!("token exchange failed ({:?})", status.code()))?;
         let mut request = Request::new(CheckEntitlementRequest {
             subject: subject.to_owned(),
             product_id: product_id.to_owned(),
         });
-        request.metadata_mut().insert(
-            "authorization",
-            bearer_metadata(&token).map_err(|_| "token not forwardable".to_owned())?,
-        );
+        request
+            .extensions_mut()
+            .insert(SubjectToken(access_token.into()));
         match self.products.clone().check_entitlement(request).await {
             Ok(response) if response.get_ref().allowed => Ok(RpcAnswer::Allowed),
             Ok(_) => Ok(RpcAnswer::NotEntitled),
             Err(status) if status.code() == Code::NotFound => Ok(RpcAnswer::UnknownProduct),
             Err(status) => {
                 tracing::warn!(code = ?status.code(), message = status.message(), "CheckEntitlement failed");
-                Err(format!("Products unavailable ({:?})", status.code()))
+                if status.code() == Code::Unavailable {
+                    Err(format!("Products unavailable ({:?})", status.code()))
+                } else {
+                    Err(format!("CheckEntitlement failed ({:?})", status.code()))
+                }
             }
         }
     }
@@ -413,10 +414,11 @@ async fn follow_feed(
     products: Channel,
     credentials: Arc<ServiceTokens>,
 ) {
-    let mut client = ProductsServiceClient::new(products);
+    let mut client =
+        ProductsServiceClient::new(AttachTokenLayer::shared(credentials).layer(products));
     let mut backoff = Duration::from_millis(50);
     loop {
-        match follow_once(&chain, &mut client, &credentials).await {
+        match follow_once(&chain, &mut client).await {
             Ok(true) => return,
             Ok(false) => backoff = Duration::from_millis(50),
             Err(status) => {
@@ -433,8 +435,7 @@ async fn follow_feed(
 /// One subscription; `Ok(true)` when the chain is gone.
 async fn follow_once(
     chain: &std::sync::Weak<Entitlements>,
-    client: &mut ProductsServiceClient<Channel>,
-    credentials: &ServiceTokens,
+    client: &mut ProductsServiceClient<AttachToken<Channel>>,
 ) -> Result<bool, Status> {
     let Some(since) = (match chain.upgrade() {
         Some(chain) => Some(
@@ -449,13 +450,9 @@ async fn follow_once(
     }) else {
         return Ok(true);
     };
-    let mut request = Request::new(WatchEntitlementsRequest {
+    let request = WatchEntitlementsRequest {
         since: u64::try_from(since).unwrap_or_default(),
-    });
-    request.metadata_mut().insert(
-        "authorization",
-        bearer_metadata(&credentials.token().await?)?,
-    );
+    };
     let mut stream = client.watch_entitlements(request).await?.into_inner();
     while let Some(event) = stream.message().await? {
         let Some(chain) = chain.upgrade() else {

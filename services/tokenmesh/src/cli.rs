@@ -28,6 +28,8 @@ pub enum Command {
     /// Manage Auth's signing keys.
     #[command(subcommand)]
     Keys(KeysCommand),
+    /// Load-test a method or run a benchmark scenario.
+    Bench(tokenmesh_bench::cli::BenchArgs),
 }
 
 /// `tokenmesh keys …`.

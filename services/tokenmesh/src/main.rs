@@ -24,6 +24,7 @@ async fn main() -> anyhow::Result<()> {
         Command::Up(args) => up(args).await,
         Command::Serve(command) => serve(command).await,
         Command::Keys(KeysCommand::Rotate(args)) => rotate_keys(args).await,
+        Command::Bench(args) => Ok(tokenmesh_bench::cli::main(args).await?),
     }
 }
 

@@ -1,0 +1,357 @@
+//! `tokenmesh bench …`: the command line of the load generator, its trivial
+//! server and its scenarios. Reports go to stdout, as a table or (`--json`) as
+//! JSON; progress goes to the log on stderr.
+
+use std::{
+    io::{self, Write},
+    net::SocketAddr,
+    path::PathBuf,
+    time::Duration,
+};
+
+use clap::{Args, Subcommand, ValueEnum};
+use serde_json::json;
+use tokenmesh_server::SigningKey;
+use tokio::net::TcpListener;
+
+use crate::{
+    BenchError, LoadConfig, Methods, Report, Stop, TokenMinter, Tokens, call, connect, plot,
+    scenario, serve_trivial, table, trivial_auth_layer,
+};
+
+/// Load generator and benchmark scenarios.
+#[derive(Debug, Args)]
+pub struct BenchArgs {
+    /// What to run.
+    #[command(subcommand)]
+    pub command: BenchCommand,
+}
+
+/// A `tokenmesh bench` subcommand.
+#[derive(Debug, Subcommand)]
+pub enum BenchCommand {
+    /// Load any unary method of a running server (request given as JSON).
+    Run(Box<RunArgs>),
+    /// Scenario: the auth layer's overhead on a trivial method — no layer, the
+    /// layer with one reused token, the layer with a fresh token per request.
+    Overhead(OverheadArgs),
+    /// Scenario: Login, GetProduct, ListProducts and PlaceOrder against Auth,
+    /// Products and Orders started as three processes; their idle and peak RSS.
+    Mesh(LoadArgs),
+    /// Scenario: throughput and p99 against requests in flight; draws the plot.
+    InFlight(InFlightArgs),
+    /// Scenario: throughput against the number of distinct tokens cycled through.
+    Tokens(TokensArgs),
+    /// The trivial server the scenarios start: `grpc.health.v1.Health/Check`,
+    /// behind the auth layer when given a key. Prints `listening on ADDR`.
+    TrivialServer(TrivialServerArgs),
+}
+
+/// How hard and how long to load.
+#[derive(Debug, Clone, Args)]
+pub struct LoadArgs {
+    /// HTTP/2 connections.
+    #[arg(long, default_value_t = 2)]
+    pub connections: usize,
+    /// Requests in flight (concurrent workers, spread over the connections).
+    #[arg(long, default_value_t = 64)]
+    pub in_flight: usize,
+    /// How long to measure, after the warm-up.
+    #[arg(long, default_value = "10s", value_parser = humantime::parse_duration)]
+    pub duration: Duration,
+    /// Measure this many requests instead of a duration.
+    #[arg(long)]
+    pub requests: Option<u64>,
+    /// Load sent before measuring starts.
+    #[arg(long, default_value = "2s", value_parser = humantime::parse_duration)]
+    pub warmup: Duration,
+    /// A call taking longer counts as `DEADLINE_EXCEEDED`.
+    #[arg(long, default_value = "10s", value_parser = humantime::parse_duration)]
+    pub timeout: Duration,
+    /// Print JSON instead of a table.
+    #[arg(long)]
+    pub json: bool,
+}
+
+impl LoadArgs {
+    /// The load configuration.
+    pub fn config(&self) -> LoadConfig {
+        LoadConfig {
+            connections: self.connections,
+            in_flight: self.in_flight,
+            stop: self
+                .requests
+                .map_or(Stop::After(self.duration), Stop::Requests),
+            warmup: self.warmup,
+            timeout: self.timeout,
+        }
+    }
+}
+
+/// Which token requests carry.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum TokenMode {
+    /// No `authorization` header.
+    None,
+    /// One token on every request (`--token`, `--login` or minted with `--key-file`).
+    Reuse,
+    /// A different token per request, from `--distinct` tokens minted with `--key-file`.
+    Fresh,
+}
+
+/// `tokenmesh bench run`.
+#[derive(Debug, Clone, Args)]
+pub struct RunArgs {
+    /// The server, e.g. `127.0.0.1:50052`.
+    #[arg(long)]
+    pub addr: SocketAddr,
+    /// The method, fully qualified: `tokenmesh.products.v1.ProductsService/GetProduct`.
+    /// Any method of tokenmesh's protos or `grpc.health.v1.Health`.
+    #[arg(long)]
+    pub method: String,
+    /// The request as JSON (proto or lowerCamelCase names).
+    /// `{{seq}}` is replaced by the request number, e.g. for a distinct `request_id` per call.
+    #[arg(long, default_value = "{}")]
+    pub data: String,
+    /// Which token requests carry.
+    #[arg(long, value_enum, default_value_t = TokenMode::None)]
+    pub token_mode: TokenMode,
+    /// The token to reuse.
+    #[arg(long, env = "TOKENMESH_BENCH_TOKEN")]
+    pub token: Option<String>,
+    /// Log in as `user:password` to get the token to reuse.
+    #[arg(long)]
+    pub login: Option<String>,
+    /// Auth's address for `--login` (default: `--addr`).
+    #[arg(long)]
+    pub auth_addr: Option<SocketAddr>,
+    /// Auth's signing key (e.g. `tokenmesh-data/auth-signing-key.pem`), to mint tokens.
+    #[arg(long)]
+    pub key_file: Option<PathBuf>,
+    /// `sub` of minted tokens.
+    #[arg(long, default_value = "alice")]
+    pub subject: String,
+    /// How many distinct tokens `--token-mode fresh` mints and cycles through.
+    #[arg(long, default_value_t = 100_000)]
+    pub distinct: usize,
+    /// The server's pid, to report its CPU time and memory from `/proc`.
+    #[arg(long)]
+    pub server_pid: Option<u32>,
+    /// The report's label.
+    #[arg(long)]
+    pub label: Option<String>,
+    /// Load settings.
+    #[command(flatten)]
+    pub load: LoadArgs,
+}
+
+/// `tokenmesh bench overhead`.
+#[derive(Debug, Clone, Args)]
+pub struct OverheadArgs {
+    /// Distinct tokens minted for the fresh-token run (more than it sends: none repeats).
+    #[arg(long, default_value_t = 300_000)]
+    pub distinct: usize,
+    /// Load settings.
+    #[command(flatten)]
+    pub load: LoadArgs,
+}
+
+/// `tokenmesh bench in-flight`.
+#[derive(Debug, Clone, Args)]
+pub struct InFlightArgs {
+    /// Requests-in-flight levels.
+    #[arg(long, value_delimiter = ',', default_value = "1,8,64,256")]
+    pub levels: Vec<usize>,
+    /// Where to write the SVG plot.
+    #[arg(long, default_value = "docs/in-flight.svg")]
+    pub plot: PathBuf,
+    /// Load settings (`--in-flight` is replaced by each level).
+    #[command(flatten)]
+    pub load: LoadArgs,
+}
+
+/// `tokenmesh bench tokens`.
+#[derive(Debug, Clone, Args)]
+pub struct TokensArgs {
+    /// Numbers of distinct tokens.
+    #[arg(long, value_delimiter = ',', default_value = "10,1000,100000,1000000")]
+    pub levels: Vec<usize>,
+    /// Load settings.
+    #[command(flatten)]
+    pub load: LoadArgs,
+}
+
+/// `tokenmesh bench trivial-server`.
+#[derive(Debug, Clone, Args)]
+pub struct TrivialServerArgs {
+    /// Address to listen on.
+    #[arg(long, default_value = "127.0.0.1:0")]
+    pub listen: SocketAddr,
+    /// Put the auth layer in front, trusting this Ed25519 key (PKCS#8 PEM).
+    #[arg(long)]
+    pub key_file: Option<PathBuf>,
+}
+
+/// Runs a `tokenmesh bench` subcommand.
+pub async fn main(args: BenchArgs) -> Result<(), BenchError> {
+    match args.command {
+        BenchCommand::Run(args) => {
+            let report = run_one(&args).await?;
+            print_reports(std::slice::from_ref(&report), args.load.json, json!({}))
+        }
+        BenchCommand::Overhead(args) => {
+            let reports = scenario::overhead(&args.load.config(), args.distinct).await?;
+            let base = reports[0].requests_per_second;
+            let ratio = |r: &Report| {
+                if base > 0.0 {
+                    r.requests_per_second / base
+                } else {
+                    0.0
+                }
+            };
+            let ratios = json!({
+                "reuse_over_none": ratio(&reports[1]),
+                "fresh_over_none": ratio(&reports[2]),
+            });
+            print_reports(&reports, args.load.json, ratios)
+        }
+        BenchCommand::Mesh(load) => {
+            let (reports, memory) = scenario::mesh(&load.config()).await?;
+            print_reports(&reports, load.json, json!({ "memory": memory }))
+        }
+        BenchCommand::InFlight(args) => {
+            let series = scenario::in_flight(&args.load.config(), &args.levels).await?;
+            plot::draw_in_flight(
+                &args.plot,
+                "tokenmesh: throughput and p99 against requests in flight (2 cores, loopback)",
+                &series,
+            )?;
+            let reports: Vec<Report> = series.into_iter().flat_map(|s| s.reports).collect();
+            print_reports(&reports, args.load.json, json!({ "plot": args.plot }))
+        }
+        BenchCommand::Tokens(args) => {
+            let reports = scenario::distinct_tokens(&args.load.config(), &args.levels).await?;
+            print_reports(&reports, args.load.json, json!({}))
+        }
+        BenchCommand::TrivialServer(args) => trivial_server(args).await,
+    }
+}
+
+async fn run_one(args: &RunArgs) -> Result<Report, BenchError> {
+    let target = scenario::target(args.addr, &args.method, &args.data)?;
+    let minter = || {
+        let path = args
+            .key_file
+            .as_deref()
+            .ok_or_else(|| BenchError::Token("minting needs --key-file".into()))?;
+        TokenMinter::from_key_file(path, &args.subject)
+    };
+    let tokens = match args.token_mode {
+        TokenMode::None => Tokens::none(),
+        TokenMode::Reuse => match (&args.token, &args.login) {
+            (Some(token), _) => Tokens::pool([token.clone()])?,
+            (None, Some(login)) => {
+                Tokens::pool([login_token(args.auth_addr.unwrap_or(args.addr), login).await?])?
+            }
+            (None, None) => Tokens::pool([minter()?.mint()?])?,
+        },
+        TokenMode::Fresh => Tokens::pool(minter()?.mint_many(args.distinct)?)?,
+    };
+    let mode = match args.token_mode {
+        TokenMode::None => "none",
+        TokenMode::Reuse => "reuse",
+        TokenMode::Fresh => "fresh",
+    };
+    let label = args.label.clone().unwrap_or_else(|| target.path.clone());
+    scenario::measure(
+        &label,
+        &target,
+        &tokens,
+        mode,
+        &args.load.config(),
+        args.server_pid,
+    )
+    .await
+}
+
+/// Logs in with `user:password` and returns the access token.
+async fn login_token(auth: SocketAddr, login: &str) -> Result<String, BenchError> {
+    let (username, password) = login
+        .split_once(':')
+        .ok_or_else(|| BenchError::Token("--login takes user:password".into()))?;
+    let method = Methods::tokenmesh()?.method("tokenmesh.auth.v1.AuthService/Login")?;
+    let body =
+        method.encode_json(&json!({"username": username, "password": password}).to_string())?;
+    let channel = connect(auth, 1)
+        .await?
+        .into_iter()
+        .next()
+        .ok_or_else(|| BenchError::Connect("no channel".into()))?;
+    let response = call(channel, method.path(), body, None)
+        .await
+        .map_err(|status| BenchError::Call {
+            context: "Login".into(),
+            status,
+        })?;
+    method.decode_response(&response)?["access_token"]
+        .as_str()
+        .map(str::to_owned)
+        .ok_or_else(|| BenchError::Token("Login returned no access_token".into()))
+}
+
+async fn trivial_server(args: TrivialServerArgs) -> Result<(), BenchError> {
+    let auth = match &args.key_file {
+        Some(path) => {
+            let key = SigningKey::load(path).map_err(|e| BenchError::Token(e.to_string()))?;
+            Some(trivial_auth_layer(&key)?)
+        }
+        None => None,
+    };
+    let listener = TcpListener::bind(args.listen)
+        .await
+        .map_err(|source| BenchError::Io {
+            context: format!("binding {}", args.listen),
+            source,
+        })?;
+    let addr = listener.local_addr().map_err(|source| BenchError::Io {
+        context: "reading the bound address".into(),
+        source,
+    })?;
+    let mut out = io::stdout().lock();
+    writeln!(out, "listening on {addr}")
+        .and_then(|()| out.flush())
+        .map_err(|source| BenchError::Io {
+            context: "writing the address".into(),
+            source,
+        })?;
+    drop(out);
+    let shutdown = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    serve_trivial(listener, auth, shutdown).await
+}
+
+fn print_reports(
+    reports: &[Report],
+    as_json: bool,
+    extra: serde_json::Value,
+) -> Result<(), BenchError> {
+    let text = if as_json {
+        let mut value = json!({ "reports": reports });
+        if let (Some(object), serde_json::Value::Object(extra)) = (value.as_object_mut(), extra) {
+            object.extend(extra);
+        }
+        serde_json::to_string_pretty(&value).unwrap_or_default()
+    } else {
+        let mut text = table(reports);
+        if extra.as_object().is_some_and(|o| !o.is_empty()) {
+            text.push_str(&serde_json::to_string_pretty(&extra).unwrap_or_default());
+        }
+        text
+    };
+    let mut out = io::stdout().lock();
+    writeln!(out, "{text}").map_err(|source| BenchError::Io {
+        context: "writing the report".into(),
+        source,
+    })
+}

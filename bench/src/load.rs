@@ -1,0 +1,356 @@
+//! The load generator: `in_flight` workers share `connections` HTTP/2
+//! connections, each worker sending one request at a time, back to back, for a
+//! duration or a request count after a warm-up. Latencies of successful calls go
+//! into an HDR histogram; failed calls are counted by gRPC status code and never
+//! count as throughput.
+
+use std::{
+    collections::BTreeMap,
+    net::SocketAddr,
+    sync::{
+        Arc,
+        atomic::{AtomicU64, Ordering},
+    },
+    time::Duration,
+};
+
+use bytes::Bytes;
+use hdrhistogram::Histogram;
+use http::uri::PathAndQuery;
+use tokio::time::Instant;
+use tonic::{
+    Code, Request, Status,
+    client::Grpc,
+    transport::{Channel, Endpoint},
+};
+
+use crate::{BenchError, Method, RawCodec, Tokens};
+
+/// Histogram range: 1 µs to 60 s, three significant digits.
+const MAX_LATENCY_MICROS: u64 = 60_000_000;
+
+/// What each request sends.
+#[derive(Debug, Clone)]
+pub enum Body {
+    /// The same encoded message every time.
+    Fixed(Bytes),
+    /// A JSON request in which `{{seq}}` is replaced by the request number, encoded
+    /// per request (e.g. a distinct `request_id` for every `PlaceOrder`).
+    Template {
+        /// The method whose input the JSON encodes.
+        method: Method,
+        /// The JSON, with `{{seq}}` placeholders.
+        json: String,
+    },
+}
+
+impl Body {
+    /// `json` for `method`: encoded once, unless it holds a `{{seq}}` placeholder.
+    pub fn json(method: &Method, json: &str) -> Result<Self, BenchError> {
+        if json.contains("{{seq}}") {
+            // Fail now, not in every worker.
+            method.encode_json(&json.replace("{{seq}}", "0"))?;
+            return Ok(Self::Template {
+                method: method.clone(),
+                json: json.to_owned(),
+            });
+        }
+        Ok(Self::Fixed(method.encode_json(json)?))
+    }
+
+    fn for_request(&self, n: u64) -> Result<Bytes, Status> {
+        match self {
+            Self::Fixed(bytes) => Ok(bytes.clone()),
+            Self::Template { method, json } => method
+                .encode_json(&json.replace("{{seq}}", &n.to_string()))
+                .map_err(|e| Status::invalid_argument(e.to_string())),
+        }
+    }
+}
+
+/// The method to call, where, with what.
+#[derive(Debug, Clone)]
+pub struct Target {
+    /// The server.
+    pub addr: SocketAddr,
+    /// `/package.Service/Method`.
+    pub path: String,
+    /// The request message.
+    pub body: Body,
+}
+
+/// When to stop measuring.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Stop {
+    /// After this long (after the warm-up).
+    After(Duration),
+    /// After this many requests (after the warm-up).
+    Requests(u64),
+}
+
+/// How hard to push.
+#[derive(Debug, Clone, Copy)]
+pub struct LoadConfig {
+    /// HTTP/2 connections.
+    pub connections: usize,
+    /// Requests in flight at any time (workers), spread over the connections.
+    pub in_flight: usize,
+    /// When to stop.
+    pub stop: Stop,
+    /// Requests before this are sent but not measured.
+    pub warmup: Duration,
+    /// A request taking longer fails with `DEADLINE_EXCEEDED`.
+    pub timeout: Duration,
+}
+
+impl Default for LoadConfig {
+    fn default() -> Self {
+        Self {
+            connections: 2,
+            in_flight: 64,
+            stop: Stop::After(Duration::from_secs(10)),
+            warmup: Duration::from_secs(2),
+            timeout: Duration::from_secs(10),
+        }
+    }
+}
+
+/// What one run measured.
+#[derive(Debug, Clone)]
+pub struct Outcome {
+    /// Calls that returned `OK`.
+    pub ok: u64,
+    /// Calls that failed, by status code name (`UNAUTHENTICATED`, …).
+    pub errors: BTreeMap<String, u64>,
+    /// Latency of successful calls, µs.
+    pub latency: Histogram<u64>,
+    /// From the end of the warm-up to the last measured completion.
+    pub elapsed: Duration,
+}
+
+impl Outcome {
+    /// Successful calls per second.
+    pub fn rate(&self) -> f64 {
+        if self.elapsed.is_zero() {
+            return 0.0;
+        }
+        self.ok as f64 / self.elapsed.as_secs_f64()
+    }
+
+    /// Failed calls.
+    pub fn failed(&self) -> u64 {
+        self.errors.values().sum()
+    }
+}
+
+/// One worker's tally.
+struct Tally {
+    ok: u64,
+    errors: BTreeMap<String, u64>,
+    latency: Histogram<u64>,
+    last_done: Option<Instant>,
+}
+
+/// Opens `count` HTTP/2 connections to `addr`.
+pub async fn connect(addr: SocketAddr, count: usize) -> Result<Vec<Channel>, BenchError> {
+    let endpoint = Endpoint::from_shared(format!("http://{addr}"))
+        .map_err(|e| BenchError::Connect(e.to_string()))?
+        .tcp_nodelay(true)
+        .connect_timeout(Duration::from_secs(5));
+    let mut channels = Vec::with_capacity(count);
+    for _ in 0..count.max(1) {
+        channels.push(
+            endpoint
+                .connect()
+                .await
+                .map_err(|e| BenchError::Connect(format!("{addr}: {e}")))?,
+        );
+    }
+    Ok(channels)
+}
+
+/// Sends one request and returns the response message bytes.
+pub async fn call(
+    channel: Channel,
+    path: &str,
+    body: Bytes,
+    token: Option<&str>,
+) -> Result<Bytes, Status> {
+    let mut request = Request::new(body);
+    if let Some(token) = token {
+        let value = format!("Bearer {token}")
+            .parse()
+            .map_err(|_| Status::invalid_argument("token is not valid metadata"))?;
+        request.metadata_mut().insert("authorization", value);
+    }
+    let mut grpc = Grpc::new(channel);
+    grpc.ready()
+        .await
+        .map_err(|e| Status::unavailable(e.to_string()))?;
+    let path = PathAndQuery::try_from(path).map_err(|e| Status::invalid_argument(e.to_string()))?;
+    Ok(grpc.unary(request, path, RawCodec).await?.into_inner())
+}
+
+/// Runs the load described by `config` against `target`.
+pub async fn run(
+    target: &Target,
+    tokens: &Tokens,
+    config: &LoadConfig,
+) -> Result<Outcome, BenchError> {
+    let path = PathAndQuery::try_from(target.path.as_str())
+        .map_err(|e| BenchError::Request(format!("{}: {e}", target.path)))?;
+    let channels = connect(target.addr, config.connections).await?;
+    let started = Instant::now();
+    let measure_from = started + config.warmup;
+    let sequence = Arc::new(AtomicU64::new(0));
+    let measured = Arc::new(AtomicU64::new(0));
+    let mut workers = tokio::task::JoinSet::new();
+    for worker in 0..config.in_flight.max(1) {
+        let channel = channels[worker % channels.len()].clone();
+        let (path, body, tokens, config) =
+            (path.clone(), target.body.clone(), tokens.clone(), *config);
+        let (sequence, measured) = (sequence.clone(), measured.clone());
+        workers.spawn(async move {
+            let mut tally = Tally {
+                ok: 0,
+                errors: BTreeMap::new(),
+                latency: Histogram::new_with_max(MAX_LATENCY_MICROS, 3).expect("valid bounds"),
+                last_done: None,
+            };
+            let mut grpc = Grpc::new(channel);
+            loop {
+                let sent = Instant::now();
+                let measuring = sent >= measure_from;
+                if measuring {
+                    let done = match config.stop {
+                        Stop::After(duration) => sent >= measure_from + duration,
+                        Stop::Requests(count) => measured.fetch_add(1, Ordering::Relaxed) >= count,
+                    };
+                    if done {
+                        break;
+                    }
+                }
+                let n = sequence.fetch_add(1, Ordering::Relaxed);
+                let result = send(
+                    &mut grpc,
+                    &path,
+                    &body,
+                    tokens.get(n).cloned(),
+                    n,
+                    config.timeout,
+                )
+                .await;
+                if !measuring {
+                    continue;
+                }
+                let done = Instant::now();
+                tally.last_done = Some(done);
+                match result {
+                    Ok(()) => {
+                        tally.ok += 1;
+                        let micros = u64::try_from((done - sent).as_micros()).unwrap_or(u64::MAX);
+                        tally.latency.saturating_record(micros.max(1));
+                    }
+                    Err(code) => *tally.errors.entry(code_name(code).to_owned()).or_default() += 1,
+                }
+            }
+            tally
+        });
+    }
+    let mut outcome = Outcome {
+        ok: 0,
+        errors: BTreeMap::new(),
+        latency: Histogram::new_with_max(MAX_LATENCY_MICROS, 3).expect("valid bounds"),
+        elapsed: Duration::ZERO,
+    };
+    let mut last_done = measure_from;
+    while let Some(tally) = workers.join_next().await {
+        let tally = tally.map_err(|e| BenchError::Worker(e.to_string()))?;
+        outcome.ok += tally.ok;
+        for (code, count) in tally.errors {
+            *outcome.errors.entry(code).or_default() += count;
+        }
+        outcome
+            .latency
+            .add(&tally.latency)
+            .map_err(|e| BenchError::Worker(e.to_string()))?;
+        last_done = last_done.max(tally.last_done.unwrap_or(measure_from));
+    }
+    outcome.elapsed = last_done - measure_from;
+    Ok(outcome)
+}
+
+async fn send(
+    grpc: &mut Grpc<Channel>,
+    path: &PathAndQuery,
+    body: &Body,
+    token: Option<tonic::metadata::AsciiMetadataValue>,
+    n: u64,
+    timeout: Duration,
+) -> Result<(), Code> {
+    let body = body.for_request(n).map_err(|s| s.code())?;
+    let mut request = Request::new(body);
+    if let Some(token) = token {
+        request.metadata_mut().insert("authorization", token);
+    }
+    let call = async {
+        grpc.ready().await.map_err(|_| Code::Unavailable)?;
+        grpc.unary::<_, Bytes, _>(request, path.clone(), RawCodec)
+            .await
+            .map(drop)
+            .map_err(|status| status.code())
+    };
+    tokio::time::timeout(timeout, call)
+        .await
+        .unwrap_or(Err(Code::DeadlineExceeded))
+}
+
+/// The canonical name of a gRPC status code, as in the gRPC spec.
+pub fn code_name(code: Code) -> &'static str {
+    match code {
+        Code::Ok => "OK",
+        Code::Cancelled => "CANCELLED",
+        Code::Unknown => "UNKNOWN",
+        Code::InvalidArgument => "INVALID_ARGUMENT",
+        Code::DeadlineExceeded => "DEADLINE_EXCEEDED",
+        Code::NotFound => "NOT_FOUND",
+        Code::AlreadyExists => "ALREADY_EXISTS",
+        Code::PermissionDenied => "PERMISSION_DENIED",
+        Code::ResourceExhausted => "RESOURCE_EXHAUSTED",
+        Code::FailedPrecondition => "FAILED_PRECONDITION",
+        Code::Aborted => "ABORTED",
+        Code::OutOfRange => "OUT_OF_RANGE",
+        Code::Unimplemented => "UNIMPLEMENTED",
+        Code::Internal => "INTERNAL",
+        Code::Unavailable => "UNAVAILABLE",
+        Code::DataLoss => "DATA_LOSS",
+        Code::Unauthenticated => "UNAUTHENTICATED",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use prost::Message;
+    use tokenmesh_proto::orders::v1::PlaceOrderRequest;
+
+    use super::*;
+    use crate::Methods;
+
+    #[test]
+    fn a_seq_placeholder_gives_every_request_its_own_body() {
+        let method = Methods::tokenmesh()
+            .expect("pool")
+            .method("tokenmesh.orders.v1.OrdersService/PlaceOrder")
+            .expect("known");
+        let body = Body::json(&method, r#"{"product_id":"P-1","request_id":"r-{{seq}}"}"#)
+            .expect("valid template");
+        let seventh =
+            PlaceOrderRequest::decode(body.for_request(7).expect("encodes")).expect("decodes");
+        assert_eq!(seventh.request_id, "r-7");
+        assert!(matches!(
+            Body::json(&method, r#"{"product_id":"P-1"}"#),
+            Ok(Body::Fixed(_))
+        ));
+        assert!(Body::json(&method, r#"{"quantity":"{{seq}}x"}"#).is_err());
+    }
+}

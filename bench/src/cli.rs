@@ -15,8 +15,8 @@ use tokenmesh_server::SigningKey;
 use tokio::net::TcpListener;
 
 use crate::{
-    BenchError, LoadConfig, Methods, Report, Stop, TokenMinter, Tokens, call, connect, plot,
-    scenario, serve_trivial, table, trivial_auth_layer,
+    BenchError, Body, LoadConfig, Methods, Report, Stop, Target, TokenMinter, Tokens, call,
+    connect, plot, scenario, serve_trivial, table, trivial_auth_layer,
 };
 
 /// Load generator and benchmark scenarios.
@@ -45,6 +45,23 @@ pub enum BenchCommand {
     /// The trivial server the scenarios start: `grpc.health.v1.Health/Check`,
     /// behind the auth layer when given a key. Prints `listening on ADDR`.
     TrivialServer(TrivialServerArgs),
+    /// Mint access tokens with a key file and print them, one a line (for
+    /// h2load, grpcurl, or `run --token`).
+    Mint(MintArgs),
+}
+
+/// `tokenmesh bench mint`.
+#[derive(Debug, Clone, Args)]
+pub struct MintArgs {
+    /// Auth's signing key (PKCS#8 PEM), e.g. `tokenmesh-data/auth-signing-key.pem`.
+    #[arg(long)]
+    pub key_file: PathBuf,
+    /// `sub` of the tokens.
+    #[arg(long, default_value = "alice")]
+    pub subject: String,
+    /// How many tokens.
+    #[arg(long, default_value_t = 1)]
+    pub count: usize,
 }
 
 /// How hard and how long to load.
@@ -113,6 +130,10 @@ pub struct RunArgs {
     /// `{{seq}}` is replaced by the request number, e.g. for a distinct `request_id` per call.
     #[arg(long, default_value = "{}")]
     pub data: String,
+    /// Requests as JSON lines instead of `--data`: request n sends line n (cycling),
+    /// e.g. one refresh token per `Refresh` call.
+    #[arg(long, conflicts_with = "data")]
+    pub data_file: Option<PathBuf>,
     /// Which token requests carry.
     #[arg(long, value_enum, default_value_t = TokenMode::None)]
     pub token_mode: TokenMode,
@@ -187,7 +208,8 @@ pub struct TrivialServerArgs {
     /// Address to listen on.
     #[arg(long, default_value = "127.0.0.1:0")]
     pub listen: SocketAddr,
-    /// Put the auth layer in front, trusting this Ed25519 key (PKCS#8 PEM).
+    /// Put the auth layer in front, trusting this Ed25519 key (PKCS#8 PEM; created
+    /// if missing, so `bench run --key-file` can mint tokens with it).
     #[arg(long)]
     pub key_file: Option<PathBuf>,
 }
@@ -234,11 +256,37 @@ pub async fn main(args: BenchArgs) -> Result<(), BenchError> {
             print_reports(&reports, args.load.json, json!({}))
         }
         BenchCommand::TrivialServer(args) => trivial_server(args).await,
+        BenchCommand::Mint(args) => {
+            let tokens =
+                TokenMinter::from_key_file(&args.key_file, &args.subject)?.mint_many(args.count)?;
+            let mut out = io::stdout().lock();
+            tokens
+                .iter()
+                .try_for_each(|token| writeln!(out, "{token}"))
+                .map_err(|source| BenchError::Io {
+                    context: "writing tokens".into(),
+                    source,
+                })
+        }
     }
 }
 
 async fn run_one(args: &RunArgs) -> Result<Report, BenchError> {
-    let target = scenario::target(args.addr, &args.method, &args.data)?;
+    let target = match &args.data_file {
+        None => scenario::target(args.addr, &args.method, &args.data)?,
+        Some(path) => {
+            let method = Methods::tokenmesh()?.method(&args.method)?;
+            let lines = std::fs::read_to_string(path).map_err(|source| BenchError::Io {
+                context: format!("reading {}", path.display()),
+                source,
+            })?;
+            Target {
+                addr: args.addr,
+                path: method.path().to_owned(),
+                body: Body::json_lines(&method, &lines)?,
+            }
+        }
+    };
     let minter = || {
         let path = args
             .key_file
@@ -302,7 +350,8 @@ async fn login_token(auth: SocketAddr, login: &str) -> Result<String, BenchError
 async fn trivial_server(args: TrivialServerArgs) -> Result<(), BenchError> {
     let auth = match &args.key_file {
         Some(path) => {
-            let key = SigningKey::load(path).map_err(|e| BenchError::Token(e.to_string()))?;
+            let key =
+                SigningKey::load_or_generate(path).map_err(|e| BenchError::Token(e.to_string()))?;
             Some(trivial_auth_layer(&key)?)
         }
         None => None,

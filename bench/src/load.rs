@@ -34,6 +34,9 @@ const MAX_LATENCY_MICROS: u64 = 60_000_000;
 pub enum Body {
     /// The same encoded message every time.
     Fixed(Bytes),
+    /// Request `n` sends message `n % len` of these: one body per line of a
+    /// `--data-file`, e.g. a distinct refresh token for every `Refresh`.
+    Pool(Arc<[Bytes]>),
     /// A JSON request in which `{{seq}}` is replaced by the request number, encoded
     /// per request (e.g. a distinct `request_id` for every `PlaceOrder`).
     Template {
@@ -58,9 +61,26 @@ impl Body {
         Ok(Self::Fixed(method.encode_json(json)?))
     }
 
+    /// One message per non-empty line of `lines`, each JSON for `method`.
+    pub fn json_lines(method: &Method, lines: &str) -> Result<Self, BenchError> {
+        let bodies = lines
+            .lines()
+            .filter(|line| !line.trim().is_empty())
+            .map(|line| method.encode_json(line))
+            .collect::<Result<Arc<[Bytes]>, _>>()?;
+        if bodies.is_empty() {
+            return Err(BenchError::Request("no request in the data file".into()));
+        }
+        Ok(Self::Pool(bodies))
+    }
+
     fn for_request(&self, n: u64) -> Result<Bytes, Status> {
         match self {
             Self::Fixed(bytes) => Ok(bytes.clone()),
+            Self::Pool(bodies) => {
+                let index = usize::try_from(n % bodies.len() as u64).unwrap_or_default();
+                Ok(bodies[index].clone())
+            }
             Self::Template { method, json } => method
                 .encode_json(&json.replace("{{seq}}", &n.to_string()))
                 .map_err(|e| Status::invalid_argument(e.to_string())),
@@ -352,5 +372,20 @@ mod tests {
             Ok(Body::Fixed(_))
         ));
         assert!(Body::json(&method, r#"{"quantity":"{{seq}}x"}"#).is_err());
+
+        let pool = Body::json_lines(
+            &method,
+            "{\"request_id\":\"a\"}\n\n{\"request_id\":\"b\"}\n",
+        )
+        .expect("two lines");
+        let ids: Vec<String> = (0..3)
+            .map(|n| {
+                PlaceOrderRequest::decode(pool.for_request(n).expect("body"))
+                    .expect("decodes")
+                    .request_id
+            })
+            .collect();
+        assert_eq!(ids, ["a", "b", "a"]);
+        assert!(Body::json_lines(&method, "\n").is_err());
     }
 }

@@ -37,7 +37,7 @@ pub enum BenchCommand {
     Overhead(OverheadArgs),
     /// Scenario: Login, GetProduct, ListProducts and PlaceOrder against Auth,
     /// Products and Orders started as three processes; their idle and peak RSS.
-    Mesh(LoadArgs),
+    Mesh(MeshArgs),
     /// Scenario: throughput and p99 against requests in flight; draws the plot.
     InFlight(InFlightArgs),
     /// Scenario: throughput against the number of distinct tokens cycled through.
@@ -177,6 +177,17 @@ pub struct OverheadArgs {
     pub load: LoadArgs,
 }
 
+/// `tokenmesh bench mesh`.
+#[derive(Debug, Clone, Args)]
+pub struct MeshArgs {
+    /// Refresh tokens gathered (by as many logins) for the `Refresh` run; 0 skips it.
+    #[arg(long, default_value_t = 1000)]
+    pub refreshes: usize,
+    /// Load settings.
+    #[command(flatten)]
+    pub load: LoadArgs,
+}
+
 /// `tokenmesh bench in-flight`.
 #[derive(Debug, Clone, Args)]
 pub struct InFlightArgs {
@@ -237,9 +248,9 @@ pub async fn main(args: BenchArgs) -> Result<(), BenchError> {
             });
             print_reports(&reports, args.load.json, ratios)
         }
-        BenchCommand::Mesh(load) => {
-            let (reports, memory) = scenario::mesh(&load.config()).await?;
-            print_reports(&reports, load.json, json!({ "memory": memory }))
+        BenchCommand::Mesh(args) => {
+            let (reports, memory) = scenario::mesh(&args.load.config(), args.refreshes).await?;
+            print_reports(&reports, args.load.json, json!({ "memory": memory }))
         }
         BenchCommand::InFlight(args) => {
             let series = scenario::in_flight(&args.load.config(), &args.levels).await?;

@@ -147,7 +147,7 @@ pub struct MeshProcesses {
     pub orders: ServerProcess,
     /// Mints alice's access tokens with Auth's key.
     pub minter: TokenMinter,
-    _data_dir: tempfile::TempDir,
+    data_dir: tempfile::TempDir,
 }
 
 impl MeshProcesses {
@@ -197,8 +197,49 @@ impl MeshProcesses {
             products,
             orders,
             minter: TokenMinter::new(key, "alice"),
-            _data_dir: data_dir,
+            data_dir,
         })
+    }
+}
+
+impl MeshProcesses {
+    /// The data dir the three services share (keys, client secrets, databases).
+    pub fn data_dir(&self) -> &Path {
+        self.data_dir.path()
+    }
+
+    /// `count` refresh tokens of alice's, from as many logins (32 at a time):
+    /// `Refresh` rotates its token, so a rate test needs one per call.
+    pub async fn refresh_tokens(&self, count: usize) -> Result<Vec<String>, BenchError> {
+        use futures::{StreamExt, TryStreamExt};
+        let login = Methods::tokenmesh()?.method("tokenmesh.auth.v1.AuthService/Login")?;
+        let body = login.encode_json(r#"{"username":"alice","password":"alice-demo"}"#)?;
+        let channel = connect(self.auth.addr, 1)
+            .await?
+            .into_iter()
+            .next()
+            .ok_or_else(|| BenchError::Connect("no channel".into()))?;
+        futures::stream::iter(0..count)
+            .map(|_| {
+                let (channel, body, login) = (channel.clone(), body.clone(), &login);
+                async move {
+                    let response =
+                        call(channel, login.path(), body, None)
+                            .await
+                            .map_err(|status| BenchError::Call {
+                                context: "Login for a refresh token".into(),
+                                status,
+                            })?;
+                    let json = login.decode_response(&response)?;
+                    json["refresh_token"]
+                        .as_str()
+                        .map(str::to_owned)
+                        .ok_or_else(|| BenchError::Token("Login returned no refresh_token".into()))
+                }
+            })
+            .buffer_unordered(32)
+            .try_collect()
+            .await
     }
 }
 
@@ -381,9 +422,13 @@ pub struct Memory {
 
 /// The mesh's own methods as separate processes: `Login`, `GetProduct`,
 /// `ListProducts`, `PlaceOrder` with a grant and without one (a distinct
-/// `request_id` each, so every call writes an order); then each service's idle
-/// and peak memory.
-pub async fn mesh(load: &LoadConfig) -> Result<(Vec<Report>, Vec<Memory>), BenchError> {
+/// `request_id` each, so every call writes an order), `IssueServiceToken`, and
+/// `Refresh` over `refreshes` refresh tokens (each spent once); then each
+/// service's idle and peak memory.
+pub async fn mesh(
+    load: &LoadConfig,
+    refreshes: usize,
+) -> Result<(Vec<Report>, Vec<Memory>), BenchError> {
     let mesh = MeshProcesses::start().await?;
     let services = [&mesh.auth, &mesh.products, &mesh.orders];
     let idle = services
@@ -477,6 +522,62 @@ pub async fn mesh(load: &LoadConfig) -> Result<(Vec<Report>, Vec<Memory>), Bench
             (&Tokens::none(), "none")
         };
         reports.push(measure(label, &target, tokens, mode, load, Some(pid)).await?);
+    }
+
+    // Client credentials: Products' own secret, for a token to call Auth.
+    let secret_path = mesh.data_dir().join("products-client-secret");
+    let secret = std::fs::read_to_string(&secret_path)
+        .map_err(io(format!("reading {}", secret_path.display())))?;
+    let issue = serde_json::json!({"client_id": "products", "client_secret": secret.trim(), "audience": "auth"});
+    let issue = target(
+        auth,
+        "tokenmesh.auth.v1.AuthService/IssueServiceToken",
+        &issue.to_string(),
+    )?;
+    reports.push(
+        measure(
+            "IssueServiceToken",
+            &issue,
+            &Tokens::none(),
+            "none",
+            load,
+            Some(mesh.auth.pid),
+        )
+        .await?,
+    );
+
+    // Refresh rotates: each call spends one token, so send exactly as many calls
+    // as tokens were gathered, with no warm-up.
+    if refreshes > 0 {
+        let lines: Vec<String> = mesh
+            .refresh_tokens(refreshes)
+            .await?
+            .into_iter()
+            .map(|token| serde_json::json!({ "refresh_token": token }).to_string())
+            .collect();
+        let refresh = Methods::tokenmesh()?.method("tokenmesh.auth.v1.AuthService/Refresh")?;
+        let target = Target {
+            addr: auth,
+            path: refresh.path().to_owned(),
+            body: Body::json_lines(&refresh, &lines.join("\n"))?,
+        };
+        let once = LoadConfig {
+            stop: crate::Stop::Requests(refreshes as u64),
+            warmup: Duration::ZERO,
+            ..*load
+        };
+        let label = format!("Refresh ({refreshes} tokens, once each)");
+        reports.push(
+            measure(
+                &label,
+                &target,
+                &Tokens::none(),
+                "none",
+                &once,
+                Some(mesh.auth.pid),
+            )
+            .await?,
+        );
     }
     let memory = services
         .iter()

@@ -16,7 +16,7 @@ use tokio::net::TcpListener;
 
 use crate::{
     BenchError, Body, LoadConfig, Methods, Report, Stop, Target, TokenMinter, Tokens, call,
-    connect, plot, scenario, serve_trivial, table, trivial_auth_layer,
+    channel, plot, scenario, serve_trivial, table, trivial_auth_layer,
 };
 
 /// Load generator and benchmark scenarios.
@@ -341,11 +341,7 @@ async fn login_token(auth: SocketAddr, login: &str) -> Result<String, BenchError
     let method = Methods::tokenmesh()?.method("tokenmesh.auth.v1.AuthService/Login")?;
     let body =
         method.encode_json(&json!({"username": username, "password": password}).to_string())?;
-    let channel = connect(auth, 1)
-        .await?
-        .into_iter()
-        .next()
-        .ok_or_else(|| BenchError::Connect("no channel".into()))?;
+    let channel = channel(auth).await?;
     let response = call(channel, method.path(), body, None)
         .await
         .map_err(|status| BenchError::Call {

@@ -19,7 +19,7 @@ mod tokens;
 mod trivial;
 
 pub use codec::RawCodec;
-pub use load::{Body, LoadConfig, Outcome, Stop, Target, call, code_name, connect, run};
+pub use load::{Body, LoadConfig, Outcome, Stop, Target, call, channel, code_name, connect, run};
 pub use methods::{Method, Methods};
 pub use report::{Latency, Report, ServerUsage, mib, table};
 pub use tokens::{TokenMinter, Tokens};

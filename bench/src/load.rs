@@ -173,20 +173,22 @@ struct Tally {
 
 /// Opens `count` HTTP/2 connections to `addr`.
 pub async fn connect(addr: SocketAddr, count: usize) -> Result<Vec<Channel>, BenchError> {
-    let endpoint = Endpoint::from_shared(format!("http://{addr}"))
-        .map_err(|e| BenchError::Connect(e.to_string()))?
-        .tcp_nodelay(true)
-        .connect_timeout(Duration::from_secs(5));
     let mut channels = Vec::with_capacity(count);
     for _ in 0..count.max(1) {
-        channels.push(
-            endpoint
-                .connect()
-                .await
-                .map_err(|e| BenchError::Connect(format!("{addr}: {e}")))?,
-        );
+        channels.push(channel(addr).await?);
     }
     Ok(channels)
+}
+
+/// Opens one HTTP/2 connection to `addr`.
+pub async fn channel(addr: SocketAddr) -> Result<Channel, BenchError> {
+    Endpoint::from_shared(format!("http://{addr}"))
+        .map_err(|e| BenchError::Connect(e.to_string()))?
+        .tcp_nodelay(true)
+        .connect_timeout(Duration::from_secs(5))
+        .connect()
+        .await
+        .map_err(|e| BenchError::Connect(format!("{addr}: {e}")))
 }
 
 /// Sends one request and returns the response message bytes.

@@ -18,7 +18,7 @@ use tokio::{
 
 use crate::{
     BenchError, Body, LoadConfig, Methods, Report, ServerUsage, Target, TokenMinter, Tokens, call,
-    connect, process, run,
+    channel, process, run,
 };
 
 /// How long a started server may take to answer its health check.
@@ -120,8 +120,7 @@ pub async fn wait_healthy(addr: SocketAddr) -> Result<(), BenchError> {
     let body = check.encode_json("{}")?;
     let deadline = Instant::now() + STARTUP_DEADLINE;
     loop {
-        if let Ok(channels) = connect(addr, 1).await
-            && let Some(channel) = channels.into_iter().next()
+        if let Ok(channel) = channel(addr).await
             && call(channel, check.path(), body.clone(), None)
                 .await
                 .is_ok()
@@ -214,11 +213,7 @@ impl MeshProcesses {
         use futures::{StreamExt, TryStreamExt};
         let login = Methods::tokenmesh()?.method("tokenmesh.auth.v1.AuthService/Login")?;
         let body = login.encode_json(r#"{"username":"alice","password":"alice-demo"}"#)?;
-        let channel = connect(self.auth.addr, 1)
-            .await?
-            .into_iter()
-            .next()
-            .ok_or_else(|| BenchError::Connect("no channel".into()))?;
+        let channel = channel(self.auth.addr).await?;
         futures::stream::iter(0..count)
             .map(|_| {
                 let (channel, body, login) = (channel.clone(), body.clone(), &login);
@@ -277,14 +272,20 @@ pub fn target(addr: SocketAddr, method: &str, json: &str) -> Result<Target, Benc
     })
 }
 
+/// A new Ed25519 key in a temporary dir (kept while the dir lives), for a
+/// trivial server to trust and the bench to mint with.
+fn fresh_key() -> Result<(tempfile::TempDir, PathBuf, SigningKey), BenchError> {
+    let dir = tempfile::tempdir().map_err(io("creating a key dir"))?;
+    let path = dir.path().join("key.pem");
+    let key = SigningKey::load_or_generate(&path).map_err(|e| BenchError::Token(e.to_string()))?;
+    Ok((dir, path, key))
+}
+
 /// The layer's overhead: the trivial method bare, behind the layer with one
 /// reused token, behind the layer with a fresh token per request (`distinct`
 /// pre-minted tokens). Returns the three reports, in that order.
 pub async fn overhead(load: &LoadConfig, distinct: usize) -> Result<Vec<Report>, BenchError> {
-    let dir = tempfile::tempdir().map_err(io("creating a key dir"))?;
-    let key_path = dir.path().join("key.pem");
-    let key =
-        SigningKey::load_or_generate(&key_path).map_err(|e| BenchError::Token(e.to_string()))?;
+    let (_dir, key_path, key) = fresh_key()?;
     let minter = TokenMinter::new(key, "alice");
     let bare = spawn_trivial(None).await?;
     let layered = spawn_trivial(Some(&key_path)).await?;
@@ -331,10 +332,7 @@ pub async fn distinct_tokens(
     load: &LoadConfig,
     levels: &[usize],
 ) -> Result<Vec<Report>, BenchError> {
-    let dir = tempfile::tempdir().map_err(io("creating a key dir"))?;
-    let key_path = dir.path().join("key.pem");
-    let key =
-        SigningKey::load_or_generate(&key_path).map_err(|e| BenchError::Token(e.to_string()))?;
+    let (_dir, key_path, key) = fresh_key()?;
     let minter = TokenMinter::new(key, "alice");
     let layered = spawn_trivial(Some(&key_path)).await?;
     let target = target(layered.addr, crate::TRIVIAL_METHOD, "{}")?;
@@ -354,10 +352,7 @@ pub async fn in_flight(
     load: &LoadConfig,
     levels: &[usize],
 ) -> Result<Vec<crate::plot::Series>, BenchError> {
-    let dir = tempfile::tempdir().map_err(io("creating a key dir"))?;
-    let key_path = dir.path().join("key.pem");
-    let key =
-        SigningKey::load_or_generate(&key_path).map_err(|e| BenchError::Token(e.to_string()))?;
+    let (_dir, key_path, key) = fresh_key()?;
     let trivial_token = Tokens::pool([TokenMinter::new(key, "alice").mint()?])?;
     let layered = spawn_trivial(Some(&key_path)).await?;
     let mesh = MeshProcesses::start().await?;
@@ -440,11 +435,7 @@ pub async fn mesh(
 
     let list =
         Methods::tokenmesh()?.method("tokenmesh.products.v1.ProductsService/ListProducts")?;
-    let channel = connect(mesh.products.addr, 1)
-        .await?
-        .into_iter()
-        .next()
-        .ok_or_else(|| BenchError::Connect("no channel".into()))?;
+    let channel = channel(mesh.products.addr).await?;
     let response = call(channel, list.path(), list.encode_json("{}")?, Some(&token))
         .await
         .map_err(|status| BenchError::Call {

@@ -9,8 +9,7 @@ use jsonwebtoken::jwk::JwkSet;
 use tokenmesh_interceptor::{AuthLayer, KeySet, KeyStore, Policy, Verifier, VerifierConfig};
 use tokenmesh_server::{Caller, SigningKey, jwk_to_jose};
 use tokio::net::TcpListener;
-use tokio_stream::wrappers::TcpListenerStream;
-use tonic::transport::Server;
+use tonic::transport::{Server, server::TcpIncoming};
 
 use crate::BenchError;
 
@@ -40,7 +39,8 @@ pub async fn serve_trivial(
     shutdown: impl Future<Output = ()> + Send,
 ) -> Result<(), BenchError> {
     let (_reporter, health) = tonic_health::server::health_reporter();
-    let incoming = TcpListenerStream::new(listener);
+    // As the services do: no Nagle delay on responses.
+    let incoming = TcpIncoming::from(listener).with_nodelay(Some(true));
     let served = match auth {
         Some(layer) => {
             Server::builder()

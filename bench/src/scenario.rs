@@ -346,62 +346,60 @@ pub async fn distinct_tokens(
     Ok(reports)
 }
 
-/// Requests-in-flight sweep: the trivial method behind the layer with one token,
-/// and Products' `GetProduct` with one token; one series each.
+/// Requests-in-flight sweep, one series each: the trivial method without the
+/// layer, the same behind the layer with one token, and Products' `GetProduct`
+/// with one token.
 pub async fn in_flight(
     load: &LoadConfig,
     levels: &[usize],
 ) -> Result<Vec<crate::plot::Series>, BenchError> {
     let (_dir, key_path, key) = fresh_key()?;
     let trivial_token = Tokens::pool([TokenMinter::new(key, "alice").mint()?])?;
+    let bare = spawn_trivial(None).await?;
     let layered = spawn_trivial(Some(&key_path)).await?;
     let mesh = MeshProcesses::start().await?;
     let mesh_token = Tokens::pool([mesh.minter.mint()?])?;
-    let trivial_target = target(layered.addr, crate::TRIVIAL_METHOD, "{}")?;
-    let get_product = target(
-        mesh.products.addr,
-        "tokenmesh.products.v1.ProductsService/GetProduct",
-        r#"{"id":"P-100"}"#,
-    )?;
-    let mut trivial = Vec::new();
-    let mut products = Vec::new();
+    let runs = [
+        (
+            "Health/Check, no layer",
+            target(bare.addr, crate::TRIVIAL_METHOD, "{}")?,
+            Tokens::none(),
+            bare.pid,
+        ),
+        (
+            "Health/Check behind the auth layer, one token",
+            target(layered.addr, crate::TRIVIAL_METHOD, "{}")?,
+            trivial_token,
+            layered.pid,
+        ),
+        (
+            "Products GetProduct, one token",
+            target(
+                mesh.products.addr,
+                "tokenmesh.products.v1.ProductsService/GetProduct",
+                r#"{"id":"P-100"}"#,
+            )?,
+            mesh_token,
+            mesh.products.pid,
+        ),
+    ];
+    let mut series: Vec<crate::plot::Series> = runs
+        .iter()
+        .map(|(name, ..)| crate::plot::Series {
+            name: (*name).to_owned(),
+            reports: Vec::new(),
+        })
+        .collect();
     for &in_flight in levels {
         let load = LoadConfig { in_flight, ..*load };
-        let label = format!("trivial+layer, {in_flight} in flight");
-        trivial.push(
-            measure(
-                &label,
-                &trivial_target,
-                &trivial_token,
-                "reuse",
-                &load,
-                Some(layered.pid),
-            )
-            .await?,
-        );
-        let label = format!("GetProduct, {in_flight} in flight");
-        products.push(
-            measure(
-                &label,
-                &get_product,
-                &mesh_token,
-                "reuse",
-                &load,
-                Some(mesh.products.pid),
-            )
-            .await?,
-        );
+        for ((name, target, tokens, pid), line) in runs.iter().zip(&mut series) {
+            let mode = if tokens.is_empty() { "none" } else { "reuse" };
+            let label = format!("{name}, {in_flight} in flight");
+            let report = measure(&label, target, tokens, mode, &load, Some(*pid)).await?;
+            line.reports.push(report);
+        }
     }
-    Ok(vec![
-        crate::plot::Series {
-            name: "Health/Check behind the auth layer, one token".into(),
-            reports: trivial,
-        },
-        crate::plot::Series {
-            name: "Products GetProduct, one token".into(),
-            reports: products,
-        },
-    ])
+    Ok(series)
 }
 
 /// Memory of one service: before any load, and its peak after the mesh scenario.

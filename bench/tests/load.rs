@@ -19,8 +19,8 @@ use std::{
 
 use bytes::Bytes;
 use tokenmesh_bench::{
-    Body, LoadConfig, RawCodec, Stop, Target, TokenMinter, Tokens, scenario, serve_trivial,
-    trivial_auth_layer,
+    Body, LoadConfig, Outcome, RawCodec, Stop, Target, TokenMinter, Tokens, scenario,
+    serve_trivial, trivial_auth_layer,
 };
 use tokenmesh_server::SigningKey;
 use tokio::net::TcpListener;
@@ -104,6 +104,21 @@ fn synthetic(addr: SocketAddr, method: &str) -> Target {
     }
 }
 
+/// Sends exactly `count` calls of `method` to the synthetic server, no token.
+async fn load_synthetic(addr: SocketAddr, method: &str, count: u64) -> Outcome {
+    tokenmesh_bench::run(
+        &synthetic(addr, method),
+        &Tokens::none(),
+        &requests(count, 8),
+    )
+    .await
+    .expect("runs")
+}
+
+fn errors(code: &str, count: u64) -> BTreeMap<String, u64> {
+    BTreeMap::from([(code.to_owned(), count)])
+}
+
 fn requests(count: u64, in_flight: usize) -> LoadConfig {
     LoadConfig {
         connections: 2,
@@ -117,55 +132,29 @@ fn requests(count: u64, in_flight: usize) -> LoadConfig {
 #[tokio::test]
 async fn a_failing_method_is_counted_as_errors_and_never_as_throughput() {
     let addr = synthetic_server().await;
-    let outcome =
-        tokenmesh_bench::run(&synthetic(addr, "Fail"), &Tokens::none(), &requests(100, 8))
-            .await
-            .expect("runs");
+    let outcome = load_synthetic(addr, "Fail", 100).await;
     assert_eq!(outcome.ok, 0);
     assert_eq!(outcome.rate(), 0.0);
     assert!(outcome.latency.is_empty());
-    assert_eq!(
-        outcome.errors,
-        BTreeMap::from([("PERMISSION_DENIED".to_owned(), 100)])
-    );
+    assert_eq!(outcome.errors, errors("PERMISSION_DENIED", 100));
 }
 
 #[tokio::test]
 async fn a_method_failing_every_other_call_counts_exactly_half_as_throughput() {
     let addr = synthetic_server().await;
-    let outcome = tokenmesh_bench::run(
-        &synthetic(addr, "Flaky"),
-        &Tokens::none(),
-        &requests(100, 8),
-    )
-    .await
-    .expect("runs");
+    let outcome = load_synthetic(addr, "Flaky", 100).await;
     assert_eq!(outcome.ok, 50);
     assert_eq!(outcome.latency.len(), 50);
-    assert_eq!(
-        outcome.errors,
-        BTreeMap::from([("NOT_FOUND".to_owned(), 50)])
-    );
-    let unknown = tokenmesh_bench::run(&synthetic(addr, "Nope"), &Tokens::none(), &requests(10, 2))
-        .await
-        .expect("runs");
-    assert_eq!(
-        unknown.errors,
-        BTreeMap::from([("UNIMPLEMENTED".to_owned(), 10)])
-    );
+    assert_eq!(outcome.errors, errors("NOT_FOUND", 50));
+    let unknown = load_synthetic(addr, "Nope", 10).await;
+    assert_eq!(unknown.errors, errors("UNIMPLEMENTED", 10));
 }
 
 #[tokio::test]
 async fn latency_percentiles_match_the_servers_known_delays() {
     let addr = synthetic_server().await;
     // 200 calls: 160 sleep 5 ms, 30 sleep 50 ms, 10 sleep 300 ms.
-    let outcome = tokenmesh_bench::run(
-        &synthetic(addr, "Delay"),
-        &Tokens::none(),
-        &requests(200, 8),
-    )
-    .await
-    .expect("runs");
+    let outcome = load_synthetic(addr, "Delay", 200).await;
     assert_eq!((outcome.ok, outcome.failed()), (200, 0));
     let ms = |quantile: f64| outcome.latency.value_at_quantile(quantile) as f64 / 1000.0;
     // A call never takes less than its sleep; a whole band of calls never takes
@@ -199,10 +188,7 @@ async fn the_auth_layer_refuses_tokenless_load_and_passes_minted_tokens() {
         .await
         .expect("runs");
     assert_eq!(refused.ok, 0);
-    assert_eq!(
-        refused.errors,
-        BTreeMap::from([("UNAUTHENTICATED".to_owned(), 20)])
-    );
+    assert_eq!(refused.errors, errors("UNAUTHENTICATED", 20));
 
     let one = Tokens::pool([minter.mint().expect("mints")]).expect("ascii");
     let pid = Some(std::process::id());

@@ -1,0 +1,105 @@
+//! `tokenmesh bench` as a user runs it: the scenarios start their servers as
+//! child processes of the real binary, load them and report JSON. Short runs, and
+//! no assertion on speed — only that every call was answered, counted and
+//! attributed to the right server.
+
+use std::process::Command;
+
+use serde_json::Value;
+
+fn bench(args: &[&str]) -> Value {
+    let output = Command::new(env!("CARGO_BIN_EXE_tokenmesh"))
+        .arg("bench")
+        .args(args)
+        .args(["--warmup", "0s", "--json"])
+        .env("RUST_LOG", "warn")
+        .output()
+        .expect("tokenmesh runs");
+    assert!(
+        output.status.success(),
+        "tokenmesh bench {args:?} failed: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    serde_json::from_slice(&output.stdout).expect("JSON report")
+}
+
+fn reports(value: &Value) -> &Vec<Value> {
+    value["reports"].as_array().expect("reports")
+}
+
+#[test]
+fn the_overhead_scenario_reports_three_error_free_runs_with_server_usage() {
+    let value = bench(&[
+        "overhead",
+        "--requests",
+        "200",
+        "--in-flight",
+        "8",
+        "--distinct",
+        "200",
+    ]);
+    let runs = reports(&value);
+    let modes: Vec<&str> = runs
+        .iter()
+        .map(|r| r["token_mode"].as_str().unwrap_or(""))
+        .collect();
+    assert_eq!(modes, ["none", "reuse", "fresh"]);
+    for run in runs {
+        assert_eq!(run["ok"], 200, "{run}");
+        assert_eq!(run["failed"], 0, "{run}");
+        assert!(
+            run["server"]["peak_rss_mib"].as_f64().unwrap_or(0.0) > 0.0,
+            "{run}"
+        );
+    }
+    assert_eq!(runs[2]["distinct_tokens"], 200);
+    assert!(value["reuse_over_none"].as_f64().is_some());
+}
+
+#[test]
+fn the_mesh_scenario_covers_every_method_and_each_services_memory() {
+    let value = bench(&[
+        "mesh",
+        "--requests",
+        "20",
+        "--in-flight",
+        "4",
+        "--refreshes",
+        "10",
+    ]);
+    let labels: Vec<&str> = reports(&value)
+        .iter()
+        .map(|r| r["label"].as_str().unwrap_or(""))
+        .collect();
+    assert_eq!(
+        labels,
+        [
+            "Login (argon2id)",
+            "GetProduct",
+            "ListProducts",
+            "PlaceOrder, grant",
+            "PlaceOrder, rpc to Products",
+            "IssueServiceToken",
+            "Refresh (10 tokens, once each)",
+        ]
+    );
+    for run in reports(&value) {
+        let expected = if labels.last() == run["label"].as_str().as_ref() {
+            10
+        } else {
+            20
+        };
+        assert_eq!(
+            (&run["ok"], &run["failed"]),
+            (&expected.into(), &0.into()),
+            "{run}"
+        );
+    }
+    let services: Vec<&str> = value["memory"]
+        .as_array()
+        .expect("memory")
+        .iter()
+        .map(|m| m["service"].as_str().unwrap_or(""))
+        .collect();
+    assert_eq!(services, ["auth", "products", "orders"]);
+}

@@ -103,3 +103,50 @@ fn the_mesh_scenario_covers_every_method_and_each_services_memory() {
         .collect();
     assert_eq!(services, ["auth", "products", "orders"]);
 }
+
+#[test]
+fn the_in_flight_sweep_draws_its_plot_and_the_token_sweep_cycles_its_pools() {
+    let plot = std::env::temp_dir().join(format!("tokenmesh-bench-{}.svg", std::process::id()));
+    let plot_arg = plot.display().to_string();
+    let value = bench(&[
+        "in-flight",
+        "--levels",
+        "1,4",
+        "--requests",
+        "10",
+        "--plot",
+        &plot_arg,
+    ]);
+    let svg = std::fs::read_to_string(&plot).expect("plot written");
+    let _ = std::fs::remove_file(&plot);
+    assert!(svg.contains("<svg") && svg.contains("requests in flight"));
+    let in_flight: Vec<u64> = reports(&value)
+        .iter()
+        .map(|r| r["in_flight"].as_u64().unwrap_or(0))
+        .collect();
+    assert_eq!(
+        in_flight,
+        [1, 4, 1, 4, 1, 4],
+        "three series, each at every level"
+    );
+
+    let value = bench(&[
+        "tokens",
+        "--levels",
+        "3,50",
+        "--requests",
+        "20",
+        "--in-flight",
+        "4",
+    ]);
+    let pools: Vec<(u64, u64)> = reports(&value)
+        .iter()
+        .map(|r| {
+            (
+                r["distinct_tokens"].as_u64().unwrap_or(0),
+                r["ok"].as_u64().unwrap_or(0),
+            )
+        })
+        .collect();
+    assert_eq!(pools, [(3, 20), (50, 20)]);
+}

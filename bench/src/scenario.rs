@@ -493,7 +493,7 @@ pub async fn mesh(
             mesh.orders.pid,
         ),
         (
-            "PlaceOrder, rpc to Products",
+            "PlaceOrder, no grant (default chain: replica)",
             target(
                 orders,
                 place,

@@ -317,14 +317,14 @@ impl Entitlements {
 
     async fn by_rpc(&self, subject: &str, product_id: &str, access_token: &str) -> Decision {
         let key = (subject.to_owned(), product_id.to_owned());
-        // Concurrent misses for one key share one call (moka coalesces them).
-        let answer = self
-            .rpc_cache
-            .try_get_with(
-                key,
-                self.check_with_products(subject, product_id, access_token),
-            )
-            .await;
+        let call = self.check_with_products(subject, product_id, access_token);
+        let answer = if self.config.rpc_cache_ttl.is_zero() {
+            // No cache: every decision is a call (what "rpc cold" measures).
+            call.await.map_err(Arc::new)
+        } else {
+            // Concurrent misses for one key share one call (moka coalesces them).
+            self.rpc_cache.try_get_with(key, call).await
+        };
         match answer {
             Ok(RpcAnswer::Allowed) => Decision::Allowed(EntitlementSource::Rpc),
             Ok(RpcAnswer::NotEntitled) => {

@@ -78,7 +78,7 @@ fn the_mesh_scenario_covers_every_method_and_each_services_memory() {
             "GetProduct",
             "ListProducts",
             "PlaceOrder, grant",
-            "PlaceOrder, rpc to Products",
+            "PlaceOrder, no grant (default chain: replica)",
             "IssueServiceToken",
             "Refresh (10 tokens, once each)",
         ]

@@ -2,14 +2,12 @@
 
 use std::sync::Arc;
 
-use tokenmesh_interceptor::{
-    AuthLayer, Claims, KeyStore, Policy, RevocationSet, Verifier, VerifierConfig,
-};
+use tokenmesh_interceptor::{Claims, KeyStore, Policy, RevocationSet, Verifier, VerifierConfig};
 use tokenmesh_proto::orders::v1::{
     GetOrderRequest, ListOrdersRequest, ListOrdersResponse, Order, PlaceOrderRequest,
     orders_service_server::{self, OrdersServiceServer},
 };
-use tokenmesh_server::{Caller, ServiceTokens, TokenExchanger, caller, paging::PageRequest};
+use tokenmesh_server::{ServiceTokens, TokenExchanger, caller, paging::PageRequest};
 use tonic::{Request, Response, Status, transport::Channel};
 use tracing::instrument;
 
@@ -98,10 +96,13 @@ impl OrdersService {
         revocations: Arc<RevocationSet>,
         shutdown: impl Future<Output = ()> + Send,
     ) -> Result<(), tokenmesh_server::ServeError> {
-        let config = VerifierConfig::access_tokens(&self.config.access_token_issuer, "orders");
-        let verifier =
-            Verifier::<Caller>::new(config, access_token_keys).with_revocations(revocations);
-        let layer = AuthLayer::new(Arc::new(verifier), Self::policy());
+        let layer = tokenmesh_server::access_token_layer(
+            &self.config.access_token_issuer,
+            "orders",
+            access_token_keys,
+            revocations,
+            SERVICE,
+        );
         tokenmesh_server::serve(listener, OrdersServiceServer::new(self), layer, shutdown).await
     }
 }

@@ -2,9 +2,7 @@
 
 use std::{sync::Arc, time::Duration};
 
-use tokenmesh_interceptor::{
-    AuthLayer, Claims, KeyStore, Policy, RevocationSet, Verifier, VerifierConfig,
-};
+use tokenmesh_interceptor::{Claims, KeyStore, Policy, RevocationSet};
 use tokenmesh_proto::{
     auth::v1::{GetJwksRequest, Jwks},
     claims::{v1, v2},
@@ -16,9 +14,7 @@ use tokenmesh_proto::{
         products_service_server::{self, ProductsServiceServer},
     },
 };
-use tokenmesh_server::{
-    Caller, Feed, SigningKey, caller, now_unix, paging::PageRequest, random_token,
-};
+use tokenmesh_server::{Feed, SigningKey, caller, now_unix, paging::PageRequest, random_token};
 use tonic::{Request, Response, Status};
 use tracing::instrument;
 
@@ -104,10 +100,13 @@ impl ProductsService {
         revocations: Arc<RevocationSet>,
         shutdown: impl Future<Output = ()> + Send,
     ) -> Result<(), tokenmesh_server::ServeError> {
-        let config = VerifierConfig::access_tokens(&self.config.access_token_issuer, "products");
-        let verifier =
-            Verifier::<Caller>::new(config, access_token_keys).with_revocations(revocations);
-        let layer = AuthLayer::new(Arc::new(verifier), Self::policy());
+        let layer = tokenmesh_server::access_token_layer(
+            &self.config.access_token_issuer,
+            "products",
+            access_token_keys,
+            revocations,
+            SERVICE,
+        );
         let feed = self.feed.clone();
         let shutdown = async move {
             shutdown.await;

@@ -21,7 +21,7 @@ pub use auth_client::{ServiceTokens, TokenExchanger, follow_revocations};
 pub use caller::{ACCESS_CLAIMS_VERSION, Caller, bearer_metadata, caller};
 pub use feed::Feed;
 pub use jwks::{GrpcJwksSource, jwk_json, jwk_to_jose};
-pub use policy::policy_for;
+pub use policy::{access_token_layer, policy_for};
 pub use serve::{ServeError, serve};
 pub use signing::{SigningAlgorithm, SigningKey, SigningKeyError};
 pub use tls::{Listener, TlsError};

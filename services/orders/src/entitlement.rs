@@ -414,49 +414,35 @@ async fn follow_feed(
     products: Channel,
     credentials: Arc<ServiceTokens>,
 ) {
-    let mut client =
-        ProductsServiceClient::new(AttachTokenLayer::shared(credentials).layer(products));
-    let mut backoff = Duration::from_millis(50);
-    loop {
-        match follow_once(&chain, &mut client).await {
-            Ok(true) => return,
-            Ok(false) => backoff = Duration::from_millis(50),
-            Err(status) => {
-                tracing::debug!(code = ?status.code(), message = status.message(), "entitlement feed interrupted");
-            }
-        }
-        // The replica stays conclusive while disconnected: with Products down
-        // nothing can change; it catches up again on reconnect.
-        tokio::time::sleep(backoff).await;
-        backoff = (backoff * 2).min(Duration::from_secs(2));
-    }
+    let client = ProductsServiceClient::new(AttachTokenLayer::shared(credentials).layer(products));
+    // The replica stays conclusive while disconnected: with Products down nothing
+    // can change; it catches up again on reconnect.
+    tokenmesh_server::follow("entitlement", move || {
+        let (chain, mut client) = (chain.clone(), client.clone());
+        async move { follow_once(&chain, &mut client).await }
+    })
+    .await;
 }
 
-/// One subscription; `Ok(true)` when the chain is gone.
+/// One subscription: `Ok(None)` when the chain is gone, else how many changes
+/// it applied before the stream ended.
 async fn follow_once(
     chain: &std::sync::Weak<Entitlements>,
     client: &mut ProductsServiceClient<AttachToken<Channel>>,
-) -> Result<bool, Status> {
-    let Some(since) = (match chain.upgrade() {
-        Some(chain) => Some(
-            chain
-                .replica
-                .store
-                .replica_cursor()
-                .await
-                .map_err(Status::from)?,
-        ),
-        None => None,
-    }) else {
-        return Ok(true);
+) -> Result<Option<usize>, Status> {
+    let Some(replica) = chain.upgrade().map(|chain| chain.replica.clone()) else {
+        return Ok(None);
     };
+    let since = replica.store.replica_cursor().await.map_err(Status::from)?;
+    drop(replica);
+    let mut applied = 0;
     let request = WatchEntitlementsRequest {
         since: u64::try_from(since).unwrap_or_default(),
     };
     let mut stream = client.watch_entitlements(request).await?.into_inner();
     while let Some(event) = stream.message().await? {
         let Some(chain) = chain.upgrade() else {
-            return Ok(true);
+            return Ok(None);
         };
         let cursor = i64::try_from(event.cursor).unwrap_or(i64::MAX);
         let change = match event.change {
@@ -485,6 +471,7 @@ async fn follow_once(
             .apply_replica_change(&change, cursor)
             .await
             .map_err(Status::from)?;
+        applied += 1;
     }
-    Ok(false)
+    Ok(Some(applied))
 }

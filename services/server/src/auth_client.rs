@@ -5,6 +5,7 @@
 
 use std::{
     collections::HashMap,
+    fmt,
     sync::{Arc, Weak},
     time::Duration,
 };
@@ -12,18 +13,20 @@ use std::{
 use futures::{FutureExt, future::BoxFuture};
 use sha2::{Digest, Sha256};
 use tokenmesh_interceptor::{
-    BearerToken, RevocationSet, SubjectToken, TokenSource, TokenSourceError,
+    AttachToken, AttachTokenLayer, BearerToken, IssuedToken, RefreshingToken, RevocationSet,
+    SubjectToken, TokenFetcher, TokenSource, TokenSourceError,
 };
 use tokenmesh_proto::auth::v1::{
     ExchangeTokenRequest, IssueServiceTokenRequest, WatchRevocationsRequest,
     auth_service_client::AuthServiceClient, revocation_event::Revoked,
 };
-use tokio::{sync::Mutex, time::Instant};
-use tonic::{Request, Status, transport::Channel};
+use tokio::time::Instant;
+use tonic::{Status, transport::Channel};
+use tower::Layer;
 
-use crate::{bearer_metadata, now_unix};
+use crate::now_unix;
 
-/// Tokens are renewed when they have less than this left.
+/// Exchanged tokens are renewed when they have less than this left.
 const RENEW_BEFORE: Duration = Duration::from_secs(15);
 /// Exchanged tokens cached at most; the cache is emptied when it is full.
 const MAX_EXCHANGED: usize = 10_000;
@@ -48,49 +51,55 @@ impl Cached {
     }
 }
 
-/// A service's own access token (client credentials), renewed before expiry;
-/// concurrent callers share one renewal.
-#[derive(Debug)]
-pub struct ServiceTokens {
+/// Client credentials (RFC 6749 §4.4) at Auth, for [`RefreshingToken`].
+struct ClientCredentials {
     auth: AuthServiceClient<Channel>,
-    client_id: String,
-    client_secret: String,
-    audience: String,
-    cached: Mutex<Option<Cached>>,
+    request: IssueServiceTokenRequest,
+}
+
+impl TokenFetcher for ClientCredentials {
+    fn fetch(&self) -> BoxFuture<'_, Result<IssuedToken, TokenSourceError>> {
+        async move {
+            let response = self
+                .auth
+                .clone()
+                .issue_service_token(self.request.clone())
+                .await
+                .map_err(source_error)?
+                .into_inner();
+            Ok(IssuedToken {
+                access_token: response.access_token,
+                expires_in: Duration::from_secs(
+                    u64::try_from(response.expires_in).unwrap_or_default(),
+                ),
+            })
+        }
+        .boxed()
+    }
+}
+
+/// A service's own access token (client credentials): the interceptor's
+/// [`RefreshingToken`] over Auth's `IssueServiceToken` — renewed before expiry,
+/// one fetch for all callers, the current token kept if Auth is briefly down.
+pub struct ServiceTokens(RefreshingToken<ClientCredentials>);
+
+impl fmt::Debug for ServiceTokens {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_tuple("ServiceTokens").field(&self.0).finish()
+    }
 }
 
 impl ServiceTokens {
     /// Tokens for `client_id`, for `audience`, from Auth on `channel`.
     pub fn new(channel: Channel, client_id: &str, client_secret: &str, audience: &str) -> Self {
-        Self {
+        Self(RefreshingToken::new(ClientCredentials {
             auth: AuthServiceClient::new(channel),
-            client_id: client_id.to_owned(),
-            client_secret: client_secret.to_owned(),
-            audience: audience.to_owned(),
-            cached: Mutex::new(None),
-        }
-    }
-
-    /// A valid token, fetched if the cached one is missing or about to expire.
-    pub async fn token(&self) -> Result<String, Status> {
-        let mut cached = self.cached.lock().await;
-        if let Some(token) = cached.as_ref().and_then(Cached::fresh) {
-            return Ok(token.to_owned());
-        }
-        let response = self
-            .auth
-            .clone()
-            .issue_service_token(IssueServiceTokenRequest {
-                client_id: self.client_id.clone(),
-                client_secret: self.client_secret.clone(),
-                audience: self.audience.clone(),
-            })
-            .await?
-            .into_inner();
-        let fresh = Cached::new(response.access_token, response.expires_in);
-        let token = fresh.token.clone();
-        *cached = Some(fresh);
-        Ok(token)
+            request: IssueServiceTokenRequest {
+                client_id: client_id.to_owned(),
+                client_secret: client_secret.to_owned(),
+                audience: audience.to_owned(),
+            },
+        }))
     }
 }
 
@@ -99,8 +108,8 @@ impl ServiceTokens {
 /// expire.
 #[derive(Debug)]
 pub struct TokenExchanger {
-    auth: AuthServiceClient<Channel>,
-    actor: Arc<ServiceTokens>,
+    /// Auth, called as this service: the layer attaches its own token.
+    auth: AuthServiceClient<AttachToken<Channel>>,
     audience: String,
     cache: std::sync::Mutex<HashMap<[u8; 32], Cached>>,
 }
@@ -109,8 +118,7 @@ impl TokenExchanger {
     /// Exchanges for `audience`, authenticated by `actor`'s tokens.
     pub fn new(channel: Channel, actor: Arc<ServiceTokens>, audience: &str) -> Self {
         Self {
-            auth: AuthServiceClient::new(channel),
-            actor,
+            auth: AuthServiceClient::new(AttachTokenLayer::shared(actor).layer(channel)),
             audience: audience.to_owned(),
             cache: std::sync::Mutex::default(),
         }
@@ -128,14 +136,10 @@ impl TokenExchanger {
         if let Some(token) = cached.as_ref().and_then(Cached::fresh) {
             return Ok(token.to_owned());
         }
-        let mut request = Request::new(ExchangeTokenRequest {
+        let request = ExchangeTokenRequest {
             subject_token: subject_token.to_owned(),
             audience: self.audience.clone(),
-        });
-        request.metadata_mut().insert(
-            "authorization",
-            bearer_metadata(&self.actor.token().await?)?,
-        );
+        };
         let response = self
             .auth
             .clone()
@@ -173,9 +177,9 @@ fn source_error(status: Status) -> TokenSourceError {
 impl TokenSource for ServiceTokens {
     fn token<'a>(
         &'a self,
-        _: &'a http::Extensions,
+        extensions: &'a http::Extensions,
     ) -> BoxFuture<'a, Result<BearerToken, TokenSourceError>> {
-        async move { BearerToken::new(&self.token().await.map_err(source_error)?) }.boxed()
+        self.0.token(extensions)
     }
 }
 
@@ -204,42 +208,29 @@ pub fn follow_revocations(
     revocations: &Arc<RevocationSet>,
 ) -> tokio::task::JoinHandle<()> {
     let revocations: Weak<RevocationSet> = Arc::downgrade(revocations);
-    let mut auth = AuthServiceClient::new(channel);
-    tokio::spawn(async move {
-        let mut backoff = Duration::from_millis(50);
-        loop {
-            let Some(since) = revocations.upgrade().map(|set| set.cursor()) else {
-                return;
-            };
-            match watch_once(&mut auth, &credentials, &revocations, since).await {
-                Ok(applied) if applied > 0 => backoff = Duration::from_millis(50),
-                Ok(_) => {}
-                Err(status) => {
-                    tracing::debug!(code = ?status.code(), message = status.message(), "revocation feed interrupted");
-                }
-            }
-            tokio::time::sleep(backoff).await;
-            backoff = (backoff * 2).min(Duration::from_secs(2));
-        }
-    })
+    let auth = AuthServiceClient::new(AttachTokenLayer::shared(credentials).layer(channel));
+    tokio::spawn(crate::follow("revocation", move || {
+        let (mut auth, revocations) = (auth.clone(), revocations.clone());
+        async move { watch_once(&mut auth, &revocations).await }
+    }))
 }
 
+/// One subscription; `Ok(None)` once the set is gone.
 async fn watch_once(
-    auth: &mut AuthServiceClient<Channel>,
-    credentials: &ServiceTokens,
+    auth: &mut AuthServiceClient<AttachToken<Channel>>,
     revocations: &Weak<RevocationSet>,
-    since: u64,
-) -> Result<usize, Status> {
-    let mut request = Request::new(WatchRevocationsRequest { since });
-    request.metadata_mut().insert(
-        "authorization",
-        bearer_metadata(&credentials.token().await?)?,
-    );
-    let mut stream = auth.watch_revocations(request).await?.into_inner();
+) -> Result<Option<usize>, Status> {
+    let Some(since) = revocations.upgrade().map(|set| set.cursor()) else {
+        return Ok(None);
+    };
+    let mut stream = auth
+        .watch_revocations(WatchRevocationsRequest { since })
+        .await?
+        .into_inner();
     let mut applied = 0;
     while let Some(event) = stream.message().await? {
         let Some(set) = revocations.upgrade() else {
-            return Ok(applied);
+            return Ok(None);
         };
         match event.revoked {
             Some(Revoked::Subject(subject)) => {
@@ -252,5 +243,5 @@ async fn watch_once(
         set.prune(now_unix());
         applied += 1;
     }
-    Ok(applied)
+    Ok(Some(applied))
 }

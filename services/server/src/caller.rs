@@ -5,7 +5,7 @@ use std::sync::Arc;
 use serde::Deserialize;
 use tokenmesh_interceptor::{AuthError, Claims};
 use tokenmesh_proto::claims::v1::AccessClaims;
-use tonic::{Request, Status, metadata::MetadataValue};
+use tonic::{Request, Status};
 
 /// The access-claims versions this build reads.
 pub const ACCESS_CLAIMS_VERSION: u32 = 1;
@@ -59,11 +59,4 @@ pub fn caller<T>(request: &Request<T>) -> Result<Arc<Caller>, Status> {
             tracing::error!("handler expects a caller but its method is not authenticated");
             Status::internal("internal error")
         })
-}
-
-/// `Bearer <token>` as a metadata value, to call another service with a token.
-pub fn bearer_metadata(token: &str) -> Result<MetadataValue<tonic::metadata::Ascii>, Status> {
-    format!("Bearer {token}")
-        .parse()
-        .map_err(|_| Status::unauthenticated("token is not valid metadata"))
 }

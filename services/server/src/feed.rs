@@ -1,6 +1,7 @@
-//! Resumable server streams over an append-only table (revocations, entitlement
-//! changes): replay from the client's cursor, then follow live — woken at once by
-//! writes in this process, and by a short poll for writes by other replicas.
+//! Resumable streams over an append-only table (revocations, entitlement
+//! changes). Server side, [`Feed`]: replay from the client's cursor, then follow
+//! live — woken at once by writes in this process, and by a short poll for writes
+//! by other replicas. Client side, [`follow`]: resubscribe after every drop.
 
 use std::time::Duration;
 
@@ -112,5 +113,30 @@ impl Feed {
             }
         });
         ReceiverStream::new(receiver)
+    }
+}
+
+/// Subscribes with `subscribe` again and again until it answers `Ok(None)` (its
+/// consumer is gone). A subscription that ended cleanly (the server closed it,
+/// e.g. on restart) is retried at once-ish; a failing one with a backoff growing
+/// to 2 s. `subscribe` resumes from its own cursor; `Ok(Some(n))` is how many
+/// events it applied.
+pub async fn follow<F, Fut>(feed: &'static str, mut subscribe: F)
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Result<Option<usize>, Status>>,
+{
+    const FIRST: Duration = Duration::from_millis(50);
+    let mut backoff = FIRST;
+    loop {
+        match subscribe().await {
+            Ok(None) => return,
+            Ok(Some(_)) => backoff = FIRST,
+            Err(status) => {
+                tracing::debug!(feed, code = ?status.code(), message = status.message(), "feed interrupted");
+            }
+        }
+        tokio::time::sleep(backoff).await;
+        backoff = (backoff * 2).min(Duration::from_secs(2));
     }
 }

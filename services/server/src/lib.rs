@@ -18,8 +18,8 @@ mod signing;
 pub mod tls;
 
 pub use auth_client::{ServiceTokens, TokenExchanger, follow_revocations};
-pub use caller::{ACCESS_CLAIMS_VERSION, Caller, bearer_metadata, caller};
-pub use feed::Feed;
+pub use caller::{ACCESS_CLAIMS_VERSION, Caller, caller};
+pub use feed::{Feed, follow};
 pub use jwks::{GrpcJwksSource, jwk_json, jwk_to_jose};
 pub use policy::{access_token_layer, policy_for};
 pub use serve::{ServeError, serve};

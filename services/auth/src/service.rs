@@ -447,8 +447,12 @@ impl auth_service_server::AuthService for AuthService {
                 expires_at,
             )
             .await?;
-        let username = match spend {
-            Spend::Rotated { username } => username,
+        let (username, scopes, not_before) = match spend {
+            Spend::Rotated {
+                username,
+                scopes,
+                not_before,
+            } => (username, scopes, not_before),
             Spend::Unknown => return Err(AuthServiceError::RefreshRefused("unknown").into()),
             Spend::Expired => return Err(AuthServiceError::RefreshRefused("expired").into()),
             Spend::Revoked => return Err(AuthServiceError::RefreshRefused("revoked").into()),
@@ -459,17 +463,10 @@ impl auth_service_server::AuthService for AuthService {
                 );
             }
         };
-        let user = self
-            .inner
-            .store
-            .find_user(&username)
-            .await?
-            .ok_or(AuthServiceError::RefreshRefused("revoked"))?;
-        let access = self.user_access_token(&user.username, &user.scopes, user.not_before)?;
+        // The spend read the owner's scopes and epoch in its transaction.
+        let access = self.user_access_token(&username, &scopes, not_before)?;
         Ok(Response::new(Self::token_response(
-            access,
-            successor,
-            &user.scopes,
+            access, successor, &scopes,
         )))
     }
 

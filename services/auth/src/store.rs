@@ -57,6 +57,10 @@ pub enum Spend {
     Rotated {
         /// The owner.
         username: String,
+        /// The owner's scopes, for the new access token.
+        scopes: String,
+        /// The owner's revocation epoch, for the new access token's `iat`.
+        not_before: i64,
     },
     /// The token had been spent before: the family is now revoked.
     Reused,
@@ -197,8 +201,8 @@ impl Store {
         .await?
         .rows_affected()
             == 1;
-        let row: Option<(String, Option<i64>, i64, String, i64)> = sqlx::query_as(
-            "SELECT t.family_id, t.spent_at, t.expires_at, f.username, \
+        let row: Option<(String, i64, String, String, i64, i64)> = sqlx::query_as(
+            "SELECT t.family_id, t.expires_at, f.username, u.scopes, u.not_before, \
                     CASE WHEN f.revoked_at IS NULL AND u.active = 1 THEN 0 ELSE 1 END \
              FROM refresh_tokens t \
              JOIN refresh_families f ON f.family_id = t.family_id \
@@ -208,7 +212,7 @@ impl Store {
         .bind(token_hash)
         .fetch_optional(&mut *tx)
         .await?;
-        let Some((family_id, _, expires_at, username, dead)) = row else {
+        let Some((family_id, expires_at, username, scopes, not_before, dead)) = row else {
             return Ok(Spend::Unknown);
         };
         let outcome = if spent && dead == 0 {
@@ -220,7 +224,11 @@ impl Store {
                 successor_expires_at,
             )
             .await?;
-            Spend::Rotated { username }
+            Spend::Rotated {
+                username,
+                scopes,
+                not_before,
+            }
         } else if spent || dead == 1 {
             Spend::Revoked
         } else if expires_at <= now {

@@ -111,21 +111,30 @@ impl Store {
     /// Inserts `new` in one statement. Returns `None` if `subject` already has an
     /// order with this `request_id` (a concurrent retry won the race).
     pub async fn insert(&self, new: &NewOrder<'_>) -> Result<Option<Order>, OrdersError> {
-        let id = format!("ord_{}", tokenmesh_server::random_token(12));
+        let row: OrderRow = (
+            format!("ord_{}", tokenmesh_server::random_token(12)),
+            new.subject.to_owned(),
+            new.product_id.to_owned(),
+            i64::from(new.quantity),
+            new.request_id.to_owned(),
+            new.source as i64,
+            now_micros(),
+        );
         let result = sqlx::query(&format!(
             "INSERT INTO orders ({COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7)"
         ))
-        .bind(&id)
-        .bind(new.subject)
-        .bind(new.product_id)
-        .bind(i64::from(new.quantity))
-        .bind(new.request_id)
-        .bind(new.source as i64)
-        .bind(now_micros())
+        .bind(&row.0)
+        .bind(&row.1)
+        .bind(&row.2)
+        .bind(row.3)
+        .bind(&row.4)
+        .bind(row.5)
+        .bind(row.6)
         .execute(&self.pool)
         .await;
         match result {
-            Ok(_) => self.by_id(new.subject, &id).await,
+            // The row as written is the order: no read back.
+            Ok(_) => Ok(Some(order(row))),
             Err(error) if tokenmesh_server::db::is_unique_violation(&error) => Ok(None),
             Err(error) => Err(error.into()),
         }

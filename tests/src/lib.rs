@@ -14,8 +14,8 @@ use tokenmesh::cli::{AuthArgs, EntitlementArgs, TlsArgs, UpArgs};
 pub use tokenmesh_orders::SourceKind;
 use tokenmesh_proto::{
     auth::v1::{LoginRequest, auth_service_client::AuthServiceClient},
-    orders::v1::orders_service_client::OrdersServiceClient,
-    products::v1::products_service_client::ProductsServiceClient,
+    orders::v1::{ListOrdersRequest, orders_service_client::OrdersServiceClient},
+    products::v1::{ListProductsRequest, products_service_client::ProductsServiceClient},
 };
 use tonic::{
     Request, Status,
@@ -312,6 +312,16 @@ impl Mesh {
     pub async fn orders_as(&self, user: &str) -> OrdersClient {
         let token = self.login(user).await;
         self.orders(Bearer::token(&token)).await
+    }
+
+    /// Whether `token` is accepted by Products (ListProducts) and by Orders
+    /// (ListOrders) right now.
+    pub async fn accepted_by(&self, token: &str) -> (Result<(), Status>, Result<(), Status>) {
+        let mut products = self.products(Bearer::token(token)).await;
+        let mut orders = self.orders(Bearer::token(token)).await;
+        let products = products.list_products(ListProductsRequest::default()).await;
+        let orders = orders.list_orders(ListOrdersRequest::default()).await;
+        (products.map(|_| ()), orders.map(|_| ()))
     }
 
     /// A minter holding Auth's real signing key.

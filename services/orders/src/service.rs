@@ -136,13 +136,7 @@ fn replay(existing: Order, request: &PlaceOrderRequest) -> Result<Order, OrdersE
 
 /// The bearer token the auth layer already checked, to exchange for Products.
 fn access_token<T>(request: &Request<T>) -> &str {
-    request
-        .metadata()
-        .get("authorization")
-        .and_then(|value| value.to_str().ok())
-        .and_then(|value| value.split_once(' '))
-        .map(|(_, token)| token.trim())
-        .unwrap_or_default()
+    tokenmesh_interceptor::bearer_token(request.metadata().as_ref()).unwrap_or_default()
 }
 
 #[tonic::async_trait]

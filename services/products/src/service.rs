@@ -116,6 +116,17 @@ impl ProductsService {
         tokenmesh_server::serve(listener, ProductsServiceServer::new(self), layer, shutdown).await
     }
 
+    /// Wakes the feed's streams if `change` changed anything, and answers it.
+    fn published(&self, change: Written) -> EntitlementResponse {
+        if change.changed {
+            self.feed.notify();
+        }
+        EntitlementResponse {
+            cursor: u64::try_from(change.cursor).unwrap_or_default(),
+            changed: change.changed,
+        }
+    }
+
     /// The caller's entitlement grant, in the configured claims version, or none
     /// when it would exceed the size budget.
     async fn grant(&self, subject: &str) -> Result<(String, GrantStatus), ProductsError> {
@@ -195,11 +206,11 @@ fn change_event(row: ChangeRow) -> EntitlementEvent {
     }
 }
 
-fn written(written: Written) -> EntitlementResponse {
-    EntitlementResponse {
-        cursor: u64::try_from(written.cursor).unwrap_or_default(),
-        changed: written.changed,
-    }
+/// `subject` and `product_id` of an admin entitlement change, both required.
+fn entitlement_fields(request: &EntitlementRequest) -> Result<(&str, &str), ProductsError> {
+    required("subject", &request.subject)?;
+    required("product_id", &request.product_id)?;
+    Ok((&request.subject, &request.product_id))
 }
 
 fn required(field: &'static str, value: &str) -> Result<(), ProductsError> {
@@ -338,18 +349,12 @@ impl products_service_server::ProductsService for ProductsService {
         &self,
         request: Request<EntitlementRequest>,
     ) -> Result<Response<EntitlementResponse>, Status> {
-        let EntitlementRequest {
-            subject,
-            product_id,
-        } = request.get_ref();
-        required("subject", subject)?;
-        required("product_id", product_id)?;
+        let (subject, product_id) = entitlement_fields(request.get_ref())?;
         if self.store.product(product_id).await?.is_none() {
-            return Err(ProductsError::ProductNotFound(product_id.clone()).into());
+            return Err(ProductsError::ProductNotFound(product_id.to_owned()).into());
         }
         let change = self.store.grant(subject, product_id).await?;
-        self.feed.notify();
-        Ok(Response::new(written(change)))
+        Ok(Response::new(self.published(change)))
     }
 
     #[instrument(skip_all, fields(subject = %request.get_ref().subject, product_id = %request.get_ref().product_id))]
@@ -357,15 +362,9 @@ impl products_service_server::ProductsService for ProductsService {
         &self,
         request: Request<EntitlementRequest>,
     ) -> Result<Response<EntitlementResponse>, Status> {
-        let EntitlementRequest {
-            subject,
-            product_id,
-        } = request.get_ref();
-        required("subject", subject)?;
-        required("product_id", product_id)?;
+        let (subject, product_id) = entitlement_fields(request.get_ref())?;
         let change = self.store.revoke(subject, product_id).await?;
-        self.feed.notify();
-        Ok(Response::new(written(change)))
+        Ok(Response::new(self.published(change)))
     }
 
     type WatchEntitlementsStream = ChangeStream;

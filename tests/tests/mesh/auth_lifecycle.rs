@@ -12,7 +12,7 @@ use tokenmesh_proto::{
         RotateSigningKeyRequest, TokenResponse, auth_service_client::AuthServiceClient,
     },
     orders::v1::ListOrdersRequest,
-    products::v1::{CheckEntitlementRequest, ListProductsRequest},
+    products::v1::CheckEntitlementRequest,
 };
 use tokenmesh_tests::{
     Bearer, Mesh, MeshBuilder, Minter, bearer_value, claims_of, client_secret, eventually,
@@ -102,22 +102,6 @@ fn assert_status<T: std::fmt::Debug>(result: Result<T, Status>, code: Code, mess
     assert_eq!((status.code(), status.message()), (code, message));
 }
 
-/// Whether `token` is accepted by Products and by Orders right now.
-async fn accepted_by(mesh: &Mesh, token: &str) -> (Result<(), Status>, Result<(), Status>) {
-    let mut products = mesh.products(Bearer::token(token)).await;
-    let mut orders = mesh.orders(Bearer::token(token)).await;
-    (
-        products
-            .list_products(ListProductsRequest::default())
-            .await
-            .map(|_| ()),
-        orders
-            .list_orders(ListOrdersRequest::default())
-            .await
-            .map(|_| ()),
-    )
-}
-
 /// Waits until Products and Orders both refuse `token` with `message`.
 async fn refused_everywhere(
     mesh: &Mesh,
@@ -126,7 +110,7 @@ async fn refused_everywhere(
     deadline: Duration,
 ) -> Duration {
     let ((), took) = eventually(deadline, || async {
-        match accepted_by(mesh, token).await {
+        match mesh.accepted_by(token).await {
             (Err(p), Err(o)) => {
                 for status in [&p, &o] {
                     assert_eq!(
@@ -159,7 +143,7 @@ async fn refresh_rotates_the_token_and_the_new_access_token_works(builder: MeshB
         ("Bearer", 300)
     );
     assert_eq!(claims_of(&second.access_token)["sub"], "alice");
-    let (products, orders) = accepted_by(&mesh, &second.access_token).await;
+    let (products, orders) = mesh.accepted_by(&second.access_token).await;
     products.expect("Products accepts the refreshed token");
     orders.expect("Orders accepts the refreshed token");
     let third = refresh(&mut auth, &second.refresh_token)
@@ -300,7 +284,7 @@ async fn deactivation_kills_live_tokens_at_products_and_orders_within_a_second(
     let alice = login(&mut auth, "alice", "alice-demo")
         .await
         .expect("login");
-    let (products, orders) = accepted_by(&mesh, &alice.access_token).await;
+    let (products, orders) = mesh.accepted_by(&alice.access_token).await;
     products.expect("accepted before");
     orders.expect("accepted before");
 
@@ -410,7 +394,7 @@ async fn a_password_change_kills_old_tokens_but_not_the_next_login(builder: Mesh
     )
     .await;
     eprintln!("MEASURED: password change reached Products and Orders in {took:?}");
-    let (products, orders) = accepted_by(&mesh, &new.access_token).await;
+    let (products, orders) = mesh.accepted_by(&new.access_token).await;
     products.expect("the new login's token is valid");
     orders.expect("the new login's token is valid");
     assert_status(
@@ -444,7 +428,7 @@ async fn the_revocation_feed_resumes_after_auth_restarts(builder: MeshBuilder) {
     refused_everywhere(&mesh, &alice, "token revoked", REVOCATION_DEADLINE).await;
 
     mesh.restart_auth().await;
-    let (products, orders) = accepted_by(&mesh, &bob).await;
+    let (products, orders) = mesh.accepted_by(&bob).await;
     products.expect("bob still accepted while Auth restarts");
     orders.expect("bob still accepted while Auth restarts");
 
@@ -695,7 +679,7 @@ async fn rotation_reaches_products_and_orders_without_restart_and_the_old_key_re
         "both keys published during the overlap"
     );
     for token in [&before, &after] {
-        let (products, orders) = accepted_by(&mesh, token).await;
+        let (products, orders) = mesh.accepted_by(token).await;
         products.expect("Products accepts old and new keys");
         orders.expect("Orders accepts old and new keys");
     }
@@ -725,7 +709,7 @@ async fn rotation_reaches_products_and_orders_without_restart_and_the_old_key_re
     )
     .await;
     let fresh = mesh.login("alice").await;
-    let (products, orders) = accepted_by(&mesh, &fresh).await;
+    let (products, orders) = mesh.accepted_by(&fresh).await;
     products.expect("new key still trusted");
     orders.expect("new key still trusted");
     mesh.shutdown().await;

@@ -251,16 +251,9 @@ async fn access_tokens_of_every_algorithm_verify_with_pyjwt_and_at_every_service
             "{tampered:?}"
         );
 
-        let mut products = mesh.products(Bearer::token(&token)).await;
-        products
-            .list_products(ListProductsRequest::default())
-            .await
-            .expect("Products verifies it");
-        let mut orders = mesh.orders(Bearer::token(&token)).await;
-        orders
-            .list_orders(ListOrdersRequest::default())
-            .await
-            .expect("Orders verifies it");
+        let (products, orders) = mesh.accepted_by(&token).await;
+        products.expect("Products verifies it");
+        orders.expect("Orders verifies it");
         mesh.shutdown().await;
     }
 }

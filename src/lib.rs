@@ -4,6 +4,9 @@
 
 #![allow(missing_docs)] // generated code carries the proto comments it has
 
+#[warn(missing_docs)]
+pub mod names;
+
 /// `tokenmesh.auth.v1`: login and the key set.
 pub mod auth {
     pub mod v1 {

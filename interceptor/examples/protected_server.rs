@@ -18,6 +18,8 @@ struct User {
     exp: i64,
     iat: i64,
     #[serde(default)]
+    nbf: i64,
+    #[serde(default)]
     scope: String,
 }
 
@@ -30,6 +32,9 @@ impl Claims for User {
     }
     fn issued_at(&self) -> i64 {
         self.iat
+    }
+    fn not_before(&self) -> i64 {
+        self.nbf
     }
     fn scope(&self) -> &str {
         &self.scope

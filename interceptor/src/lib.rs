@@ -18,6 +18,7 @@
 
 mod cache;
 mod client;
+mod clock;
 mod error;
 #[cfg(feature = "http-jwks")]
 mod http;
@@ -32,6 +33,7 @@ pub use client::{
     AttachToken, AttachTokenLayer, BearerToken, DEFAULT_REFRESH_BEFORE, IssuedToken,
     RefreshingToken, StaticToken, SubjectToken, TokenFetcher, TokenSource, TokenSourceError,
 };
+pub use clock::{Clock, ManualClock, SharedClock, SystemClock, system_clock};
 pub use error::{AuthError, ERROR_DOMAIN};
 #[cfg(feature = "http-jwks")]
 pub use http::{HttpJwksSource, MAX_JWKS_BYTES};

@@ -3,19 +3,15 @@
 //! key, then `iss`, `aud`, `exp`, `nbf`, `iat`, lifetime, required claims and the
 //! claims version — once per token: repeats are answered from a verified-token cache.
 
-use std::{
-    collections::HashMap,
-    marker::PhantomData,
-    sync::Arc,
-    time::{Duration, SystemTime, UNIX_EPOCH},
-};
+use std::{collections::HashMap, marker::PhantomData, sync::Arc, time::Duration};
 
 use jsonwebtoken::{Algorithm, Validation, errors::ErrorKind};
 use serde::de::DeserializeOwned;
 
 use crate::{
-    Allowed, AuthError, KeyStore, RevocationSet, VerificationKey,
+    Allowed, AuthError, KeyStore, RevocationSet, SharedClock, VerificationKey,
     cache::{Verified, VerifiedCache},
+    system_clock,
 };
 
 /// The typed payload of a token, as the layer needs to see it.
@@ -26,6 +22,10 @@ pub trait Claims: DeserializeOwned + Send + Sync + 'static {
     /// `exp` (Unix seconds). Already checked by the verifier; it bounds how long
     /// the verified token may be served from the cache.
     fn expires_at(&self) -> i64;
+
+    /// `nbf` (Unix seconds); return 0 when the token has none. Required, so that
+    /// no claims type silently skips the check.
+    fn not_before(&self) -> i64;
 
     /// `scope`: space-separated scopes (RFC 9068 §2.2.3). None by default.
     fn scope(&self) -> &str {
@@ -157,7 +157,10 @@ impl Issuer {
             .map(|&algorithm| {
                 let mut validation = Validation::new(algorithm);
                 validation.leeway = leeway;
-                validation.validate_nbf = true;
+                // `exp` and `nbf` are checked against the verifier's clock (see
+                // `check_times`); jsonwebtoken would read the system time.
+                validation.validate_exp = false;
+                validation.validate_nbf = false;
                 validation.set_issuer(&[&config.issuer]);
                 validation.set_audience(&config.audiences);
                 // jsonwebtoken skips absent `iss`/`aud`/`sub` unless required.
@@ -182,6 +185,7 @@ pub struct Verifier<C> {
     max_token_bytes: usize,
     revocations: Option<Arc<RevocationSet>>,
     cache: Option<VerifiedCache<C>>,
+    clock: SharedClock,
     _claims: PhantomData<fn() -> C>,
 }
 
@@ -203,6 +207,7 @@ impl<C: Claims> Verifier<C> {
             issuers: vec![Issuer::new(config, keys)],
             revocations: None,
             cache: VerifiedCache::new(DEFAULT_CACHE_CAPACITY),
+            clock: system_clock(),
             _claims: PhantomData,
         }
     }
@@ -219,6 +224,12 @@ impl<C: Claims> Verifier<C> {
     /// Also refuses tokens revoked in `revocations`.
     pub fn with_revocations(mut self, revocations: Arc<RevocationSet>) -> Self {
         self.revocations = Some(revocations);
+        self
+    }
+
+    /// Reads the time from `clock` (tests move a [`crate::ManualClock`]).
+    pub fn with_clock(mut self, clock: SharedClock) -> Self {
+        self.clock = clock;
         self
     }
 
@@ -260,7 +271,7 @@ impl<C: Claims> Verifier<C> {
         let digest = VerifiedCache::<C>::digest(token);
         if let Some(hit) = cache.get(&digest) {
             let issuer = &self.issuers[hit.issuer];
-            if now_unix() <= hit.expires_at.saturating_add(issuer.leeway)
+            if self.clock.now_unix() <= hit.expires_at.saturating_add(issuer.leeway)
                 && issuer.keys.trusts(&hit.key)
             {
                 self.check_revoked(&hit.claims)?;
@@ -326,7 +337,7 @@ impl<C: Claims> Verifier<C> {
         if claims.subject().is_empty() {
             return Err(AuthError::MissingClaim("sub".into()));
         }
-        check_times(issuer, &claims)?;
+        check_times(issuer, &claims, self.clock.now_unix())?;
         claims.check_version()?;
         self.check_revoked(&claims)?;
         Ok((claims, VerifiedBy { issuer: index, key }))
@@ -380,11 +391,18 @@ struct VerifiedBy {
     key: Arc<VerificationKey>,
 }
 
-/// What jsonwebtoken leaves to us: `iat` not in the future, and `exp − iat`
-/// within the issuer's maximum lifetime.
-fn check_times<C: Claims>(issuer: &Issuer, claims: &C) -> Result<(), AuthError> {
+/// Times, against `now` and within the issuer's leeway: `exp` not passed, `nbf`
+/// reached, `iat` not in the future, and `exp − iat` within the issuer's maximum
+/// lifetime. jsonwebtoken has already checked that `exp` is present.
+fn check_times<C: Claims>(issuer: &Issuer, claims: &C, now: i64) -> Result<(), AuthError> {
+    if now > claims.expires_at().saturating_add(issuer.leeway) {
+        return Err(AuthError::Expired);
+    }
+    if claims.not_before() > now.saturating_add(issuer.leeway) {
+        return Err(AuthError::NotYetValid);
+    }
     let issued_at = claims.issued_at();
-    if issued_at > now_unix().saturating_add(issuer.leeway) {
+    if issued_at > now.saturating_add(issuer.leeway) {
         return Err(AuthError::IssuedInFuture);
     }
     if let Some(max) = issuer.config.max_lifetime {
@@ -397,15 +415,6 @@ fn check_times<C: Claims>(issuer: &Issuer, claims: &C) -> Result<(), AuthError> 
         }
     }
     Ok(())
-}
-
-/// Seconds since the Unix epoch.
-fn now_unix() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |elapsed| {
-            i64::try_from(elapsed.as_secs()).unwrap_or(i64::MAX)
-        })
 }
 
 fn map_jwt_error(kind: &ErrorKind) -> AuthError {

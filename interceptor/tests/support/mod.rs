@@ -58,6 +58,8 @@ pub struct TestClaims {
     #[serde(default)]
     pub iat: i64,
     #[serde(default)]
+    pub nbf: i64,
+    #[serde(default)]
     pub jti: String,
     #[serde(default)]
     pub scope: String,
@@ -70,6 +72,10 @@ impl Claims for TestClaims {
 
     fn expires_at(&self) -> i64 {
         self.exp
+    }
+
+    fn not_before(&self) -> i64 {
+        self.nbf
     }
 
     fn scope(&self) -> &str {

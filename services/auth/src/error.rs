@@ -9,13 +9,8 @@ use tonic_types::{ErrorDetails, StatusExt};
 #[derive(Debug, thiserror::Error)]
 pub enum AuthServiceError {
     /// A request field is missing or malformed.
-    #[error("{field}: {reason}")]
-    InvalidArgument {
-        /// The proto field name.
-        field: &'static str,
-        /// What is wrong with it.
-        reason: &'static str,
-    },
+    #[error(transparent)]
+    InvalidArgument(#[from] tokenmesh_server::FieldViolation),
     /// Unknown user, wrong password or deactivated user: deliberately one answer.
     #[error("invalid username or password")]
     InvalidCredentials,
@@ -69,7 +64,7 @@ pub enum AuthServiceError {
 impl From<AuthServiceError> for Status {
     fn from(error: AuthServiceError) -> Self {
         match error {
-            AuthServiceError::InvalidArgument { .. } => Status::invalid_argument(error.to_string()),
+            AuthServiceError::InvalidArgument(violation) => violation.into(),
             AuthServiceError::InvalidCredentials
             | AuthServiceError::RefreshRefused(_)
             | AuthServiceError::InvalidClientCredentials => {

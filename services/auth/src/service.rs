@@ -21,8 +21,8 @@ use tokenmesh_proto::{
     claims::v1::{AccessClaims, Actor},
 };
 use tokenmesh_server::{
-    ACCESS_CLAIMS_VERSION, Caller, Feed, SigningAlgorithm, SigningKey, caller, now_unix,
-    random_token,
+    ACCESS_CLAIMS_VERSION, Caller, Feed, FieldViolation, SigningAlgorithm, SigningKey, caller,
+    now_unix, random_token, required,
 };
 use tonic::{Request, Response, Status};
 use tracing::instrument;
@@ -154,22 +154,9 @@ fn event(revocation: Revocation) -> RevocationEvent {
     }
 }
 
-fn required(field: &'static str, value: &str) -> Result<(), AuthServiceError> {
-    if value.is_empty() {
-        return Err(AuthServiceError::InvalidArgument {
-            field,
-            reason: "required",
-        });
-    }
-    Ok(())
-}
-
 fn valid_new_password(field: &'static str, value: &str) -> Result<(), AuthServiceError> {
     if value.chars().count() < MIN_PASSWORD_LEN {
-        return Err(AuthServiceError::InvalidArgument {
-            field,
-            reason: "must be at least 8 characters",
-        });
+        return Err(FieldViolation::new(field, "must be at least 8 characters").into());
     }
     Ok(())
 }
@@ -502,10 +489,10 @@ impl auth_service_server::AuthService for AuthService {
                 .chars()
                 .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-' | '@'));
         if !name_ok {
-            return Err(AuthServiceError::InvalidArgument {
-                field: "username",
-                reason: "at most 64 of A-Z a-z 0-9 . _ - @",
-            }
+            return Err(AuthServiceError::from(FieldViolation::new(
+                "username",
+                "at most 64 of A-Z a-z 0-9 . _ - @",
+            ))
             .into());
         }
         valid_new_password("password", &password)?;

@@ -81,6 +81,8 @@ pub struct Grant {
     pub iat: i64,
     /// When it expires.
     pub exp: i64,
+    /// Not valid before this.
+    pub nbf: i64,
     /// v1: product ids.
     pub product_ids: Vec<String>,
     /// v2: per-product grants.
@@ -98,6 +100,10 @@ impl Claims for Grant {
 
     fn expires_at(&self) -> i64 {
         self.exp
+    }
+
+    fn not_before(&self) -> i64 {
+        self.nbf
     }
 }
 

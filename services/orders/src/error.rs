@@ -6,13 +6,8 @@ use tonic::Status;
 #[derive(Debug, thiserror::Error)]
 pub enum OrdersError {
     /// A request field is missing or malformed.
-    #[error("{field}: {reason}")]
-    InvalidArgument {
-        /// The proto field name.
-        field: &'static str,
-        /// What is wrong with it.
-        reason: &'static str,
-    },
+    #[error(transparent)]
+    InvalidArgument(#[from] tokenmesh_server::FieldViolation),
     /// No such product.
     #[error("product {0} not found")]
     ProductNotFound(String),
@@ -56,7 +51,7 @@ pub enum OrdersError {
 impl From<OrdersError> for Status {
     fn from(error: OrdersError) -> Self {
         match error {
-            OrdersError::InvalidArgument { .. } => Status::invalid_argument(error.to_string()),
+            OrdersError::InvalidArgument(violation) => violation.into(),
             OrdersError::ProductNotFound(_) | OrdersError::OrderNotFound(_) => {
                 Status::not_found(error.to_string())
             }
@@ -72,15 +67,6 @@ impl From<OrdersError> for Status {
                 tracing::error!(%error, "internal error");
                 Status::internal("internal error")
             }
-        }
-    }
-}
-
-impl From<tokenmesh_server::paging::PagingError> for OrdersError {
-    fn from(error: tokenmesh_server::paging::PagingError) -> Self {
-        Self::InvalidArgument {
-            field: error.field,
-            reason: error.reason,
         }
     }
 }

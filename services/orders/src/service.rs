@@ -7,7 +7,9 @@ use tokenmesh_proto::orders::v1::{
     GetOrderRequest, ListOrdersRequest, ListOrdersResponse, Order, PlaceOrderRequest,
     orders_service_server::{self, OrdersServiceServer},
 };
-use tokenmesh_server::{ServiceTokens, TokenExchanger, caller, paging::PageRequest};
+use tokenmesh_server::{
+    FieldViolation, ServiceTokens, TokenExchanger, caller, paging::PageRequest,
+};
 use tonic::{Request, Response, Status, transport::Channel};
 use tracing::instrument;
 
@@ -108,7 +110,7 @@ impl OrdersService {
 }
 
 fn validate(request: &PlaceOrderRequest) -> Result<(), OrdersError> {
-    let invalid = |field, reason| Err(OrdersError::InvalidArgument { field, reason });
+    let invalid = |field, reason| Err(FieldViolation::new(field, reason).into());
     if request.product_id.is_empty() {
         return invalid("product_id", "required");
     }
@@ -194,11 +196,7 @@ impl orders_service_server::OrdersService for OrdersService {
         let caller = caller(&request)?;
         let id = &request.get_ref().id;
         if id.is_empty() {
-            return Err(OrdersError::InvalidArgument {
-                field: "id",
-                reason: "required",
-            }
-            .into());
+            return Err(OrdersError::from(FieldViolation::new("id", "required")).into());
         }
         // Another user's order is "not found": its existence is not the caller's business.
         let order = self
@@ -222,12 +220,9 @@ impl orders_service_server::OrdersService for OrdersService {
         let page = PageRequest::parse(*page_size, page_token).map_err(OrdersError::from)?;
         let after = match page.after.as_deref() {
             None => None,
-            Some(cursor) => Some(store::parse_cursor(cursor).ok_or(
-                OrdersError::InvalidArgument {
-                    field: "page_token",
-                    reason: "not a token this service issued",
-                },
-            )?),
+            Some(cursor) => Some(store::parse_cursor(cursor).ok_or(OrdersError::from(
+                FieldViolation::new("page_token", "not a token this service issued"),
+            ))?),
         };
         let rows = self
             .store

@@ -6,13 +6,8 @@ use tonic::Status;
 #[derive(Debug, thiserror::Error)]
 pub enum ProductsError {
     /// A request field is missing or malformed.
-    #[error("{field}: {reason}")]
-    InvalidArgument {
-        /// The proto field name.
-        field: &'static str,
-        /// What is wrong with it.
-        reason: &'static str,
-    },
+    #[error(transparent)]
+    InvalidArgument(#[from] tokenmesh_server::FieldViolation),
     /// No such product.
     #[error("product {0} not found")]
     ProductNotFound(String),
@@ -42,7 +37,7 @@ pub enum ProductsError {
 impl From<ProductsError> for Status {
     fn from(error: ProductsError) -> Self {
         match error {
-            ProductsError::InvalidArgument { .. } => Status::invalid_argument(error.to_string()),
+            ProductsError::InvalidArgument(violation) => violation.into(),
             ProductsError::ProductNotFound(_) => Status::not_found(error.to_string()),
             ProductsError::NotEntitled(_) | ProductsError::CheckScopeRequired(_) => {
                 Status::permission_denied(error.to_string())
@@ -55,15 +50,6 @@ impl From<ProductsError> for Status {
                 tracing::error!(%error, "internal error");
                 Status::internal("internal error")
             }
-        }
-    }
-}
-
-impl From<tokenmesh_server::paging::PagingError> for ProductsError {
-    fn from(error: tokenmesh_server::paging::PagingError) -> Self {
-        Self::InvalidArgument {
-            field: error.field,
-            reason: error.reason,
         }
     }
 }

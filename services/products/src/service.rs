@@ -14,7 +14,9 @@ use tokenmesh_proto::{
         products_service_server::{self, ProductsServiceServer},
     },
 };
-use tokenmesh_server::{Feed, SigningKey, caller, now_unix, paging::PageRequest, random_token};
+use tokenmesh_server::{
+    Feed, FieldViolation, SigningKey, caller, now_unix, paging::PageRequest, random_token, required,
+};
 use tonic::{Request, Response, Status};
 use tracing::instrument;
 
@@ -213,16 +215,6 @@ fn entitlement_fields(request: &EntitlementRequest) -> Result<(&str, &str), Prod
     Ok((&request.subject, &request.product_id))
 }
 
-fn required(field: &'static str, value: &str) -> Result<(), ProductsError> {
-    if value.is_empty() {
-        return Err(ProductsError::InvalidArgument {
-            field,
-            reason: "required",
-        });
-    }
-    Ok(())
-}
-
 #[tonic::async_trait]
 impl products_service_server::ProductsService for ProductsService {
     #[instrument(skip_all)]
@@ -317,18 +309,16 @@ impl products_service_server::ProductsService for ProductsService {
         } = request.into_inner();
         required("id", &id)?;
         if id.len() > 64 {
-            return Err(ProductsError::InvalidArgument {
-                field: "id",
-                reason: "longer than 64 bytes",
-            }
-            .into());
+            return Err(
+                ProductsError::from(FieldViolation::new("id", "longer than 64 bytes")).into(),
+            );
         }
         required("name", &name)?;
         if price_cents < 0 {
-            return Err(ProductsError::InvalidArgument {
-                field: "price_cents",
-                reason: "must not be negative",
-            }
+            return Err(ProductsError::from(FieldViolation::new(
+                "price_cents",
+                "must not be negative",
+            ))
             .into());
         }
         let product = Product {

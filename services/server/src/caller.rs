@@ -25,6 +25,10 @@ impl Claims for Caller {
         self.0.exp
     }
 
+    fn not_before(&self) -> i64 {
+        self.0.nbf
+    }
+
     fn scope(&self) -> &str {
         &self.0.scope
     }

@@ -16,6 +16,7 @@ mod policy;
 mod serve;
 mod signing;
 pub mod tls;
+pub mod validate;
 
 pub use auth_client::{ServiceTokens, TokenExchanger, follow_revocations};
 pub use caller::{ACCESS_CLAIMS_VERSION, Caller, caller};
@@ -25,6 +26,7 @@ pub use policy::{access_token_layer, policy_for};
 pub use serve::{ServeError, serve};
 pub use signing::{SigningAlgorithm, SigningKey, SigningKeyError};
 pub use tls::{Listener, TlsError};
+pub use validate::{FieldViolation, required};
 
 use std::time::{SystemTime, UNIX_EPOCH};
 

@@ -17,26 +17,15 @@ pub struct PageRequest {
 }
 
 /// A paging field that is not acceptable, named as in the proto.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("{field}: {reason}")]
-pub struct PagingError {
-    /// `page_size` or `page_token`.
-    pub field: &'static str,
-    /// What is wrong with it.
-    pub reason: &'static str,
-}
+pub type PagingError = crate::FieldViolation;
 
 impl PageRequest {
     /// Validates `page_size` and `page_token` from a list request.
     pub fn parse(page_size: i32, page_token: &str) -> Result<Self, PagingError> {
-        let limit = self::page_size(page_size).map_err(|reason| PagingError {
-            field: "page_size",
-            reason,
-        })?;
-        let after = decode_token(page_token).map_err(|reason| PagingError {
-            field: "page_token",
-            reason,
-        })?;
+        let limit =
+            self::page_size(page_size).map_err(|reason| PagingError::new("page_size", reason))?;
+        let after =
+            decode_token(page_token).map_err(|reason| PagingError::new("page_token", reason))?;
         Ok(Self { limit, after })
     }
 

@@ -410,7 +410,7 @@ async fn claim_type_confusion_is_unauthenticated() {
         (
             "nbf as string",
             with("nbf", json!("0")),
-            "malformed token: undecodable token",
+            "malformed token: claims are not the expected JSON",
         ),
         (
             "aud as number",

@@ -119,8 +119,8 @@ pub enum TokenMode {
 /// `tokenmesh bench run`.
 #[derive(Debug, Clone, Args)]
 pub struct RunArgs {
-    /// The server, e.g. `127.0.0.1:50052`.
-    #[arg(long)]
+    /// The server, e.g. `127.0.0.1:50052` (`host:port` or `http://host:port`).
+    #[arg(long, value_parser = tokenmesh_server::addr::socket_addr)]
     pub addr: SocketAddr,
     /// The method, fully qualified: `tokenmesh.products.v1.ProductsService/GetProduct`.
     /// Any method of tokenmesh's protos or `grpc.health.v1.Health`.
@@ -144,7 +144,7 @@ pub struct RunArgs {
     #[arg(long)]
     pub login: Option<String>,
     /// Auth's address for `--login` (default: `--addr`).
-    #[arg(long)]
+    #[arg(long, value_parser = tokenmesh_server::addr::socket_addr)]
     pub auth_addr: Option<SocketAddr>,
     /// Auth's signing key (e.g. `tokenmesh-data/auth-signing-key.pem`), to mint tokens.
     #[arg(long)]
@@ -217,7 +217,7 @@ pub struct TokensArgs {
 #[derive(Debug, Clone, Args)]
 pub struct TrivialServerArgs {
     /// Address to listen on.
-    #[arg(long, default_value = "127.0.0.1:0")]
+    #[arg(long, default_value = "127.0.0.1:0", value_parser = tokenmesh_server::addr::socket_addr)]
     pub listen: SocketAddr,
     /// Put the auth layer in front, trusting this Ed25519 key (PKCS#8 PEM; created
     /// if missing, so `bench run --key-file` can mint tokens with it).

@@ -289,6 +289,9 @@ async fn outcomes_are_counted_by_reason_and_recorded_in_a_span() {
         .with_max_level(tracing::Level::INFO)
         .finish();
     let _guard = tracing::subscriber::set_default(subscriber);
+    // A parallel test may have registered these callsites while no subscriber
+    // was interested (tokio-rs/tracing#3611): recompute, or events are lost.
+    tracing::callsite::rebuild_interest_cache();
 
     let key = TestKey::ed25519("k1");
     let layer = AuthLayer::new(verifier(KeyStore::fixed(key_set(&[&key]))), policy());

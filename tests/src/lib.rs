@@ -5,12 +5,17 @@
 
 #![forbid(unsafe_code)]
 
-use std::{net::SocketAddr, path::PathBuf, time::Duration};
+use std::{
+    net::SocketAddr,
+    path::{Path, PathBuf},
+    time::Duration,
+};
 
 use base64::{Engine, engine::general_purpose::URL_SAFE_NO_PAD};
+use clap::{Args, FromArgMatches};
 use jsonwebtoken::{Algorithm, EncodingKey, Header};
 use serde_json::Value;
-use tokenmesh::cli::{AuthArgs, EntitlementArgs, TlsArgs, UpArgs};
+use tokenmesh::cli::UpArgs;
 pub use tokenmesh_orders::SourceKind;
 use tokenmesh_proto::{
     auth::v1::{LoginRequest, auth_service_client::AuthServiceClient},
@@ -68,25 +73,30 @@ impl Interceptor for Bearer {
     }
 }
 
-/// Builds a [`Mesh`].
+/// Builds a [`Mesh`]: the flags of `tokenmesh up --demo` on a fresh data dir and
+/// free ports, plus whatever the test sets, parsed by the binary's own parser.
 #[derive(Debug, Clone)]
 pub struct MeshBuilder {
-    access_token_ttl: Duration,
+    flags: Vec<String>,
     signing_key_pem: Option<String>,
-    auth_database_url: Option<String>,
-    signing_alg: tokenmesh_server::SigningAlgorithm,
-    key_refresh_interval: Duration,
-    retired_key_grace: Duration,
-    login_throttle: (u32, Duration),
-    entitlements: EntitlementArgs,
-    tls: TlsArgs,
+    follows_replica: bool,
 }
 
 impl MeshBuilder {
-    /// Access tokens live this long.
-    pub fn access_token_ttl(mut self, ttl: Duration) -> Self {
-        self.access_token_ttl = ttl;
+    fn flag(mut self, name: &str, value: impl ToString) -> Self {
+        self.flags.push(format!("--{name}"));
+        self.flags.push(value.to_string());
         self
+    }
+
+    fn duration(self, name: &str, value: Duration) -> Self {
+        let text = humantime::format_duration(value).to_string();
+        self.flag(name, text)
+    }
+
+    /// Access tokens live this long.
+    pub fn access_token_ttl(self, ttl: Duration) -> Self {
+        self.duration("access-token-ttl", ttl)
     }
 
     /// Auth signs with this PKCS#8 PEM key, passed as `--auth-signing-key`.
@@ -96,104 +106,109 @@ impl MeshBuilder {
     }
 
     /// Auth stores its state in this database instead of SQLite.
-    pub fn auth_database_url(mut self, url: Option<String>) -> Self {
-        self.auth_database_url = url;
-        self
+    pub fn auth_database_url(self, url: Option<String>) -> Self {
+        match url {
+            Some(url) => self.flag("auth-database-url", url),
+            None => self,
+        }
     }
 
     /// Auth signs new keys with this algorithm.
-    pub fn signing_alg(mut self, algorithm: tokenmesh_server::SigningAlgorithm) -> Self {
-        self.signing_alg = algorithm;
-        self
+    pub fn signing_alg(self, algorithm: tokenmesh_server::SigningAlgorithm) -> Self {
+        self.flag("signing-alg", algorithm.as_str())
     }
 
     /// Verifiers refetch key sets this often.
-    pub fn key_refresh_interval(mut self, interval: Duration) -> Self {
-        self.key_refresh_interval = interval;
-        self
+    pub fn key_refresh_interval(self, interval: Duration) -> Self {
+        self.duration("key-refresh-interval", interval)
     }
 
     /// A retired key stays published this long after its last token expired.
-    pub fn retired_key_grace(mut self, grace: Duration) -> Self {
-        self.retired_key_grace = grace;
-        self
+    pub fn retired_key_grace(self, grace: Duration) -> Self {
+        self.duration("retired-key-grace", grace)
     }
 
     /// Failed logins allowed before delays start, and the first delay.
-    pub fn login_throttle(mut self, free_failures: u32, first_delay: Duration) -> Self {
-        self.login_throttle = (free_failures, first_delay);
-        self
+    pub fn login_throttle(self, free_failures: u32, first_delay: Duration) -> Self {
+        self.flag("login-throttle-failures", free_failures)
+            .duration("login-throttle-delay", first_delay)
     }
 
     /// Orders asks these entitlement sources, in this order.
     pub fn entitlement_sources(mut self, sources: &[SourceKind]) -> Self {
-        self.entitlements.entitlement_sources = sources.to_vec();
-        self
+        self.follows_replica = sources
+            .iter()
+            .any(|source| matches!(source, SourceKind::Grant | SourceKind::Replica));
+        let names: Vec<&str> = sources
+            .iter()
+            .map(|source| match source {
+                SourceKind::Grant => "grant",
+                SourceKind::Replica => "replica",
+                SourceKind::Rpc => "rpc",
+            })
+            .collect();
+        self.flag("entitlement-sources", names.join(","))
     }
 
     /// Products emits grants of this claims version; Orders reads these.
-    pub fn grant_versions(mut self, emitted: u32, read: &[u32]) -> Self {
-        self.entitlements.grant_version = emitted;
-        self.entitlements.grant_versions = read.to_vec();
-        self
+    pub fn grant_versions(self, emitted: u32, read: &[u32]) -> Self {
+        let read: Vec<String> = read.iter().map(u32::to_string).collect();
+        self.flag("grant-version", emitted)
+            .flag("grant-versions", read.join(","))
     }
 
     /// Products issues no grant above this many bytes.
-    pub fn grant_max_bytes(mut self, bytes: usize) -> Self {
-        self.entitlements.grant_max_bytes = bytes;
-        self
+    pub fn grant_max_bytes(self, bytes: usize) -> Self {
+        self.flag("grant-max-bytes", bytes)
     }
 
     /// Orders reuses CheckEntitlement answers this long (0: never).
-    pub fn rpc_cache_ttl(mut self, ttl: Duration) -> Self {
-        self.entitlements.rpc_cache_ttl = ttl;
-        self
+    pub fn rpc_cache_ttl(self, ttl: Duration) -> Self {
+        if ttl.is_zero() {
+            return self.flag("rpc-cache-ttl", "0s");
+        }
+        self.duration("rpc-cache-ttl", ttl)
     }
 
-    /// Serves TLS with these files (`--tls-cert`, `--tls-key`, …).
-    pub fn tls(mut self, tls: TlsArgs) -> Self {
-        self.tls = tls;
-        self
+    /// Serves TLS with these files (`--tls-cert`, `--tls-key`,
+    /// `--tls-client-ca`), and calls peers trusting `ca` (`--tls-ca`).
+    pub fn tls(self, cert: &Path, key: &Path, client_ca: Option<&Path>, ca: &Path) -> Self {
+        let builder = self
+            .flag("tls-cert", cert.display())
+            .flag("tls-key", key.display())
+            .flag("tls-ca", ca.display());
+        match client_ca {
+            Some(client_ca) => builder.flag("tls-client-ca", client_ca.display()),
+            None => builder,
+        }
     }
 
     /// Starts the demo mesh.
-    pub async fn start(self) -> Mesh {
+    pub async fn start(mut self) -> Mesh {
         let data_dir = tempfile::tempdir().expect("temp data dir");
-        let auth_signing_key = self.signing_key_pem.map(|pem| {
+        if let Some(pem) = self.signing_key_pem.take() {
             let path = data_dir.path().join("given-key.pem");
             std::fs::write(&path, pem).expect("write key");
-            path
-        });
-        let any_port: SocketAddr = "127.0.0.1:0".parse().expect("address");
-        let args = UpArgs {
-            demo: true,
-            data_dir: data_dir.path().to_owned(),
-            auth_addr: any_port,
-            products_addr: any_port,
-            orders_addr: any_port,
-            http_addr: any_port,
-            auth_database_url: self.auth_database_url,
-            entitlements: self.entitlements,
-            auth: AuthArgs {
-                access_token_ttl: self.access_token_ttl,
-                auth_signing_key,
-                auth_issuer: AUTH_ISSUER.into(),
-                products_issuer: PRODUCTS_ISSUER.into(),
-                signing_alg: self.signing_alg,
-                key_refresh_interval: self.key_refresh_interval,
-                retired_key_grace: self.retired_key_grace,
-                login_throttle_failures: self.login_throttle.0,
-                login_throttle_delay: self.login_throttle.1,
-                products_client_secret: None,
-                orders_client_secret: None,
-            },
-            tls: self.tls,
-        };
-        let mesh = tokenmesh::mesh::start(&args).await.expect("mesh starts");
+            self = self.flag("auth-signing-key", path.display());
+        }
+        let mut argv: Vec<String> = ["up", "--demo", "--data-dir"].map(String::from).into();
+        argv.push(data_dir.path().display().to_string());
+        for flag in ["auth-addr", "products-addr", "orders-addr", "http-addr"] {
+            argv.extend([format!("--{flag}"), "127.0.0.1:0".into()]);
+        }
+        argv.extend(self.flags);
+        let command = UpArgs::augment_args(clap::Command::new("up"));
+        let matches = command.try_get_matches_from(&argv).expect("valid up flags");
+        let args = UpArgs::from_arg_matches(&matches).expect("up flags");
+        let env = tokenmesh::mesh::environment(&args).expect("environment");
+        let mesh = tokenmesh::mesh::start(&args, env)
+            .await
+            .expect("mesh starts");
         let mesh = Mesh {
             mesh: Some(mesh),
             data_dir,
             args,
+            follows_replica: self.follows_replica,
         };
         mesh.wait_for_replica().await;
         mesh
@@ -206,6 +221,7 @@ pub struct Mesh {
     mesh: Option<tokenmesh::mesh::Mesh>,
     data_dir: tempfile::TempDir,
     args: UpArgs,
+    follows_replica: bool,
 }
 
 impl Mesh {
@@ -217,21 +233,9 @@ impl Mesh {
     /// A builder for other settings.
     pub fn builder() -> MeshBuilder {
         MeshBuilder {
-            access_token_ttl: Duration::from_secs(300),
+            flags: Vec::new(),
             signing_key_pem: None,
-            auth_database_url: None,
-            signing_alg: tokenmesh_server::SigningAlgorithm::EdDSA,
-            key_refresh_interval: Duration::from_secs(60),
-            retired_key_grace: Duration::from_secs(60),
-            login_throttle: (5, Duration::from_secs(1)),
-            entitlements: EntitlementArgs {
-                entitlement_sources: vec![SourceKind::Grant, SourceKind::Replica, SourceKind::Rpc],
-                grant_versions: vec![1, 2],
-                grant_version: 2,
-                grant_max_bytes: 4096,
-                rpc_cache_ttl: Duration::from_secs(2),
-            },
-            tls: TlsArgs::default(),
+            follows_replica: true,
         }
     }
 
@@ -239,24 +243,28 @@ impl Mesh {
         self.mesh.as_ref().expect("mesh running")
     }
 
+    fn inner_mut(&mut self) -> &mut tokenmesh::mesh::Mesh {
+        self.mesh.as_mut().expect("mesh running")
+    }
+
     /// Auth's address.
     pub fn auth_addr(&self) -> SocketAddr {
-        self.inner().auth_addr
+        self.inner().auth.addr
     }
 
     /// Products' address.
     pub fn products_addr(&self) -> SocketAddr {
-        self.inner().products_addr
+        self.inner().products.addr
     }
 
     /// Orders' address.
     pub fn orders_addr(&self) -> SocketAddr {
-        self.inner().orders_addr
+        self.inner().orders.addr
     }
 
-    /// Auth's HTTP address (JWKS).
+    /// The HTTP address: Auth's JWKS, every service's `/metrics`.
     pub fn http_addr(&self) -> SocketAddr {
-        self.inner().http_addr
+        self.inner().http.addr
     }
 
     /// The data dir (keys, databases).
@@ -334,14 +342,20 @@ impl Mesh {
         Minter::from_pem_file(&self.data_dir.path().join("products-signing-key.pem"))
     }
 
+    /// The mesh's `/metrics` text, from its own registry (other meshes in this
+    /// process are not counted).
+    pub fn metrics(&self) -> String {
+        self.inner().env.metrics.render()
+    }
+
     /// Stops the services and starts them again on the same data dir (new ports),
     /// as a second `tokenmesh up --demo` would.
     pub async fn restart(mut self) -> Self {
-        if let Some(mesh) = self.mesh.take() {
-            mesh.shutdown().await.expect("clean shutdown");
-        }
+        let mesh = self.mesh.take().expect("mesh running");
+        let env = mesh.env.clone();
+        mesh.shutdown().await.expect("clean shutdown");
         self.mesh = Some(
-            tokenmesh::mesh::start(&self.args)
+            tokenmesh::mesh::start(&self.args, env)
                 .await
                 .expect("mesh restarts"),
         );
@@ -349,57 +363,85 @@ impl Mesh {
         self
     }
 
+    /// Stops Auth (gRPC and HTTP); Products and Orders keep running on the keys
+    /// they hold.
+    pub async fn stop_auth(&mut self) {
+        let mesh = self.inner_mut();
+        mesh.auth.stop().await.expect("auth stops");
+        mesh.http.stop().await.expect("HTTP stops");
+    }
+
     /// Restarts Auth alone, on the same addresses and data; Products and Orders
     /// keep running.
     pub async fn restart_auth(&mut self) {
-        let mesh = self.mesh.as_mut().expect("mesh running");
-        mesh.restart_auth(&self.args).await.expect("auth restarts");
-    }
-
-    /// Waits until Orders' entitlement replica has caught up with Products (when
-    /// Orders follows the feed at all), so that which source decides is
-    /// deterministic.
-    pub async fn wait_for_replica(&self) {
-        let follows = self
-            .args
-            .entitlements
-            .entitlement_sources
-            .iter()
-            .any(|source| matches!(source, SourceKind::Grant | SourceKind::Replica));
-        if follows {
-            eventually(Duration::from_secs(10), || async {
-                self.inner().orders_replica_caught_up().then_some(())
-            })
-            .await;
-        }
-    }
-
-    /// Stops Auth; Products and Orders keep running.
-    pub async fn stop_auth(&mut self) {
-        let mesh = self.mesh.as_mut().expect("mesh running");
-        mesh.stop_auth().await.expect("auth stops");
+        self.stop_auth().await;
+        let args = self.args.clone();
+        let mesh = self.inner_mut();
+        let grpc = tokenmesh::mesh::listener(&args, &mesh.auth.addr.into())
+            .await
+            .expect("binds Auth's address again");
+        let http = tokenmesh_server::start::bind(&mesh.http.addr.into())
+            .await
+            .expect("binds the HTTP address again");
+        mesh.auth = tokenmesh::mesh::start_auth(&args, &mesh.env, grpc)
+            .await
+            .expect("auth restarts");
+        mesh.http = tokenmesh::mesh::serve_http(http, &mesh.env, mesh.auth.http_routes.take())
+            .expect("HTTP restarts");
     }
 
     /// Stops Products; Auth and Orders keep running.
     pub async fn stop_products(&mut self) {
-        let mesh = self.mesh.as_mut().expect("mesh running");
-        mesh.stop_products().await.expect("products stops");
+        let mesh = self.inner_mut();
+        mesh.products.stop().await.expect("products stops");
     }
 
     /// Starts Products again on the same address and data.
     pub async fn start_products(&mut self) {
-        let mesh = self.mesh.as_mut().expect("mesh running");
-        mesh.start_products(&self.args)
+        self.stop_products().await;
+        let args = self.args.clone();
+        let mesh = self.inner_mut();
+        let listener = tokenmesh::mesh::listener(&args, &mesh.products.addr.into())
+            .await
+            .expect("binds Products' address again");
+        mesh.products = tokenmesh::mesh::start_products(&args, &mesh.env, mesh.auth.addr, listener)
             .await
             .expect("products starts");
     }
 
     /// Restarts Orders on the same address and data.
     pub async fn restart_orders(&mut self) {
-        let mesh = self.mesh.as_mut().expect("mesh running");
-        mesh.restart_orders(&self.args)
+        let args = self.args.clone();
+        let mesh = self.inner_mut();
+        mesh.orders.stop().await.expect("orders stops");
+        let listener = tokenmesh::mesh::listener(&args, &mesh.orders.addr.into())
+            .await
+            .expect("binds Orders' address again");
+        let peers = (mesh.auth.addr, mesh.products.addr);
+        mesh.orders = tokenmesh::mesh::start_orders(&args, &mesh.env, peers, listener)
             .await
             .expect("orders restarts");
+    }
+
+    /// Waits until Orders' entitlement replica has caught up with Products (when
+    /// Orders follows the feed at all), so that which source decides is
+    /// deterministic.
+    pub async fn wait_for_replica(&self) {
+        if self.follows_replica {
+            eventually(Duration::from_secs(10), || async {
+                self.inner().orders.is_ready().then_some(())
+            })
+            .await;
+        }
+    }
+
+    /// Opens Auth's store beside the running Auth, as `tokenmesh keys rotate`
+    /// does.
+    pub async fn auth_offline(&self) -> tokenmesh_auth::AuthService {
+        let env = tokenmesh::mesh::auth_environment(&self.args, &self.inner().env);
+        tokenmesh_auth::open(&self.args.auth, &env, &[])
+            .await
+            .expect("opens Auth's store")
     }
 
     /// The command line this mesh was started with (`tokenmesh up …`).

@@ -9,11 +9,13 @@ mod http;
 mod keyring;
 mod password;
 mod service;
+mod start;
 mod store;
 mod throttle;
 
 pub use error::AuthServiceError;
 pub use service::{ADMIN_SCOPE, AuthConfig, AuthService, EXCHANGE_SCOPE, REVOCATIONS_SCOPE};
+pub use start::{Args, open, start};
 pub use store::{NewUser, Store};
 pub use throttle::ThrottleConfig;
 

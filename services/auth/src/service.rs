@@ -243,6 +243,7 @@ impl AuthService {
     pub async fn serve(
         self,
         listener: impl Into<tokenmesh_server::Listener>,
+        metrics: &tokenmesh_server::metrics::Registry,
         shutdown: impl Future<Output = ()> + Send,
     ) -> Result<(), tokenmesh_server::ServeError> {
         let maintenance = tokio::spawn(maintain(Arc::downgrade(&self.inner)));
@@ -253,8 +254,14 @@ impl AuthService {
             inner.feed.close();
         };
         let layer = AuthLayer::new(self.inner.verifier.clone(), Self::policy());
-        let result =
-            tokenmesh_server::serve(listener, AuthServiceServer::new(self), layer, shutdown).await;
+        let result = tokenmesh_server::serve(
+            listener,
+            AuthServiceServer::new(self),
+            layer,
+            metrics,
+            shutdown,
+        )
+        .await;
         maintenance.abort();
         result
     }

@@ -8,9 +8,11 @@
 mod entitlement;
 mod error;
 mod service;
+mod start;
 mod store;
 
 pub use entitlement::{ChainConfig, Grant, SourceKind};
 pub use error::OrdersError;
 pub use service::{OrdersConfig, OrdersDeps, OrdersService};
+pub use start::{Args, ClientSecretArgs, Peers, SERVICE_CLIENT, start};
 pub use store::Store;

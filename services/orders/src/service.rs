@@ -96,6 +96,7 @@ impl OrdersService {
         listener: impl Into<tokenmesh_server::Listener>,
         access_token_keys: Arc<KeyStore>,
         revocations: Arc<RevocationSet>,
+        metrics: &tokenmesh_server::metrics::Registry,
         shutdown: impl Future<Output = ()> + Send,
     ) -> Result<(), tokenmesh_server::ServeError> {
         let layer = tokenmesh_server::access_token_layer(
@@ -105,7 +106,14 @@ impl OrdersService {
             revocations,
             SERVICE,
         );
-        tokenmesh_server::serve(listener, OrdersServiceServer::new(self), layer, shutdown).await
+        tokenmesh_server::serve(
+            listener,
+            OrdersServiceServer::new(self),
+            layer,
+            metrics,
+            shutdown,
+        )
+        .await
     }
 }
 

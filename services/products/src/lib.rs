@@ -6,6 +6,7 @@
 
 mod error;
 mod service;
+mod start;
 mod store;
 
 pub use error::ProductsError;
@@ -13,6 +14,7 @@ pub use service::{
     ENTITLEMENT_CHECK_SCOPE, ENTITLEMENTS_WATCH_SCOPE, GRANT_TOKEN_TYPE, ProductsConfig,
     ProductsService,
 };
+pub use start::{Args, ClientSecretArgs, Peers, SERVICE_CLIENT, start};
 pub use store::Store;
 
 /// The demo catalogue: (id, name, price in cents).

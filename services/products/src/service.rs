@@ -100,6 +100,7 @@ impl ProductsService {
         listener: impl Into<tokenmesh_server::Listener>,
         access_token_keys: Arc<KeyStore>,
         revocations: Arc<RevocationSet>,
+        metrics: &tokenmesh_server::metrics::Registry,
         shutdown: impl Future<Output = ()> + Send,
     ) -> Result<(), tokenmesh_server::ServeError> {
         let layer = tokenmesh_server::access_token_layer(
@@ -115,7 +116,14 @@ impl ProductsService {
             // Open feed streams would hold the graceful drain open.
             feed.close();
         };
-        tokenmesh_server::serve(listener, ProductsServiceServer::new(self), layer, shutdown).await
+        tokenmesh_server::serve(
+            listener,
+            ProductsServiceServer::new(self),
+            layer,
+            metrics,
+            shutdown,
+        )
+        .await
     }
 
     /// Wakes the feed's streams if `change` changed anything, and answers it.

@@ -5,6 +5,8 @@
 
 #![forbid(unsafe_code)]
 
+pub mod addr;
+pub mod args;
 mod auth_client;
 mod caller;
 pub mod db;
@@ -15,9 +17,11 @@ pub mod paging;
 mod policy;
 mod serve;
 mod signing;
+pub mod start;
 pub mod tls;
 pub mod validate;
 
+pub use addr::{Addr, AddrError};
 pub use auth_client::{ServiceTokens, TokenExchanger, follow_revocations};
 pub use caller::{ACCESS_CLAIMS_VERSION, Caller, caller};
 pub use feed::{Feed, follow};
@@ -25,6 +29,9 @@ pub use jwks::{GrpcJwksSource, jwk_json, jwk_to_jose};
 pub use policy::{access_token_layer, policy_for};
 pub use serve::{ServeError, serve};
 pub use signing::{SigningAlgorithm, SigningKey, SigningKeyError};
+pub use start::{
+    AccessTokens, ClientCredentials, Environment, Running, ServiceClient, Shutdown, StartError,
+};
 pub use tls::{Listener, TlsError};
 pub use validate::{FieldViolation, required};
 

@@ -28,12 +28,14 @@ pub enum ServeError {
 }
 
 /// Serves `service` on `listener` (TLS if it says so) until `shutdown` resolves,
-/// then drains in-flight requests. Health reports `service` as SERVING; reflection (v1 and v1alpha)
+/// then drains in-flight requests. The auth layer's counters are registered in
+/// `metrics`. Health reports `service` as SERVING; reflection (v1 and v1alpha)
 /// advertises `service`, health and itself only.
 pub async fn serve<S, C>(
     listener: impl Into<Listener>,
     service: S,
     auth: AuthLayer<C>,
+    metrics: &crate::metrics::Registry,
     shutdown: impl Future<Output = ()> + Send,
 ) -> Result<(), ServeError>
 where
@@ -65,7 +67,7 @@ where
     let reflection_v1 = reflection().build_v1()?;
     let reflection_v1alpha = reflection().build_v1alpha()?;
 
-    crate::metrics::register(S::NAME, &auth.metrics());
+    metrics.register(S::NAME, &auth.metrics());
     let Listener { listener, tls } = listener.into();
     let address = listener.local_addr().ok();
     tracing::info!(service = S::NAME, ?address, tls = tls.is_some(), "serving");

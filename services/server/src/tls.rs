@@ -73,6 +73,11 @@ impl Listener {
         }
     }
 
+    /// Where it listens.
+    pub fn local_addr(&self) -> Result<std::net::SocketAddr, crate::StartError> {
+        crate::start::local_addr(&self.listener)
+    }
+
     /// `listener` as is, or with TLS when `tls` is given.
     pub fn new(listener: TcpListener, tls: Option<ServerTlsConfig>) -> Self {
         Self { listener, tls }

@@ -1,11 +1,15 @@
-//! The command line: `tokenmesh up` and `tokenmesh serve auth|products|orders`.
-//! Every flag can also come from a `TOKENMESH_…` environment variable.
+//! The command line: `tokenmesh up`, `tokenmesh serve auth|products|orders`,
+//! `tokenmesh keys rotate` and `tokenmesh bench`. Each service's flags come from
+//! its own crate; this file only composes them. Every flag can also come from a
+//! `TOKENMESH_…` environment variable.
 
-use std::{net::SocketAddr, path::PathBuf, time::Duration};
+use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand};
-use tokenmesh_orders::SourceKind;
-use tokenmesh_server::SigningAlgorithm;
+use tokenmesh_server::{
+    Addr,
+    args::{AuthIssuerArgs, PeerTlsArgs, StorageArgs, TlsArgs, VerifyArgs},
+};
 
 /// tokenmesh: a gRPC service mesh where identity and entitlements travel as
 /// signed, versioned tokens.
@@ -21,7 +25,7 @@ pub struct Cli {
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Run Auth, Products and Orders in one process, each on its own port.
-    Up(UpArgs),
+    Up(Box<UpArgs>),
     /// Run one service.
     #[command(subcommand)]
     Serve(ServeCommand),
@@ -44,265 +48,301 @@ pub enum KeysCommand {
 /// Where Auth's keys are stored.
 #[derive(Debug, Clone, Args)]
 pub struct KeysArgs {
-    /// Auth's data dir (its SQLite database and initial key).
-    #[arg(long, env = "TOKENMESH_DATA_DIR", default_value = "./tokenmesh-data")]
-    pub data_dir: PathBuf,
-    /// Auth's database URL. Default: SQLite in the data dir.
-    #[arg(long, env = "TOKENMESH_DATABASE_URL")]
-    pub database_url: Option<String>,
-    /// Token settings (the algorithm of the new key, token lifetimes).
+    /// Auth's data dir and database.
     #[command(flatten)]
-    pub auth: AuthArgs,
+    pub storage: StorageArgs,
+    /// Auth's issuer name.
+    #[command(flatten)]
+    pub issuer: AuthIssuerArgs,
+    /// Auth's settings (the algorithm of the new key, token lifetimes).
+    #[command(flatten)]
+    pub auth: tokenmesh_auth::Args,
 }
 
-/// `tokenmesh up`.
+/// `tokenmesh up`: the whole mesh in one process.
 #[derive(Debug, Clone, Args)]
 pub struct UpArgs {
     /// Seed demo users (alice, bob, admin) and products (P-100…P-104), and print
     /// a grpcurl walkthrough. Seeding is idempotent.
     #[arg(long, env = "TOKENMESH_DEMO")]
     pub demo: bool,
-    /// Where keys and SQLite databases live.
+    /// Where keys, secrets and SQLite databases live (created 0700).
     #[arg(long, env = "TOKENMESH_DATA_DIR", default_value = "./tokenmesh-data")]
     pub data_dir: PathBuf,
-    /// Auth's gRPC address.
+    /// Auth's gRPC address (`host:port`).
     #[arg(long, env = "TOKENMESH_AUTH_ADDR", default_value = "127.0.0.1:50051")]
-    pub auth_addr: SocketAddr,
+    pub auth_addr: Addr,
     /// Products' gRPC address.
     #[arg(
         long,
         env = "TOKENMESH_PRODUCTS_ADDR",
         default_value = "127.0.0.1:50052"
     )]
-    pub products_addr: SocketAddr,
+    pub products_addr: Addr,
     /// Orders' gRPC address.
     #[arg(long, env = "TOKENMESH_ORDERS_ADDR", default_value = "127.0.0.1:50053")]
-    pub orders_addr: SocketAddr,
+    pub orders_addr: Addr,
     /// HTTP address for Auth's `/.well-known/jwks.json` and
     /// `/.well-known/openid-configuration`, and every service's Prometheus
     /// metrics, `/metrics`.
     #[arg(long, env = "TOKENMESH_HTTP_ADDR", default_value = "127.0.0.1:8080")]
-    pub http_addr: SocketAddr,
+    pub http_addr: Addr,
     /// Auth's database (`postgres://…`). Default: SQLite in the data dir.
     #[arg(long, env = "TOKENMESH_AUTH_DATABASE_URL")]
     pub auth_database_url: Option<String>,
-    /// Token settings.
+    /// `iss` of access tokens.
     #[command(flatten)]
-    pub auth: AuthArgs,
-    /// Entitlement settings.
+    pub issuer: AuthIssuerArgs,
+    /// Issuers and key refresh, for every verifier.
     #[command(flatten)]
-    pub entitlements: EntitlementArgs,
-    /// TLS settings, shared by the three services.
+    pub verify: VerifyArgs,
+    /// TLS, shared by the three services.
     #[command(flatten)]
     pub tls: TlsArgs,
-}
-
-/// How Products issues grants and how Orders decides entitlement.
-#[derive(Debug, Clone, Args)]
-pub struct EntitlementArgs {
-    /// The sources Orders asks, in order; the first conclusive answer wins. Any
-    /// subset of grant, replica, rpc.
-    #[arg(
-        long,
-        env = "TOKENMESH_ENTITLEMENT_SOURCES",
-        default_value = "grant,replica,rpc",
-        value_delimiter = ','
-    )]
-    pub entitlement_sources: Vec<SourceKind>,
-    /// The grant claims versions Orders reads.
-    #[arg(
-        long,
-        env = "TOKENMESH_GRANT_VERSIONS",
-        default_value = "1,2",
-        value_delimiter = ','
-    )]
-    pub grant_versions: Vec<u32>,
-    /// The claims version Products emits grants in: 1 or 2. Roll forward by
-    /// emitting 1 until every Orders reads 2.
-    #[arg(long, env = "TOKENMESH_GRANT_VERSION", default_value_t = 2, value_parser = clap::value_parser!(u32).range(1..=2))]
-    pub grant_version: u32,
-    /// Largest grant Products issues, in bytes; above it the caller gets no grant
-    /// and Orders decides through its other sources.
-    #[arg(long, env = "TOKENMESH_GRANT_MAX_BYTES", default_value_t = 4096)]
-    pub grant_max_bytes: usize,
-    /// How long Orders reuses a CheckEntitlement answer (entitlement changes
-    /// seen on Products' feed evict it at once).
-    #[arg(long, env = "TOKENMESH_RPC_CACHE_TTL", default_value = "2s", value_parser = humantime::parse_duration)]
-    pub rpc_cache_ttl: Duration,
-}
-
-/// TLS flags: off unless `--tls-cert` and `--tls-key` are given.
-#[derive(Debug, Clone, Default, Args)]
-pub struct TlsArgs {
-    /// Serve TLS with this certificate chain (PEM). Needs `--tls-key`.
-    #[arg(
-        long,
-        env = "TOKENMESH_TLS_CERT",
-        value_name = "FILE",
-        requires = "tls_key"
-    )]
-    pub tls_cert: Option<PathBuf>,
-    /// The private key of `--tls-cert` (PEM).
-    #[arg(
-        long,
-        env = "TOKENMESH_TLS_KEY",
-        value_name = "FILE",
-        requires = "tls_cert"
-    )]
-    pub tls_key: Option<PathBuf>,
-    /// Require client certificates signed by this CA (PEM). Services present
-    /// `--tls-cert` when they call each other.
-    #[arg(
-        long,
-        env = "TOKENMESH_TLS_CLIENT_CA",
-        value_name = "FILE",
-        requires = "tls_cert"
-    )]
-    pub tls_client_ca: Option<PathBuf>,
-    /// Trust this CA (PEM) when calling other services over TLS (`https://` URLs).
-    #[arg(long, env = "TOKENMESH_TLS_CA", value_name = "FILE")]
-    pub tls_ca: Option<PathBuf>,
-}
-
-/// Flags of the Auth service.
-#[derive(Debug, Clone, Args)]
-pub struct AuthArgs {
-    /// Lifetime of access tokens (e.g. `5m`, `30s`).
-    #[arg(long, env = "TOKENMESH_ACCESS_TOKEN_TTL", default_value = "5m", value_parser = humantime::parse_duration)]
-    pub access_token_ttl: Duration,
-    /// Signing key (PKCS#8 PEM: Ed25519, P-256 or RSA). Default:
-    /// `auth-signing-key.pem` in the data dir, generated on first start. Imported
-    /// into Auth's database, where rotation keeps it from then on.
-    #[arg(long, env = "TOKENMESH_AUTH_SIGNING_KEY", value_name = "FILE")]
-    pub auth_signing_key: Option<PathBuf>,
-    /// `iss` of access tokens.
-    #[arg(long, env = "TOKENMESH_AUTH_ISSUER", default_value = "tokenmesh-auth")]
-    pub auth_issuer: String,
-    /// `iss` of Products' entitlement grants.
-    #[arg(
-        long,
-        env = "TOKENMESH_PRODUCTS_ISSUER",
-        default_value = "tokenmesh-products"
-    )]
-    pub products_issuer: String,
-    /// Algorithm of Auth's signing keys: EdDSA, ES256 or RS256. A new algorithm
-    /// takes effect at the next rotation (or on a fresh data dir).
-    #[arg(long, env = "TOKENMESH_SIGNING_ALG", default_value = "EdDSA")]
-    pub signing_alg: SigningAlgorithm,
-    /// How long a retired signing key stays published after the last token it
-    /// signed has expired: at least the verifiers' leeway.
-    #[arg(long, env = "TOKENMESH_RETIRED_KEY_GRACE", default_value = "60s", value_parser = humantime::parse_duration)]
-    pub retired_key_grace: Duration,
-    /// How often verifiers refetch key sets even when no unknown `kid` forces it
-    /// (this is how a retired key stops being trusted).
-    #[arg(long, env = "TOKENMESH_KEY_REFRESH_INTERVAL", default_value = "60s", value_parser = humantime::parse_duration)]
-    pub key_refresh_interval: Duration,
-    /// Failed logins allowed per username before delays start.
-    #[arg(long, env = "TOKENMESH_LOGIN_THROTTLE_FAILURES", default_value_t = 5)]
-    pub login_throttle_failures: u32,
-    /// First delay after those failures; each further failure doubles it (max 15 min).
-    #[arg(long, env = "TOKENMESH_LOGIN_THROTTLE_DELAY", default_value = "1s", value_parser = humantime::parse_duration)]
-    pub login_throttle_delay: Duration,
-    /// Secret of the `products` service client. Default: generated once into
-    /// `products-client-secret` in the data dir.
-    #[arg(long, env = "TOKENMESH_PRODUCTS_CLIENT_SECRET", hide_env_values = true)]
-    pub products_client_secret: Option<String>,
-    /// Secret of the `orders` service client. Default: generated once into
-    /// `orders-client-secret` in the data dir.
-    #[arg(long, env = "TOKENMESH_ORDERS_CLIENT_SECRET", hide_env_values = true)]
-    pub orders_client_secret: Option<String>,
+    /// Calling each other over TLS.
+    #[command(flatten)]
+    pub peer_tls: PeerTlsArgs,
+    /// Auth.
+    #[command(flatten)]
+    pub auth: tokenmesh_auth::Args,
+    /// Products.
+    #[command(flatten)]
+    pub products: tokenmesh_products::Args,
+    /// Products' client secret.
+    #[command(flatten)]
+    pub products_secret: tokenmesh_products::ClientSecretArgs,
+    /// Orders.
+    #[command(flatten)]
+    pub orders: tokenmesh_orders::Args,
+    /// Orders' client secret.
+    #[command(flatten)]
+    pub orders_secret: tokenmesh_orders::ClientSecretArgs,
 }
 
 /// `tokenmesh serve …`: one service per process, for running split.
 #[derive(Debug, Subcommand)]
 pub enum ServeCommand {
     /// Run Auth.
-    Auth(ServeAuthArgs),
+    Auth(Box<ServeAuthArgs>),
     /// Run Products.
-    Products(ServeProductsArgs),
+    Products(Box<ServeProductsArgs>),
     /// Run Orders.
-    Orders(ServeOrdersArgs),
+    Orders(Box<ServeOrdersArgs>),
 }
 
-/// Flags every single-service process has.
+/// Where a single service listens.
 #[derive(Debug, Clone, Args)]
-pub struct CommonArgs {
-    /// Address to listen on.
+pub struct ListenArgs {
+    /// Address to listen on (`host:port`).
     #[arg(long, env = "TOKENMESH_LISTEN")]
-    pub listen: SocketAddr,
-    /// Where keys and the SQLite database live.
-    #[arg(long, env = "TOKENMESH_DATA_DIR", default_value = "./tokenmesh-data")]
-    pub data_dir: PathBuf,
-    /// Database URL (`sqlite://…` or `postgres://…`). Default: SQLite in the data dir.
-    #[arg(long, env = "TOKENMESH_DATABASE_URL")]
-    pub database_url: Option<String>,
-    /// Seed the demo data.
-    #[arg(long, env = "TOKENMESH_DEMO")]
-    pub demo: bool,
-    /// Token settings.
-    #[command(flatten)]
-    pub auth: AuthArgs,
-    /// TLS settings.
-    #[command(flatten)]
-    pub tls: TlsArgs,
+    pub listen: Addr,
+    /// Also serve HTTP here: `/metrics` (and Auth's JWKS).
+    #[arg(long, env = "TOKENMESH_HTTP_ADDR")]
+    pub http_addr: Option<Addr>,
 }
 
 /// `tokenmesh serve auth`.
 #[derive(Debug, Clone, Args)]
 pub struct ServeAuthArgs {
-    /// Listener, storage and token settings.
+    /// Addresses.
     #[command(flatten)]
-    pub common: CommonArgs,
-    /// Also serve HTTP here: the key set, `/.well-known/jwks.json`, and `/metrics`.
-    #[arg(long, env = "TOKENMESH_HTTP_ADDR")]
-    pub http_addr: Option<SocketAddr>,
+    pub listen: ListenArgs,
+    /// Seed the demo users.
+    #[arg(long, env = "TOKENMESH_DEMO")]
+    pub demo: bool,
+    /// State.
+    #[command(flatten)]
+    pub storage: StorageArgs,
+    /// `iss` of access tokens.
+    #[command(flatten)]
+    pub issuer: AuthIssuerArgs,
+    /// TLS.
+    #[command(flatten)]
+    pub tls: TlsArgs,
+    /// Auth's settings.
+    #[command(flatten)]
+    pub auth: tokenmesh_auth::Args,
+    /// The secret of the `products` service client.
+    #[command(flatten)]
+    pub products_secret: tokenmesh_products::ClientSecretArgs,
+    /// The secret of the `orders` service client.
+    #[command(flatten)]
+    pub orders_secret: tokenmesh_orders::ClientSecretArgs,
 }
 
 /// `tokenmesh serve products`.
 #[derive(Debug, Clone, Args)]
 pub struct ServeProductsArgs {
-    /// Listener, storage and token settings.
+    /// Addresses.
     #[command(flatten)]
-    pub common: CommonArgs,
-    /// Auth's gRPC URL, for its keys.
+    pub listen: ListenArgs,
+    /// Seed the demo catalogue.
+    #[arg(long, env = "TOKENMESH_DEMO")]
+    pub demo: bool,
+    /// Auth's gRPC address (`host:port` or `http(s)://host:port`).
     #[arg(
         long,
         env = "TOKENMESH_AUTH_URL",
-        default_value = "http://127.0.0.1:50051"
+        default_value = "127.0.0.1:50051",
+        help_heading = "Peers"
     )]
-    pub auth_url: String,
-    /// Entitlement settings.
+    pub auth_url: Addr,
+    /// State.
     #[command(flatten)]
-    pub entitlements: EntitlementArgs,
-    /// Also serve Prometheus metrics over HTTP here, at `/metrics`.
-    #[arg(long, env = "TOKENMESH_HTTP_ADDR")]
-    pub http_addr: Option<SocketAddr>,
+    pub storage: StorageArgs,
+    /// `iss` of access tokens.
+    #[command(flatten)]
+    pub issuer: AuthIssuerArgs,
+    /// Issuers and key refresh.
+    #[command(flatten)]
+    pub verify: VerifyArgs,
+    /// TLS.
+    #[command(flatten)]
+    pub tls: TlsArgs,
+    /// Calling Auth over TLS.
+    #[command(flatten)]
+    pub peer_tls: PeerTlsArgs,
+    /// Products' settings.
+    #[command(flatten)]
+    pub products: tokenmesh_products::Args,
+    /// Its client secret.
+    #[command(flatten)]
+    pub secret: tokenmesh_products::ClientSecretArgs,
 }
 
 /// `tokenmesh serve orders`.
 #[derive(Debug, Clone, Args)]
 pub struct ServeOrdersArgs {
-    /// Listener, storage and token settings.
+    /// Addresses.
     #[command(flatten)]
-    pub common: CommonArgs,
-    /// Auth's gRPC URL, for its keys.
+    pub listen: ListenArgs,
+    /// Auth's gRPC address (`host:port` or `http(s)://host:port`).
     #[arg(
         long,
         env = "TOKENMESH_AUTH_URL",
-        default_value = "http://127.0.0.1:50051"
+        default_value = "127.0.0.1:50051",
+        help_heading = "Peers"
     )]
-    pub auth_url: String,
-    /// Products' gRPC URL, for grant keys and entitlement checks.
+    pub auth_url: Addr,
+    /// Products' gRPC address (`host:port` or `http(s)://host:port`).
     #[arg(
         long,
         env = "TOKENMESH_PRODUCTS_URL",
-        default_value = "http://127.0.0.1:50052"
+        default_value = "127.0.0.1:50052",
+        help_heading = "Peers"
     )]
-    pub products_url: String,
-    /// Entitlement settings.
+    pub products_url: Addr,
+    /// State.
     #[command(flatten)]
-    pub entitlements: EntitlementArgs,
-    /// Also serve Prometheus metrics over HTTP here, at `/metrics`.
-    #[arg(long, env = "TOKENMESH_HTTP_ADDR")]
-    pub http_addr: Option<SocketAddr>,
+    pub storage: StorageArgs,
+    /// `iss` of access tokens.
+    #[command(flatten)]
+    pub issuer: AuthIssuerArgs,
+    /// Issuers and key refresh.
+    #[command(flatten)]
+    pub verify: VerifyArgs,
+    /// TLS.
+    #[command(flatten)]
+    pub tls: TlsArgs,
+    /// Calling Auth and Products over TLS.
+    #[command(flatten)]
+    pub peer_tls: PeerTlsArgs,
+    /// Orders' settings.
+    #[command(flatten)]
+    pub orders: tokenmesh_orders::Args,
+    /// Its client secret.
+    #[command(flatten)]
+    pub secret: tokenmesh_orders::ClientSecretArgs,
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::CommandFactory;
+
+    use super::*;
+
+    /// Flags flattened from several crates must not collide (clap checks ids and
+    /// groups only when the command is built).
+    #[test]
+    fn the_command_line_is_well_formed() {
+        Cli::command().debug_assert();
+    }
+
+    fn long_flags(path: &[&str]) -> Vec<String> {
+        let mut command = Cli::command();
+        command.build();
+        let mut command = &command;
+        for name in path {
+            command = command.find_subcommand(name).expect("subcommand");
+        }
+        let mut flags: Vec<String> = command
+            .get_arguments()
+            .filter_map(|arg| arg.get_long().map(str::to_owned))
+            .filter(|flag| flag != "help")
+            .collect();
+        flags.sort();
+        flags
+    }
+
+    #[test]
+    fn each_serve_command_offers_only_the_flags_its_service_reads() {
+        let common = [
+            "data-dir",
+            "database-url",
+            "http-addr",
+            "listen",
+            "tls-cert",
+            "tls-client-ca",
+            "tls-key",
+        ];
+        let with = |own: &[&str]| {
+            let mut flags: Vec<String> = common.iter().chain(own).map(|f| f.to_string()).collect();
+            flags.sort();
+            flags
+        };
+        assert_eq!(
+            long_flags(&["serve", "auth"]),
+            with(&[
+                "access-token-ttl",
+                "auth-issuer",
+                "auth-signing-key",
+                "demo",
+                "login-throttle-delay",
+                "login-throttle-failures",
+                "orders-client-secret",
+                "products-client-secret",
+                "retired-key-grace",
+                "signing-alg",
+            ])
+        );
+        assert_eq!(
+            long_flags(&["serve", "products"]),
+            with(&[
+                "auth-issuer",
+                "auth-url",
+                "demo",
+                "grant-max-bytes",
+                "grant-version",
+                "key-refresh-interval",
+                "products-client-secret",
+                "products-issuer",
+                "tls-ca",
+            ])
+        );
+        assert_eq!(
+            long_flags(&["serve", "orders"]),
+            with(&[
+                "auth-issuer",
+                "auth-url",
+                "entitlement-sources",
+                "grant-versions",
+                "key-refresh-interval",
+                "orders-client-secret",
+                "products-issuer",
+                "products-url",
+                "rpc-cache-ttl",
+                "tls-ca",
+            ])
+        );
+    }
 }

@@ -1,19 +1,53 @@
-//! `tokenmesh`: run the whole mesh (`up`) or one service (`serve`).
+//! `tokenmesh`: run the whole mesh (`up`) or one service (`serve`). It parses,
+//! binds and composes; each service starts itself from its own crate.
 
-use std::io::{self, Write};
+use std::{
+    io::{self, Write},
+    process::ExitCode,
+};
 
 use anyhow::Context;
 use clap::Parser;
 use tokenmesh::{
-    cli::{Cli, Command, CommonArgs, KeysArgs, KeysCommand, ServeCommand, UpArgs},
-    mesh::{self, AccessTokens, Mesh},
+    cli::{Cli, Command, KeysArgs, KeysCommand, ListenArgs, ServeCommand, UpArgs},
+    mesh::{self, Mesh},
 };
-use tokenmesh_server::Listener;
-use tokio::net::TcpListener;
+use tokenmesh_interceptor::system_clock;
+use tokenmesh_server::{
+    Environment, Listener,
+    args::{StorageArgs, TlsArgs},
+    metrics::Registry,
+    start::bind,
+};
 use tracing_subscriber::EnvFilter;
 
 #[tokio::main]
-async fn main() -> anyhow::Result<()> {
+async fn main() -> ExitCode {
+    match run().await {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => {
+            // A sentence, not a Debug dump (RUST_BACKTRACE may be set).
+            eprintln!("tokenmesh: {}", sentence(&error));
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// `error` and its causes in one line, each cause only once: a cause whose text
+/// the message already quotes is not repeated.
+fn sentence(error: &anyhow::Error) -> String {
+    let mut text = error.to_string();
+    for cause in error.chain().skip(1) {
+        let cause = cause.to_string();
+        if !text.contains(&cause) {
+            text.push_str(": ");
+            text.push_str(&cause);
+        }
+    }
+    text
+}
+
+async fn run() -> anyhow::Result<()> {
     tracing_subscriber::fmt()
         .with_env_filter(
             EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info")),
@@ -21,137 +55,137 @@ async fn main() -> anyhow::Result<()> {
         .with_writer(io::stderr)
         .init();
     match Cli::parse().command {
-        Command::Up(args) => up(args).await,
+        Command::Up(args) => up(&args).await,
         Command::Serve(command) => serve(command).await,
         Command::Keys(KeysCommand::Rotate(args)) => rotate_keys(args).await,
         Command::Bench(args) => Ok(tokenmesh_bench::cli::main(args).await?),
     }
 }
 
-async fn up(args: UpArgs) -> anyhow::Result<()> {
-    let mut mesh = mesh::start(&args).await.context("starting the mesh")?;
-    tracing::info!(auth = %mesh.auth_addr, products = %mesh.products_addr, orders = %mesh.orders_addr, "mesh up");
+/// Resolves on Ctrl-C (SIGINT) or SIGTERM, what Kubernetes sends.
+async fn stop_signal() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        match signal(SignalKind::terminate()) {
+            Ok(mut terminate) => {
+                tokio::select! {
+                    _ = tokio::signal::ctrl_c() => {}
+                    _ = terminate.recv() => {}
+                }
+            }
+            Err(_) => {
+                let _ = tokio::signal::ctrl_c().await;
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = tokio::signal::ctrl_c().await;
+    }
+    tracing::info!("shutting down");
+}
+
+async fn up(args: &UpArgs) -> anyhow::Result<()> {
+    let env = mesh::environment(args)?;
+    let mut mesh = mesh::start(args, env).await.context("starting the mesh")?;
+    tracing::info!(auth = %mesh.auth.addr, products = %mesh.products.addr, orders = %mesh.orders.addr, "mesh up");
     if args.demo {
         print_walkthrough(&mesh).context("printing the walkthrough")?;
     }
     tokio::select! {
         result = mesh.wait_for_failure() => result.context("a service stopped")?,
-        _ = tokio::signal::ctrl_c() => {
-            tracing::info!("shutting down");
-            mesh.shutdown().await?;
-        }
+        _ = stop_signal() => mesh.shutdown().await?,
     }
     Ok(())
+}
+
+/// The environment of a single-service process.
+fn environment(
+    storage: &StorageArgs,
+    demo: bool,
+    auth_issuer: &str,
+    peer_tls: Option<tonic::transport::ClientTlsConfig>,
+) -> Environment {
+    Environment {
+        data_dir: storage.data_dir.clone(),
+        database_url: storage.database_url.clone(),
+        demo,
+        auth_issuer: auth_issuer.to_owned(),
+        peer_tls,
+        metrics: Registry::new(),
+        clock: system_clock(),
+    }
 }
 
 async fn serve(command: ServeCommand) -> anyhow::Result<()> {
-    let shutdown = async {
-        let _ = tokio::signal::ctrl_c().await;
-        tracing::info!("shutting down");
+    let listen = |listen: &ListenArgs, tls: &TlsArgs| {
+        let (addr, tls) = (listen.listen.clone(), tls.server());
+        async move { anyhow::Ok(Listener::new(bind(&addr).await?, tls?)) }
     };
-    let listen = |common: &CommonArgs| {
-        let addr = common.listen;
-        let tls = mesh::server_tls(&common.tls);
-        async move {
-            let listener = TcpListener::bind(addr)
-                .await
-                .with_context(|| format!("binding {addr}"))?;
-            anyhow::Ok(Listener::new(listener, tls?))
-        }
-    };
-    match command {
+    let (mut running, env, http_addr) = match command {
         ServeCommand::Auth(args) => {
-            let c = &args.common;
-            let auth =
-                mesh::auth_service(&c.data_dir, c.database_url.as_deref(), &c.auth, c.demo).await?;
-            if let Some(addr) = args.http_addr {
-                spawn_http(bind_http(addr).await?, Some(auth.http_router()));
-            }
-            auth.serve(listen(c).await?, shutdown).await?;
+            let env = environment(&args.storage, args.demo, &args.issuer.auth_issuer, None);
+            let clients = vec![
+                args.products_secret.credentials(&env)?,
+                args.orders_secret.credentials(&env)?,
+            ];
+            let listener = listen(&args.listen, &args.tls).await?;
+            let running = tokenmesh_auth::start(&args.auth, &env, &clients, listener).await?;
+            (running, env, args.listen.http_addr)
         }
         ServeCommand::Products(args) => {
-            let c = &args.common;
-            let products = mesh::products_service(
-                &c.data_dir,
-                c.database_url.as_deref(),
-                &c.auth,
-                &args.entitlements,
-                c.demo,
-            )
-            .await?;
-            let peer_tls = mesh::client_tls(&c.tls)?;
-            let access = AccessTokens::follow(
-                &args.auth_url,
-                &c.data_dir,
-                &c.auth,
-                "products",
-                peer_tls.as_ref(),
-            )?;
-            if let Some(addr) = args.http_addr {
-                spawn_http(bind_http(addr).await?, None);
-            }
-            products
-                .serve(listen(c).await?, access.keys, access.revocations, shutdown)
-                .await?;
+            let peer_tls = args.tls.client(&args.peer_tls)?;
+            let env = environment(&args.storage, args.demo, &args.issuer.auth_issuer, peer_tls);
+            let peers = tokenmesh_products::Peers {
+                auth: args.auth_url.clone(),
+                verify: args.verify.clone(),
+            };
+            let listener = listen(&args.listen, &args.tls).await?;
+            let running =
+                tokenmesh_products::start(&args.products, &args.secret, &peers, &env, listener)
+                    .await?;
+            (running, env, args.listen.http_addr)
         }
         ServeCommand::Orders(args) => {
-            let c = &args.common;
-            let orders = mesh::orders_service(
-                &c.data_dir,
-                c.database_url.as_deref(),
-                &c.auth,
-                &args.entitlements,
-                &args.auth_url,
-                &args.products_url,
-                mesh::client_tls(&c.tls)?.as_ref(),
-            )
-            .await?;
-            let access = AccessTokens::follow(
-                &args.auth_url,
-                &c.data_dir,
-                &c.auth,
-                "orders",
-                mesh::client_tls(&c.tls)?.as_ref(),
-            )?;
-            if let Some(addr) = args.http_addr {
-                spawn_http(bind_http(addr).await?, None);
-            }
-            orders
-                .serve(listen(c).await?, access.keys, access.revocations, shutdown)
-                .await?;
+            let peer_tls = args.tls.client(&args.peer_tls)?;
+            let env = environment(&args.storage, false, &args.issuer.auth_issuer, peer_tls);
+            let peers = tokenmesh_orders::Peers {
+                auth: args.auth_url.clone(),
+                products: args.products_url.clone(),
+                verify: args.verify.clone(),
+            };
+            let listener = listen(&args.listen, &args.tls).await?;
+            let running =
+                tokenmesh_orders::start(&args.orders, &args.secret, &peers, &env, listener).await?;
+            (running, env, args.listen.http_addr)
         }
+    };
+    let mut http = match http_addr {
+        Some(addr) => Some(mesh::serve_http(
+            bind(&addr).await?,
+            &env,
+            running.http_routes.take(),
+        )?),
+        None => None,
+    };
+    tokio::select! {
+        result = running.finished() => result?,
+        _ = stop_signal() => running.stop().await?,
+    }
+    if let Some(http) = http.as_mut() {
+        http.stop().await?;
     }
     Ok(())
-}
-
-async fn bind_http(addr: std::net::SocketAddr) -> anyhow::Result<TcpListener> {
-    TcpListener::bind(addr)
-        .await
-        .with_context(|| format!("binding {addr}"))
-}
-
-/// Serves `/metrics` (and `routes`, Auth's JWKS) on `listener` for as long as
-/// the process runs.
-fn spawn_http(listener: TcpListener, routes: Option<axum::Router>) {
-    tokio::spawn(async move {
-        let forever = std::future::pending::<()>();
-        if let Err(error) = tokenmesh_server::metrics::serve_http(listener, routes, forever).await {
-            tracing::error!(%error, "HTTP listener stopped");
-        }
-    });
 }
 
 /// `tokenmesh keys rotate`: a new signing key in Auth's store; running replicas
 /// pick it up within seconds.
 async fn rotate_keys(args: KeysArgs) -> anyhow::Result<()> {
-    let auth = mesh::auth_service(
-        &args.data_dir,
-        args.database_url.as_deref(),
-        &args.auth,
-        false,
-    )
-    .await
-    .context("opening Auth's store")?;
+    let env = environment(&args.storage, false, &args.issuer.auth_issuer, None);
+    let auth = tokenmesh_auth::open(&args.auth, &env, &[])
+        .await
+        .context("opening Auth's store")?;
     let rotated = auth.rotate_signing_key().await?;
     let mut out = io::stdout().lock();
     writeln!(
@@ -171,7 +205,7 @@ async fn rotate_keys(args: KeysArgs) -> anyhow::Result<()> {
 
 /// Ready-to-paste grpcurl commands for the whole demo flow.
 fn print_walkthrough(mesh: &Mesh) -> io::Result<()> {
-    let (auth, products, orders) = (mesh.auth_addr, mesh.products_addr, mesh.orders_addr);
+    let (auth, products, orders) = (mesh.auth.addr, mesh.products.addr, mesh.orders.addr);
     let mut out = io::stdout().lock();
     writeln!(
         out,

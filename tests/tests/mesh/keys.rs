@@ -263,15 +263,7 @@ async fn keys_rotate_from_the_command_line_reaches_the_running_auth() {
     let mesh = Mesh::start().await;
     let before = header_kid(&mesh.login("alice").await);
     // What `tokenmesh keys rotate --data-dir …` runs, against the live data dir.
-    let args = mesh.up_args();
-    let offline = tokenmesh::mesh::auth_service(
-        &args.data_dir,
-        args.auth_database_url.as_deref(),
-        &args.auth,
-        false,
-    )
-    .await
-    .expect("opens the store beside the running Auth");
+    let offline = mesh.auth_offline().await;
     let rotated = offline.rotate_signing_key().await.expect("rotates");
     assert_eq!(rotated.retired_kid, before);
     let (_, took) = eventually(Duration::from_secs(5), || async {

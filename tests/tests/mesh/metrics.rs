@@ -1,22 +1,51 @@
 //! Every service's auth outcomes are exposed as Prometheus text at `/metrics`
-//! on the HTTP listener (`--http-addr`), beside Auth's JWKS.
+//! on the HTTP listener (`--http-addr`), beside Auth's JWKS. Each mesh has its
+//! own registry, so the counts are exact.
 
 use tokenmesh_proto::products::v1::ListProductsRequest;
-use tokenmesh_tests::{Bearer, Mesh};
+use tokenmesh_tests::{Bearer, Mesh, SourceKind};
+
+const PRODUCTS: &str = "tokenmesh.products.v1.ProductsService";
+
+fn series(service: &str, outcome: &str, reason: &str) -> String {
+    format!(
+        "tokenmesh_auth_requests_total{{service=\"{service}\",outcome=\"{outcome}\",reason=\"{reason}\"}}"
+    )
+}
+
+fn count(text: &str, series: &str) -> Option<u64> {
+    text.lines()
+        .find_map(|line| line.strip_prefix(series))
+        .and_then(|value| value.trim().parse().ok())
+}
 
 #[tokio::test]
-async fn metrics_count_outcomes_by_service_and_reason() {
-    let mesh = Mesh::start().await;
+async fn metrics_count_exactly_this_meshs_outcomes_by_service_and_reason() {
+    // Orders asks Products only per order (rpc), so nothing else calls Products
+    // with a token: every count below is this test's own.
+    let mesh = Mesh::builder()
+        .entitlement_sources(&[SourceKind::Rpc])
+        .start()
+        .await;
+    let before = mesh.metrics();
+    assert_eq!(
+        count(&before, &series(PRODUCTS, "allowed", "VERIFIED")),
+        Some(0)
+    );
     let mut products = mesh.products_as("alice").await;
-    products
-        .list_products(ListProductsRequest::default())
-        .await
-        .expect("allowed");
-    mesh.products(Bearer::none())
-        .await
-        .list_products(ListProductsRequest::default())
-        .await
-        .expect_err("refused");
+    for _ in 0..3 {
+        products
+            .list_products(ListProductsRequest::default())
+            .await
+            .expect("allowed");
+    }
+    for _ in 0..2 {
+        mesh.products(Bearer::none())
+            .await
+            .list_products(ListProductsRequest::default())
+            .await
+            .expect_err("refused");
+    }
 
     let response = reqwest::get(format!("http://{}/metrics", mesh.http_addr()))
         .await
@@ -31,33 +60,33 @@ async fn metrics_count_outcomes_by_service_and_reason() {
     );
     let text = response.text().await.expect("body");
     assert!(
+        text.starts_with("# HELP tokenmesh_auth_requests_total"),
+        "{text}"
+    );
+    assert!(
         text.contains("# TYPE tokenmesh_auth_requests_total counter"),
         "{text}"
     );
-    // Other tests' meshes run in this process too: at least ours were counted.
-    let count = |series: &str| -> u64 {
-        text.lines()
-            .find_map(|line| line.strip_prefix(series))
-            .and_then(|value| value.trim().parse().ok())
-            .unwrap_or(0)
-    };
-    let service = "tokenmesh.products.v1.ProductsService";
-    assert!(
-        count(&format!(
-            "tokenmesh_auth_requests_total{{service=\"{service}\",outcome=\"refused\",reason=\"TOKEN_MISSING\"}}"
-        )) >= 1,
+    // The first call verified the signature, the next two came from the cache.
+    assert_eq!(
+        count(&text, &series(PRODUCTS, "allowed", "VERIFIED")),
+        Some(1),
         "{text}"
     );
-    let allowed = count(&format!(
-        "tokenmesh_auth_requests_total{{service=\"{service}\",outcome=\"allowed\",reason=\"VERIFIED\"}}"
-    )) + count(&format!(
-        "tokenmesh_auth_requests_total{{service=\"{service}\",outcome=\"allowed\",reason=\"CACHED\"}}"
-    ));
-    assert!(allowed >= 1, "{text}");
-    assert!(
-        text.contains(
-            "service=\"tokenmesh.auth.v1.AuthService\",outcome=\"allowed\",reason=\"PUBLIC\""
-        ),
+    assert_eq!(
+        count(&text, &series(PRODUCTS, "allowed", "CACHED")),
+        Some(2),
+        "{text}"
+    );
+    assert_eq!(
+        count(&text, &series(PRODUCTS, "refused", "TOKEN_MISSING")),
+        Some(2),
+        "{text}"
+    );
+    // A refusal reason is rendered once it has been counted.
+    assert_eq!(
+        count(&text, &series(PRODUCTS, "refused", "TOKEN_EXPIRED")),
+        None,
         "{text}"
     );
     mesh.shutdown().await;

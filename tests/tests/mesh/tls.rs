@@ -5,7 +5,6 @@
 use std::path::PathBuf;
 
 use rcgen::{BasicConstraints, CertificateParams, CertifiedIssuer, DnType, IsCa, KeyPair};
-use tokenmesh::cli::TlsArgs;
 use tokenmesh_proto::{
     auth::v1::{LoginRequest, auth_service_client::AuthServiceClient},
     orders::v1::{PlaceOrderRequest, orders_service_client::OrdersServiceClient},
@@ -64,12 +63,12 @@ fn pki() -> Pki {
 
 async fn mesh(pki: &Pki) -> Mesh {
     Mesh::builder()
-        .tls(TlsArgs {
-            tls_cert: Some(pki.dir.join("server.pem")),
-            tls_key: Some(pki.dir.join("server-key.pem")),
-            tls_client_ca: Some(pki.dir.join("ca.pem")),
-            tls_ca: Some(pki.dir.join("ca.pem")),
-        })
+        .tls(
+            &pki.dir.join("server.pem"),
+            &pki.dir.join("server-key.pem"),
+            Some(&pki.dir.join("ca.pem")),
+            &pki.dir.join("ca.pem"),
+        )
         .start()
         .await
 }

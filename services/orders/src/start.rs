@@ -1,0 +1,154 @@
+//! Orders' own flags, the service client it needs at Auth, and its start-up,
+//! the same for `tokenmesh up` and `tokenmesh serve orders`.
+
+use std::{sync::Arc, time::Duration};
+
+use tokenmesh_interceptor::KeyStore;
+use tokenmesh_proto::names::{audience, scope};
+use tokenmesh_server::{
+    AccessTokens, Addr, Environment, GrpcJwksSource, Listener, Running, ServiceClient,
+    ServiceTokens, StartError, TokenExchanger, args::VerifyArgs,
+};
+
+use crate::{ChainConfig, OrdersConfig, OrdersDeps, OrdersService, SourceKind, Store};
+
+/// What Orders needs at Auth: follow revocations, exchange users' tokens for
+/// Products, and follow Products' entitlement feed.
+pub const SERVICE_CLIENT: ServiceClient = ServiceClient {
+    id: audience::ORDERS,
+    scopes: &[
+        scope::REVOCATIONS_READ,
+        scope::TOKEN_EXCHANGE,
+        scope::ENTITLEMENTS_WATCH,
+    ],
+    audiences: &[audience::AUTH, audience::PRODUCTS],
+};
+
+/// The flags only Orders reads.
+#[derive(Debug, Clone, clap::Args)]
+#[command(next_help_heading = "Orders")]
+#[group(id = "orders")]
+pub struct Args {
+    /// The sources Orders asks, in order; the first conclusive answer wins. Any
+    /// subset of grant, replica, rpc.
+    #[arg(
+        long,
+        env = "TOKENMESH_ENTITLEMENT_SOURCES",
+        default_value = "grant,replica,rpc",
+        value_delimiter = ','
+    )]
+    pub entitlement_sources: Vec<SourceKind>,
+    /// The grant claims versions Orders reads.
+    #[arg(
+        long,
+        env = "TOKENMESH_GRANT_VERSIONS",
+        default_value = "1,2",
+        value_delimiter = ','
+    )]
+    pub grant_versions: Vec<u32>,
+    /// How long Orders reuses a CheckEntitlement answer (entitlement changes
+    /// seen on Products' feed evict it at once).
+    #[arg(long, env = "TOKENMESH_RPC_CACHE_TTL", default_value = "2s", value_parser = humantime::parse_duration)]
+    pub rpc_cache_ttl: Duration,
+}
+
+/// Orders' secret as a service client: Auth and Orders both read it.
+#[derive(Debug, Clone, Default, clap::Args)]
+#[command(next_help_heading = "Orders")]
+#[group(id = "orders-client-secret")]
+pub struct ClientSecretArgs {
+    /// Secret of the `orders` service client. Default: generated once into
+    /// `orders-client-secret` in the data dir.
+    #[arg(long, env = "TOKENMESH_ORDERS_CLIENT_SECRET", hide_env_values = true)]
+    pub orders_client_secret: Option<String>,
+}
+
+impl ClientSecretArgs {
+    /// The secret, given or from the data dir.
+    pub fn credentials(
+        &self,
+        env: &Environment,
+    ) -> Result<tokenmesh_server::ClientCredentials, StartError> {
+        SERVICE_CLIENT.credentials(&env.data_dir, self.orders_client_secret.as_deref())
+    }
+}
+
+/// The services Orders calls.
+#[derive(Debug, Clone)]
+pub struct Peers {
+    /// Auth: keys, revocations, service tokens and exchange.
+    pub auth: Addr,
+    /// Products: grant keys, CheckEntitlement and the entitlement feed.
+    pub products: Addr,
+    /// The issuers' names and how often their keys are refetched.
+    pub verify: VerifyArgs,
+}
+
+/// Starts Orders on `listener`. [`Running::is_ready`] says whether its
+/// entitlement replica has caught up with Products.
+pub async fn start(
+    args: &Args,
+    secret: &ClientSecretArgs,
+    peers: &Peers,
+    env: &Environment,
+    listener: Listener,
+) -> Result<Running, StartError> {
+    env.prepare_data_dir()?;
+    let url = env.database_url("orders.db");
+    let store = Store::open(&url)
+        .await
+        .map_err(|source| StartError::Store {
+            service: "orders",
+            database: tokenmesh_server::db::redacted(&url),
+            source: source.into(),
+        })?;
+    let products = env.channel(&peers.products)?;
+    let grant_keys = KeyStore::remote(GrpcJwksSource::products(products.clone()));
+    grant_keys.spawn_refresher(peers.verify.key_refresh_interval);
+    let auth = env.channel(&peers.auth)?;
+    let credentials = secret.credentials(env)?;
+    let service_tokens = |audience| {
+        Arc::new(ServiceTokens::new(
+            auth.clone(),
+            credentials.client.id,
+            &credentials.secret,
+            audience,
+        ))
+    };
+    let deps = OrdersDeps {
+        products,
+        exchanger: Arc::new(TokenExchanger::new(
+            auth.clone(),
+            service_tokens(audience::AUTH),
+            audience::PRODUCTS,
+        )),
+        grant_keys,
+        products_credentials: service_tokens(audience::PRODUCTS),
+    };
+    let config = OrdersConfig {
+        access_token_issuer: env.auth_issuer.clone(),
+        grant_issuer: peers.verify.products_issuer.clone(),
+        chain: ChainConfig {
+            sources: args.entitlement_sources.clone(),
+            grant_versions: args.grant_versions.clone(),
+            rpc_cache_ttl: args.rpc_cache_ttl,
+        },
+    };
+    let orders = OrdersService::new(store, deps, config);
+    let access = AccessTokens::follow(auth, &credentials, peers.verify.key_refresh_interval);
+    let metrics = env.metrics.clone();
+    let addr = listener.local_addr()?;
+    let readiness = orders.clone();
+    Ok(Running::spawn(addr, move |shutdown| async move {
+        orders
+            .serve(
+                listener,
+                access.keys,
+                access.revocations,
+                &metrics,
+                shutdown,
+            )
+            .await
+    })
+    .with_readiness(move || readiness.replica_caught_up()))
+}

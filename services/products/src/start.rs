@@ -1,0 +1,109 @@
+//! Products' own flags, the service client it needs at Auth, and its start-up,
+//! the same for `tokenmesh up` and `tokenmesh serve products`.
+
+use std::sync::Arc;
+
+use tokenmesh_proto::names::{audience, scope};
+use tokenmesh_server::{
+    AccessTokens, Addr, Environment, Listener, Running, ServiceClient, SigningKey, StartError,
+    args::VerifyArgs,
+};
+
+use crate::{ProductsConfig, ProductsService, Store};
+
+/// What Products needs at Auth: follow the revocation feed.
+pub const SERVICE_CLIENT: ServiceClient = ServiceClient {
+    id: audience::PRODUCTS,
+    scopes: &[scope::REVOCATIONS_READ],
+    audiences: &[audience::AUTH],
+};
+
+/// The flags only Products reads.
+#[derive(Debug, Clone, clap::Args)]
+#[command(next_help_heading = "Products")]
+#[group(id = "products")]
+pub struct Args {
+    /// The claims version Products emits grants in: 1 or 2. Roll forward by
+    /// emitting 1 until every Orders reads 2.
+    #[arg(long, env = "TOKENMESH_GRANT_VERSION", default_value_t = 2, value_parser = clap::value_parser!(u32).range(1..=2))]
+    pub grant_version: u32,
+    /// Largest grant Products issues, in bytes; above it the caller gets no grant
+    /// and Orders decides through its other sources.
+    #[arg(long, env = "TOKENMESH_GRANT_MAX_BYTES", default_value_t = 4096)]
+    pub grant_max_bytes: usize,
+}
+
+/// Products' secret as a service client: Auth and Products both read it.
+#[derive(Debug, Clone, Default, clap::Args)]
+#[command(next_help_heading = "Products")]
+#[group(id = "products-client-secret")]
+pub struct ClientSecretArgs {
+    /// Secret of the `products` service client. Default: generated once into
+    /// `products-client-secret` in the data dir.
+    #[arg(long, env = "TOKENMESH_PRODUCTS_CLIENT_SECRET", hide_env_values = true)]
+    pub products_client_secret: Option<String>,
+}
+
+impl ClientSecretArgs {
+    /// The secret, given or from the data dir.
+    pub fn credentials(
+        &self,
+        env: &Environment,
+    ) -> Result<tokenmesh_server::ClientCredentials, StartError> {
+        SERVICE_CLIENT.credentials(&env.data_dir, self.products_client_secret.as_deref())
+    }
+}
+
+/// The services Products calls.
+#[derive(Debug, Clone)]
+pub struct Peers {
+    /// Auth: its keys and revocation feed.
+    pub auth: Addr,
+    /// The issuers' names (Products signs as `products_issuer`) and how often
+    /// Auth's keys are refetched.
+    pub verify: VerifyArgs,
+}
+
+/// Starts Products on `listener`.
+pub async fn start(
+    args: &Args,
+    secret: &ClientSecretArgs,
+    peers: &Peers,
+    env: &Environment,
+    listener: Listener,
+) -> Result<Running, StartError> {
+    env.prepare_data_dir()?;
+    let key = SigningKey::load_or_generate(&env.data_dir.join("products-signing-key.pem"))?;
+    let url = env.database_url("products.db");
+    let store_error = |source: crate::ProductsError| StartError::Store {
+        service: "products",
+        database: tokenmesh_server::db::redacted(&url),
+        source: source.into(),
+    };
+    let store = Store::open(&url).await.map_err(store_error)?;
+    if env.demo {
+        crate::seed_demo(&store).await.map_err(store_error)?;
+    }
+    let mut config = ProductsConfig::new(&peers.verify.products_issuer, &env.auth_issuer);
+    config.grant_version = args.grant_version;
+    config.grant_max_bytes = args.grant_max_bytes;
+    let products = ProductsService::new(store, Arc::new(key), config);
+    let access = AccessTokens::follow(
+        env.channel(&peers.auth)?,
+        &secret.credentials(env)?,
+        peers.verify.key_refresh_interval,
+    );
+    let metrics = env.metrics.clone();
+    let addr = listener.local_addr()?;
+    Ok(Running::spawn(addr, move |shutdown| async move {
+        products
+            .serve(
+                listener,
+                access.keys,
+                access.revocations,
+                &metrics,
+                shutdown,
+            )
+            .await
+    }))
+}

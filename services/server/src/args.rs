@@ -1,0 +1,110 @@
+//! Flags more than one service reads, each defined once. A service's own flags
+//! live in its crate (`tokenmesh_auth::Args`, …); the binary flattens into each
+//! command exactly the groups that command's services read.
+
+use std::{path::PathBuf, time::Duration};
+
+use clap::Args;
+use tonic::transport::{ClientTlsConfig, ServerTlsConfig};
+
+use crate::TlsError;
+
+/// Where a single service keeps its state.
+#[derive(Debug, Clone, Args)]
+#[command(next_help_heading = "Storage")]
+pub struct StorageArgs {
+    /// Where keys, secrets and the SQLite database live (created 0700).
+    #[arg(long, env = "TOKENMESH_DATA_DIR", default_value = "./tokenmesh-data")]
+    pub data_dir: PathBuf,
+    /// Database URL (`sqlite://…` or `postgres://…`). Default: SQLite in the data dir.
+    #[arg(long, env = "TOKENMESH_DATABASE_URL")]
+    pub database_url: Option<String>,
+}
+
+/// `iss` of Auth's access tokens: Auth signs it, every verifier checks it.
+#[derive(Debug, Clone, Args)]
+#[command(next_help_heading = "Tokens")]
+pub struct AuthIssuerArgs {
+    /// `iss` of access tokens.
+    #[arg(long, env = "TOKENMESH_AUTH_ISSUER", default_value = "tokenmesh-auth")]
+    pub auth_issuer: String,
+}
+
+/// How a service verifies tokens it did not sign: the issuers it trusts and how
+/// often it refetches their keys.
+#[derive(Debug, Clone, Args)]
+#[command(next_help_heading = "Tokens")]
+pub struct VerifyArgs {
+    /// `iss` of Products' entitlement grants.
+    #[arg(
+        long,
+        env = "TOKENMESH_PRODUCTS_ISSUER",
+        default_value = "tokenmesh-products"
+    )]
+    pub products_issuer: String,
+    /// How often verifiers refetch key sets even when no unknown `kid` forces it
+    /// (this is how a retired key stops being trusted).
+    #[arg(long, env = "TOKENMESH_KEY_REFRESH_INTERVAL", default_value = "60s", value_parser = humantime::parse_duration)]
+    pub key_refresh_interval: Duration,
+}
+
+/// Serving TLS: off unless `--tls-cert` and `--tls-key` are given.
+#[derive(Debug, Clone, Default, Args)]
+#[command(next_help_heading = "TLS")]
+pub struct TlsArgs {
+    /// Serve TLS with this certificate chain (PEM). Needs `--tls-key`.
+    #[arg(
+        long,
+        env = "TOKENMESH_TLS_CERT",
+        value_name = "FILE",
+        requires = "tls_key"
+    )]
+    pub tls_cert: Option<PathBuf>,
+    /// The private key of `--tls-cert` (PEM).
+    #[arg(
+        long,
+        env = "TOKENMESH_TLS_KEY",
+        value_name = "FILE",
+        requires = "tls_cert"
+    )]
+    pub tls_key: Option<PathBuf>,
+    /// Require client certificates signed by this CA (PEM). Services present
+    /// `--tls-cert` when they call each other.
+    #[arg(
+        long,
+        env = "TOKENMESH_TLS_CLIENT_CA",
+        value_name = "FILE",
+        requires = "tls_cert"
+    )]
+    pub tls_client_ca: Option<PathBuf>,
+}
+
+/// Calling peers over TLS.
+#[derive(Debug, Clone, Default, Args)]
+#[command(next_help_heading = "TLS")]
+pub struct PeerTlsArgs {
+    /// Call other services over TLS, trusting this CA (PEM); present `--tls-cert`
+    /// to peers that require client certificates.
+    #[arg(long, env = "TOKENMESH_TLS_CA", value_name = "FILE")]
+    pub tls_ca: Option<PathBuf>,
+}
+
+impl TlsArgs {
+    /// The server side; `None` without a certificate.
+    pub fn server(&self) -> Result<Option<ServerTlsConfig>, TlsError> {
+        let (Some(cert), Some(key)) = (&self.tls_cert, &self.tls_key) else {
+            return Ok(None);
+        };
+        crate::tls::server_tls(cert, key, self.tls_client_ca.as_deref()).map(Some)
+    }
+
+    /// How a service calls its peers: trusting `peer.tls_ca`, presenting this
+    /// certificate when there is one; `None` without a CA.
+    pub fn client(&self, peer: &PeerTlsArgs) -> Result<Option<ClientTlsConfig>, TlsError> {
+        let Some(ca) = &peer.tls_ca else {
+            return Ok(None);
+        };
+        let identity = self.tls_cert.as_deref().zip(self.tls_key.as_deref());
+        crate::tls::client_tls(ca, identity).map(Some)
+    }
+}

@@ -1,0 +1,356 @@
+//! What starting any service shares: the [`Environment`] the binary hands every
+//! service (data dir, database, issuers, peer TLS, metrics, clock), the [`Running`]
+//! handle each returns, service-client declarations and their secrets, and how a
+//! service follows Auth's keys and revocations.
+
+use std::{
+    future::Future,
+    io,
+    net::SocketAddr,
+    path::{Path, PathBuf},
+    pin::Pin,
+    sync::Arc,
+    time::Duration,
+};
+
+use tokenmesh_interceptor::{KeyStore, RevocationSet, SharedClock};
+use tokio::{net::TcpListener, sync::watch, task::JoinHandle};
+use tonic::transport::{Channel, ClientTlsConfig, Endpoint};
+
+use crate::{
+    Addr, GrpcJwksSource, ServeError, ServiceTokens, SigningKeyError, TlsError, db::sqlite_url,
+    follow_revocations, metrics, random_token,
+};
+
+/// Why a service could not start, or stopped with an error. Every variant names
+/// the path, address or service it is about once.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    /// A file, directory or socket could not be used.
+    #[error("{context}: {source}")]
+    Io {
+        /// What was being done, with the path or address.
+        context: String,
+        /// The I/O error.
+        source: io::Error,
+    },
+    /// A signing key could not be loaded or created.
+    #[error(transparent)]
+    SigningKey(#[from] SigningKeyError),
+    /// A TLS certificate, key or CA could not be used.
+    #[error("TLS: {0}")]
+    Tls(#[from] TlsError),
+    /// A peer address is not a valid endpoint.
+    #[error("peer {url}: {source}")]
+    Endpoint {
+        /// The URL.
+        url: String,
+        /// Why it is invalid.
+        source: tonic::transport::Error,
+    },
+    /// A service's store could not be opened, migrated or seeded.
+    #[error("{service}: database {database}: {source}")]
+    Store {
+        /// The service.
+        service: &'static str,
+        /// Its database, without credentials.
+        database: String,
+        /// What failed.
+        source: Box<dyn std::error::Error + Send + Sync>,
+    },
+    /// A service failed to set itself up (beyond its store).
+    #[error("{service}: {source}")]
+    Service {
+        /// The service.
+        service: &'static str,
+        /// What failed.
+        source: Box<dyn std::error::Error + Send + Sync>,
+    },
+    /// A server failed.
+    #[error(transparent)]
+    Serve(#[from] ServeError),
+    /// A server task panicked.
+    #[error("server task: {0}")]
+    Task(#[from] tokio::task::JoinError),
+}
+
+impl StartError {
+    /// An I/O error while doing `context`.
+    pub fn io(context: impl Into<String>) -> impl FnOnce(io::Error) -> Self {
+        let context = context.into();
+        move |source| Self::Io { context, source }
+    }
+}
+
+/// What the binary gives every service it starts: where state lives, the issuer
+/// every service agrees on, resources that outlive one service (metrics), and the
+/// clock.
+#[derive(Debug, Clone)]
+pub struct Environment {
+    /// Where keys, secrets and SQLite databases live (created 0700).
+    pub data_dir: PathBuf,
+    /// The service's database; `None`: SQLite in the data dir.
+    pub database_url: Option<String>,
+    /// Seed the demo data.
+    pub demo: bool,
+    /// `iss` of Auth's access tokens.
+    pub auth_issuer: String,
+    /// How a service calls its peers over TLS; `None`: plaintext.
+    pub peer_tls: Option<ClientTlsConfig>,
+    /// Where servers register their metrics, rendered at `/metrics`.
+    pub metrics: metrics::Registry,
+    /// The time every token and revocation check reads.
+    pub clock: SharedClock,
+}
+
+impl Environment {
+    /// The database URL of a service whose SQLite file is `file` in the data dir.
+    pub fn database_url(&self, file: &str) -> String {
+        self.database_url
+            .clone()
+            .unwrap_or_else(|| sqlite_url(&self.data_dir.join(file)))
+    }
+
+    /// Creates the data dir (and parents), readable by this user only.
+    pub fn prepare_data_dir(&self) -> Result<(), StartError> {
+        prepare_data_dir(&self.data_dir)
+    }
+
+    /// A lazy channel to `peer`: TLS when the address says `https` or peer TLS is
+    /// configured. A peer that starts later (or restarts) is reached on first use.
+    pub fn channel(&self, peer: &Addr) -> Result<Channel, StartError> {
+        let url = peer.url(self.peer_tls.is_some());
+        let invalid = |source| StartError::Endpoint {
+            url: url.clone(),
+            source,
+        };
+        let mut endpoint = Endpoint::from_shared(url.clone()).map_err(invalid)?;
+        if url.starts_with("https:") {
+            let tls = self.peer_tls.clone().unwrap_or_default();
+            endpoint = endpoint.tls_config(tls).map_err(invalid)?;
+        }
+        Ok(endpoint
+            .connect_timeout(Duration::from_secs(2))
+            .connect_lazy())
+    }
+}
+
+/// Creates `path` (and parents) if missing, mode 0700 on Unix.
+pub fn prepare_data_dir(path: &Path) -> Result<(), StartError> {
+    let mut builder = std::fs::DirBuilder::new();
+    builder.recursive(true);
+    #[cfg(unix)]
+    std::os::unix::fs::DirBuilderExt::mode(&mut builder, 0o700);
+    builder.create(path).map_err(StartError::io(format!(
+        "creating data dir {}",
+        path.display()
+    )))
+}
+
+/// A service client a service needs at Auth, declared by that service's crate:
+/// its id, the scopes it may hold and the audiences it may ask tokens for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ServiceClient {
+    /// The client id, the `sub` of its tokens.
+    pub id: &'static str,
+    /// Scopes its tokens carry.
+    pub scopes: &'static [&'static str],
+    /// Audiences it may ask tokens for.
+    pub audiences: &'static [&'static str],
+}
+
+/// A [`ServiceClient`] with its secret.
+#[derive(Clone, PartialEq, Eq)]
+pub struct ClientCredentials {
+    /// The declaration.
+    pub client: ServiceClient,
+    /// The secret.
+    pub secret: String,
+}
+
+impl std::fmt::Debug for ClientCredentials {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ClientCredentials")
+            .field("client", &self.client)
+            .finish_non_exhaustive()
+    }
+}
+
+impl ServiceClient {
+    /// The secret `given` (flag or environment), or the one generated once into
+    /// `<id>-client-secret` in the data dir (mode 0600), so that Auth and the
+    /// service agree across restarts.
+    pub fn credentials(
+        self,
+        data_dir: &Path,
+        given: Option<&str>,
+    ) -> Result<ClientCredentials, StartError> {
+        let secret = match given {
+            Some(secret) => secret.to_owned(),
+            None => read_or_create_secret(&data_dir.join(format!("{}-client-secret", self.id)))?,
+        };
+        Ok(ClientCredentials {
+            client: self,
+            secret,
+        })
+    }
+}
+
+/// A secret file's content, or a new random secret written to it (0600) when it
+/// does not exist yet.
+pub fn read_or_create_secret(path: &Path) -> Result<String, StartError> {
+    let io = || StartError::io(format!("secret file {}", path.display()));
+    match std::fs::read_to_string(path) {
+        Ok(secret) => return Ok(secret.trim().to_owned()),
+        Err(error) if error.kind() != io::ErrorKind::NotFound => return Err(io()(error)),
+        Err(_) => {}
+    }
+    let secret = random_token(32);
+    match write_private_file(path, secret.as_bytes()) {
+        Ok(()) => Ok(secret),
+        // Another process of this mesh created it first: use theirs.
+        Err(error) if error.kind() == io::ErrorKind::AlreadyExists => std::fs::read_to_string(path)
+            .map(|secret| secret.trim().to_owned())
+            .map_err(io()),
+        Err(error) => Err(io()(error)),
+    }
+}
+
+/// Creates `path` with `contents`, readable by this user only (0600 on Unix);
+/// fails if it exists.
+pub fn write_private_file(path: &Path, contents: &[u8]) -> io::Result<()> {
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true).create_new(true);
+    #[cfg(unix)]
+    std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+    let mut file = options.open(path)?;
+    io::Write::write_all(&mut file, contents)?;
+    file.sync_all()
+}
+
+/// Binds `addr` (`host:port`, a host name allowed).
+pub async fn bind(addr: &Addr) -> Result<TcpListener, StartError> {
+    TcpListener::bind(addr.authority.as_str())
+        .await
+        .map_err(StartError::io(format!("binding {addr}")))
+}
+
+/// The address a bound listener got (port 0 picks one).
+pub fn local_addr(listener: &TcpListener) -> Result<SocketAddr, StartError> {
+    listener
+        .local_addr()
+        .map_err(StartError::io("reading a bound address"))
+}
+
+/// What a service needs to verify access tokens: Auth's keys, kept fresh, and
+/// Auth's revocations, followed live.
+#[derive(Debug)]
+pub struct AccessTokens {
+    /// Auth's keys.
+    pub keys: Arc<KeyStore>,
+    /// Revoked tokens and subjects.
+    pub revocations: Arc<RevocationSet>,
+}
+
+impl AccessTokens {
+    /// Fetches Auth's keys from `auth` and follows its revocation feed as
+    /// `credentials`' client.
+    pub fn follow(auth: Channel, credentials: &ClientCredentials, refresh: Duration) -> Self {
+        let keys = KeyStore::remote(GrpcJwksSource::auth(auth.clone()));
+        keys.spawn_refresher(refresh);
+        let revocations = Arc::new(RevocationSet::new());
+        let tokens = Arc::new(ServiceTokens::new(
+            auth.clone(),
+            credentials.client.id,
+            &credentials.secret,
+            tokenmesh_proto::names::audience::AUTH,
+        ));
+        follow_revocations(auth, tokens, &revocations);
+        Self { keys, revocations }
+    }
+}
+
+/// A future that resolves when the server should stop.
+pub type Shutdown = Pin<Box<dyn Future<Output = ()> + Send>>;
+
+/// One running server: its address, the switch that stops it, whether it is
+/// ready, and the HTTP routes it adds to the process's HTTP listener.
+pub struct Running {
+    /// Where it listens.
+    pub addr: SocketAddr,
+    stop: watch::Sender<bool>,
+    task: Option<JoinHandle<Result<(), ServeError>>>,
+    ready: Arc<dyn Fn() -> bool + Send + Sync>,
+    /// Routes for the HTTP listener (Auth's JWKS); `None` for most services.
+    pub http_routes: Option<axum::Router>,
+}
+
+impl std::fmt::Debug for Running {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Running")
+            .field("addr", &self.addr)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Running {
+    /// Spawns `serve`, handing it the future that resolves on [`Running::stop`]
+    /// (or when this handle is dropped).
+    pub fn spawn<F>(addr: SocketAddr, serve: impl FnOnce(Shutdown) -> F) -> Self
+    where
+        F: Future<Output = Result<(), ServeError>> + Send + 'static,
+    {
+        let (stop, mut stopped) = watch::channel(false);
+        let shutdown: Shutdown = Box::pin(async move {
+            // A dropped sender also means stop.
+            let _ = stopped.wait_for(|stop| *stop).await;
+        });
+        Self {
+            addr,
+            stop,
+            task: Some(tokio::spawn(serve(shutdown))),
+            ready: Arc::new(|| true),
+            http_routes: None,
+        }
+    }
+
+    /// Ready only while `ready` says so (e.g. a replica that has caught up).
+    pub fn with_readiness(mut self, ready: impl Fn() -> bool + Send + Sync + 'static) -> Self {
+        self.ready = Arc::new(ready);
+        self
+    }
+
+    /// Adds `routes` to the process's HTTP listener.
+    pub fn with_http_routes(mut self, routes: axum::Router) -> Self {
+        self.http_routes = Some(routes);
+        self
+    }
+
+    /// Whether the service is ready to answer.
+    pub fn is_ready(&self) -> bool {
+        (self.ready)()
+    }
+
+    /// Stops accepting, lets in-flight requests finish, and waits.
+    /// Stopping a stopped server does nothing.
+    pub async fn stop(&mut self) -> Result<(), StartError> {
+        self.stop.send_replace(true);
+        if self.task.is_none() {
+            return Ok(());
+        }
+        self.finished().await
+    }
+
+    /// Waits until the server stops (an error, or [`Running::stop`]); never
+    /// returns once it has been waited for.
+    pub async fn finished(&mut self) -> Result<(), StartError> {
+        match self.task.as_mut() {
+            Some(task) => {
+                let result = task.await;
+                self.task = None;
+                Ok(result??)
+            }
+            None => std::future::pending().await,
+        }
+    }
+}

@@ -676,3 +676,6 @@ pub async fn http_get(addr: SocketAddr, path: &str) -> (String, String) {
     let (head, body) = response.split_once("\r\n\r\n").expect("head and body");
     (head.to_owned(), body.to_owned())
 }
+
+mod child;
+pub use child::{CHILD_DEADLINE, output_within_deadline};

@@ -1,7 +1,8 @@
 //! The load generator's own acceptance: it counts errors by status code and never
-//! as throughput, and its latency percentiles match a synthetic server whose
+//! as throughput, and its latency percentiles respect a synthetic server whose
 //! delays are known. Real sockets on 127.0.0.1:0; no timed assertions on the
-//! machine's speed — only bounds the server's own sleeps guarantee.
+//! machine's speed — only the floors the server's own sleeps guarantee, never a
+//! ceiling (a loaded machine may take any time above a sleep).
 
 use std::{
     collections::BTreeMap,
@@ -151,24 +152,30 @@ async fn a_method_failing_every_other_call_counts_exactly_half_as_throughput() {
 }
 
 #[tokio::test]
-async fn latency_percentiles_match_the_servers_known_delays() {
+async fn latency_percentiles_are_never_below_the_servers_known_delays() {
     let addr = synthetic_server().await;
     // 200 calls: 160 sleep 5 ms, 30 sleep 50 ms, 10 sleep 300 ms.
     let outcome = load_synthetic(addr, "Delay", 200).await;
     assert_eq!((outcome.ok, outcome.failed()), (200, 0));
+    assert_eq!(outcome.latency.len(), 200);
     let ms = |quantile: f64| outcome.latency.value_at_quantile(quantile) as f64 / 1000.0;
-    // A call never takes less than its sleep; a whole band of calls never takes
-    // as long as the next band's sleep.
     let (p50, p90, p99, max) = (
         ms(0.50),
         ms(0.90),
         ms(0.99),
         outcome.latency.max() as f64 / 1000.0,
     );
-    assert!((5.0..50.0).contains(&p50), "p50 {p50} ms");
-    assert!((50.0..300.0).contains(&p90), "p90 {p90} ms");
+    // A call never takes less than its sleep, so every call is at least 5 ms, the
+    // slowest 40 (ranks 161-200, p90 is rank 180) at least 50 ms and the slowest 10
+    // (ranks 191-200, p99 is rank 198) at least 300 ms. How far above its floor a
+    // percentile lands depends on the machine: no upper bound is asserted.
+    assert!(p50 >= 5.0, "p50 {p50} ms");
+    assert!(p90 >= 50.0, "p90 {p90} ms");
     assert!(p99 >= 300.0, "p99 {p99} ms");
-    assert!(max >= 300.0 && max >= p99, "max {max} ms");
+    assert!(
+        p50 <= p90 && p90 <= p99 && p99 <= max,
+        "{p50} {p90} {p99} {max}"
+    );
     let report = tokenmesh_bench::Report::new("delay", "/bench.test.Synthetic/Delay", &outcome);
     assert_eq!(report.latency.p50_ms, p50);
     assert_eq!(report.ok, 200);

@@ -41,6 +41,7 @@ async fn refusals_carry_error_info_with_a_stable_reason() {
             PING,
             None,
             Code::Unauthenticated,
+            "missing bearer token: send `authorization: Bearer <access_token>`",
             "TOKEN_MISSING",
         ),
         (
@@ -48,6 +49,7 @@ async fn refusals_carry_error_info_with_a_stable_reason() {
             PING,
             Some(with("exp", json!(now() - 60))),
             Code::Unauthenticated,
+            "token expired",
             "TOKEN_EXPIRED",
         ),
         (
@@ -55,6 +57,7 @@ async fn refusals_carry_error_info_with_a_stable_reason() {
             PING,
             Some(foreign),
             Code::Unauthenticated,
+            "token signed by an unknown key",
             "KEY_UNKNOWN",
         ),
         (
@@ -62,6 +65,7 @@ async fn refusals_carry_error_info_with_a_stable_reason() {
             PING,
             Some(with("aud", json!(["other"]))),
             Code::Unauthenticated,
+            "token audience does not include this service",
             "AUDIENCE_MISMATCH",
         ),
         (
@@ -69,6 +73,7 @@ async fn refusals_carry_error_info_with_a_stable_reason() {
             PING,
             Some("a.b.c".to_owned()),
             Code::Unauthenticated,
+            "malformed token: not a JWS in compact form with a known alg",
             "TOKEN_MALFORMED",
         ),
         (
@@ -76,6 +81,7 @@ async fn refusals_carry_error_info_with_a_stable_reason() {
             ADMIN,
             Some(key.sign(&claims("alice"))),
             Code::PermissionDenied,
+            "insufficient scope: this method requires `admin`",
             "INSUFFICIENT_SCOPE",
         ),
         (
@@ -83,17 +89,23 @@ async fn refusals_carry_error_info_with_a_stable_reason() {
             "/test.v1.Ping/Other",
             Some(key.sign(&claims("alice"))),
             Code::PermissionDenied,
+            "method has no access rule",
             "METHOD_NOT_ALLOWED",
         ),
     ];
-    for (case, path, token, code, reason) in cases {
+    for (case, path, token, code, message, reason) in cases {
         let status = call(&channel, path, token.as_deref())
             .await
             .expect_err(case);
         let info = status.get_details_error_info().expect(case);
         assert_eq!(
-            (status.code(), info.reason.as_str(), info.domain.as_str()),
-            (code, reason, ERROR_DOMAIN),
+            (
+                status.code(),
+                status.message(),
+                info.reason.as_str(),
+                info.domain.as_str()
+            ),
+            (code, message, reason, ERROR_DOMAIN),
             "{case}"
         );
         if let Some(token) = token {

@@ -558,13 +558,16 @@ pub fn bearer_value(token: &str) -> MetadataValue<tonic::metadata::Ascii> {
 }
 
 /// A fresh PostgreSQL database for one test, on the server named by
-/// `TOKENMESH_TEST_DATABASE_URL`.
+/// `TOKENMESH_TEST_DATABASE_URL`. It is dropped when this value is, even when the
+/// test panics; [`TestDatabase::drop_database`] drops it explicitly and fails
+/// loudly if it cannot.
 #[derive(Debug)]
 pub struct TestDatabase {
     /// Its URL.
     pub url: String,
     admin_url: String,
     name: String,
+    dropped: bool,
 }
 
 impl TestDatabase {
@@ -610,21 +613,54 @@ impl TestDatabase {
             url,
             admin_url,
             name,
+            dropped: false,
         })
     }
 
     /// Drops the database (connections of the stopped mesh are forced out).
-    pub async fn drop_database(self) {
-        let mut admin = <sqlx::AnyConnection as sqlx::Connection>::connect(&self.admin_url)
+    pub async fn drop_database(mut self) {
+        Self::drop_named(&self.admin_url, &self.name)
             .await
-            .expect("PostgreSQL reachable");
-        sqlx::query(&format!(
-            "DROP DATABASE IF EXISTS {} WITH (FORCE)",
-            self.name
-        ))
-        .execute(&mut admin)
-        .await
-        .expect("drop database");
+            .expect("drop database");
+        self.dropped = true;
+    }
+
+    async fn drop_named(admin_url: &str, name: &str) -> Result<(), sqlx::Error> {
+        let mut admin = <sqlx::AnyConnection as sqlx::Connection>::connect(admin_url).await?;
+        sqlx::query(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
+            .execute(&mut admin)
+            .await?;
+        Ok(())
+    }
+}
+
+impl Drop for TestDatabase {
+    /// A test that panicked never reached `drop_database`: drop the database
+    /// here, on a thread of its own with its own runtime (this may run inside
+    /// the test's runtime, which is unwinding). Never panics: a panic while
+    /// unwinding would abort the whole test binary.
+    fn drop(&mut self) {
+        if self.dropped {
+            return;
+        }
+        let (admin_url, name) = (self.admin_url.clone(), self.name.clone());
+        let dropped = std::thread::spawn(move || {
+            tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .map_err(|error| error.to_string())?
+                .block_on(Self::drop_named(&admin_url, &name))
+                .map_err(|error| error.to_string())
+        })
+        .join();
+        match dropped {
+            Ok(Ok(())) => {}
+            Ok(Err(error)) => eprintln!("test database {} not dropped: {error}", self.name),
+            Err(_) => eprintln!(
+                "test database {} not dropped: the thread panicked",
+                self.name
+            ),
+        }
     }
 }
 
@@ -682,3 +718,6 @@ pub async fn http_get(addr: SocketAddr, path: &str) -> (String, String) {
     let (head, body) = response.split_once("\r\n\r\n").expect("head and body");
     (head.to_owned(), body.to_owned())
 }
+
+mod child;
+pub use child::{CHILD_DEADLINE, output_within_deadline};

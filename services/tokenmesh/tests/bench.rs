@@ -3,17 +3,24 @@
 //! no assertion on speed — only that every call was answered, counted and
 //! attributed to the right server.
 
-use std::process::Command;
-
 use serde_json::Value;
+use tokio::process::Command;
 
-fn bench(args: &[&str]) -> Value {
-    let output = Command::new(env!("CARGO_BIN_EXE_tokenmesh"))
+// The test crate's child-process helper, shared by path: a dev-dependency on
+// `tokenmesh-tests` would be a cycle (it depends on this crate).
+#[path = "../../../tests/src/child.rs"]
+mod child;
+
+async fn bench(args: &[&str]) -> Value {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_tokenmesh"));
+    command
         .arg("bench")
         .args(args)
         .args(["--warmup", "0s", "--json"])
-        .env("RUST_LOG", "warn")
-        .output()
+        .env("RUST_LOG", "warn");
+    let what = format!("tokenmesh bench {}", args.join(" "));
+    let output = child::output_within_deadline(&what, command)
+        .await
         .expect("tokenmesh runs");
     assert!(
         output.status.success(),
@@ -27,8 +34,8 @@ fn reports(value: &Value) -> &Vec<Value> {
     value["reports"].as_array().expect("reports")
 }
 
-#[test]
-fn the_overhead_scenario_reports_three_error_free_runs_with_server_usage() {
+#[tokio::test]
+async fn the_overhead_scenario_reports_three_error_free_runs_with_server_usage() {
     let value = bench(&[
         "overhead",
         "--requests",
@@ -37,7 +44,8 @@ fn the_overhead_scenario_reports_three_error_free_runs_with_server_usage() {
         "8",
         "--distinct",
         "200",
-    ]);
+    ])
+    .await;
     let runs = reports(&value);
     let modes: Vec<&str> = runs
         .iter()
@@ -56,8 +64,8 @@ fn the_overhead_scenario_reports_three_error_free_runs_with_server_usage() {
     assert!(value["reuse_over_none"].as_f64().is_some());
 }
 
-#[test]
-fn the_mesh_scenario_covers_every_method_and_each_services_memory() {
+#[tokio::test]
+async fn the_mesh_scenario_covers_every_method_and_each_services_memory() {
     let value = bench(&[
         "mesh",
         "--requests",
@@ -66,7 +74,8 @@ fn the_mesh_scenario_covers_every_method_and_each_services_memory() {
         "4",
         "--refreshes",
         "10",
-    ]);
+    ])
+    .await;
     let labels: Vec<&str> = reports(&value)
         .iter()
         .map(|r| r["label"].as_str().unwrap_or(""))
@@ -104,8 +113,8 @@ fn the_mesh_scenario_covers_every_method_and_each_services_memory() {
     assert_eq!(services, ["auth", "products", "orders"]);
 }
 
-#[test]
-fn the_in_flight_sweep_draws_its_plot_and_the_token_sweep_cycles_its_pools() {
+#[tokio::test]
+async fn the_in_flight_sweep_draws_its_plot_and_the_token_sweep_cycles_its_pools() {
     let plot = std::env::temp_dir().join(format!("tokenmesh-bench-{}.svg", std::process::id()));
     let plot_arg = plot.display().to_string();
     let value = bench(&[
@@ -116,7 +125,8 @@ fn the_in_flight_sweep_draws_its_plot_and_the_token_sweep_cycles_its_pools() {
         "10",
         "--plot",
         &plot_arg,
-    ]);
+    ])
+    .await;
     let svg = std::fs::read_to_string(&plot).expect("plot written");
     let _ = std::fs::remove_file(&plot);
     assert!(svg.contains("<svg") && svg.contains("requests in flight"));
@@ -138,7 +148,8 @@ fn the_in_flight_sweep_draws_its_plot_and_the_token_sweep_cycles_its_pools() {
         "20",
         "--in-flight",
         "4",
-    ]);
+    ])
+    .await;
     let pools: Vec<(u64, u64)> = reports(&value)
         .iter()
         .map(|r| {

@@ -43,9 +43,13 @@ async fn with_auth_down_valid_tokens_pass_and_forged_ones_do_not() {
             .await
             .expect("Orders still accepts valid tokens");
     }
-    for (token, reason) in [
-        (&forged, "SIGNATURE_INVALID"),
-        (&unknown_kid, "KEY_UNKNOWN"),
+    for (token, message, reason) in [
+        (&forged, "invalid token signature", "SIGNATURE_INVALID"),
+        (
+            &unknown_kid,
+            "token signed by an unknown key",
+            "KEY_UNKNOWN",
+        ),
     ] {
         let status = mesh
             .products(Bearer::token(token))
@@ -55,8 +59,13 @@ async fn with_auth_down_valid_tokens_pass_and_forged_ones_do_not() {
             .expect_err("forged");
         let info = status.get_details_error_info().expect("error info");
         assert_eq!(
-            (status.code(), info.reason.as_str(), info.domain.as_str()),
-            (Code::Unauthenticated, reason, ERROR_DOMAIN)
+            (
+                status.code(),
+                status.message(),
+                info.reason.as_str(),
+                info.domain.as_str()
+            ),
+            (Code::Unauthenticated, message, reason, ERROR_DOMAIN)
         );
         let status = mesh
             .orders(Bearer::token(token))
@@ -64,7 +73,10 @@ async fn with_auth_down_valid_tokens_pass_and_forged_ones_do_not() {
             .list_orders(ListOrdersRequest::default())
             .await
             .expect_err("forged");
-        assert_eq!(status.code(), Code::Unauthenticated);
+        assert_eq!(
+            (status.code(), status.message()),
+            (Code::Unauthenticated, message)
+        );
     }
     mesh.shutdown().await;
 }

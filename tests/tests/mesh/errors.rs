@@ -16,19 +16,26 @@ async fn refusals_name_a_stable_reason_in_error_info() {
     let mut expired = Minter::access_claims("alice");
     expired["exp"] = json!(tokenmesh_server::now_unix() - 120);
     let cases = [
-        ("no token", Bearer::none(), "TOKEN_MISSING"),
+        (
+            "no token",
+            Bearer::none(),
+            "missing bearer token: send `authorization: Bearer <access_token>`",
+            "TOKEN_MISSING",
+        ),
         (
             "expired",
             Bearer::token(&auth.access_token(&expired)),
+            "token expired",
             "TOKEN_EXPIRED",
         ),
         (
             "foreign key",
             Bearer::token(&Minter::foreign().access_token(&Minter::access_claims("alice"))),
+            "token signed by an unknown key",
             "KEY_UNKNOWN",
         ),
     ];
-    for (case, bearer, reason) in cases {
+    for (case, bearer, message, reason) in cases {
         let status = mesh
             .products(bearer.clone())
             .await
@@ -37,8 +44,13 @@ async fn refusals_name_a_stable_reason_in_error_info() {
             .expect_err(case);
         let info = status.get_details_error_info().expect(case);
         assert_eq!(
-            (status.code(), info.reason.as_str(), info.domain.as_str()),
-            (Code::Unauthenticated, reason, ERROR_DOMAIN),
+            (
+                status.code(),
+                status.message(),
+                info.reason.as_str(),
+                info.domain.as_str()
+            ),
+            (Code::Unauthenticated, message, reason, ERROR_DOMAIN),
             "{case} at Products"
         );
         let status = mesh
@@ -48,7 +60,11 @@ async fn refusals_name_a_stable_reason_in_error_info() {
             .await
             .expect_err(case);
         let info = status.get_details_error_info().expect(case);
-        assert_eq!(info.reason, reason, "{case} at Orders");
+        assert_eq!(
+            (status.code(), status.message(), info.reason.as_str()),
+            (Code::Unauthenticated, message, reason),
+            "{case} at Orders"
+        );
     }
     mesh.shutdown().await;
 }

@@ -4,7 +4,7 @@
 use std::{net::SocketAddr, path::PathBuf, process::Output};
 
 use serde_json::Value;
-use tokenmesh_tests::Mesh;
+use tokenmesh_tests::{Mesh, output_within_deadline};
 use tokio::process::Command;
 
 /// grpcurl on PATH. Missing in CI is a failure; missing locally skips, loudly.
@@ -27,9 +27,10 @@ fn grpcurl() -> Option<PathBuf> {
 }
 
 async fn run(grpcurl: &PathBuf, args: &[&str]) -> Output {
-    Command::new(grpcurl)
-        .args(args)
-        .output()
+    let mut command = Command::new(grpcurl);
+    command.args(args);
+    let what = format!("grpcurl {}", args.join(" "));
+    output_within_deadline(&what, command)
         .await
         .expect("grpcurl runs")
 }

@@ -10,7 +10,9 @@ use tokenmesh_proto::{
 };
 
 use tokenmesh_server::SigningAlgorithm;
-use tokenmesh_tests::{Bearer, Mesh, Minter, claims_of, eventually, header_of, http_get};
+use tokenmesh_tests::{
+    Bearer, Mesh, Minter, claims_of, eventually, header_of, http_get, output_within_deadline,
+};
 
 fn header_kid(token: &str) -> String {
     header_of(token)["kid"].as_str().expect("kid").to_owned()
@@ -187,10 +189,11 @@ async fn jwks_over_http_matches_get_jwks_and_may_be_cached() {
 }
 
 /// PyJWT with `cryptography`, when installed (CI installs it).
-fn pyjwt_available() -> bool {
-    let found = std::process::Command::new("python3")
-        .args(["-c", "import jwt, cryptography"])
-        .output()
+async fn pyjwt_available() -> bool {
+    let mut command = tokio::process::Command::new("python3");
+    command.args(["-c", "import jwt, cryptography"]);
+    let found = output_within_deadline("python3 -c 'import jwt, cryptography'", command)
+        .await
         .is_ok_and(|output| output.status.success());
     if !found {
         assert!(
@@ -204,7 +207,7 @@ fn pyjwt_available() -> bool {
 
 #[tokio::test]
 async fn access_tokens_of_every_algorithm_verify_with_pyjwt_and_at_every_service() {
-    if !pyjwt_available() {
+    if !pyjwt_available().await {
         return;
     }
     let script = concat!(env!("CARGO_MANIFEST_DIR"), "/jose/verify_with_pyjwt.py");
@@ -218,16 +221,15 @@ async fn access_tokens_of_every_algorithm_verify_with_pyjwt_and_at_every_service
         assert_eq!(header_of(&token)["alg"], algorithm.as_str());
         let jwks_url = format!("http://{}/.well-known/jwks.json", mesh.http_addr());
         let run = |token: String| {
-            let jwks_url = jwks_url.clone();
-            tokio::process::Command::new("python3")
-                .args([
-                    script,
-                    &jwks_url,
-                    &token,
-                    tokenmesh_tests::AUTH_ISSUER,
-                    "orders",
-                ])
-                .output()
+            let mut command = tokio::process::Command::new("python3");
+            command.args([
+                script,
+                &jwks_url,
+                &token,
+                tokenmesh_tests::AUTH_ISSUER,
+                "orders",
+            ]);
+            output_within_deadline("tests/jose/verify_with_pyjwt.py", command)
         };
         let verified = run(token.clone()).await.expect("python3 runs");
         assert!(verified.status.success(), "{algorithm}: {verified:?}");

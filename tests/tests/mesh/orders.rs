@@ -225,7 +225,12 @@ async fn an_invalid_grant_is_not_trusted_and_the_next_source_decides() {
             .place_order(order("P-104", 1, name, &grant))
             .await
             .expect_err(name);
-        assert_eq!(denied.code(), Code::PermissionDenied, "{name}");
+        // The grant is not trusted, so the replica decides: not entitled.
+        assert_eq!(
+            (denied.code(), denied.message()),
+            (Code::PermissionDenied, "not entitled to product P-104"),
+            "{name}"
+        );
     }
     assert_eq!(order_count(&mut orders).await, 0);
 

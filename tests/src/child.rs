@@ -1,0 +1,35 @@
+//! Child processes in tests (grpcurl, the `tokenmesh` CLI, PyJWT) run with a
+//! deadline: a hung child fails its test, naming what hung, instead of hanging
+//! the suite. Only tokio and std, so that crates the test crate depends on can
+//! share this file (`#[path]`) without a dependency cycle.
+
+use std::{
+    process::{Output, Stdio},
+    time::Duration,
+};
+
+/// How long a test lets a child process run before it kills it and fails:
+/// generous, so that only a hang trips it, never a slow machine.
+pub const CHILD_DEADLINE: Duration = Duration::from_secs(120);
+
+/// Runs `command` to its end with stdin closed and returns its exit status and
+/// output, like [`tokio::process::Command::output`]. An error is returned only
+/// if it cannot be started or read. A child still running after
+/// [`CHILD_DEADLINE`] is killed and the test fails, naming `what` hung.
+pub async fn output_within_deadline(
+    what: &str,
+    command: impl Into<tokio::process::Command>,
+) -> std::io::Result<Output> {
+    let mut command = command.into();
+    command
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .kill_on_drop(true);
+    let child = command.spawn()?;
+    // On the deadline the child is dropped with the timed-out future: killed.
+    let finished = tokio::time::timeout(CHILD_DEADLINE, child.wait_with_output()).await;
+    finished.unwrap_or_else(|_| {
+        panic!("{what} hung: still running after {CHILD_DEADLINE:?}; killed it")
+    })
+}

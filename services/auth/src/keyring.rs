@@ -12,7 +12,7 @@ use tokenmesh_interceptor::{KeySource, KeySourceError};
 use tokenmesh_proto::auth::v1::{Jwk, RotateSigningKeyResponse};
 use tokenmesh_server::{SigningAlgorithm, SigningKey, jwk_to_jose, now_unix};
 
-use crate::{AuthServiceError, Store};
+use crate::{AuthServiceError, Store, store::NewSigningKey};
 
 /// The keys Auth signs with and publishes.
 #[derive(Debug)]
@@ -47,13 +47,7 @@ impl KeyRing {
         if !stored || !signing {
             let expires = now + publish_retired_for.as_secs() as i64;
             store
-                .activate_key(
-                    initial.kid(),
-                    initial.algorithm().as_str(),
-                    initial.pem(),
-                    now,
-                    expires,
-                )
+                .activate_key(stored_form(&initial), now, expires)
                 .await?;
         }
         let state = RingState {
@@ -121,7 +115,7 @@ impl KeyRing {
         let expires = now + self.publish_retired_for.as_secs() as i64;
         let retired = self
             .store
-            .activate_key(key.kid(), key.algorithm().as_str(), key.pem(), now, expires)
+            .activate_key(stored_form(&key), now, expires)
             .await?;
         self.reload().await?;
         tracing::info!(kid = key.kid(), retired = ?retired, "signing key rotated");
@@ -130,6 +124,14 @@ impl KeyRing {
             retired_kid: retired.unwrap_or_default(),
             retired_kid_expires_at: expires,
         })
+    }
+}
+
+fn stored_form(key: &SigningKey) -> NewSigningKey<'_> {
+    NewSigningKey {
+        kid: key.kid(),
+        algorithm: key.algorithm().as_str(),
+        pem: key.pem(),
     }
 }
 

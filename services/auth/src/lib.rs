@@ -13,8 +13,10 @@ mod store;
 mod throttle;
 
 pub use error::AuthServiceError;
-pub use service::{ADMIN_SCOPE, AuthConfig, AuthService, EXCHANGE_SCOPE, REVOCATIONS_SCOPE};
-pub use store::{NewUser, Store};
+pub use service::{
+    ADMIN_SCOPE, AuthConfig, AuthService, EXCHANGE_SCOPE, NewUser, REVOCATIONS_SCOPE,
+};
+pub use store::{Store, StoreError};
 pub use throttle::ThrottleConfig;
 
 /// The demo users `tokenmesh up --demo` seeds: (username, password, scopes).
@@ -27,13 +29,12 @@ pub const DEMO_USERS: [(&str, &str, &str); 3] = [
 /// Seeds the demo users; users that exist are left as they are.
 pub async fn seed_demo(store: &Store) -> Result<(), AuthServiceError> {
     for (username, password, scopes) in DEMO_USERS {
-        store
-            .create_user_if_absent(&NewUser {
-                username: username.into(),
-                password: password.into(),
-                scopes: scopes.into(),
-            })
-            .await?;
+        let user = NewUser {
+            username: username.into(),
+            password: password.into(),
+            scopes: scopes.into(),
+        };
+        service::create_user_if_absent(store, user).await?;
     }
     Ok(())
 }

@@ -28,10 +28,10 @@ use tonic::{Request, Response, Status};
 use tracing::instrument;
 
 use crate::{
-    AuthServiceError, NewUser, Store,
+    AuthServiceError, Store,
     keyring::{KeyRing, OwnKeys},
     password,
-    store::{Revocation, ServiceClient, Spend},
+    store::{Epoch, NewRefreshToken, NewUserRecord, Revocation, ServiceClient, Spend},
     throttle::{Throttle, ThrottleConfig},
 };
 
@@ -46,6 +46,40 @@ pub const REVOCATIONS_SCOPE: &str = "revocations:read";
 const MAX_VERIFIER_LEEWAY_SECS: i64 = 60;
 /// Shortest acceptable password.
 const MIN_PASSWORD_LEN: usize = 8;
+
+/// A user to create.
+#[derive(Debug, Clone)]
+pub struct NewUser {
+    /// Login name, unique.
+    pub username: String,
+    /// Plain text; only its argon2id hash is stored.
+    pub password: String,
+    /// Space-separated scopes granted at login.
+    pub scopes: String,
+}
+
+/// Hashes `user`'s password and stores them; false if the name is taken.
+async fn insert_user(store: &Store, user: NewUser) -> Result<bool, AuthServiceError> {
+    let password_hash = password::hash(user.password).await?;
+    let record = NewUserRecord {
+        username: user.username,
+        password_hash,
+        scopes: user.scopes,
+        created_at: now_unix(),
+    };
+    Ok(store.insert_user(&record).await?)
+}
+
+/// Creates `user` unless the name is taken, without hashing when it is.
+pub(crate) async fn create_user_if_absent(
+    store: &Store,
+    user: NewUser,
+) -> Result<bool, AuthServiceError> {
+    if store.find_user(&user.username).await?.is_some() {
+        return Ok(false);
+    }
+    insert_user(store, user).await
+}
 
 /// How Auth issues tokens.
 #[derive(Debug, Clone)]
@@ -89,8 +123,16 @@ impl AuthConfig {
         }
     }
 
-    fn forget_after(&self, not_before: i64) -> i64 {
-        not_before + self.access_token_ttl.as_secs() as i64 + MAX_VERIFIER_LEEWAY_SECS
+    /// The epoch of a cut-off now: everything issued up to the end of this
+    /// second dies; the entry matters until every such token has expired.
+    fn epoch_now(&self) -> Epoch {
+        let not_before = now_unix() + 1;
+        Epoch {
+            not_before,
+            forget_after: not_before
+                + self.access_token_ttl.as_secs() as i64
+                + MAX_VERIFIER_LEEWAY_SECS,
+        }
     }
 }
 
@@ -213,7 +255,8 @@ impl AuthService {
         scopes: &str,
         audiences: &str,
     ) -> Result<(), AuthServiceError> {
-        self.inner
+        Ok(self
+            .inner
             .store
             .upsert_service_client(&ServiceClient {
                 client_id: client_id.to_owned(),
@@ -221,7 +264,7 @@ impl AuthService {
                 scopes: scopes.to_owned(),
                 audiences: audiences.to_owned(),
             })
-            .await
+            .await?)
     }
 
     /// `iss` of Auth's tokens.
@@ -314,11 +357,10 @@ impl AuthService {
     }
 
     /// Records a subject revocation here and wakes the feeds.
-    fn revoked_subject(&self, subject: &str, not_before: i64) {
-        let forget_after = self.inner.config.forget_after(not_before);
+    fn revoked_subject(&self, subject: &str, epoch: Epoch) {
         self.inner
             .revocations
-            .revoke_subject(subject, not_before, forget_after);
+            .revoke_subject(subject, epoch.not_before, epoch.forget_after);
         self.inner.feed.notify();
     }
 
@@ -334,7 +376,7 @@ impl AuthService {
         let stored_hash = user.as_ref().map(|user| user.password_hash.clone());
         let matches = password::verify(password, stored_hash).await?;
         match user {
-            Some(user) if matches && user.active => {
+            Some(user) if matches && user.is_active() => {
                 self.inner.throttle.succeeded(username);
                 Ok(Some(user))
             }
@@ -395,16 +437,16 @@ impl auth_service_server::AuthService for AuthService {
         };
         let now = now_unix();
         let refresh_token = random_token(32);
+        let first = NewRefreshToken {
+            token_hash: hex_sha256(&refresh_token),
+            issued_at: now,
+            expires_at: now + self.inner.config.refresh_token_ttl.as_secs() as i64,
+        };
         self.inner
             .store
-            .start_family(
-                &user.username,
-                &random_token(16),
-                &hex_sha256(&refresh_token),
-                now,
-                now + self.inner.config.refresh_token_ttl.as_secs() as i64,
-            )
-            .await?;
+            .start_family(&user.username, &random_token(16), &first)
+            .await
+            .map_err(AuthServiceError::from)?;
         let access = self.user_access_token(&user.username, &user.scopes, user.not_before)?;
         tracing::info!("login");
         Ok(Response::new(Self::token_response(
@@ -424,16 +466,17 @@ impl auth_service_server::AuthService for AuthService {
         let now = now_unix();
         let successor = random_token(32);
         let expires_at = now + self.inner.config.refresh_token_ttl.as_secs() as i64;
+        let record = NewRefreshToken {
+            token_hash: hex_sha256(&successor),
+            issued_at: now,
+            expires_at,
+        };
         let spend = self
             .inner
             .store
-            .spend_refresh_token(
-                &hex_sha256(presented),
-                &hex_sha256(&successor),
-                now,
-                expires_at,
-            )
-            .await?;
+            .spend_refresh_token(&hex_sha256(presented), &record)
+            .await
+            .map_err(AuthServiceError::from)?;
         let (username, scopes, not_before) = match spend {
             Spend::Rotated {
                 username,
@@ -468,7 +511,8 @@ impl auth_service_server::AuthService for AuthService {
             .inner
             .store
             .revoke_family_of(&hex_sha256(presented), now_unix())
-            .await?;
+            .await
+            .map_err(AuthServiceError::from)?;
         tracing::info!(ended, "logout");
         Ok(Response::new(LogoutResponse {}))
     }
@@ -496,15 +540,15 @@ impl auth_service_server::AuthService for AuthService {
             .into());
         }
         valid_new_password("password", &password)?;
-        let created = self
-            .inner
-            .store
-            .create_user(&NewUser {
+        let created = insert_user(
+            &self.inner.store,
+            NewUser {
                 username: username.clone(),
                 password,
                 scopes: scopes.clone(),
-            })
-            .await?;
+            },
+        )
+        .await?;
         if !created {
             return Err(AuthServiceError::UserExists(username).into());
         }
@@ -522,20 +566,19 @@ impl auth_service_server::AuthService for AuthService {
     ) -> Result<Response<User>, Status> {
         let username = &request.get_ref().username;
         required("username", username)?;
-        // Everything issued up to the end of this second dies.
-        let not_before = now_unix() + 1;
-        let forget_after = self.inner.config.forget_after(not_before);
+        let epoch = self.inner.config.epoch_now();
         if !self
             .inner
             .store
-            .deactivate(username, not_before, forget_after)
-            .await?
+            .deactivate(username, epoch)
+            .await
+            .map_err(AuthServiceError::from)?
         {
             return Err(AuthServiceError::UserNotFound(username.clone()).into());
         }
-        self.revoked_subject(username, not_before);
+        self.revoked_subject(username, epoch);
         tracing::info!("user deactivated");
-        let user = self.inner.store.find_user(username).await?;
+        let user = (self.inner.store.find_user(username).await).map_err(AuthServiceError::from)?;
         Ok(Response::new(User {
             username: username.clone(),
             scopes: user.map(|u| u.scopes).unwrap_or_default(),
@@ -564,17 +607,17 @@ impl auth_service_server::AuthService for AuthService {
             return Err(AuthServiceError::InvalidCredentials.into());
         }
         let hash = password::hash(new_password).await?;
-        let not_before = now_unix() + 1;
-        let forget_after = self.inner.config.forget_after(not_before);
+        let epoch = self.inner.config.epoch_now();
         if !self
             .inner
             .store
-            .change_password(username, &hash, not_before, forget_after)
-            .await?
+            .change_password(username, &hash, epoch)
+            .await
+            .map_err(AuthServiceError::from)?
         {
             return Err(AuthServiceError::UserNotFound(username.to_owned()).into());
         }
-        self.revoked_subject(username, not_before);
+        self.revoked_subject(username, epoch);
         tracing::info!("password changed; tokens revoked");
         Ok(Response::new(ChangePasswordResponse {}))
     }
@@ -592,7 +635,8 @@ impl auth_service_server::AuthService for AuthService {
         required("client_id", client_id)?;
         required("client_secret", client_secret)?;
         required("audience", audience)?;
-        let client = self.inner.store.service_client(client_id).await?;
+        let client =
+            (self.inner.store.service_client(client_id).await).map_err(AuthServiceError::from)?;
         let Some(client) = client.filter(|client| client.secret_hash == hex_sha256(client_secret))
         else {
             return Err(AuthServiceError::InvalidClientCredentials.into());
@@ -638,7 +682,8 @@ impl auth_service_server::AuthService for AuthService {
             .inner
             .store
             .service_client(actor.subject())
-            .await?
+            .await
+            .map_err(AuthServiceError::from)?
             .filter(|client| client.client_id == actor.0.client_id)
             .ok_or(AuthServiceError::NotAServiceClient)?;
         if !client
@@ -705,7 +750,7 @@ impl auth_service_server::AuthService for AuthService {
                 let rows = store
                     .revocations_since(cursor, now_unix(), limit as i64)
                     .await
-                    .map_err(Status::from)?;
+                    .map_err(|error| Status::from(AuthServiceError::from(error)))?;
                 Ok(rows.into_iter().map(|row| (row.seq, event(row))).collect())
             }
         });

@@ -1,23 +1,38 @@
 //! tokenmesh's Auth service: the only signer of access tokens. Checks passwords
 //! (argon2id), issues RFC 9068 access tokens and rotating refresh tokens, service
 //! and exchanged tokens, publishes its keys as a JWKS and streams revocations.
+//!
+//! `service` holds the gRPC handlers; each concern has its module: `users`
+//! (passwords, throttle, cut-offs), `sessions` (refresh tokens), `tokens`
+//! (minting, service tokens, exchange), `keys`, `revocations`, `config`, and
+//! `store` for the tables.
 
 #![forbid(unsafe_code)]
 
+mod config;
 mod error;
 mod http;
-mod keyring;
-mod password;
+mod keys;
+mod revocations;
 mod service;
+mod sessions;
+mod state;
 mod store;
-mod throttle;
+mod tokens;
+mod users;
 
+pub use config::AuthConfig;
 pub use error::AuthServiceError;
-pub use service::{
-    ADMIN_SCOPE, AuthConfig, AuthService, EXCHANGE_SCOPE, NewUser, REVOCATIONS_SCOPE,
-};
+pub use state::AuthService;
 pub use store::{Store, StoreError};
-pub use throttle::ThrottleConfig;
+pub use users::{NewUser, ThrottleConfig};
+
+/// Scope of administrators.
+pub const ADMIN_SCOPE: &str = "admin";
+/// Scope a service needs to exchange user tokens.
+pub const EXCHANGE_SCOPE: &str = "token:exchange";
+/// Scope a service needs to follow the revocation feed.
+pub const REVOCATIONS_SCOPE: &str = "revocations:read";
 
 /// The demo users `tokenmesh up --demo` seeds: (username, password, scopes).
 pub const DEMO_USERS: [(&str, &str, &str); 3] = [
@@ -34,7 +49,7 @@ pub async fn seed_demo(store: &Store) -> Result<(), AuthServiceError> {
             password: password.into(),
             scopes: scopes.into(),
         };
-        service::create_user_if_absent(store, user).await?;
+        users::create_if_absent(store, user).await?;
     }
     Ok(())
 }

@@ -3,6 +3,7 @@
 
 use std::time::Duration;
 
+use tokenmesh_proto::names::audience;
 use tokenmesh_server::SigningAlgorithm;
 
 use crate::ThrottleConfig;
@@ -42,7 +43,7 @@ impl AuthConfig {
     pub fn new(issuer: impl Into<String>) -> Self {
         Self {
             issuer: issuer.into(),
-            audiences: vec!["auth".into(), "products".into(), "orders".into()],
+            audiences: audience::USER_TOKEN.map(String::from).to_vec(),
             access_token_ttl: Duration::from_secs(300),
             refresh_token_ttl: Duration::from_secs(30 * 24 * 3600),
             exchange_token_ttl: Duration::from_secs(60),

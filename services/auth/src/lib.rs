@@ -27,18 +27,20 @@ pub use state::AuthService;
 pub use store::{Store, StoreError};
 pub use users::{NewUser, ThrottleConfig};
 
-/// Scope of administrators.
-pub const ADMIN_SCOPE: &str = "admin";
-/// Scope a service needs to exchange user tokens.
-pub const EXCHANGE_SCOPE: &str = "token:exchange";
-/// Scope a service needs to follow the revocation feed.
-pub const REVOCATIONS_SCOPE: &str = "revocations:read";
+use tokenmesh_proto::names::scope;
+
+/// Scope a service needs to exchange user tokens; prefer
+/// `tokenmesh_proto::names::scope::TOKEN_EXCHANGE`.
+pub const EXCHANGE_SCOPE: &str = scope::TOKEN_EXCHANGE;
+/// Scope a service needs to follow the revocation feed; prefer
+/// `tokenmesh_proto::names::scope::REVOCATIONS_READ`.
+pub const REVOCATIONS_SCOPE: &str = scope::REVOCATIONS_READ;
 
 /// The demo users `tokenmesh up --demo` seeds: (username, password, scopes).
 pub const DEMO_USERS: [(&str, &str, &str); 3] = [
     ("alice", "alice-demo", ""),
     ("bob", "bob-demo", ""),
-    ("admin", "admin-demo", "admin"),
+    ("admin", "admin-demo", scope::ADMIN),
 ];
 
 /// Seeds the demo users; users that exist are left as they are.

@@ -5,9 +5,12 @@
 use std::sync::{Arc, Weak};
 
 use tokenmesh_interceptor::{AuthLayer, KeyStore, Policy, Verifier, VerifierConfig};
-use tokenmesh_proto::auth::v1::{
-    Jwk, RotateSigningKeyResponse,
-    auth_service_server::{self, AuthServiceServer},
+use tokenmesh_proto::{
+    auth::v1::{
+        Jwk, RotateSigningKeyResponse,
+        auth_service_server::{self, AuthServiceServer},
+    },
+    names::audience,
 };
 use tokenmesh_server::{Caller, SigningKey};
 
@@ -51,7 +54,7 @@ impl AuthService {
         let revocations = Arc::new(Revocations::load(store.clone(), &config).await?);
         let verifier = Arc::new(
             Verifier::<Caller>::new(
-                VerifierConfig::access_tokens(&config.issuer, "auth"),
+                VerifierConfig::access_tokens(&config.issuer, audience::AUTH),
                 KeyStore::remote(OwnKeys(keys.clone())),
             )
             .with_revocations(revocations.set()),

@@ -9,6 +9,7 @@ use tokenmesh_interceptor::{Claims, Verifier};
 use tokenmesh_proto::{
     auth::v1::TokenResponse,
     claims::v1::{AccessClaims, Actor},
+    names::{ACCESS_TOKEN_TYPE, BEARER, LOGIN_CLIENT_ID},
 };
 use tokenmesh_server::{ACCESS_CLAIMS_VERSION, Caller, now_unix, random_token};
 
@@ -55,7 +56,7 @@ impl Minted {
     pub(crate) fn response(self, refresh_token: String, scope: &str) -> TokenResponse {
         TokenResponse {
             access_token: self.token,
-            token_type: "Bearer".into(),
+            token_type: BEARER.into(),
             expires_in: self.expires_in,
             refresh_token,
             scope: scope.to_owned(),
@@ -117,7 +118,7 @@ impl Tokens {
             client_id: mint.client_id.to_owned(),
             act: mint.act,
         };
-        let token = self.keys.signer().sign("at+jwt", &claims)?;
+        let token = self.keys.signer().sign(ACCESS_TOKEN_TYPE, &claims)?;
         Ok(Minted {
             token,
             expires_in: expires - now,
@@ -136,7 +137,7 @@ impl Tokens {
             sub: username,
             scope,
             aud: self.audiences.clone(),
-            client_id: "tokenmesh-login",
+            client_id: LOGIN_CLIENT_ID,
             act: None,
             ttl: self.access_token_ttl,
             not_before,

@@ -1,8 +1,10 @@
 //! How Auth issues tokens: lifetimes, audiences, the algorithm of new keys, login
-//! throttling and key-rotation timing.
+//! throttling, key-rotation timing, and the one clock every expiry, epoch and
+//! key lifetime is read from.
 
 use std::time::Duration;
 
+use tokenmesh_interceptor::{SharedClock, system_clock};
 use tokenmesh_proto::names::audience;
 use tokenmesh_server::SigningAlgorithm;
 
@@ -35,11 +37,14 @@ pub struct AuthConfig {
     /// How long a retired key stays published after the last token it signed
     /// has expired (cover the verifiers' leeway).
     pub retired_key_grace: Duration,
+    /// Where Auth reads the time (tests move a `ManualClock`). The login
+    /// throttle's delays are measured on tokio's monotonic clock instead.
+    pub clock: SharedClock,
 }
 
 impl AuthConfig {
     /// Tokens from `issuer` for Auth, Products and Orders: 5-minute access tokens,
-    /// 30-day refresh tokens, 1-minute exchanged tokens.
+    /// 30-day refresh tokens, 1-minute exchanged tokens; the system clock.
     pub fn new(issuer: impl Into<String>) -> Self {
         Self {
             issuer: issuer.into(),
@@ -51,7 +56,14 @@ impl AuthConfig {
             throttle: ThrottleConfig::default(),
             key_reload_interval: Duration::from_secs(2),
             retired_key_grace: Duration::from_secs(MAX_VERIFIER_LEEWAY_SECS as u64),
+            clock: system_clock(),
         }
+    }
+
+    /// The same configuration reading the time from `clock`.
+    pub fn with_clock(mut self, clock: SharedClock) -> Self {
+        self.clock = clock;
+        self
     }
 
     /// How long a subject revocation matters after its epoch: until every token

@@ -8,9 +8,9 @@ use std::{collections::HashMap, sync::Arc, time::Duration};
 use arc_swap::ArcSwap;
 use futures::{FutureExt, future::BoxFuture};
 use jsonwebtoken::jwk::JwkSet;
-use tokenmesh_interceptor::{KeySource, KeySourceError};
+use tokenmesh_interceptor::{KeySource, KeySourceError, SharedClock};
 use tokenmesh_proto::auth::v1::{Jwk, RotateSigningKeyResponse};
-use tokenmesh_server::{SigningAlgorithm, SigningKey, jwk_to_jose, now_unix};
+use tokenmesh_server::{SigningAlgorithm, SigningKey, jwk_to_jose};
 
 use crate::{
     AuthConfig, AuthServiceError,
@@ -26,6 +26,7 @@ pub struct KeyRing {
     /// How long a retired key stays published: the access-token lifetime plus
     /// the verifiers' maximum leeway.
     publish_retired_for: Duration,
+    clock: SharedClock,
     state: ArcSwap<RingState>,
 }
 
@@ -49,13 +50,14 @@ impl KeyRing {
             store,
             algorithm: config.signing_algorithm,
             publish_retired_for: config.access_token_ttl + config.retired_key_grace,
+            clock: config.clock.clone(),
             state: ArcSwap::from_pointee(RingState {
                 signer: Arc::new(initial),
                 published: Vec::new(),
             }),
         };
         let initial = ring.signer();
-        let live = ring.store.live_keys(now_unix()).await?;
+        let live = ring.store.live_keys(ring.clock.now_unix()).await?;
         let stored = live.iter().any(|key| key.kid == initial.kid());
         let signing = live.iter().any(|key| key.retired_at.is_none());
         if !stored || !signing {
@@ -69,7 +71,7 @@ impl KeyRing {
     /// published until every token it signed has expired. Returns the retired
     /// key's id and when it stops being published.
     async fn activate(&self, key: &SigningKey) -> Result<(Option<String>, i64), AuthServiceError> {
-        let now = now_unix();
+        let now = self.clock.now_unix();
         let expires = now + secs(self.publish_retired_for);
         let stored = NewSigningKey {
             kid: key.kid(),
@@ -83,7 +85,7 @@ impl KeyRing {
     /// Re-reads the stored keys (another replica or `tokenmesh keys rotate` may
     /// have rotated).
     pub async fn reload(&self) -> Result<(), AuthServiceError> {
-        let live = self.store.live_keys(now_unix()).await?;
+        let live = self.store.live_keys(self.clock.now_unix()).await?;
         let current = self.state.load();
         let known: HashMap<&str, &Arc<SigningKey>> = current
             .published

@@ -27,6 +27,7 @@ pub use state::AuthService;
 pub use store::{Store, StoreError};
 pub use users::{NewUser, ThrottleConfig};
 
+use tokenmesh_interceptor::system_clock;
 use tokenmesh_proto::names::scope;
 
 /// Scope a service needs to exchange user tokens; prefer
@@ -45,13 +46,14 @@ pub const DEMO_USERS: [(&str, &str, &str); 3] = [
 
 /// Seeds the demo users; users that exist are left as they are.
 pub async fn seed_demo(store: &Store) -> Result<(), AuthServiceError> {
+    let clock = system_clock();
     for (username, password, scopes) in DEMO_USERS {
         let user = NewUser {
             username: username.into(),
             password: password.into(),
             scopes: scopes.into(),
         };
-        users::create_if_absent(store, user).await?;
+        users::create_if_absent(store, &clock, user).await?;
     }
     Ok(())
 }

@@ -5,11 +5,11 @@
 use std::{pin::Pin, sync::Arc};
 
 use futures::Stream;
-use tokenmesh_interceptor::RevocationSet;
+use tokenmesh_interceptor::{RevocationSet, SharedClock};
 use tokenmesh_proto::auth::v1::{
     RevocationEvent, SubjectRevoked, TokenRevoked, revocation_event::Revoked,
 };
-use tokenmesh_server::{Feed, now_unix};
+use tokenmesh_server::Feed;
 use tonic::Status;
 
 use crate::{
@@ -27,6 +27,7 @@ pub(crate) struct Revocations {
     set: Arc<RevocationSet>,
     feed: Feed,
     store: Store,
+    clock: SharedClock,
     /// Seconds a subject entry matters after its epoch.
     lifetime: i64,
 }
@@ -35,7 +36,7 @@ impl Revocations {
     /// The revocations in `store` that still matter.
     pub(crate) async fn load(store: Store, config: &AuthConfig) -> Result<Self, StoreError> {
         let set = Arc::new(RevocationSet::new());
-        let now = now_unix();
+        let now = config.clock.now_unix();
         for revocation in store.revocations_since(0, now, i64::MAX).await? {
             apply(&set, &revocation);
         }
@@ -43,6 +44,7 @@ impl Revocations {
             set,
             feed: Feed::new(),
             store,
+            clock: config.clock.clone(),
             lifetime: config.revocation_lifetime(),
         })
     }
@@ -55,7 +57,7 @@ impl Revocations {
     /// The epoch of a cut-off now: everything issued up to the end of this
     /// second dies.
     pub(crate) fn epoch_now(&self) -> Epoch {
-        let not_before = now_unix() + 1;
+        let not_before = self.clock.now_unix() + 1;
         Epoch {
             not_before,
             forget_after: not_before + self.lifetime,
@@ -71,7 +73,7 @@ impl Revocations {
 
     /// Drops the entries that no longer matter.
     pub(crate) fn prune(&self) {
-        self.set.prune(now_unix());
+        self.set.prune(self.clock.now_unix());
     }
 
     /// Ends every stream (server shutdown: open streams would hold the drain).
@@ -83,9 +85,10 @@ impl Revocations {
     pub(crate) fn stream(&self, since: u64) -> RevocationStream {
         let since = i64::try_from(since).unwrap_or(i64::MAX);
         let store = self.store.clone();
+        let clock = self.clock.clone();
         let stream = self.feed.stream(since, move |cursor, limit| {
             let store = store.clone();
-            let now = now_unix();
+            let now = clock.now_unix();
             async move {
                 let rows = store
                     .revocations_since(cursor, now, limit as i64)

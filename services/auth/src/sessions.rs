@@ -4,7 +4,8 @@
 
 use std::time::Duration;
 
-use tokenmesh_server::{now_unix, random_token};
+use tokenmesh_interceptor::SharedClock;
+use tokenmesh_server::random_token;
 
 use crate::{
     AuthServiceError,
@@ -28,14 +29,16 @@ pub(crate) struct Owner {
 #[derive(Debug)]
 pub(crate) struct Sessions {
     store: Store,
+    clock: SharedClock,
     refresh_token_ttl: Duration,
 }
 
 impl Sessions {
     /// Sessions in `store` whose refresh tokens live `refresh_token_ttl`.
-    pub(crate) fn new(store: Store, refresh_token_ttl: Duration) -> Self {
+    pub(crate) fn new(store: Store, clock: SharedClock, refresh_token_ttl: Duration) -> Self {
         Self {
             store,
+            clock,
             refresh_token_ttl,
         }
     }
@@ -87,7 +90,7 @@ impl Sessions {
 
     /// Ends the login `presented` belongs to; false if there was none live.
     pub(crate) async fn end(&self, presented: &str) -> Result<bool, AuthServiceError> {
-        let now = now_unix();
+        let now = self.clock.now_unix();
         Ok(self
             .store
             .revoke_family_of(&hex_sha256(presented), now)
@@ -97,7 +100,7 @@ impl Sessions {
     /// A fresh refresh token and the record that stores it.
     fn new_refresh_token(&self) -> (String, NewRefreshToken) {
         let token = random_token(32);
-        let issued_at = now_unix();
+        let issued_at = self.clock.now_unix();
         let record = NewRefreshToken {
             token_hash: hex_sha256(&token),
             issued_at,

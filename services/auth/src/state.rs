@@ -57,12 +57,22 @@ impl AuthService {
                 VerifierConfig::access_tokens(&config.issuer, audience::AUTH),
                 KeyStore::remote(OwnKeys(keys.clone())),
             )
-            .with_revocations(revocations.set()),
+            .with_revocations(revocations.set())
+            .with_clock(config.clock.clone()),
         );
         Ok(Self {
             inner: Arc::new(Inner {
-                users: Users::new(store.clone(), config.throttle, revocations.clone()),
-                sessions: Sessions::new(store.clone(), config.refresh_token_ttl),
+                users: Users::new(
+                    store.clone(),
+                    config.throttle,
+                    config.clock.clone(),
+                    revocations.clone(),
+                ),
+                sessions: Sessions::new(
+                    store.clone(),
+                    config.clock.clone(),
+                    config.refresh_token_ttl,
+                ),
                 tokens: Tokens::new(store, keys.clone(), verifier.clone(), &config),
                 keys,
                 revocations,

@@ -5,13 +5,13 @@
 use std::{sync::Arc, time::Duration};
 
 use sha2::{Digest, Sha256};
-use tokenmesh_interceptor::{Claims, Verifier};
+use tokenmesh_interceptor::{Claims, SharedClock, Verifier};
 use tokenmesh_proto::{
     auth::v1::TokenResponse,
     claims::v1::{AccessClaims, Actor},
     names::{ACCESS_TOKEN_TYPE, BEARER, LOGIN_CLIENT_ID},
 };
-use tokenmesh_server::{ACCESS_CLAIMS_VERSION, Caller, now_unix, random_token};
+use tokenmesh_server::{ACCESS_CLAIMS_VERSION, Caller, random_token};
 
 use crate::{
     AuthConfig, AuthServiceError,
@@ -75,6 +75,7 @@ pub(crate) struct Tokens {
     audiences: Vec<String>,
     access_token_ttl: Duration,
     exchange_token_ttl: Duration,
+    clock: SharedClock,
 }
 
 impl Tokens {
@@ -93,11 +94,12 @@ impl Tokens {
             audiences: config.audiences.clone(),
             access_token_ttl: config.access_token_ttl,
             exchange_token_ttl: config.exchange_token_ttl,
+            clock: config.clock.clone(),
         }
     }
 
     fn mint(&self, mint: Mint<'_>) -> Result<Minted, AuthServiceError> {
-        let now = now_unix();
+        let now = self.clock.now_unix();
         // A token issued in the same second as a revocation must not be caught by
         // it: start at the subject's epoch.
         let issued = now.max(mint.not_before);

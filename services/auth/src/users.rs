@@ -7,8 +7,9 @@ mod throttle;
 
 use std::sync::Arc;
 
+use tokenmesh_interceptor::SharedClock;
 use tokenmesh_proto::auth::v1::User;
-use tokenmesh_server::{FieldViolation, now_unix};
+use tokenmesh_server::FieldViolation;
 
 pub use throttle::ThrottleConfig;
 
@@ -40,6 +41,7 @@ pub struct NewUser {
 pub(crate) struct Users {
     store: Store,
     throttle: Throttle,
+    clock: SharedClock,
     revocations: Arc<Revocations>,
 }
 
@@ -48,11 +50,13 @@ impl Users {
     pub(crate) fn new(
         store: Store,
         throttle: ThrottleConfig,
+        clock: SharedClock,
         revocations: Arc<Revocations>,
     ) -> Self {
         Self {
             store,
             throttle: Throttle::new(throttle),
+            clock,
             revocations,
         }
     }
@@ -107,7 +111,7 @@ impl Users {
             scopes: user.scopes.clone(),
             active: true,
         };
-        if !insert(&self.store, user).await? {
+        if !insert(&self.store, &self.clock, user).await? {
             return Err(AuthServiceError::UserExists(created.username));
         }
         Ok(created)
@@ -154,22 +158,27 @@ impl Users {
 /// demo seed's path, which checks no input.
 pub(crate) async fn create_if_absent(
     store: &Store,
+    clock: &SharedClock,
     user: NewUser,
 ) -> Result<bool, AuthServiceError> {
     if store.find_user(&user.username).await?.is_some() {
         return Ok(false);
     }
-    insert(store, user).await
+    insert(store, clock, user).await
 }
 
 /// Hashes `user`'s password and stores them; false if the name is taken.
-async fn insert(store: &Store, user: NewUser) -> Result<bool, AuthServiceError> {
+async fn insert(
+    store: &Store,
+    clock: &SharedClock,
+    user: NewUser,
+) -> Result<bool, AuthServiceError> {
     let password_hash = password::hash(user.password).await?;
     let record = NewUserRecord {
         username: user.username,
         password_hash,
         scopes: user.scopes,
-        created_at: now_unix(),
+        created_at: clock.now_unix(),
     };
     Ok(store.insert_user(&record).await?)
 }

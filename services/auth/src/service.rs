@@ -175,3 +175,6 @@ impl auth_service_server::AuthService for AuthService {
         Ok(Response::new(self.inner.revocations.stream(since)))
     }
 }
+
+#[cfg(test)]
+mod tests;

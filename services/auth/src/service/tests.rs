@@ -91,6 +91,12 @@ impl Fixture {
         Ok(response.into_inner())
     }
 
+    /// The service token `orders` calls Auth with.
+    async fn actor(&self) -> TokenResponse {
+        let token = self.service_token(CLIENT_SECRET, audience::AUTH).await;
+        token.expect("service token")
+    }
+
     /// `subject_token` exchanged for a Products token by the holder of `actor`.
     async fn exchange(&self, actor: &str, subject_token: &str) -> Result<TokenResponse, Status> {
         let exchange = ExchangeTokenRequest {
@@ -289,10 +295,7 @@ async fn a_password_change_revokes_tokens_minted_before_it() {
 async fn an_exchange_narrows_the_audience_and_names_the_actor() {
     let fixture = Fixture::start().await;
     let alice = fixture.alice().await;
-    let actor = fixture
-        .service_token(CLIENT_SECRET, audience::AUTH)
-        .await
-        .expect("service token");
+    let actor = fixture.actor().await;
     let exchanged = fixture
         .exchange(&actor.access_token, &alice.access_token)
         .await
@@ -317,10 +320,7 @@ async fn an_exchange_narrows_the_audience_and_names_the_actor() {
 async fn an_exchanged_token_cannot_be_exchanged_again() {
     let fixture = Fixture::start().await;
     let alice = fixture.alice().await;
-    let actor = fixture
-        .service_token(CLIENT_SECRET, audience::AUTH)
-        .await
-        .expect("service token");
+    let actor = fixture.actor().await;
     let once = fixture
         .exchange(&actor.access_token, &alice.access_token)
         .await

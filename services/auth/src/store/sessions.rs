@@ -2,7 +2,7 @@
 //! hashes. Spending a token rotates it atomically; spending one twice revokes
 //! its family (reuse detection).
 
-use sqlx::{Any, Transaction};
+use sqlx::{Any, Executor, Transaction};
 
 use super::{Store, StoreError};
 
@@ -119,7 +119,7 @@ impl Store {
         } else if presented.expires_at <= now {
             Spend::Expired
         } else {
-            revoke_family(&mut tx, &presented.family_id, now).await?;
+            revoke_families(&mut *tx, Families::Id(&presented.family_id), now).await?;
             Spend::Reused
         };
         tx.commit().await?;
@@ -128,15 +128,8 @@ impl Store {
 
     /// Ends the login `token_hash` belongs to; false if there is no such token.
     pub async fn revoke_family_of(&self, token_hash: &str, now: i64) -> Result<bool, StoreError> {
-        let result = sqlx::query(
-            "UPDATE refresh_families SET revoked_at = $1 WHERE revoked_at IS NULL AND family_id = \
-             (SELECT family_id FROM refresh_tokens WHERE token_hash = $2)",
-        )
-        .bind(now)
-        .bind(token_hash)
-        .execute(&self.pool)
-        .await?;
-        Ok(result.rows_affected() == 1)
+        let ended = revoke_families(&self.pool, Families::OfToken(token_hash), now).await?;
+        Ok(ended == 1)
     }
 }
 
@@ -155,33 +148,44 @@ async fn insert_refresh_token(
     Ok(())
 }
 
-async fn revoke_family(
-    tx: &mut Transaction<'_, Any>,
-    family_id: &str,
-    now: i64,
-) -> Result<(), StoreError> {
-    sqlx::query(
-        "UPDATE refresh_families SET revoked_at = $1 WHERE family_id = $2 AND revoked_at IS NULL",
-    )
-    .bind(now)
-    .bind(family_id)
-    .execute(&mut **tx)
-    .await?;
-    Ok(())
+/// Which logins to end.
+#[derive(Debug, Clone, Copy)]
+pub(super) enum Families<'a> {
+    /// The family with this id.
+    Id(&'a str),
+    /// The family the refresh token with this hash belongs to.
+    OfToken(&'a str),
+    /// Every family of this user.
+    OfUser(&'a str),
 }
 
-/// Ends every live login of `username` (inside a cut-off's transaction).
-pub(super) async fn revoke_user_families(
-    tx: &mut Transaction<'_, Any>,
-    username: &str,
+/// Ends the live families `which` names at `now`; returns how many.
+pub(super) async fn revoke_families<'c>(
+    executor: impl Executor<'c, Database = Any>,
+    which: Families<'_>,
     now: i64,
-) -> Result<(), sqlx::Error> {
-    sqlx::query(
-        "UPDATE refresh_families SET revoked_at = $1 WHERE username = $2 AND revoked_at IS NULL",
-    )
-    .bind(now)
-    .bind(username)
-    .execute(&mut **tx)
-    .await?;
-    Ok(())
+) -> Result<u64, sqlx::Error> {
+    let (sql, key) = match which {
+        Families::Id(family_id) => (
+            "UPDATE refresh_families SET revoked_at = $1 \
+             WHERE revoked_at IS NULL AND family_id = $2",
+            family_id,
+        ),
+        Families::OfToken(token_hash) => (
+            "UPDATE refresh_families SET revoked_at = $1 WHERE revoked_at IS NULL AND family_id = \
+             (SELECT family_id FROM refresh_tokens WHERE token_hash = $2)",
+            token_hash,
+        ),
+        Families::OfUser(username) => (
+            "UPDATE refresh_families SET revoked_at = $1 \
+             WHERE revoked_at IS NULL AND username = $2",
+            username,
+        ),
+    };
+    let result = sqlx::query(sql)
+        .bind(now)
+        .bind(key)
+        .execute(executor)
+        .await?;
+    Ok(result.rows_affected())
 }

@@ -125,7 +125,8 @@ impl Store {
             if updated.rows_affected() == 0 {
                 return Ok(false);
             }
-            sessions::revoke_user_families(&mut tx, username, epoch.not_before).await?;
+            let user = sessions::Families::OfUser(username);
+            sessions::revoke_families(&mut *tx, user, epoch.not_before).await?;
             match revocations::append_subject(&mut tx, username, epoch).await {
                 Ok(()) => {
                     tx.commit().await?;

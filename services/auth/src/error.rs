@@ -5,6 +5,8 @@ use std::time::Duration;
 use tonic::{Code, Status};
 use tonic_types::{ErrorDetails, StatusExt};
 
+use crate::store::StoreError;
+
 /// Everything that can go wrong in Auth.
 #[derive(Debug, thiserror::Error)]
 pub enum AuthServiceError {
@@ -41,21 +43,15 @@ pub enum AuthServiceError {
     /// The token to exchange is not a valid access token.
     #[error("subject_token: {0}")]
     InvalidSubjectToken(tokenmesh_interceptor::AuthError),
-    /// The database failed.
-    #[error("database: {0}")]
-    Database(#[from] sqlx::Error),
-    /// Migrations failed.
-    #[error("migrations: {0}")]
-    Migrate(#[from] sqlx::migrate::MigrateError),
+    /// The store failed (database, migrations, contention).
+    #[error(transparent)]
+    Store(#[from] StoreError),
     /// Hashing a password failed.
     #[error("password hashing: {0}")]
     PasswordHash(String),
     /// Signing a token failed.
     #[error("signing: {0}")]
     Signing(#[from] tokenmesh_server::SigningKeyError),
-    /// Too many concurrent writers kept colliding.
-    #[error("contention on {0}")]
-    Contention(&'static str),
     /// A blocking task panicked or was cancelled.
     #[error("worker: {0}")]
     Worker(#[from] tokio::task::JoinError),
@@ -81,11 +77,9 @@ impl From<AuthServiceError> for Status {
                 Status::permission_denied(error.to_string())
             }
             AuthServiceError::InvalidSubjectToken(_) => Status::invalid_argument(error.to_string()),
-            AuthServiceError::Database(_)
-            | AuthServiceError::Migrate(_)
+            AuthServiceError::Store(_)
             | AuthServiceError::PasswordHash(_)
             | AuthServiceError::Signing(_)
-            | AuthServiceError::Contention(_)
             | AuthServiceError::Worker(_) => {
                 tracing::error!(%error, "internal error");
                 Status::internal("internal error")

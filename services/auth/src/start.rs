@@ -64,7 +64,7 @@ pub async fn open(
     if env.demo {
         crate::seed_demo(&store).await.map_err(store_error)?;
     }
-    let mut config = AuthConfig::new(&env.auth_issuer);
+    let mut config = AuthConfig::new(&env.auth_issuer).with_clock(env.clock.clone());
     config.access_token_ttl = args.access_token_ttl;
     config.signing_algorithm = args.signing_alg;
     config.retired_key_grace = args.retired_key_grace;

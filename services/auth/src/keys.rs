@@ -8,11 +8,15 @@ use std::{collections::HashMap, sync::Arc, time::Duration};
 use arc_swap::ArcSwap;
 use futures::{FutureExt, future::BoxFuture};
 use jsonwebtoken::jwk::JwkSet;
-use tokenmesh_interceptor::{KeySource, KeySourceError};
+use tokenmesh_interceptor::{KeySource, KeySourceError, SharedClock};
 use tokenmesh_proto::auth::v1::{Jwk, RotateSigningKeyResponse};
-use tokenmesh_server::{SigningAlgorithm, SigningKey, jwk_to_jose, now_unix};
+use tokenmesh_server::{SigningAlgorithm, SigningKey, jwk_to_jose};
 
-use crate::{AuthServiceError, Store};
+use crate::{
+    AuthConfig, AuthServiceError,
+    config::secs,
+    store::{NewSigningKey, Store},
+};
 
 /// The keys Auth signs with and publishes.
 #[derive(Debug)]
@@ -22,6 +26,7 @@ pub struct KeyRing {
     /// How long a retired key stays published: the access-token lifetime plus
     /// the verifiers' maximum leeway.
     publish_retired_for: Duration,
+    clock: SharedClock,
     state: ArcSwap<RingState>,
 }
 
@@ -34,46 +39,53 @@ struct RingState {
 impl KeyRing {
     /// Loads the stored keys. `initial` becomes the signing key if it is not
     /// stored yet (first start, or a new `--auth-signing-key`), or if no key signs.
+    /// New keys use `config.signing_algorithm`; a retired key stays published
+    /// for the access-token lifetime plus `config.retired_key_grace`.
     pub async fn open(
         store: Store,
         initial: SigningKey,
-        algorithm: SigningAlgorithm,
-        publish_retired_for: Duration,
+        config: &AuthConfig,
     ) -> Result<Arc<Self>, AuthServiceError> {
-        let now = now_unix();
-        let live = store.live_keys(now).await?;
+        let ring = Self {
+            store,
+            algorithm: config.signing_algorithm,
+            publish_retired_for: config.access_token_ttl + config.retired_key_grace,
+            clock: config.clock.clone(),
+            state: ArcSwap::from_pointee(RingState {
+                signer: Arc::new(initial),
+                published: Vec::new(),
+            }),
+        };
+        let initial = ring.signer();
+        let live = ring.store.live_keys(ring.clock.now_unix()).await?;
         let stored = live.iter().any(|key| key.kid == initial.kid());
         let signing = live.iter().any(|key| key.retired_at.is_none());
         if !stored || !signing {
-            let expires = now + publish_retired_for.as_secs() as i64;
-            store
-                .activate_key(
-                    initial.kid(),
-                    initial.algorithm().as_str(),
-                    initial.pem(),
-                    now,
-                    expires,
-                )
-                .await?;
+            ring.activate(&initial).await?;
         }
-        let state = RingState {
-            signer: Arc::new(initial),
-            published: Vec::new(),
-        };
-        let ring = Arc::new(Self {
-            store,
-            algorithm,
-            publish_retired_for,
-            state: ArcSwap::from_pointee(state),
-        });
         ring.reload().await?;
-        Ok(ring)
+        Ok(Arc::new(ring))
+    }
+
+    /// Makes `key` the signing key in the store; the key it replaces stays
+    /// published until every token it signed has expired. Returns the retired
+    /// key's id and when it stops being published.
+    async fn activate(&self, key: &SigningKey) -> Result<(Option<String>, i64), AuthServiceError> {
+        let now = self.clock.now_unix();
+        let expires = now + secs(self.publish_retired_for);
+        let stored = NewSigningKey {
+            kid: key.kid(),
+            algorithm: key.algorithm().as_str(),
+            pem: key.pem(),
+        };
+        let retired = self.store.activate_key(stored, now, expires).await?;
+        Ok((retired, expires))
     }
 
     /// Re-reads the stored keys (another replica or `tokenmesh keys rotate` may
     /// have rotated).
     pub async fn reload(&self) -> Result<(), AuthServiceError> {
-        let live = self.store.live_keys(now_unix()).await?;
+        let live = self.store.live_keys(self.clock.now_unix()).await?;
         let current = self.state.load();
         let known: HashMap<&str, &Arc<SigningKey>> = current
             .published
@@ -117,12 +129,7 @@ impl KeyRing {
     /// token it signed has expired.
     pub async fn rotate(&self) -> Result<RotateSigningKeyResponse, AuthServiceError> {
         let (key, _) = SigningKey::generate_with(self.algorithm)?;
-        let now = now_unix();
-        let expires = now + self.publish_retired_for.as_secs() as i64;
-        let retired = self
-            .store
-            .activate_key(key.kid(), key.algorithm().as_str(), key.pem(), now, expires)
-            .await?;
+        let (retired, expires) = self.activate(&key).await?;
         self.reload().await?;
         tracing::info!(kid = key.kid(), retired = ?retired, "signing key rotated");
         Ok(RotateSigningKeyResponse {

@@ -1,0 +1,133 @@
+//! Revocations as Auth keeps them: the in-memory [`RevocationSet`] its own
+//! verifier checks, the epochs cut-offs write, and the WatchRevocations feed that
+//! carries them to every other verifier.
+
+use std::{pin::Pin, sync::Arc};
+
+use futures::Stream;
+use tokenmesh_interceptor::{RevocationSet, SharedClock};
+use tokenmesh_proto::auth::v1::{
+    RevocationEvent, SubjectRevoked, TokenRevoked, revocation_event::Revoked,
+};
+use tokenmesh_server::Feed;
+use tonic::Status;
+
+use crate::{
+    AuthConfig,
+    store::{Epoch, Revocation, Store, StoreError},
+};
+
+/// The WatchRevocations stream.
+pub(crate) type RevocationStream =
+    Pin<Box<dyn Stream<Item = Result<RevocationEvent, Status>> + Send>>;
+
+/// Auth's revocations: the set, the feed's wake-ups, and the table behind both.
+#[derive(Debug)]
+pub(crate) struct Revocations {
+    set: Arc<RevocationSet>,
+    feed: Feed,
+    store: Store,
+    clock: SharedClock,
+    /// Seconds a subject entry matters after its epoch.
+    lifetime: i64,
+}
+
+impl Revocations {
+    /// The revocations in `store` that still matter.
+    pub(crate) async fn load(store: Store, config: &AuthConfig) -> Result<Self, StoreError> {
+        let set = Arc::new(RevocationSet::new());
+        let now = config.clock.now_unix();
+        for revocation in store.revocations_since(0, now, i64::MAX).await? {
+            apply(&set, &revocation);
+        }
+        Ok(Self {
+            set,
+            feed: Feed::new(),
+            store,
+            clock: config.clock.clone(),
+            lifetime: config.revocation_lifetime(),
+        })
+    }
+
+    /// The set Auth's own verifier checks.
+    pub(crate) fn set(&self) -> Arc<RevocationSet> {
+        self.set.clone()
+    }
+
+    /// The epoch of a cut-off now: everything issued up to the end of this
+    /// second dies.
+    pub(crate) fn epoch_now(&self) -> Epoch {
+        let not_before = self.clock.now_unix() + 1;
+        Epoch {
+            not_before,
+            forget_after: not_before + self.lifetime,
+        }
+    }
+
+    /// Records a subject revocation (already stored) here and wakes the feeds.
+    pub(crate) fn subject_revoked(&self, subject: &str, epoch: Epoch) {
+        self.set
+            .revoke_subject(subject, epoch.not_before, epoch.forget_after);
+        self.feed.notify();
+    }
+
+    /// Drops the entries that no longer matter.
+    pub(crate) fn prune(&self) {
+        self.set.prune(self.clock.now_unix());
+    }
+
+    /// Ends every stream (server shutdown: open streams would hold the drain).
+    pub(crate) fn close(&self) {
+        self.feed.close();
+    }
+
+    /// The revocations after cursor `since`, then new ones as they come.
+    pub(crate) fn stream(&self, since: u64) -> RevocationStream {
+        let since = i64::try_from(since).unwrap_or(i64::MAX);
+        let store = self.store.clone();
+        let clock = self.clock.clone();
+        let stream = self.feed.stream(since, move |cursor, limit| {
+            let store = store.clone();
+            let now = clock.now_unix();
+            async move {
+                let rows = store
+                    .revocations_since(cursor, now, limit as i64)
+                    .await
+                    .map_err(|error| Status::from(crate::AuthServiceError::from(error)))?;
+                Ok(rows.into_iter().map(|row| (row.seq, event(row))).collect())
+            }
+        });
+        Box::pin(stream)
+    }
+}
+
+fn apply(set: &RevocationSet, revocation: &Revocation) {
+    if revocation.jti.is_empty() {
+        set.revoke_subject(
+            &revocation.subject,
+            revocation.not_before,
+            revocation.forget_after,
+        );
+    } else {
+        set.revoke_token(&revocation.jti, revocation.forget_after);
+    }
+}
+
+fn event(revocation: Revocation) -> RevocationEvent {
+    let revoked = if revocation.jti.is_empty() {
+        Revoked::Subject(SubjectRevoked {
+            subject: revocation.subject,
+            not_before: revocation.not_before,
+            forget_after: revocation.forget_after,
+        })
+    } else {
+        Revoked::Token(TokenRevoked {
+            jti: revocation.jti,
+            expires_at: revocation.forget_after,
+        })
+    };
+    RevocationEvent {
+        cursor: u64::try_from(revocation.seq).unwrap_or_default(),
+        revoked: Some(revoked),
+    }
+}

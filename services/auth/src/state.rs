@@ -1,0 +1,156 @@
+//! The [`AuthService`] value: the concerns it holds (users, sessions, tokens,
+//! keys, revocations), how it opens over a store, serves, and keeps its keys and
+//! revocation set current while it runs.
+
+use std::sync::{Arc, Weak};
+
+use tokenmesh_interceptor::{AuthLayer, KeyStore, Policy, Verifier, VerifierConfig};
+use tokenmesh_proto::{
+    auth::v1::{
+        Jwk, RotateSigningKeyResponse,
+        auth_service_server::{self, AuthServiceServer},
+    },
+    names::audience,
+};
+use tokenmesh_server::{Caller, SigningKey};
+
+use crate::{
+    AuthConfig, AuthServiceError, Store,
+    keys::{KeyRing, OwnKeys},
+    revocations::Revocations,
+    sessions::Sessions,
+    tokens::Tokens,
+    users::Users,
+};
+
+/// The Auth service.
+#[derive(Debug, Clone)]
+pub struct AuthService {
+    pub(crate) inner: Arc<Inner>,
+}
+
+#[derive(Debug)]
+pub(crate) struct Inner {
+    pub(crate) config: AuthConfig,
+    pub(crate) keys: Arc<KeyRing>,
+    pub(crate) users: Users,
+    pub(crate) sessions: Sessions,
+    pub(crate) tokens: Tokens,
+    pub(crate) revocations: Arc<Revocations>,
+    /// Auth's own verifier: its layer's, and the one exchange checks subject
+    /// tokens with.
+    pub(crate) verifier: Arc<Verifier<Caller>>,
+}
+
+impl AuthService {
+    /// Auth over `store`. `initial_key` signs unless the store already holds a
+    /// key that does (see [`KeyRing::open`]).
+    pub async fn open(
+        store: Store,
+        initial_key: SigningKey,
+        config: AuthConfig,
+    ) -> Result<Self, AuthServiceError> {
+        let keys = KeyRing::open(store.clone(), initial_key, &config).await?;
+        let revocations = Arc::new(Revocations::load(store.clone(), &config).await?);
+        let verifier = Arc::new(
+            Verifier::<Caller>::new(
+                VerifierConfig::access_tokens(&config.issuer, audience::AUTH),
+                KeyStore::remote(OwnKeys(keys.clone())),
+            )
+            .with_revocations(revocations.set())
+            .with_clock(config.clock.clone()),
+        );
+        Ok(Self {
+            inner: Arc::new(Inner {
+                users: Users::new(
+                    store.clone(),
+                    config.throttle,
+                    config.clock.clone(),
+                    revocations.clone(),
+                ),
+                sessions: Sessions::new(
+                    store.clone(),
+                    config.clock.clone(),
+                    config.refresh_token_ttl,
+                ),
+                tokens: Tokens::new(store, keys.clone(), verifier.clone(), &config),
+                keys,
+                revocations,
+                verifier,
+                config,
+            }),
+        })
+    }
+
+    /// Who may call what: the rules declared in the proto.
+    pub fn policy() -> Policy {
+        tokenmesh_server::policy_for(auth_service_server::SERVICE_NAME)
+    }
+
+    /// Registers (or updates) a service client with a secret.
+    pub async fn register_service_client(
+        &self,
+        client_id: &str,
+        secret: &str,
+        scopes: &str,
+        audiences: &str,
+    ) -> Result<(), AuthServiceError> {
+        self.inner
+            .tokens
+            .register_client(client_id, secret, scopes, audiences)
+            .await
+    }
+
+    /// `iss` of Auth's tokens.
+    pub fn issuer(&self) -> &str {
+        &self.inner.config.issuer
+    }
+
+    /// The public keys that verify Auth's tokens.
+    pub fn public_jwks(&self) -> Vec<Jwk> {
+        self.inner.keys.published()
+    }
+
+    /// Starts signing with a new key now.
+    pub async fn rotate_signing_key(&self) -> Result<RotateSigningKeyResponse, AuthServiceError> {
+        self.inner.keys.rotate().await
+    }
+
+    /// Serves Auth on `listener` until `shutdown`.
+    pub async fn serve(
+        self,
+        listener: impl Into<tokenmesh_server::Listener>,
+        metrics: &tokenmesh_server::metrics::Registry,
+        shutdown: impl Future<Output = ()> + Send,
+    ) -> Result<(), tokenmesh_server::ServeError> {
+        let maintenance = tokio::spawn(maintain(Arc::downgrade(&self.inner)));
+        let inner = self.inner.clone();
+        let shutdown = async move {
+            shutdown.await;
+            // End the revocation feeds: they would hold the graceful drain open.
+            inner.revocations.close();
+        };
+        let layer = AuthLayer::new(self.inner.verifier.clone(), Self::policy());
+        let service = AuthServiceServer::new(self);
+        let result = tokenmesh_server::serve(listener, service, layer, metrics, shutdown).await;
+        maintenance.abort();
+        result
+    }
+}
+
+/// Re-reads keys (rotation elsewhere) and prunes the revocation set, until Auth
+/// is gone.
+async fn maintain(inner: Weak<Inner>) {
+    loop {
+        let Some(strong) = inner.upgrade() else {
+            return;
+        };
+        let interval = strong.config.key_reload_interval;
+        if let Err(error) = strong.keys.reload().await {
+            tracing::warn!(%error, "reloading signing keys failed");
+        }
+        strong.revocations.prune();
+        drop(strong);
+        tokio::time::sleep(interval).await;
+    }
+}

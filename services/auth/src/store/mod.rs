@@ -1,0 +1,63 @@
+//! Auth's tables — users, sessions (refresh-token families), the revocation feed,
+//! service clients and signing keys — on SQLite or PostgreSQL with the same SQL.
+//! The store speaks in its own records and [`StoreError`]: it neither hashes nor
+//! reads the clock; callers hand it hashes and times.
+//!
+//! Every write transaction starts with a write, so that SQLite takes its write
+//! lock up front (a read-then-write transaction can fail with "database is
+//! locked" under concurrency) and PostgreSQL row locks order concurrent spends.
+//!
+//! Rows are read into `sqlx::FromRow` records. Under sqlx's `Any` driver `i64`,
+//! `String` and `Option<i64>` decode from both databases, but `bool` does not
+//! decode from an integer column, so flags such as `users.active` stay `i64`.
+
+mod clients;
+mod keys;
+mod revocations;
+mod sessions;
+mod users;
+
+use sqlx::AnyPool;
+
+pub use clients::ServiceClient;
+pub use keys::NewSigningKey;
+pub use revocations::{Epoch, Revocation};
+pub use sessions::{NewRefreshToken, Spend};
+pub use users::{NewUserRecord, UserRecord};
+
+use crate::AuthServiceError;
+
+/// Why a store operation failed.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// The database failed.
+    #[error("database: {0}")]
+    Database(#[from] sqlx::Error),
+    /// Migrations failed.
+    #[error("migrations: {0}")]
+    Migrate(#[from] sqlx::migrate::MigrateError),
+    /// Too many concurrent writers kept colliding.
+    #[error("contention on {0}")]
+    Contention(&'static str),
+}
+
+/// Auth's storage.
+#[derive(Debug, Clone)]
+pub struct Store {
+    pool: AnyPool,
+}
+
+impl Store {
+    /// Connects to `database_url` and brings the schema up to date. Answers
+    /// [`AuthServiceError`] (a [`StoreError`] inside), the error callers outside
+    /// Auth already convert.
+    pub async fn open(database_url: &str) -> Result<Self, AuthServiceError> {
+        Ok(Self::connect(database_url).await?)
+    }
+
+    async fn connect(database_url: &str) -> Result<Self, StoreError> {
+        let pool = tokenmesh_server::db::connect(database_url).await?;
+        sqlx::migrate!("./migrations").run(&pool).await?;
+        Ok(Self { pool })
+    }
+}

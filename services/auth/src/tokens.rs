@@ -1,0 +1,241 @@
+//! Access tokens: minting (RFC 9068, `typ: at+jwt`) for users, for service clients
+//! (client credentials) and by token exchange (RFC 8693: one hop, one audience,
+//! an `act` claim naming the calling service), and the token responses.
+
+use std::{sync::Arc, time::Duration};
+
+use sha2::{Digest, Sha256};
+use tokenmesh_interceptor::{Claims, SharedClock, Verifier};
+use tokenmesh_proto::{
+    auth::v1::TokenResponse,
+    claims::v1::{AccessClaims, Actor},
+    names::{ACCESS_TOKEN_TYPE, BEARER, LOGIN_CLIENT_ID},
+};
+use tokenmesh_server::{ACCESS_CLAIMS_VERSION, Caller, random_token};
+
+use crate::{
+    AuthConfig, AuthServiceError,
+    config::secs,
+    keys::KeyRing,
+    store::{ServiceClient, Store},
+};
+
+/// SHA-256 of `text`, hex: how refresh tokens and client secrets (256-bit random
+/// strings, no password-grade KDF needed) are stored.
+pub(crate) fn hex_sha256(text: &str) -> String {
+    Sha256::digest(text.as_bytes())
+        .iter()
+        .map(|byte| format!("{byte:02x}"))
+        .collect()
+}
+
+/// What a minted access token says.
+struct Mint<'a> {
+    sub: &'a str,
+    scope: &'a str,
+    aud: Vec<String>,
+    client_id: &'a str,
+    act: Option<Actor>,
+    ttl: Duration,
+    /// Never issued before this (the subject's revocation epoch).
+    not_before: i64,
+    /// Never valid after this.
+    expires_by: Option<i64>,
+}
+
+/// A signed access token and its remaining lifetime.
+#[derive(Debug)]
+pub(crate) struct Minted {
+    token: String,
+    expires_in: i64,
+}
+
+impl Minted {
+    /// The answer to a token request: this access token, `refresh_token` (empty
+    /// for service and exchanged tokens) and the granted `scope`.
+    pub(crate) fn response(self, refresh_token: String, scope: &str) -> TokenResponse {
+        TokenResponse {
+            access_token: self.token,
+            token_type: BEARER.into(),
+            expires_in: self.expires_in,
+            refresh_token,
+            scope: scope.to_owned(),
+        }
+    }
+}
+
+/// Auth's minting: the key ring that signs, the service clients, and Auth's own
+/// verifier for the tokens presented to exchange.
+#[derive(Debug)]
+pub(crate) struct Tokens {
+    store: Store,
+    keys: Arc<KeyRing>,
+    verifier: Arc<Verifier<Caller>>,
+    issuer: String,
+    audiences: Vec<String>,
+    access_token_ttl: Duration,
+    exchange_token_ttl: Duration,
+    clock: SharedClock,
+}
+
+impl Tokens {
+    /// Minting with `keys` as `config` says; `verifier` checks subject tokens.
+    pub(crate) fn new(
+        store: Store,
+        keys: Arc<KeyRing>,
+        verifier: Arc<Verifier<Caller>>,
+        config: &AuthConfig,
+    ) -> Self {
+        Self {
+            store,
+            keys,
+            verifier,
+            issuer: config.issuer.clone(),
+            audiences: config.audiences.clone(),
+            access_token_ttl: config.access_token_ttl,
+            exchange_token_ttl: config.exchange_token_ttl,
+            clock: config.clock.clone(),
+        }
+    }
+
+    fn mint(&self, mint: Mint<'_>) -> Result<Minted, AuthServiceError> {
+        let now = self.clock.now_unix();
+        // A token issued in the same second as a revocation must not be caught by
+        // it: start at the subject's epoch.
+        let issued = now.max(mint.not_before);
+        let mut expires = issued + secs(mint.ttl);
+        if let Some(cap) = mint.expires_by {
+            expires = expires.min(cap);
+        }
+        let claims = AccessClaims {
+            iss: self.issuer.clone(),
+            sub: mint.sub.to_owned(),
+            aud: mint.aud,
+            exp: expires,
+            iat: issued,
+            nbf: issued,
+            jti: random_token(16),
+            scope: mint.scope.to_owned(),
+            ver: ACCESS_CLAIMS_VERSION,
+            client_id: mint.client_id.to_owned(),
+            act: mint.act,
+        };
+        let token = self.keys.signer().sign(ACCESS_TOKEN_TYPE, &claims)?;
+        Ok(Minted {
+            token,
+            expires_in: expires - now,
+        })
+    }
+
+    /// A user's access token for every user audience, issued no earlier than
+    /// the user's revocation epoch `not_before`.
+    pub(crate) fn for_user(
+        &self,
+        username: &str,
+        scope: &str,
+        not_before: i64,
+    ) -> Result<Minted, AuthServiceError> {
+        self.mint(Mint {
+            sub: username,
+            scope,
+            aud: self.audiences.clone(),
+            client_id: LOGIN_CLIENT_ID,
+            act: None,
+            ttl: self.access_token_ttl,
+            not_before,
+            expires_by: None,
+        })
+    }
+
+    /// Registers (or updates) a service client; only the secret's hash is kept.
+    pub(crate) async fn register_client(
+        &self,
+        client_id: &str,
+        secret: &str,
+        scopes: &str,
+        audiences: &str,
+    ) -> Result<(), AuthServiceError> {
+        let client = ServiceClient {
+            client_id: client_id.to_owned(),
+            secret_hash: hex_sha256(secret),
+            scopes: scopes.to_owned(),
+            audiences: audiences.to_owned(),
+        };
+        Ok(self.store.upsert_service_client(&client).await?)
+    }
+
+    /// Client credentials: a token for `audience` with the client's scopes, and
+    /// no refresh token (RFC 6749 §4.4.3).
+    pub(crate) async fn for_service(
+        &self,
+        client_id: &str,
+        secret: &str,
+        audience: &str,
+    ) -> Result<TokenResponse, AuthServiceError> {
+        let client = self.store.service_client(client_id).await?;
+        let Some(client) = client.filter(|client| client.secret_hash == hex_sha256(secret)) else {
+            return Err(AuthServiceError::InvalidClientCredentials);
+        };
+        allows_audience(&client, audience)?;
+        let access = self.mint(Mint {
+            sub: client_id,
+            scope: &client.scopes,
+            aud: vec![audience.to_owned()],
+            client_id,
+            act: None,
+            ttl: self.access_token_ttl,
+            not_before: 0,
+            expires_by: None,
+        })?;
+        Ok(access.response(String::new(), &client.scopes))
+    }
+
+    /// Token exchange: `actor` (a service client) turns `subject_token` into a
+    /// token for `audience` that names it in `act`, lives at most as long as the
+    /// subject token, and carries no refresh token.
+    pub(crate) async fn exchange(
+        &self,
+        actor: &Caller,
+        subject_token: &str,
+        audience: &str,
+    ) -> Result<TokenResponse, AuthServiceError> {
+        let client = self
+            .store
+            .service_client(actor.subject())
+            .await?
+            .filter(|client| client.client_id == actor.0.client_id)
+            .ok_or(AuthServiceError::NotAServiceClient)?;
+        allows_audience(&client, audience)?;
+        // Only user tokens carrying audience "auth" can be exchanged: an exchanged
+        // token (narrowed to one audience) cannot be exchanged again.
+        let subject = self
+            .verifier
+            .verify(subject_token)
+            .await
+            .map_err(AuthServiceError::InvalidSubjectToken)?;
+        let access = self.mint(Mint {
+            sub: subject.subject(),
+            scope: subject.scope(),
+            aud: vec![audience.to_owned()],
+            client_id: &client.client_id,
+            act: Some(Actor {
+                sub: client.client_id.clone(),
+            }),
+            ttl: self.exchange_token_ttl,
+            not_before: subject.0.iat,
+            expires_by: Some(subject.0.exp),
+        })?;
+        Ok(access.response(String::new(), subject.scope()))
+    }
+}
+
+fn allows_audience(client: &ServiceClient, audience: &str) -> Result<(), AuthServiceError> {
+    if client
+        .audiences
+        .split(' ')
+        .any(|allowed| allowed == audience)
+    {
+        return Ok(());
+    }
+    Err(AuthServiceError::AudienceNotAllowed(audience.to_owned()))
+}

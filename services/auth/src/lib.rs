@@ -32,7 +32,6 @@ pub use users::{NewUser, ThrottleConfig};
 use tokenmesh_interceptor::system_clock;
 use tokenmesh_proto::names::scope;
 
-
 /// The demo users `tokenmesh up --demo` seeds: (username, password, scopes).
 pub const DEMO_USERS: [(&str, &str, &str); 3] = [
     ("alice", "alice-demo", ""),

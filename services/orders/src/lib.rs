@@ -13,4 +13,4 @@ mod store;
 pub use entitlement::{ChainConfig, Grant, SourceKind};
 pub use error::OrdersError;
 pub use service::{OrdersConfig, OrdersDeps, OrdersService};
-pub use store::Store;
+pub use store::{Store, StoreError};

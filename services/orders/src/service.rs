@@ -2,10 +2,14 @@
 
 use std::sync::Arc;
 
-use tokenmesh_interceptor::{Claims, KeyStore, Policy, RevocationSet, Verifier, VerifierConfig};
-use tokenmesh_proto::orders::v1::{
-    GetOrderRequest, ListOrdersRequest, ListOrdersResponse, Order, PlaceOrderRequest,
-    orders_service_server::{self, OrdersServiceServer},
+use tokenmesh_interceptor::{Claims, KeyStore, Policy, RevocationSet};
+use tokenmesh_proto::{
+    names::audience,
+    orders::v1::{
+        EntitlementSource, GetOrderRequest, ListOrdersRequest, ListOrdersResponse, Order,
+        PlaceOrderRequest,
+        orders_service_server::{self, OrdersServiceServer},
+    },
 };
 use tokenmesh_server::{
     FieldViolation, ServiceTokens, TokenExchanger, caller, paging::PageRequest,
@@ -14,15 +18,13 @@ use tonic::{Request, Response, Status, transport::Channel};
 use tracing::instrument;
 
 use crate::{
-    OrdersError, Store,
-    entitlement::{ChainConfig, Entitlements},
-    store::{self, NewOrder},
+    OrdersError, SourceKind, Store,
+    entitlement::{self, ChainConfig, Decision, Denial, Entitlements, Query},
+    store::{self, NewOrder, OrderRecord},
 };
 
 /// Longest accepted `request_id`.
 const MAX_REQUEST_ID_LEN: usize = 128;
-/// JOSE `typ` of Products' entitlement grants.
-const GRANT_TOKEN_TYPE: &str = "entitlement+jwt";
 
 /// Whose tokens Orders trusts and how it decides entitlement.
 #[derive(Debug, Clone)]
@@ -61,20 +63,11 @@ const SERVICE: &str = orders_service_server::SERVICE_NAME;
 impl OrdersService {
     /// Orders over `store`, deciding entitlement with `deps` as `config` says.
     pub fn new(store: Store, deps: OrdersDeps, config: OrdersConfig) -> Self {
-        let grant_config = VerifierConfig::access_tokens(&config.grant_issuer, "orders")
-            .with_token_type(GRANT_TOKEN_TYPE);
-        let grants = Arc::new(Verifier::new(grant_config, deps.grant_keys));
-        let entitlements = Entitlements::new(
-            config.chain.clone(),
-            grants,
-            store.clone(),
-            deps.products,
-            deps.exchanger,
-            deps.products_credentials,
-        );
+        let entitlements =
+            Entitlements::new(&config.chain, &config.grant_issuer, store.clone(), &deps);
         Self {
             store,
-            entitlements,
+            entitlements: Arc::new(entitlements),
             config: Arc::new(config),
         }
     }
@@ -90,7 +83,8 @@ impl OrdersService {
     }
 
     /// Serves Orders on `listener` until `shutdown`, accepting access tokens
-    /// verified with `access_token_keys` and not in `revocations`.
+    /// verified with `access_token_keys` and not in `revocations`. While it
+    /// serves, the entitlement replica follows Products.
     pub async fn serve(
         self,
         listener: impl Into<tokenmesh_server::Listener>,
@@ -100,12 +94,73 @@ impl OrdersService {
     ) -> Result<(), tokenmesh_server::ServeError> {
         let layer = tokenmesh_server::access_token_layer(
             &self.config.access_token_issuer,
-            "orders",
+            audience::ORDERS,
             access_token_keys,
             revocations,
             SERVICE,
         );
-        tokenmesh_server::serve(listener, OrdersServiceServer::new(self), layer, shutdown).await
+        let feed = self.entitlements.spawn_replica_feed();
+        let result =
+            tokenmesh_server::serve(listener, OrdersServiceServer::new(self), layer, shutdown)
+                .await;
+        if let Some(feed) = feed {
+            feed.abort();
+        }
+        result
+    }
+}
+
+impl From<SourceKind> for EntitlementSource {
+    fn from(source: SourceKind) -> Self {
+        match source {
+            SourceKind::Grant => Self::Grant,
+            SourceKind::Replica => Self::Replica,
+            SourceKind::Rpc => Self::Rpc,
+        }
+    }
+}
+
+impl From<OrderRecord> for Order {
+    fn from(record: OrderRecord) -> Self {
+        let created_at_us = record.created_at_us;
+        Self {
+            id: record.id,
+            product_id: record.product_id,
+            quantity: i32::try_from(record.quantity).unwrap_or(i32::MAX),
+            subject: record.subject,
+            entitlement_source: EntitlementSource::from(record.entitlement_source).into(),
+            created_at: Some(prost_types::Timestamp {
+                seconds: created_at_us.div_euclid(1_000_000),
+                nanos: (created_at_us.rem_euclid(1_000_000) * 1_000) as i32,
+            }),
+            request_id: record.request_id,
+        }
+    }
+}
+
+/// The source that allowed the order, or the error that answers the caller.
+fn allowed_by(decision: Decision, product_id: &str) -> Result<SourceKind, OrdersError> {
+    let product_id = || product_id.to_owned();
+    match decision {
+        Decision::Allowed(source) => Ok(source),
+        Decision::Denied { denial, .. } => Err(match denial {
+            Denial::NotEntitled => OrdersError::NotEntitled(product_id()),
+            Denial::UnknownProduct => OrdersError::ProductNotFound(product_id()),
+            Denial::OverLimit(limit) => OrdersError::QuantityOverLimit {
+                product_id: product_id(),
+                limit,
+            },
+        }),
+        Decision::UnsupportedVersion {
+            found, accepted, ..
+        } => {
+            let accepted: Vec<String> = accepted.iter().map(u32::to_string).collect();
+            Err(OrdersError::GrantVersionUnsupported {
+                found,
+                accepted: accepted.join(", "),
+            })
+        }
+        Decision::Undecided(reasons) => Err(OrdersError::Undecided(entitlement::reasons(&reasons))),
     }
 }
 
@@ -128,9 +183,10 @@ fn validate(request: &PlaceOrderRequest) -> Result<(), OrdersError> {
 
 /// The order a retry should get back: the first attempt's, if it asked for the
 /// same thing.
-fn replay(existing: Order, request: &PlaceOrderRequest) -> Result<Order, OrdersError> {
-    if existing.product_id == request.product_id && existing.quantity == request.quantity {
-        Ok(existing)
+fn replay(existing: OrderRecord, request: &PlaceOrderRequest) -> Result<Order, OrdersError> {
+    if existing.product_id == request.product_id && existing.quantity == i64::from(request.quantity)
+    {
+        Ok(existing.into())
     } else {
         Err(OrdersError::RequestIdReused(request.request_id.clone()))
     }
@@ -152,20 +208,23 @@ impl orders_service_server::OrdersService for OrdersService {
         let subject = caller.subject();
         let body = request.get_ref();
         validate(body)?;
-        if let Some(existing) = self.store.by_request_id(subject, &body.request_id).await? {
+        let existing = self
+            .store
+            .by_request_id(subject, &body.request_id)
+            .await
+            .map_err(OrdersError::from)?;
+        if let Some(existing) = existing {
             return Ok(Response::new(replay(existing, body)?));
         }
 
-        let source = self
-            .entitlements
-            .decide(
-                subject,
-                &body.product_id,
-                body.quantity,
-                &body.entitlement_token,
-                access_token(&request),
-            )
-            .await?;
+        let query = Query {
+            subject,
+            product_id: &body.product_id,
+            quantity: body.quantity,
+            grant: Some(body.entitlement_token.as_str()).filter(|token| !token.is_empty()),
+            access_token: access_token(&request),
+        };
+        let source = allowed_by(self.entitlements.decide(&query).await, query.product_id)?;
 
         let new = NewOrder {
             subject,
@@ -174,12 +233,15 @@ impl orders_service_server::OrdersService for OrdersService {
             request_id: &body.request_id,
             source,
         };
-        let order = match self.store.insert(&new).await? {
-            Some(order) => order,
+        let order = match self.store.insert(&new).await.map_err(OrdersError::from)? {
+            Some(order) => Order::from(order),
             // A concurrent retry inserted first: answer with its order.
             None => {
-                let existing = self.store.by_request_id(subject, &body.request_id).await?;
-                let existing = existing
+                let existing = self
+                    .store
+                    .by_request_id(subject, &body.request_id)
+                    .await
+                    .map_err(OrdersError::from)?
                     .ok_or_else(|| OrdersError::RequestIdReused(body.request_id.clone()))?;
                 replay(existing, body)?
             }
@@ -202,9 +264,10 @@ impl orders_service_server::OrdersService for OrdersService {
         let order = self
             .store
             .by_id(caller.subject(), id)
-            .await?
+            .await
+            .map_err(OrdersError::from)?
             .ok_or_else(|| OrdersError::OrderNotFound(id.clone()))?;
-        Ok(Response::new(order))
+        Ok(Response::new(order.into()))
     }
 
     #[instrument(skip_all)]
@@ -224,14 +287,16 @@ impl orders_service_server::OrdersService for OrdersService {
                 FieldViolation::new("page_token", "not a token this service issued"),
             ))?),
         };
-        let rows = self
+        let records = self
             .store
             .list(caller.subject(), after, page.fetch_limit())
-            .await?;
-        let (orders, next_page_token) = page.finish(rows, store::cursor);
+            .await
+            .map_err(OrdersError::from)?;
+        let (records, next_page_token) = page.finish(records, OrderRecord::cursor);
         Ok(Response::new(ListOrdersResponse {
-            orders,
+            orders: records.into_iter().map(Order::from).collect(),
             next_page_token,
         }))
     }
 }
+

@@ -300,3 +300,105 @@ impl orders_service_server::OrdersService for OrdersService {
     }
 }
 
+#[cfg(test)]
+mod tests {
+    use tonic::Code;
+
+    use super::*;
+    use crate::entitlement::Reason;
+
+    #[test]
+    fn each_decision_answers_the_caller_as_it_always_has() {
+        let denied = |denial| Decision::Denied {
+            by: SourceKind::Replica,
+            denial,
+        };
+        let cases = [
+            (
+                denied(Denial::NotEntitled),
+                Code::PermissionDenied,
+                "not entitled to product P-104",
+            ),
+            (
+                denied(Denial::UnknownProduct),
+                Code::NotFound,
+                "product P-104 not found",
+            ),
+            (
+                denied(Denial::OverLimit(2)),
+                Code::PermissionDenied,
+                "quantity exceeds the limit of 2 for product P-104",
+            ),
+            (
+                Decision::UnsupportedVersion {
+                    by: SourceKind::Grant,
+                    found: 3,
+                    accepted: vec![1, 2],
+                },
+                Code::FailedPrecondition,
+                "entitlement grant version 3 is not supported; this service reads 1, 2",
+            ),
+            (
+                Decision::Undecided(vec![
+                    Reason {
+                        source: SourceKind::Grant,
+                        reason: "none in the request".into(),
+                    },
+                    Reason {
+                        source: SourceKind::Rpc,
+                        reason: "Products unavailable (Unavailable)".into(),
+                    },
+                ]),
+                Code::Unavailable,
+                "no entitlement source could decide: grant: none in the request; \
+                 rpc: Products unavailable (Unavailable)",
+            ),
+        ];
+        for (decision, code, message) in cases {
+            let status = Status::from(allowed_by(decision, "P-104").expect_err(message));
+            assert_eq!((status.code(), status.message()), (code, message));
+        }
+        assert_eq!(
+            allowed_by(Decision::Allowed(SourceKind::Rpc), "P-104").expect("allowed"),
+            SourceKind::Rpc
+        );
+    }
+
+    #[test]
+    fn a_stored_order_reads_as_it_was_placed() {
+        for (source, wire) in [
+            (SourceKind::Grant, EntitlementSource::Grant),
+            (SourceKind::Replica, EntitlementSource::Replica),
+            (SourceKind::Rpc, EntitlementSource::Rpc),
+        ] {
+            // The column keeps the wire's numbers: rows written before stay readable.
+            assert_eq!(i64::from(source), wire as i64);
+            assert_eq!(SourceKind::try_from(wire as i64), Ok(source));
+        }
+        let record = OrderRecord {
+            id: "ord_1".into(),
+            subject: "alice".into(),
+            product_id: "P-100".into(),
+            quantity: 2,
+            request_id: "r-1".into(),
+            entitlement_source: SourceKind::Replica,
+            created_at_us: 1_700_000_000_123_456,
+        };
+        assert_eq!(record.cursor(), "1700000000123456:ord_1");
+        assert_eq!(
+            Order::from(record),
+            Order {
+                id: "ord_1".into(),
+                product_id: "P-100".into(),
+                quantity: 2,
+                subject: "alice".into(),
+                entitlement_source: EntitlementSource::Replica.into(),
+                created_at: Some(prost_types::Timestamp {
+                    seconds: 1_700_000_000,
+                    nanos: 123_456_000,
+                }),
+                request_id: "r-1".into(),
+            }
+        );
+    }
+}

@@ -7,6 +7,8 @@ mod feed;
 mod grant;
 mod replica;
 mod rpc;
+#[cfg(test)]
+mod tests;
 
 use std::{fmt, str::FromStr, sync::Arc, time::Duration};
 

@@ -92,3 +92,65 @@ impl Source for Replica {
     }
 }
 
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::entitlement::tests::{entitle, query, replica};
+
+    #[tokio::test]
+    async fn until_caught_up_the_replica_cannot_tell() {
+        let store = Store::open("sqlite::memory:").await.expect("store");
+        let replica = Replica::new(store);
+        assert!(!replica.caught_up());
+        assert_eq!(
+            replica.answer(&query()).await.expect("answer"),
+            Answer::Inconclusive("not caught up with Products yet".into())
+        );
+    }
+
+    #[tokio::test]
+    async fn the_replica_answers_from_what_the_feed_applied() {
+        let replica = replica().await;
+        let unknown = Query {
+            product_id: "P-999",
+            ..query()
+        };
+        assert_eq!(
+            replica.answer(&unknown).await.expect("answer"),
+            Answer::Deny(Denial::UnknownProduct)
+        );
+        assert_eq!(
+            replica.answer(&query()).await.expect("answer"),
+            Answer::Deny(Denial::NotEntitled),
+            "never granted"
+        );
+        entitle(&replica, true, 100, 2).await;
+        assert_eq!(
+            replica.answer(&query()).await.expect("answer"),
+            Answer::Allow
+        );
+        entitle(&replica, false, 200, 3).await;
+        assert_eq!(
+            replica.answer(&query()).await.expect("answer"),
+            Answer::Deny(Denial::NotEntitled),
+            "revoked"
+        );
+        assert_eq!(replica.cursor().await.expect("cursor"), 3);
+    }
+
+    #[tokio::test]
+    async fn a_revocation_counts_against_grants_issued_up_to_its_second() {
+        let replica = replica().await;
+        assert!(
+            !replica
+                .revoked_since("alice", "P-100", 150)
+                .await
+                .expect("lookup")
+        );
+        entitle(&replica, false, 200, 2).await;
+        let revoked_since = |issued_at| replica.revoked_since("alice", "P-100", issued_at);
+        assert!(revoked_since(199).await.expect("lookup"));
+        assert!(revoked_since(200).await.expect("lookup"), "the same second");
+        assert!(!revoked_since(201).await.expect("lookup"));
+    }
+}

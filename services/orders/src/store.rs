@@ -1,4 +1,5 @@
-//! Orders' table.
+//! Orders' tables — the orders, and the replica of Products' entitlements —
+//! read and written as the store's own records; [`StoreError`] says what failed.
 
 use std::time::{SystemTime, UNIX_EPOCH};
 

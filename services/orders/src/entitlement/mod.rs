@@ -1,7 +1,6 @@
-//! Deciding entitlement: a configured chain of sources, asked in order, the first
-//! conclusive answer wins. The sources — the grant in the request body, Orders'
-//! replica of Products' entitlements, `CheckEntitlement` on Products — are
-//! [`Source`]s, so the chain can be tried with any answers, in memory.
+//! Deciding entitlement: configured [`Source`]s asked in order, the first
+//! conclusive answer wins — the grant in the request body, Orders' replica of
+//! Products' entitlements, `CheckEntitlement` on Products.
 
 mod feed;
 mod grant;

@@ -2,6 +2,8 @@
 
 use tonic::Status;
 
+use crate::store::StoreError;
+
 /// Everything that can go wrong in Orders.
 #[derive(Debug, thiserror::Error)]
 pub enum OrdersError {
@@ -40,12 +42,9 @@ pub enum OrdersError {
     /// No source was reachable or conclusive: retry later.
     #[error("no entitlement source could decide: {0}")]
     Undecided(String),
-    /// The database failed.
-    #[error("database: {0}")]
-    Database(#[from] sqlx::Error),
-    /// Migrations failed.
-    #[error("migrations: {0}")]
-    Migrate(#[from] sqlx::migrate::MigrateError),
+    /// The store failed.
+    #[error(transparent)]
+    Store(#[from] StoreError),
 }
 
 impl From<OrdersError> for Status {
@@ -63,7 +62,7 @@ impl From<OrdersError> for Status {
             }
             OrdersError::RequestIdReused(_) => Status::already_exists(error.to_string()),
             OrdersError::Undecided(_) => Status::unavailable(error.to_string()),
-            OrdersError::Database(_) | OrdersError::Migrate(_) => {
+            OrdersError::Store(_) => {
                 tracing::error!(%error, "internal error");
                 Status::internal("internal error")
             }

@@ -2,11 +2,16 @@
 
 use std::sync::Arc;
 
-use tokenmesh_interceptor::{Claims, KeyStore, Policy, RevocationSet, Verifier, VerifierConfig};
-use tokenmesh_proto::orders::v1::{
-    GetOrderRequest, ListOrdersRequest, ListOrdersResponse, Order, PlaceOrderRequest,
-    orders_service_server::{self, OrdersServiceServer},
+use tokenmesh_interceptor::{Claims, KeyStore, Policy, SharedClock};
+use tokenmesh_proto::{
+    names::audience,
+    orders::v1::{
+        EntitlementSource, GetOrderRequest, ListOrdersRequest, ListOrdersResponse, Order,
+        PlaceOrderRequest,
+        orders_service_server::{self, OrdersServiceServer},
+    },
 };
+use tokenmesh_server::AccessTokens;
 use tokenmesh_server::{
     FieldViolation, ServiceTokens, TokenExchanger, caller, paging::PageRequest,
 };
@@ -14,15 +19,13 @@ use tonic::{Request, Response, Status, transport::Channel};
 use tracing::instrument;
 
 use crate::{
-    OrdersError, Store,
-    entitlement::{ChainConfig, Entitlements},
-    store::{self, NewOrder},
+    OrdersError, SourceKind, Store,
+    entitlement::{self, ChainConfig, Decision, Denial, Entitlements, Query},
+    store::{self, NewOrder, OrderRecord},
 };
 
 /// Longest accepted `request_id`.
 const MAX_REQUEST_ID_LEN: usize = 128;
-/// JOSE `typ` of Products' entitlement grants.
-const GRANT_TOKEN_TYPE: &str = "entitlement+jwt";
 
 /// Whose tokens Orders trusts and how it decides entitlement.
 #[derive(Debug, Clone)]
@@ -46,6 +49,8 @@ pub struct OrdersDeps {
     pub grant_keys: Arc<KeyStore>,
     /// Orders' own tokens for Products (the entitlement feed).
     pub products_credentials: Arc<ServiceTokens>,
+    /// The time tokens and grants are checked at.
+    pub clock: SharedClock,
 }
 
 /// The Orders service.
@@ -54,6 +59,7 @@ pub struct OrdersService {
     store: Store,
     entitlements: Arc<Entitlements>,
     config: Arc<OrdersConfig>,
+    clock: SharedClock,
 }
 
 const SERVICE: &str = orders_service_server::SERVICE_NAME;
@@ -61,21 +67,13 @@ const SERVICE: &str = orders_service_server::SERVICE_NAME;
 impl OrdersService {
     /// Orders over `store`, deciding entitlement with `deps` as `config` says.
     pub fn new(store: Store, deps: OrdersDeps, config: OrdersConfig) -> Self {
-        let grant_config = VerifierConfig::access_tokens(&config.grant_issuer, "orders")
-            .with_token_type(GRANT_TOKEN_TYPE);
-        let grants = Arc::new(Verifier::new(grant_config, deps.grant_keys));
-        let entitlements = Entitlements::new(
-            config.chain.clone(),
-            grants,
-            store.clone(),
-            deps.products,
-            deps.exchanger,
-            deps.products_credentials,
-        );
+        let entitlements =
+            Entitlements::new(&config.chain, &config.grant_issuer, store.clone(), &deps);
         Self {
             store,
-            entitlements,
+            entitlements: Arc::new(entitlements),
             config: Arc::new(config),
+            clock: deps.clock,
         }
     }
 
@@ -90,30 +88,89 @@ impl OrdersService {
     }
 
     /// Serves Orders on `listener` until `shutdown`, accepting access tokens
-    /// verified with `access_token_keys` and not in `revocations`.
+    /// verified with `access_token_keys` and not in `revocations`. While it
+    /// serves, the entitlement replica follows Products.
     pub async fn serve(
         self,
         listener: impl Into<tokenmesh_server::Listener>,
-        access_token_keys: Arc<KeyStore>,
-        revocations: Arc<RevocationSet>,
+        access: AccessTokens,
         metrics: &tokenmesh_server::metrics::Registry,
         shutdown: impl Future<Output = ()> + Send,
     ) -> Result<(), tokenmesh_server::ServeError> {
         let layer = tokenmesh_server::access_token_layer(
             &self.config.access_token_issuer,
-            "orders",
-            access_token_keys,
-            revocations,
+            audience::ORDERS,
+            access,
+            self.clock.clone(),
             SERVICE,
         );
-        tokenmesh_server::serve(
+        let feed = self.entitlements.spawn_replica_feed();
+        let result = tokenmesh_server::serve(
             listener,
             OrdersServiceServer::new(self),
             layer,
             metrics,
             shutdown,
         )
-        .await
+        .await;
+        if let Some(feed) = feed {
+            feed.abort();
+        }
+        result
+    }
+}
+
+impl From<SourceKind> for EntitlementSource {
+    fn from(source: SourceKind) -> Self {
+        match source {
+            SourceKind::Grant => Self::Grant,
+            SourceKind::Replica => Self::Replica,
+            SourceKind::Rpc => Self::Rpc,
+        }
+    }
+}
+
+impl From<OrderRecord> for Order {
+    fn from(record: OrderRecord) -> Self {
+        let created_at_us = record.created_at_us;
+        Self {
+            id: record.id,
+            product_id: record.product_id,
+            quantity: i32::try_from(record.quantity).unwrap_or(i32::MAX),
+            subject: record.subject,
+            entitlement_source: EntitlementSource::from(record.entitlement_source).into(),
+            created_at: Some(prost_types::Timestamp {
+                seconds: created_at_us.div_euclid(1_000_000),
+                nanos: (created_at_us.rem_euclid(1_000_000) * 1_000) as i32,
+            }),
+            request_id: record.request_id,
+        }
+    }
+}
+
+/// The source that allowed the order, or the error that answers the caller.
+fn allowed_by(decision: Decision, product_id: &str) -> Result<SourceKind, OrdersError> {
+    let product_id = || product_id.to_owned();
+    match decision {
+        Decision::Allowed(source) => Ok(source),
+        Decision::Denied { denial, .. } => Err(match denial {
+            Denial::NotEntitled => OrdersError::NotEntitled(product_id()),
+            Denial::UnknownProduct => OrdersError::ProductNotFound(product_id()),
+            Denial::OverLimit(limit) => OrdersError::QuantityOverLimit {
+                product_id: product_id(),
+                limit,
+            },
+        }),
+        Decision::UnsupportedVersion {
+            found, accepted, ..
+        } => {
+            let accepted: Vec<String> = accepted.iter().map(u32::to_string).collect();
+            Err(OrdersError::GrantVersionUnsupported {
+                found,
+                accepted: accepted.join(", "),
+            })
+        }
+        Decision::Undecided(reasons) => Err(OrdersError::Undecided(entitlement::reasons(&reasons))),
     }
 }
 
@@ -136,9 +193,10 @@ fn validate(request: &PlaceOrderRequest) -> Result<(), OrdersError> {
 
 /// The order a retry should get back: the first attempt's, if it asked for the
 /// same thing.
-fn replay(existing: Order, request: &PlaceOrderRequest) -> Result<Order, OrdersError> {
-    if existing.product_id == request.product_id && existing.quantity == request.quantity {
-        Ok(existing)
+fn replay(existing: OrderRecord, request: &PlaceOrderRequest) -> Result<Order, OrdersError> {
+    if existing.product_id == request.product_id && existing.quantity == i64::from(request.quantity)
+    {
+        Ok(existing.into())
     } else {
         Err(OrdersError::RequestIdReused(request.request_id.clone()))
     }
@@ -160,20 +218,23 @@ impl orders_service_server::OrdersService for OrdersService {
         let subject = caller.subject();
         let body = request.get_ref();
         validate(body)?;
-        if let Some(existing) = self.store.by_request_id(subject, &body.request_id).await? {
+        let existing = self
+            .store
+            .by_request_id(subject, &body.request_id)
+            .await
+            .map_err(OrdersError::from)?;
+        if let Some(existing) = existing {
             return Ok(Response::new(replay(existing, body)?));
         }
 
-        let source = self
-            .entitlements
-            .decide(
-                subject,
-                &body.product_id,
-                body.quantity,
-                &body.entitlement_token,
-                access_token(&request),
-            )
-            .await?;
+        let query = Query {
+            subject,
+            product_id: &body.product_id,
+            quantity: body.quantity,
+            grant: Some(body.entitlement_token.as_str()).filter(|token| !token.is_empty()),
+            access_token: access_token(&request),
+        };
+        let source = allowed_by(self.entitlements.decide(&query).await, query.product_id)?;
 
         let new = NewOrder {
             subject,
@@ -182,12 +243,15 @@ impl orders_service_server::OrdersService for OrdersService {
             request_id: &body.request_id,
             source,
         };
-        let order = match self.store.insert(&new).await? {
-            Some(order) => order,
+        let order = match self.store.insert(&new).await.map_err(OrdersError::from)? {
+            Some(order) => Order::from(order),
             // A concurrent retry inserted first: answer with its order.
             None => {
-                let existing = self.store.by_request_id(subject, &body.request_id).await?;
-                let existing = existing
+                let existing = self
+                    .store
+                    .by_request_id(subject, &body.request_id)
+                    .await
+                    .map_err(OrdersError::from)?
                     .ok_or_else(|| OrdersError::RequestIdReused(body.request_id.clone()))?;
                 replay(existing, body)?
             }
@@ -210,9 +274,10 @@ impl orders_service_server::OrdersService for OrdersService {
         let order = self
             .store
             .by_id(caller.subject(), id)
-            .await?
+            .await
+            .map_err(OrdersError::from)?
             .ok_or_else(|| OrdersError::OrderNotFound(id.clone()))?;
-        Ok(Response::new(order))
+        Ok(Response::new(order.into()))
     }
 
     #[instrument(skip_all)]
@@ -232,14 +297,118 @@ impl orders_service_server::OrdersService for OrdersService {
                 FieldViolation::new("page_token", "not a token this service issued"),
             ))?),
         };
-        let rows = self
+        let records = self
             .store
             .list(caller.subject(), after, page.fetch_limit())
-            .await?;
-        let (orders, next_page_token) = page.finish(rows, store::cursor);
+            .await
+            .map_err(OrdersError::from)?;
+        let (records, next_page_token) = page.finish(records, OrderRecord::cursor);
         Ok(Response::new(ListOrdersResponse {
-            orders,
+            orders: records.into_iter().map(Order::from).collect(),
             next_page_token,
         }))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use tonic::Code;
+
+    use super::*;
+    use crate::entitlement::Reason;
+
+    #[test]
+    fn each_decision_answers_the_caller_as_it_always_has() {
+        let denied = |denial| Decision::Denied {
+            by: SourceKind::Replica,
+            denial,
+        };
+        let cases = [
+            (
+                denied(Denial::NotEntitled),
+                Code::PermissionDenied,
+                "not entitled to product P-104",
+            ),
+            (
+                denied(Denial::UnknownProduct),
+                Code::NotFound,
+                "product P-104 not found",
+            ),
+            (
+                denied(Denial::OverLimit(2)),
+                Code::PermissionDenied,
+                "quantity exceeds the limit of 2 for product P-104",
+            ),
+            (
+                Decision::UnsupportedVersion {
+                    by: SourceKind::Grant,
+                    found: 3,
+                    accepted: vec![1, 2],
+                },
+                Code::FailedPrecondition,
+                "entitlement grant version 3 is not supported; this service reads 1, 2",
+            ),
+            (
+                Decision::Undecided(vec![
+                    Reason {
+                        source: SourceKind::Grant,
+                        reason: "none in the request".into(),
+                    },
+                    Reason {
+                        source: SourceKind::Rpc,
+                        reason: "Products unavailable (Unavailable)".into(),
+                    },
+                ]),
+                Code::Unavailable,
+                "no entitlement source could decide: grant: none in the request; \
+                 rpc: Products unavailable (Unavailable)",
+            ),
+        ];
+        for (decision, code, message) in cases {
+            let status = Status::from(allowed_by(decision, "P-104").expect_err(message));
+            assert_eq!((status.code(), status.message()), (code, message));
+        }
+        assert_eq!(
+            allowed_by(Decision::Allowed(SourceKind::Rpc), "P-104").expect("allowed"),
+            SourceKind::Rpc
+        );
+    }
+
+    #[test]
+    fn a_stored_order_reads_as_it_was_placed() {
+        for (source, wire) in [
+            (SourceKind::Grant, EntitlementSource::Grant),
+            (SourceKind::Replica, EntitlementSource::Replica),
+            (SourceKind::Rpc, EntitlementSource::Rpc),
+        ] {
+            // The column keeps the wire's numbers: rows written before stay readable.
+            assert_eq!(i64::from(source), wire as i64);
+            assert_eq!(SourceKind::try_from(wire as i64), Ok(source));
+        }
+        let record = OrderRecord {
+            id: "ord_1".into(),
+            subject: "alice".into(),
+            product_id: "P-100".into(),
+            quantity: 2,
+            request_id: "r-1".into(),
+            entitlement_source: SourceKind::Replica,
+            created_at_us: 1_700_000_000_123_456,
+        };
+        assert_eq!(record.cursor(), "1700000000123456:ord_1");
+        assert_eq!(
+            Order::from(record),
+            Order {
+                id: "ord_1".into(),
+                product_id: "P-100".into(),
+                quantity: 2,
+                subject: "alice".into(),
+                entitlement_source: EntitlementSource::Replica.into(),
+                created_at: Some(prost_types::Timestamp {
+                    seconds: 1_700_000_000,
+                    nanos: 123_456_000,
+                }),
+                request_id: "r-1".into(),
+            }
+        );
     }
 }

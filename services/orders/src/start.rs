@@ -124,6 +124,7 @@ pub async fn start(
         )),
         grant_keys,
         products_credentials: service_tokens(audience::PRODUCTS),
+        clock: env.clock.clone(),
     };
     let config = OrdersConfig {
         access_token_issuer: env.auth_issuer.clone(),
@@ -140,15 +141,7 @@ pub async fn start(
     let addr = listener.local_addr()?;
     let readiness = orders.clone();
     Ok(Running::spawn(addr, move |shutdown| async move {
-        orders
-            .serve(
-                listener,
-                access.keys,
-                access.revocations,
-                &metrics,
-                shutdown,
-            )
-            .await
+        orders.serve(listener, access, &metrics, shutdown).await
     })
     .with_readiness(move || readiness.replica_caught_up()))
 }

@@ -1,11 +1,22 @@
-//! Orders' table.
+//! Orders' tables — the orders, and the replica of Products' entitlements —
+//! read and written as the store's own records; [`StoreError`] says what failed.
 
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use sqlx::AnyPool;
-use tokenmesh_proto::orders::v1::{EntitlementSource, Order};
 
-use crate::OrdersError;
+use crate::{OrdersError, SourceKind};
+
+/// What can go wrong in Orders' storage.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// The database failed.
+    #[error("database: {0}")]
+    Database(#[from] sqlx::Error),
+    /// Migrations failed.
+    #[error("migrations: {0}")]
+    Migrate(#[from] sqlx::migrate::MigrateError),
+}
 
 /// Orders' storage.
 #[derive(Debug, Clone)]
@@ -25,41 +36,65 @@ pub struct NewOrder<'a> {
     /// The client's idempotency key.
     pub request_id: &'a str,
     /// Which source allowed it.
-    pub source: EntitlementSource,
+    pub source: SourceKind,
 }
 
-type OrderRow = (String, String, String, i64, String, i64, i64);
+/// A placed order.
+#[derive(Debug, Clone, PartialEq, Eq, sqlx::FromRow)]
+pub struct OrderRecord {
+    /// Its id.
+    pub id: String,
+    /// Who placed it.
+    pub subject: String,
+    /// What.
+    pub product_id: String,
+    /// How many.
+    pub quantity: i64,
+    /// The client's idempotency key.
+    pub request_id: String,
+    /// Which source allowed it.
+    #[sqlx(try_from = "i64")]
+    pub entitlement_source: SourceKind,
+    /// When, in microseconds since the Unix epoch.
+    pub created_at_us: i64,
+}
+
+impl OrderRecord {
+    /// The order's sort key in a newest-first listing, for page tokens.
+    pub fn cursor(&self) -> String {
+        format!("{}:{}", self.created_at_us, self.id)
+    }
+}
+
+/// The `entitlement_source` column holds `tokenmesh.orders.v1.EntitlementSource`
+/// numbers, so that the table reads the same as the wire.
+impl From<SourceKind> for i64 {
+    fn from(source: SourceKind) -> Self {
+        match source {
+            SourceKind::Grant => 1,
+            SourceKind::Replica => 2,
+            SourceKind::Rpc => 3,
+        }
+    }
+}
+
+impl TryFrom<i64> for SourceKind {
+    type Error = String;
+
+    fn try_from(column: i64) -> Result<Self, Self::Error> {
+        match column {
+            1 => Ok(Self::Grant),
+            2 => Ok(Self::Replica),
+            3 => Ok(Self::Rpc),
+            other => Err(format!("unknown entitlement source {other}")),
+        }
+    }
+}
 
 const COLUMNS: &str =
     "id, subject, product_id, quantity, request_id, entitlement_source, created_at_us";
 
-fn order(
-    (id, subject, product_id, quantity, request_id, source, created_at_us): OrderRow,
-) -> Order {
-    Order {
-        id,
-        product_id,
-        quantity: i32::try_from(quantity).unwrap_or(i32::MAX),
-        subject,
-        entitlement_source: i32::try_from(source).unwrap_or_default(),
-        created_at: Some(prost_types::Timestamp {
-            seconds: created_at_us.div_euclid(1_000_000),
-            nanos: (created_at_us.rem_euclid(1_000_000) * 1_000) as i32,
-        }),
-        request_id,
-    }
-}
-
-/// The sort key of `order` in a newest-first listing, for page tokens.
-pub fn cursor(order: &Order) -> String {
-    let created = order
-        .created_at
-        .map(|t| t.seconds * 1_000_000 + i64::from(t.nanos) / 1_000)
-        .unwrap_or_default();
-    format!("{created}:{}", order.id)
-}
-
-/// The (created_at_us, id) position a [`cursor`] names.
+/// The (created_at_us, id) position an [`OrderRecord::cursor`] names.
 pub fn parse_cursor(cursor: &str) -> Option<(i64, String)> {
     let (created, id) = cursor.split_once(':')?;
     Some((created.parse().ok()?, id.to_owned()))
@@ -73,8 +108,13 @@ fn now_micros() -> i64 {
 }
 
 impl Store {
-    /// Connects to `database_url` and brings the schema up to date.
+    /// Connects to `database_url` and brings the schema up to date. Answers with
+    /// the service's error, which start-up code already handles.
     pub async fn open(database_url: &str) -> Result<Self, OrdersError> {
+        Ok(Self::connect(database_url).await?)
+    }
+
+    async fn connect(database_url: &str) -> Result<Self, StoreError> {
         let pool = tokenmesh_server::db::connect(database_url).await?;
         sqlx::migrate!("./migrations").run(&pool).await?;
         Ok(Self { pool })
@@ -85,56 +125,56 @@ impl Store {
         &self,
         subject: &str,
         request_id: &str,
-    ) -> Result<Option<Order>, OrdersError> {
-        let row: Option<OrderRow> = sqlx::query_as(&format!(
+    ) -> Result<Option<OrderRecord>, StoreError> {
+        let order = sqlx::query_as(&format!(
             "SELECT {COLUMNS} FROM orders WHERE subject = $1 AND request_id = $2"
         ))
         .bind(subject)
         .bind(request_id)
         .fetch_optional(&self.pool)
         .await?;
-        Ok(row.map(order))
+        Ok(order)
     }
 
     /// `subject`'s order `id`.
-    pub async fn by_id(&self, subject: &str, id: &str) -> Result<Option<Order>, OrdersError> {
-        let row: Option<OrderRow> = sqlx::query_as(&format!(
+    pub async fn by_id(&self, subject: &str, id: &str) -> Result<Option<OrderRecord>, StoreError> {
+        let order = sqlx::query_as(&format!(
             "SELECT {COLUMNS} FROM orders WHERE id = $1 AND subject = $2"
         ))
         .bind(id)
         .bind(subject)
         .fetch_optional(&self.pool)
         .await?;
-        Ok(row.map(order))
+        Ok(order)
     }
 
     /// Inserts `new` in one statement. Returns `None` if `subject` already has an
     /// order with this `request_id` (a concurrent retry won the race).
-    pub async fn insert(&self, new: &NewOrder<'_>) -> Result<Option<Order>, OrdersError> {
-        let row: OrderRow = (
-            format!("ord_{}", tokenmesh_server::random_token(12)),
-            new.subject.to_owned(),
-            new.product_id.to_owned(),
-            i64::from(new.quantity),
-            new.request_id.to_owned(),
-            new.source as i64,
-            now_micros(),
-        );
+    pub async fn insert(&self, new: &NewOrder<'_>) -> Result<Option<OrderRecord>, StoreError> {
+        let order = OrderRecord {
+            id: format!("ord_{}", tokenmesh_server::random_token(12)),
+            subject: new.subject.to_owned(),
+            product_id: new.product_id.to_owned(),
+            quantity: i64::from(new.quantity),
+            request_id: new.request_id.to_owned(),
+            entitlement_source: new.source,
+            created_at_us: now_micros(),
+        };
         let result = sqlx::query(&format!(
             "INSERT INTO orders ({COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7)"
         ))
-        .bind(&row.0)
-        .bind(&row.1)
-        .bind(&row.2)
-        .bind(row.3)
-        .bind(&row.4)
-        .bind(row.5)
-        .bind(row.6)
+        .bind(&order.id)
+        .bind(&order.subject)
+        .bind(&order.product_id)
+        .bind(order.quantity)
+        .bind(&order.request_id)
+        .bind(i64::from(order.entitlement_source))
+        .bind(order.created_at_us)
         .execute(&self.pool)
         .await;
         match result {
             // The row as written is the order: no read back.
-            Ok(_) => Ok(Some(order(row))),
+            Ok(_) => Ok(Some(order)),
             Err(error) if tokenmesh_server::db::is_unique_violation(&error) => Ok(None),
             Err(error) => Err(error.into()),
         }
@@ -146,9 +186,9 @@ impl Store {
         subject: &str,
         after: Option<(i64, String)>,
         limit: i64,
-    ) -> Result<Vec<Order>, OrdersError> {
+    ) -> Result<Vec<OrderRecord>, StoreError> {
         let (created, id) = after.unwrap_or((i64::MAX, String::new()));
-        let rows: Vec<OrderRow> = sqlx::query_as(&format!(
+        let orders = sqlx::query_as(&format!(
             "SELECT {COLUMNS} FROM orders WHERE subject = $1 \
              AND (created_at_us < $2 OR (created_at_us = $2 AND id < $3)) \
              ORDER BY created_at_us DESC, id DESC LIMIT $4"
@@ -159,15 +199,15 @@ impl Store {
         .bind(limit)
         .fetch_all(&self.pool)
         .await?;
-        Ok(rows.into_iter().map(order).collect())
+        Ok(orders)
     }
 
     /// The entitlement feed position the replica has applied.
-    pub async fn replica_cursor(&self) -> Result<i64, OrdersError> {
-        let row: Option<(i64,)> = sqlx::query_as("SELECT cursor FROM replica_cursor WHERE id = 1")
+    pub async fn replica_cursor(&self) -> Result<i64, StoreError> {
+        let cursor = sqlx::query_scalar("SELECT cursor FROM replica_cursor WHERE id = 1")
             .fetch_optional(&self.pool)
             .await?;
-        Ok(row.map_or(0, |(cursor,)| cursor))
+        Ok(cursor.unwrap_or(0))
     }
 
     /// Applies one feed change to the replica, with its cursor, atomically.
@@ -175,7 +215,7 @@ impl Store {
         &self,
         change: &ReplicaChange,
         cursor: i64,
-    ) -> Result<(), OrdersError> {
+    ) -> Result<(), StoreError> {
         let mut tx = self.pool.begin().await?;
         sqlx::query(
             "INSERT INTO replica_cursor (id, cursor) VALUES (1, $1) \
@@ -220,9 +260,9 @@ impl Store {
         &self,
         subject: &str,
         product_id: &str,
-    ) -> Result<ReplicaEntry, OrdersError> {
-        let row: Option<(i64, Option<i64>, Option<i64>)> = sqlx::query_as(
-            "SELECT 1, e.granted, e.changed_at FROM replica_products p \
+    ) -> Result<ReplicaEntry, StoreError> {
+        let row: Option<ReplicaRow> = sqlx::query_as(
+            "SELECT e.granted, e.changed_at FROM replica_products p \
              LEFT JOIN replica_entitlements e ON e.product_id = p.product_id AND e.subject = $1 \
              WHERE p.product_id = $2",
         )
@@ -232,7 +272,10 @@ impl Store {
         .await?;
         Ok(match row {
             None => ReplicaEntry::UnknownProduct,
-            Some((_, Some(granted), Some(changed_at))) => ReplicaEntry::Known {
+            Some(ReplicaRow {
+                granted: Some(granted),
+                changed_at: Some(changed_at),
+            }) => ReplicaEntry::Known {
                 granted: granted != 0,
                 changed_at,
             },
@@ -260,6 +303,14 @@ pub enum ReplicaChange {
         /// Unix seconds on Products' clock.
         changed_at: i64,
     },
+}
+
+/// A known product and, if the subject was ever entitled to it, the
+/// entitlement's row (`granted` is a portable BIGINT 0/1).
+#[derive(sqlx::FromRow)]
+struct ReplicaRow {
+    granted: Option<i64>,
+    changed_at: Option<i64>,
 }
 
 /// The replica's view of one subject and product.

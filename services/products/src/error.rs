@@ -2,6 +2,8 @@
 
 use tonic::Status;
 
+use crate::store::StoreError;
+
 /// Everything that can go wrong in Products.
 #[derive(Debug, thiserror::Error)]
 pub enum ProductsError {
@@ -20,15 +22,9 @@ pub enum ProductsError {
     /// The product id is taken.
     #[error("product {0} already exists")]
     ProductExists(String),
-    /// Too many concurrent writers kept colliding.
-    #[error("contention on {0}")]
-    Contention(&'static str),
-    /// The database failed.
-    #[error("database: {0}")]
-    Database(#[from] sqlx::Error),
-    /// Migrations failed.
-    #[error("migrations: {0}")]
-    Migrate(#[from] sqlx::migrate::MigrateError),
+    /// The store failed.
+    #[error(transparent)]
+    Store(#[from] StoreError),
     /// Signing a grant failed.
     #[error("signing: {0}")]
     Signing(#[from] tokenmesh_server::SigningKeyError),
@@ -43,10 +39,7 @@ impl From<ProductsError> for Status {
                 Status::permission_denied(error.to_string())
             }
             ProductsError::ProductExists(_) => Status::already_exists(error.to_string()),
-            ProductsError::Database(_)
-            | ProductsError::Migrate(_)
-            | ProductsError::Signing(_)
-            | ProductsError::Contention(_) => {
+            ProductsError::Store(_) | ProductsError::Signing(_) => {
                 tracing::error!(%error, "internal error");
                 Status::internal("internal error")
             }

@@ -10,12 +10,17 @@ mod start;
 mod store;
 
 pub use error::ProductsError;
-pub use service::{
-    ENTITLEMENT_CHECK_SCOPE, ENTITLEMENTS_WATCH_SCOPE, GRANT_TOKEN_TYPE, ProductsConfig,
-    ProductsService,
-};
+pub use service::{ProductsConfig, ProductsService};
+pub use store::{ProductRecord, Store, StoreError};
+// Kept for the crates that name them here; their home is `tokenmesh_proto::names`.
 pub use start::{Args, ClientSecretArgs, Peers, SERVICE_CLIENT, start};
-pub use store::Store;
+pub use tokenmesh_proto::names::{
+    GRANT_TOKEN_TYPE,
+    scope::{
+        ENTITLEMENTS_CHECK as ENTITLEMENT_CHECK_SCOPE,
+        ENTITLEMENTS_WATCH as ENTITLEMENTS_WATCH_SCOPE,
+    },
+};
 
 /// The demo catalogue: (id, name, price in cents).
 pub const DEMO_PRODUCTS: [(&str, &str, i64); 5] = [
@@ -37,11 +42,11 @@ pub const DEMO_ENTITLEMENTS: [(&str, &str); 4] = [
 /// Seeds the demo catalogue and entitlements; existing rows are left alone.
 pub async fn seed_demo(store: &Store) -> Result<(), ProductsError> {
     for (id, name, price_cents) in DEMO_PRODUCTS {
-        let product = tokenmesh_proto::products::v1::Product {
+        let product = ProductRecord {
             id: id.into(),
             name: name.into(),
-            price_cents,
             description: String::new(),
+            price_cents,
         };
         store.create_product(&product).await?;
     }

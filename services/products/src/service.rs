@@ -2,10 +2,11 @@
 
 use std::{sync::Arc, time::Duration};
 
-use tokenmesh_interceptor::{Claims, KeyStore, Policy, RevocationSet};
+use tokenmesh_interceptor::{Claims, Policy, SharedClock, system_clock};
 use tokenmesh_proto::{
     auth::v1::{GetJwksRequest, Jwks},
     claims::{v1, v2},
+    names::{GRANT_TOKEN_TYPE, action, audience, scope},
     products::v1::{
         CheckEntitlementRequest, CheckEntitlementResponse, CreateProductRequest, EntitlementChange,
         EntitlementEvent, EntitlementRequest, EntitlementResponse, GetProductRequest, GrantStatus,
@@ -15,25 +16,16 @@ use tokenmesh_proto::{
     },
 };
 use tokenmesh_server::{
-    Feed, FieldViolation, SigningKey, caller, now_unix, paging::PageRequest, random_token, required,
+    AccessTokens, Feed, FieldViolation, SigningKey, caller, paging::PageRequest, random_token,
+    required,
 };
 use tonic::{Request, Response, Status};
 use tracing::instrument;
 
 use crate::{
-    ProductsError, Store,
-    store::{ChangeRow, Written},
+    ProductRecord, ProductsError, Store,
+    store::{ChangeRecord, FeedChange, Written},
 };
-
-/// JOSE `typ` of entitlement grants; distinct from `at+jwt` so that a grant can
-/// never pass for an access token, nor the reverse.
-pub const GRANT_TOKEN_TYPE: &str = "entitlement+jwt";
-/// Scope that lets a service ask about any subject's entitlements.
-pub const ENTITLEMENT_CHECK_SCOPE: &str = "entitlements:check";
-/// Scope that sees the whole catalogue.
-const ADMIN_SCOPE: &str = "admin";
-/// Scope a replica needs to follow the entitlement feed.
-pub const ENTITLEMENTS_WATCH_SCOPE: &str = "entitlements:watch";
 
 /// How Products issues grants and whose access tokens it accepts.
 #[derive(Debug, Clone)]
@@ -50,6 +42,8 @@ pub struct ProductsConfig {
     /// Largest grant, in bytes of the compact JWT; a caller whose entitlements do
     /// not fit gets no grant (and `GRANT_STATUS_TOO_LARGE`).
     pub grant_max_bytes: usize,
+    /// The time grants are issued and checked at.
+    pub clock: SharedClock,
 }
 
 impl ProductsConfig {
@@ -61,6 +55,7 @@ impl ProductsConfig {
             grant_ttl: Duration::from_secs(300),
             grant_version: 2,
             grant_max_bytes: 4096,
+            clock: system_clock(),
         }
     }
 }
@@ -93,21 +88,20 @@ impl ProductsService {
         tokenmesh_server::policy_for(SERVICE)
     }
 
-    /// Serves Products on `listener` until `shutdown`, accepting access tokens
-    /// verified with `access_token_keys` and not in `revocations`.
+    /// Serves Products on `listener` until `shutdown`, accepting Auth's access
+    /// tokens verified with `access`.
     pub async fn serve(
         self,
         listener: impl Into<tokenmesh_server::Listener>,
-        access_token_keys: Arc<KeyStore>,
-        revocations: Arc<RevocationSet>,
+        access: AccessTokens,
         metrics: &tokenmesh_server::metrics::Registry,
         shutdown: impl Future<Output = ()> + Send,
     ) -> Result<(), tokenmesh_server::ServeError> {
         let layer = tokenmesh_server::access_token_layer(
             &self.config.access_token_issuer,
-            "products",
-            access_token_keys,
-            revocations,
+            audience::PRODUCTS,
+            access,
+            self.config.clock.clone(),
             SERVICE,
         );
         let feed = self.feed.clone();
@@ -126,6 +120,14 @@ impl ProductsService {
         .await
     }
 
+    /// The product `id`, or why not.
+    async fn existing(&self, id: &str) -> Result<ProductRecord, ProductsError> {
+        self.store
+            .product(id)
+            .await?
+            .ok_or_else(|| ProductsError::ProductNotFound(id.to_owned()))
+    }
+
     /// Wakes the feed's streams if `change` changed anything, and answers it.
     fn published(&self, change: Written) -> EntitlementResponse {
         if change.changed {
@@ -141,11 +143,11 @@ impl ProductsService {
     /// when it would exceed the size budget.
     async fn grant(&self, subject: &str) -> Result<(String, GrantStatus), ProductsError> {
         let product_ids = self.store.entitled_product_ids(subject).await?;
-        let now = now_unix();
+        let now = self.config.clock.now_unix();
         let (iss, sub, aud) = (
             self.config.issuer.clone(),
             subject.to_owned(),
-            vec!["orders".to_owned()],
+            vec![audience::ORDERS.to_owned()],
         );
         let exp = now + self.config.grant_ttl.as_secs() as i64;
         let jti = random_token(16);
@@ -167,7 +169,7 @@ impl ProductsService {
                 .into_iter()
                 .map(|product_id| v2::ProductGrant {
                     product_id,
-                    actions: vec!["view".into(), "order".into()],
+                    actions: action::DEFAULT.map(String::from).to_vec(),
                     max_quantity: 0,
                 })
                 .collect();
@@ -199,19 +201,39 @@ impl ProductsService {
     }
 }
 
-fn change_event(row: ChangeRow) -> EntitlementEvent {
-    let change = if row.kind == "product" {
-        entitlement_event::Change::ProductCreated(row.product_id)
-    } else {
-        entitlement_event::Change::Entitlement(EntitlementChange {
-            subject: row.subject,
-            product_id: row.product_id,
-            granted: row.granted,
-        })
+fn product(record: ProductRecord) -> Product {
+    let ProductRecord {
+        id,
+        name,
+        description,
+        price_cents,
+    } = record;
+    Product {
+        id,
+        name,
+        description,
+        price_cents,
+    }
+}
+
+fn change_event(record: ChangeRecord) -> EntitlementEvent {
+    let change = match record.change {
+        FeedChange::ProductCreated { product_id } => {
+            entitlement_event::Change::ProductCreated(product_id)
+        }
+        FeedChange::Entitlement {
+            subject,
+            product_id,
+            granted,
+        } => entitlement_event::Change::Entitlement(EntitlementChange {
+            subject,
+            product_id,
+            granted,
+        }),
     };
     EntitlementEvent {
-        cursor: u64::try_from(row.seq).unwrap_or_default(),
-        changed_at: row.changed_at,
+        cursor: u64::try_from(record.seq).unwrap_or_default(),
+        changed_at: record.changed_at,
         change: Some(change),
     }
 }
@@ -237,19 +259,20 @@ impl products_service_server::ProductsService for ProductsService {
         } = request.get_ref();
         let page = PageRequest::parse(*page_size, page_token).map_err(ProductsError::from)?;
         let subject = caller.subject();
-        let visible_to = (!caller.has_scope(ADMIN_SCOPE)).then_some(subject);
-        let rows = self
+        let visible_to = (!caller.has_scope(scope::ADMIN)).then_some(subject);
+        let records = self
             .store
             .list_products(
                 visible_to,
                 page.after.as_deref().unwrap_or_default(),
                 page.fetch_limit(),
             )
-            .await?;
-        let (products, next_page_token) = page.finish(rows, |product| product.id.clone());
+            .await
+            .map_err(ProductsError::from)?;
+        let (records, next_page_token) = page.finish(records, |product| product.id.clone());
         let (entitlement_token, grant_status) = self.grant(subject).await?;
         Ok(Response::new(ListProductsResponse {
-            products,
+            products: records.into_iter().map(product).collect(),
             next_page_token,
             entitlement_token,
             grant_status: grant_status.into(),
@@ -264,15 +287,17 @@ impl products_service_server::ProductsService for ProductsService {
         let caller = caller(&request)?;
         let id = &request.get_ref().id;
         required("id", id)?;
-        let product = self
-            .store
-            .product(id)
-            .await?
-            .ok_or_else(|| ProductsError::ProductNotFound(id.clone()))?;
-        if !caller.has_scope(ADMIN_SCOPE) && !self.store.is_entitled(caller.subject(), id).await? {
+        let record = self.existing(id).await?;
+        if !caller.has_scope(scope::ADMIN)
+            && !self
+                .store
+                .is_entitled(caller.subject(), id)
+                .await
+                .map_err(ProductsError::from)?
+        {
             return Err(ProductsError::NotEntitled(id.clone()).into());
         }
-        Ok(Response::new(product))
+        Ok(Response::new(product(record)))
     }
 
     #[instrument(skip_all, fields(subject = %request.get_ref().subject, product_id = %request.get_ref().product_id))]
@@ -287,13 +312,15 @@ impl products_service_server::ProductsService for ProductsService {
         } = request.get_ref();
         required("subject", subject)?;
         required("product_id", product_id)?;
-        if subject != caller.subject() && !caller.has_scope(ENTITLEMENT_CHECK_SCOPE) {
-            return Err(ProductsError::CheckScopeRequired(ENTITLEMENT_CHECK_SCOPE).into());
+        if subject != caller.subject() && !caller.has_scope(scope::ENTITLEMENTS_CHECK) {
+            return Err(ProductsError::CheckScopeRequired(scope::ENTITLEMENTS_CHECK).into());
         }
-        if self.store.product(product_id).await?.is_none() {
-            return Err(ProductsError::ProductNotFound(product_id.clone()).into());
-        }
-        let allowed = self.store.is_entitled(subject, product_id).await?;
+        self.existing(product_id).await?;
+        let allowed = self
+            .store
+            .is_entitled(subject, product_id)
+            .await
+            .map_err(ProductsError::from)?;
         Ok(Response::new(CheckEntitlementResponse { allowed }))
     }
 
@@ -329,17 +356,22 @@ impl products_service_server::ProductsService for ProductsService {
             ))
             .into());
         }
-        let product = Product {
+        let record = ProductRecord {
             id,
             name,
-            price_cents,
             description,
+            price_cents,
         };
-        if !self.store.create_product(&product).await?.changed {
-            return Err(ProductsError::ProductExists(product.id).into());
+        let written = self
+            .store
+            .create_product(&record)
+            .await
+            .map_err(ProductsError::from)?;
+        if !written.changed {
+            return Err(ProductsError::ProductExists(record.id).into());
         }
         self.feed.notify();
-        Ok(Response::new(product))
+        Ok(Response::new(product(record)))
     }
 
     #[instrument(skip_all, fields(subject = %request.get_ref().subject, product_id = %request.get_ref().product_id))]
@@ -348,10 +380,12 @@ impl products_service_server::ProductsService for ProductsService {
         request: Request<EntitlementRequest>,
     ) -> Result<Response<EntitlementResponse>, Status> {
         let (subject, product_id) = entitlement_fields(request.get_ref())?;
-        if self.store.product(product_id).await?.is_none() {
-            return Err(ProductsError::ProductNotFound(product_id.to_owned()).into());
-        }
-        let change = self.store.grant(subject, product_id).await?;
+        self.existing(product_id).await?;
+        let change = self
+            .store
+            .grant(subject, product_id)
+            .await
+            .map_err(ProductsError::from)?;
         Ok(Response::new(self.published(change)))
     }
 
@@ -361,7 +395,11 @@ impl products_service_server::ProductsService for ProductsService {
         request: Request<EntitlementRequest>,
     ) -> Result<Response<EntitlementResponse>, Status> {
         let (subject, product_id) = entitlement_fields(request.get_ref())?;
-        let change = self.store.revoke(subject, product_id).await?;
+        let change = self
+            .store
+            .revoke(subject, product_id)
+            .await
+            .map_err(ProductsError::from)?;
         Ok(Response::new(self.published(change)))
     }
 
@@ -383,13 +421,13 @@ impl products_service_server::ProductsService for ProductsService {
         let fetch = move |cursor, limit: usize| {
             let store = store.clone();
             async move {
-                let rows = store
+                let records = store
                     .changes_since(cursor, limit as i64)
                     .await
-                    .map_err(Status::from)?;
-                Ok(rows
+                    .map_err(|error| Status::from(ProductsError::from(error)))?;
+                Ok(records
                     .into_iter()
-                    .map(|row| (row.seq, change_event(row)))
+                    .map(|record| (record.seq, change_event(record)))
                     .collect())
             }
         };

@@ -87,6 +87,7 @@ pub async fn start(
     let mut config = ProductsConfig::new(&peers.verify.products_issuer, &env.auth_issuer);
     config.grant_version = args.grant_version;
     config.grant_max_bytes = args.grant_max_bytes;
+    config.clock = env.clock.clone();
     let products = ProductsService::new(store, Arc::new(key), config);
     let access = AccessTokens::follow(
         env.channel(&peers.auth)?,
@@ -96,14 +97,6 @@ pub async fn start(
     let metrics = env.metrics.clone();
     let addr = listener.local_addr()?;
     Ok(Running::spawn(addr, move |shutdown| async move {
-        products
-            .serve(
-                listener,
-                access.keys,
-                access.revocations,
-                &metrics,
-                shutdown,
-            )
-            .await
+        products.serve(listener, access, &metrics, shutdown).await
     }))
 }

@@ -4,16 +4,99 @@
 //! up front) and appends its event in the same transaction: the feed never misses
 //! or invents a change.
 
-use sqlx::{Any, AnyPool, Transaction};
-
-use tokenmesh_proto::products::v1::Product;
+use sqlx::{Any, AnyPool, Row, Transaction, any::AnyRow};
 
 use crate::ProductsError;
+
+/// What can go wrong in Products' storage.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// The database failed.
+    #[error("database: {0}")]
+    Database(#[from] sqlx::Error),
+    /// Migrations failed.
+    #[error("migrations: {0}")]
+    Migrate(#[from] sqlx::migrate::MigrateError),
+    /// Too many concurrent writers kept colliding.
+    #[error("contention on {0}")]
+    Contention(&'static str),
+}
+
+/// A product in the catalogue.
+#[derive(Debug, Clone, PartialEq, Eq, sqlx::FromRow)]
+pub struct ProductRecord {
+    /// Its id.
+    pub id: String,
+    /// Display name.
+    pub name: String,
+    /// Free text; empty if none.
+    pub description: String,
+    /// Price in cents.
+    pub price_cents: i64,
+}
+
+/// One entry of the change feed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ChangeRecord {
+    /// Its position: the stream cursor.
+    pub seq: i64,
+    /// Unix seconds.
+    pub changed_at: i64,
+    /// What changed.
+    pub change: FeedChange,
+}
+
+/// What a feed entry records.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum FeedChange {
+    /// A product was added to the catalogue.
+    ProductCreated {
+        /// Its id.
+        product_id: String,
+    },
+    /// An entitlement was granted or revoked.
+    Entitlement {
+        /// Who.
+        subject: String,
+        /// To what.
+        product_id: String,
+        /// Granted (true) or revoked.
+        granted: bool,
+    },
+}
+
+/// `kind` of feed rows about the catalogue; every other row is about entitlements.
+const KIND_PRODUCT: &str = "product";
+/// `kind` of feed rows about entitlements.
+const KIND_ENTITLEMENT: &str = "entitlement";
+
+impl sqlx::FromRow<'_, AnyRow> for ChangeRecord {
+    fn from_row(row: &AnyRow) -> Result<Self, sqlx::Error> {
+        let product_id = row.try_get("product_id")?;
+        let kind: String = row.try_get("kind")?;
+        let change = if kind == KIND_PRODUCT {
+            FeedChange::ProductCreated { product_id }
+        } else {
+            FeedChange::Entitlement {
+                subject: row.try_get("subject")?,
+                product_id,
+                // A portable BIGINT 0/1: the Any driver decodes `bool` only from a
+                // boolean column, which SQLite does not have.
+                granted: row.try_get::<i64, _>("granted")? != 0,
+            }
+        };
+        Ok(Self {
+            seq: row.try_get("seq")?,
+            changed_at: row.try_get("changed_at")?,
+            change,
+        })
+    }
+}
 
 /// A write to the catalogue or the entitlements, and its feed event.
 #[derive(Debug, Clone, Copy)]
 enum Change<'a> {
-    CreateProduct(&'a Product),
+    CreateProduct(&'a ProductRecord),
     Grant {
         subject: &'a str,
         product_id: &'a str,
@@ -71,15 +154,15 @@ impl Change<'_> {
     /// (kind, subject, product id, granted) of the feed row.
     fn event(&self) -> (&'static str, &str, &str, bool) {
         match *self {
-            Change::CreateProduct(product) => ("product", "", &product.id, true),
+            Change::CreateProduct(product) => (KIND_PRODUCT, "", &product.id, true),
             Change::Grant {
                 subject,
                 product_id,
-            } => ("entitlement", subject, product_id, true),
+            } => (KIND_ENTITLEMENT, subject, product_id, true),
             Change::Revoke {
                 subject,
                 product_id,
-            } => ("entitlement", subject, product_id, false),
+            } => (KIND_ENTITLEMENT, subject, product_id, false),
         }
     }
 }
@@ -88,34 +171,6 @@ impl Change<'_> {
 #[derive(Debug, Clone)]
 pub struct Store {
     pool: AnyPool,
-}
-
-type ProductRow = (String, String, String, i64);
-
-fn product((id, name, description, price_cents): ProductRow) -> Product {
-    Product {
-        id,
-        name,
-        description,
-        price_cents,
-    }
-}
-
-/// One row of the change feed.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ChangeRow {
-    /// Cursor.
-    pub seq: i64,
-    /// `entitlement` or `product`.
-    pub kind: String,
-    /// For entitlement changes.
-    pub subject: String,
-    /// The product.
-    pub product_id: String,
-    /// For entitlement changes: granted (true) or revoked.
-    pub granted: bool,
-    /// Unix seconds.
-    pub changed_at: i64,
 }
 
 /// A change that was written, or not (nothing to change).
@@ -128,20 +183,25 @@ pub struct Written {
 }
 
 impl Store {
-    /// Connects to `database_url` and brings the schema up to date.
+    /// Connects to `database_url` and brings the schema up to date. Answers with
+    /// the service's error, which start-up code already handles.
     pub async fn open(database_url: &str) -> Result<Self, ProductsError> {
+        Ok(Self::connect(database_url).await?)
+    }
+
+    async fn connect(database_url: &str) -> Result<Self, StoreError> {
         let pool = tokenmesh_server::db::connect(database_url).await?;
         sqlx::migrate!("./migrations").run(&pool).await?;
         Ok(Self { pool })
     }
 
     /// Adds a product; `changed` is false if the id is taken.
-    pub async fn create_product(&self, product: &Product) -> Result<Written, ProductsError> {
+    pub async fn create_product(&self, product: &ProductRecord) -> Result<Written, StoreError> {
         self.write(Change::CreateProduct(product)).await
     }
 
     /// Entitles `subject` to `product_id`; `changed` is false if already entitled.
-    pub async fn grant(&self, subject: &str, product_id: &str) -> Result<Written, ProductsError> {
+    pub async fn grant(&self, subject: &str, product_id: &str) -> Result<Written, StoreError> {
         self.write(Change::Grant {
             subject,
             product_id,
@@ -151,7 +211,7 @@ impl Store {
 
     /// Withdraws `subject`'s entitlement to `product_id`; `changed` is false if
     /// there was none.
-    pub async fn revoke(&self, subject: &str, product_id: &str) -> Result<Written, ProductsError> {
+    pub async fn revoke(&self, subject: &str, product_id: &str) -> Result<Written, StoreError> {
         self.write(Change::Revoke {
             subject,
             product_id,
@@ -162,7 +222,7 @@ impl Store {
     /// Applies `change` and appends its event in one transaction. The feed's
     /// cursor is MAX(seq) + 1: a concurrent writer may take the same number, and
     /// then the whole change is retried.
-    async fn write(&self, change: Change<'_>) -> Result<Written, ProductsError> {
+    async fn write(&self, change: Change<'_>) -> Result<Written, StoreError> {
         let now = tokenmesh_server::now_unix();
         for _ in 0..8 {
             let mut tx = self.pool.begin().await?;
@@ -175,7 +235,7 @@ impl Store {
                 });
             }
             let (kind, subject, product_id, granted) = change.event();
-            let seq: Result<(i64,), sqlx::Error> = sqlx::query_as(
+            let seq: Result<i64, sqlx::Error> = sqlx::query_scalar(
                 "INSERT INTO entitlement_events (seq, kind, subject, product_id, granted, changed_at) \
                  SELECT COALESCE(MAX(seq), 0) + 1, $1, $2, $3, $4, $5 FROM entitlement_events RETURNING seq",
             )
@@ -187,7 +247,7 @@ impl Store {
             .fetch_one(&mut *tx)
             .await;
             match seq {
-                Ok((cursor,)) => {
+                Ok(cursor) => {
                     tx.commit().await?;
                     return Ok(Written {
                         changed: true,
@@ -198,25 +258,24 @@ impl Store {
                 Err(error) => return Err(error.into()),
             }
         }
-        Err(ProductsError::Contention("entitlement feed"))
+        Err(StoreError::Contention("entitlement feed"))
     }
 
     /// The feed's last position (0 when empty).
-    pub async fn revision(&self) -> Result<i64, ProductsError> {
-        let (revision,): (i64,) =
-            sqlx::query_as("SELECT COALESCE(MAX(seq), 0) FROM entitlement_events")
-                .fetch_one(&self.pool)
-                .await?;
+    pub async fn revision(&self) -> Result<i64, StoreError> {
+        let revision = sqlx::query_scalar("SELECT COALESCE(MAX(seq), 0) FROM entitlement_events")
+            .fetch_one(&self.pool)
+            .await?;
         Ok(revision)
     }
 
-    /// Feed rows after `since`, in order.
+    /// Feed entries after `since`, in order.
     pub async fn changes_since(
         &self,
         since: i64,
         limit: i64,
-    ) -> Result<Vec<ChangeRow>, ProductsError> {
-        let rows: Vec<(i64, String, String, String, i64, i64)> = sqlx::query_as(
+    ) -> Result<Vec<ChangeRecord>, StoreError> {
+        let changes = sqlx::query_as(
             "SELECT seq, kind, subject, product_id, granted, changed_at FROM entitlement_events \
              WHERE seq > $1 ORDER BY seq LIMIT $2",
         )
@@ -224,55 +283,39 @@ impl Store {
         .bind(limit)
         .fetch_all(&self.pool)
         .await?;
-        Ok(rows
-            .into_iter()
-            .map(
-                |(seq, kind, subject, product_id, granted, changed_at)| ChangeRow {
-                    seq,
-                    kind,
-                    subject,
-                    product_id,
-                    granted: granted != 0,
-                    changed_at,
-                },
-            )
-            .collect())
+        Ok(changes)
     }
 
     /// The product with this id.
-    pub async fn product(&self, id: &str) -> Result<Option<Product>, ProductsError> {
-        let row: Option<ProductRow> =
+    pub async fn product(&self, id: &str) -> Result<Option<ProductRecord>, StoreError> {
+        let product =
             sqlx::query_as("SELECT id, name, description, price_cents FROM products WHERE id = $1")
                 .bind(id)
                 .fetch_optional(&self.pool)
                 .await?;
-        Ok(row.map(product))
+        Ok(product)
     }
 
     /// Whether `subject` is entitled to `product_id`.
-    pub async fn is_entitled(
-        &self,
-        subject: &str,
-        product_id: &str,
-    ) -> Result<bool, ProductsError> {
-        let row: Option<(i64,)> =
-            sqlx::query_as("SELECT 1 FROM entitlements WHERE subject = $1 AND product_id = $2")
+    pub async fn is_entitled(&self, subject: &str, product_id: &str) -> Result<bool, StoreError> {
+        let found: Option<i64> =
+            sqlx::query_scalar("SELECT 1 FROM entitlements WHERE subject = $1 AND product_id = $2")
                 .bind(subject)
                 .bind(product_id)
                 .fetch_optional(&self.pool)
                 .await?;
-        Ok(row.is_some())
+        Ok(found.is_some())
     }
 
     /// Every product id `subject` is entitled to, in id order.
-    pub async fn entitled_product_ids(&self, subject: &str) -> Result<Vec<String>, ProductsError> {
-        let rows: Vec<(String,)> = sqlx::query_as(
+    pub async fn entitled_product_ids(&self, subject: &str) -> Result<Vec<String>, StoreError> {
+        let ids = sqlx::query_scalar(
             "SELECT product_id FROM entitlements WHERE subject = $1 ORDER BY product_id",
         )
         .bind(subject)
         .fetch_all(&self.pool)
         .await?;
-        Ok(rows.into_iter().map(|(id,)| id).collect())
+        Ok(ids)
     }
 
     /// Up to `limit` products after `after` in id order: all products, or only
@@ -282,8 +325,8 @@ impl Store {
         subject: Option<&str>,
         after: &str,
         limit: i64,
-    ) -> Result<Vec<Product>, ProductsError> {
-        let rows: Vec<ProductRow> = match subject {
+    ) -> Result<Vec<ProductRecord>, StoreError> {
+        let products = match subject {
             None => {
                 sqlx::query_as(
                     "SELECT id, name, description, price_cents FROM products \
@@ -307,6 +350,6 @@ impl Store {
                 .await?
             }
         };
-        Ok(rows.into_iter().map(product).collect())
+        Ok(products)
     }
 }

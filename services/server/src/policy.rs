@@ -19,17 +19,19 @@ pub fn policy_for(service: &str) -> Policy {
 }
 
 /// The auth layer of a service that accepts Auth's access tokens: `issuer`'s
-/// tokens for `audience`, verified with `keys`, refused once in `revocations`,
-/// allowed by `service`'s rules from the proto.
+/// tokens for `audience`, verified with `access`' keys at `clock`'s time, refused
+/// once in its revocations, allowed by `service`'s rules from the proto.
 pub fn access_token_layer(
     issuer: &str,
     audience: &str,
-    keys: std::sync::Arc<tokenmesh_interceptor::KeyStore>,
-    revocations: std::sync::Arc<tokenmesh_interceptor::RevocationSet>,
+    access: crate::AccessTokens,
+    clock: tokenmesh_interceptor::SharedClock,
     service: &str,
 ) -> tokenmesh_interceptor::AuthLayer<crate::Caller> {
     let config = tokenmesh_interceptor::VerifierConfig::access_tokens(issuer, audience);
-    let verifier = tokenmesh_interceptor::Verifier::new(config, keys).with_revocations(revocations);
+    let verifier = tokenmesh_interceptor::Verifier::new(config, access.keys)
+        .with_revocations(access.revocations)
+        .with_clock(clock);
     tokenmesh_interceptor::AuthLayer::new(std::sync::Arc::new(verifier), policy_for(service))
 }
 

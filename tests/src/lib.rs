@@ -16,6 +16,7 @@ use clap::{Args, FromArgMatches};
 use jsonwebtoken::{Algorithm, EncodingKey, Header};
 use serde_json::Value;
 use tokenmesh::cli::UpArgs;
+pub use tokenmesh_interceptor::ManualClock;
 pub use tokenmesh_orders::SourceKind;
 use tokenmesh_proto::{
     auth::v1::{LoginRequest, auth_service_client::AuthServiceClient},
@@ -80,9 +81,17 @@ pub struct MeshBuilder {
     flags: Vec<String>,
     signing_key_pem: Option<String>,
     follows_replica: bool,
+    clock: Option<ManualClock>,
 }
 
 impl MeshBuilder {
+    /// Every service reads the time from `clock`: the test moves it instead of
+    /// sleeping until something expires.
+    pub fn clock(mut self, clock: ManualClock) -> Self {
+        self.clock = Some(clock);
+        self
+    }
+
     fn flag(mut self, name: &str, value: impl ToString) -> Self {
         self.flags.push(format!("--{name}"));
         self.flags.push(value.to_string());
@@ -200,7 +209,10 @@ impl MeshBuilder {
         let command = UpArgs::augment_args(clap::Command::new("up"));
         let matches = command.try_get_matches_from(&argv).expect("valid up flags");
         let args = UpArgs::from_arg_matches(&matches).expect("up flags");
-        let env = tokenmesh::mesh::environment(&args).expect("environment");
+        let mut env = tokenmesh::mesh::environment(&args).expect("environment");
+        if let Some(clock) = self.clock {
+            env.clock = std::sync::Arc::new(clock);
+        }
         let mesh = tokenmesh::mesh::start(&args, env)
             .await
             .expect("mesh starts");
@@ -236,6 +248,7 @@ impl Mesh {
             flags: Vec::new(),
             signing_key_pem: None,
             follows_replica: true,
+            clock: None,
         }
     }
 

@@ -6,6 +6,7 @@
 use std::time::Duration;
 
 use serde_json::json;
+use tokenmesh_interceptor::Clock;
 use tokenmesh_proto::{
     auth::v1::{
         ChangePasswordRequest, DeactivateUserRequest, ExchangeTokenRequest, GetJwksRequest,
@@ -16,8 +17,8 @@ use tokenmesh_proto::{
     products::v1::CheckEntitlementRequest,
 };
 use tokenmesh_tests::{
-    Bearer, Mesh, MeshBuilder, Minter, bearer_value, claims_of, client_secret, eventually,
-    header_of,
+    Bearer, ManualClock, Mesh, MeshBuilder, Minter, bearer_value, claims_of, client_secret,
+    eventually, header_of,
 };
 use tonic::{Code, Request, Status, transport::Channel};
 use tonic_types::StatusExt;
@@ -648,8 +649,9 @@ async fn an_exchanged_token_is_narrowed_to_one_audience_and_names_its_actor(buil
 async fn rotation_reaches_products_and_orders_without_restart_and_the_old_key_retires(
     builder: MeshBuilder,
 ) {
+    let clock = ManualClock::new();
     let mesh = builder
-        .access_token_ttl(Duration::from_secs(1))
+        .clock(clock.clone())
         .retired_key_grace(Duration::ZERO)
         .key_refresh_interval(Duration::from_millis(100))
         .start()
@@ -685,9 +687,11 @@ async fn rotation_reaches_products_and_orders_without_restart_and_the_old_key_re
         orders.expect("Orders accepts old and new keys");
     }
 
-    // Once every token of the old key has expired, the key is unpublished and
+    // Once every token of the old key has expired (the default 5-minute lifetime
+    // and no grace, passed on the mesh's clock), the key is unpublished and
     // verifiers stop trusting it: a token it signs now is refused.
-    let (_, retired_after) = eventually(Duration::from_secs(10), || {
+    clock.advance(Duration::from_secs(301));
+    let (_, retired_after) = eventually(Duration::from_secs(60), || {
         let mut auth = auth.clone();
         let old_kid = old_key.kid().to_owned();
         async move {
@@ -701,12 +705,16 @@ async fn rotation_reaches_products_and_orders_without_restart_and_the_old_key_re
     })
     .await;
     eprintln!("MEASURED: old key unpublished {retired_after:?} after the overlap started");
-    let forged_with_old = old_key.access_token(&Minter::access_claims("alice"));
+    // Valid in every other respect at the mesh's time.
+    let mut claims = Minter::access_claims("alice");
+    let now = clock.now_unix();
+    (claims["iat"], claims["nbf"], claims["exp"]) = (now.into(), now.into(), (now + 300).into());
+    let forged_with_old = old_key.access_token(&claims);
     refused_everywhere(
         &mesh,
         &forged_with_old,
         "token signed by an unknown key",
-        Duration::from_secs(3),
+        Duration::from_secs(60),
     )
     .await;
     let fresh = mesh.login("alice").await;

@@ -5,6 +5,7 @@
 //! or invents a change.
 
 use sqlx::{Any, AnyPool, Row, Transaction, any::AnyRow};
+use tokenmesh_server::db::{appended, retry_feed_write};
 
 use crate::ProductsError;
 
@@ -224,18 +225,27 @@ impl Store {
     /// then the whole change is retried.
     async fn write(&self, change: Change<'_>) -> Result<Written, StoreError> {
         let now = tokenmesh_server::now_unix();
-        for _ in 0..8 {
-            let mut tx = self.pool.begin().await?;
-            let applied = change.apply(&mut tx, now).await?;
-            if !applied {
-                tx.rollback().await?;
-                return Ok(Written {
-                    changed: false,
-                    cursor: self.revision().await?,
-                });
-            }
-            let (kind, subject, product_id, granted) = change.event();
-            let seq: Result<i64, sqlx::Error> = sqlx::query_scalar(
+        let written = retry_feed_write(|| self.write_once(&change, now)).await?;
+        written.ok_or(StoreError::Contention("entitlement feed"))
+    }
+
+    /// One try of [`Store::write`]: `None` when the feed append lost its race.
+    async fn write_once(
+        &self,
+        change: &Change<'_>,
+        now: i64,
+    ) -> Result<Option<Written>, StoreError> {
+        let mut tx = self.pool.begin().await?;
+        let applied = change.apply(&mut tx, now).await?;
+        if !applied {
+            tx.rollback().await?;
+            return Ok(Some(Written {
+                changed: false,
+                cursor: self.revision().await?,
+            }));
+        }
+        let (kind, subject, product_id, granted) = change.event();
+        let seq = sqlx::query_scalar(
                 "INSERT INTO entitlement_events (seq, kind, subject, product_id, granted, changed_at) \
                  SELECT COALESCE(MAX(seq), 0) + 1, $1, $2, $3, $4, $5 FROM entitlement_events RETURNING seq",
             )
@@ -246,19 +256,14 @@ impl Store {
             .bind(now)
             .fetch_one(&mut *tx)
             .await;
-            match seq {
-                Ok(cursor) => {
-                    tx.commit().await?;
-                    return Ok(Written {
-                        changed: true,
-                        cursor,
-                    });
-                }
-                Err(error) if tokenmesh_server::db::is_unique_violation(&error) => continue,
-                Err(error) => return Err(error.into()),
-            }
-        }
-        Err(StoreError::Contention("entitlement feed"))
+        let Some(cursor) = appended(seq)? else {
+            return Ok(None);
+        };
+        tx.commit().await?;
+        Ok(Some(Written {
+            changed: true,
+            cursor,
+        }))
     }
 
     /// The feed's last position (0 when empty).

@@ -41,6 +41,37 @@ pub fn redacted(url: &str) -> String {
     }
 }
 
+/// How many times a feed write is tried while other writers take its sequence
+/// number.
+pub const FEED_APPEND_ATTEMPTS: usize = 8;
+
+/// Feeds (revocations, entitlement events) append at `MAX(seq) + 1` — portable
+/// across SQLite and PostgreSQL — so two concurrent writers may pick the same
+/// number. `attempt` runs one whole transaction ending in the append and answers
+/// `Ok(None)` when the append lost that race ([`appended`]); it is tried again,
+/// up to [`FEED_APPEND_ATTEMPTS`] times. `Ok(None)` after that: contention.
+pub async fn retry_feed_write<T, E, Fut>(mut attempt: impl FnMut() -> Fut) -> Result<Option<T>, E>
+where
+    Fut: Future<Output = Result<Option<T>, E>>,
+{
+    for _ in 0..FEED_APPEND_ATTEMPTS {
+        if let Some(done) = attempt().await? {
+            return Ok(Some(done));
+        }
+    }
+    Ok(None)
+}
+
+/// A feed append's result: `Ok(None)` when another writer took the sequence
+/// number (a unique violation), for [`retry_feed_write`] to try again.
+pub fn appended<T>(result: Result<T, sqlx::Error>) -> Result<Option<T>, sqlx::Error> {
+    match result {
+        Ok(value) => Ok(Some(value)),
+        Err(error) if is_unique_violation(&error) => Ok(None),
+        Err(error) => Err(error),
+    }
+}
+
 /// Whether `error` is a unique-constraint violation (a lost insert race).
 pub fn is_unique_violation(error: &sqlx::Error) -> bool {
     matches!(error, sqlx::Error::Database(db) if db.is_unique_violation())

@@ -2,6 +2,8 @@
 //! and the cut-offs (deactivation, password change) that end every login and
 //! revoke every token issued before them, in one transaction.
 
+use tokenmesh_server::db::{appended, retry_feed_write};
+
 use super::{Epoch, Store, StoreError, revocations, sessions};
 
 /// A user to insert, already hashed.
@@ -99,43 +101,46 @@ impl Store {
         change: CutOff<'_>,
         epoch: Epoch,
     ) -> Result<bool, StoreError> {
-        // The feed's cursor is MAX(seq) + 1: a concurrent writer may take the same
-        // number, and then one of us retries.
-        for _ in 0..5 {
-            let mut tx = self.pool.begin().await?;
-            let updated = match change {
-                CutOff::NewPassword { hash } => {
-                    sqlx::query(
-                        "UPDATE users SET password_hash = $1, not_before = $2 WHERE username = $3",
-                    )
-                    .bind(hash)
+        let written = retry_feed_write(|| self.cut_off_once(username, change, epoch)).await?;
+        written.ok_or(StoreError::Contention("revocation feed"))
+    }
+
+    /// One try of [`Store::cut_off`]: `None` when the feed append lost its race.
+    async fn cut_off_once(
+        &self,
+        username: &str,
+        change: CutOff<'_>,
+        epoch: Epoch,
+    ) -> Result<Option<bool>, StoreError> {
+        let mut tx = self.pool.begin().await?;
+        let updated = match change {
+            CutOff::NewPassword { hash } => {
+                sqlx::query(
+                    "UPDATE users SET password_hash = $1, not_before = $2 WHERE username = $3",
+                )
+                .bind(hash)
+                .bind(epoch.not_before)
+                .bind(username)
+                .execute(&mut *tx)
+                .await?
+            }
+            CutOff::Deactivate => {
+                sqlx::query("UPDATE users SET active = 0, not_before = $1 WHERE username = $2")
                     .bind(epoch.not_before)
                     .bind(username)
                     .execute(&mut *tx)
                     .await?
-                }
-                CutOff::Deactivate => {
-                    sqlx::query("UPDATE users SET active = 0, not_before = $1 WHERE username = $2")
-                        .bind(epoch.not_before)
-                        .bind(username)
-                        .execute(&mut *tx)
-                        .await?
-                }
-            };
-            if updated.rows_affected() == 0 {
-                return Ok(false);
             }
-            let user = sessions::Families::OfUser(username);
-            sessions::revoke_families(&mut *tx, user, epoch.not_before).await?;
-            match revocations::append_subject(&mut tx, username, epoch).await {
-                Ok(()) => {
-                    tx.commit().await?;
-                    return Ok(true);
-                }
-                Err(error) if tokenmesh_server::db::is_unique_violation(&error) => continue,
-                Err(error) => return Err(error.into()),
-            }
+        };
+        if updated.rows_affected() == 0 {
+            return Ok(Some(false));
         }
-        Err(StoreError::Contention("revocation feed"))
+        let user = sessions::Families::OfUser(username);
+        sessions::revoke_families(&mut *tx, user, epoch.not_before).await?;
+        if appended(revocations::append_subject(&mut tx, username, epoch).await)?.is_none() {
+            return Ok(None);
+        }
+        tx.commit().await?;
+        Ok(Some(true))
     }
 }

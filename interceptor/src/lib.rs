@@ -22,6 +22,7 @@ mod clock;
 mod error;
 #[cfg(feature = "http-jwks")]
 mod http;
+mod key_set;
 mod keys;
 mod layer;
 mod metrics;

@@ -56,7 +56,7 @@ pub async fn open(
     };
     let url = env.database_url("auth.db");
     let store_error = |source: crate::AuthServiceError| StartError::Store {
-        service: "auth",
+        service: tokenmesh_proto::names::audience::AUTH,
         database: tokenmesh_server::db::redacted(&url),
         source: source.into(),
     };

@@ -98,7 +98,7 @@ pub async fn start(
     let store = Store::open(&url)
         .await
         .map_err(|source| StartError::Store {
-            service: "orders",
+            service: audience::ORDERS,
             database: tokenmesh_server::db::redacted(&url),
             source: source.into(),
         })?;

@@ -76,7 +76,7 @@ pub async fn start(
     let key = SigningKey::load_or_generate(&env.data_dir.join("products-signing-key.pem"))?;
     let url = env.database_url("products.db");
     let store_error = |source: crate::ProductsError| StartError::Store {
-        service: "products",
+        service: audience::PRODUCTS,
         database: tokenmesh_server::db::redacted(&url),
         source: source.into(),
     };

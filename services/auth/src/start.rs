@@ -60,7 +60,9 @@ pub async fn open(
         database: tokenmesh_server::db::redacted(&url),
         source: source.into(),
     };
-    let store = Store::open(&url).await.map_err(store_error)?;
+    let store = Store::open(&url)
+        .await
+        .map_err(|error| store_error(error.into()))?;
     if env.demo {
         crate::seed_demo(&store).await.map_err(store_error)?;
     }

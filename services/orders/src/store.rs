@@ -5,7 +5,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use sqlx::AnyPool;
 
-use crate::{OrdersError, SourceKind};
+use crate::SourceKind;
 
 /// What can go wrong in Orders' storage.
 #[derive(Debug, thiserror::Error)]
@@ -108,13 +108,8 @@ fn now_micros() -> i64 {
 }
 
 impl Store {
-    /// Connects to `database_url` and brings the schema up to date. Answers with
-    /// the service's error, which start-up code already handles.
-    pub async fn open(database_url: &str) -> Result<Self, OrdersError> {
-        Ok(Self::connect(database_url).await?)
-    }
-
-    async fn connect(database_url: &str) -> Result<Self, StoreError> {
+    /// Connects to `database_url` and brings the schema up to date.
+    pub async fn open(database_url: &str) -> Result<Self, StoreError> {
         let pool = tokenmesh_server::db::connect(database_url).await?;
         sqlx::migrate!("./migrations").run(&pool).await?;
         Ok(Self { pool })

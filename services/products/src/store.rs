@@ -7,8 +7,6 @@
 use sqlx::{Any, AnyPool, Row, Transaction, any::AnyRow};
 use tokenmesh_server::db::{appended, retry_feed_write};
 
-use crate::ProductsError;
-
 /// What can go wrong in Products' storage.
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -184,13 +182,8 @@ pub struct Written {
 }
 
 impl Store {
-    /// Connects to `database_url` and brings the schema up to date. Answers with
-    /// the service's error, which start-up code already handles.
-    pub async fn open(database_url: &str) -> Result<Self, ProductsError> {
-        Ok(Self::connect(database_url).await?)
-    }
-
-    async fn connect(database_url: &str) -> Result<Self, StoreError> {
+    /// Connects to `database_url` and brings the schema up to date.
+    pub async fn open(database_url: &str) -> Result<Self, StoreError> {
         let pool = tokenmesh_server::db::connect(database_url).await?;
         sqlx::migrate!("./migrations").run(&pool).await?;
         Ok(Self { pool })

@@ -25,8 +25,6 @@ pub use revocations::{Epoch, Revocation};
 pub use sessions::{NewRefreshToken, Spend};
 pub use users::{NewUserRecord, UserRecord};
 
-use crate::AuthServiceError;
-
 /// Why a store operation failed.
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -48,14 +46,8 @@ pub struct Store {
 }
 
 impl Store {
-    /// Connects to `database_url` and brings the schema up to date. Answers
-    /// [`AuthServiceError`] (a [`StoreError`] inside), the error callers outside
-    /// Auth already convert.
-    pub async fn open(database_url: &str) -> Result<Self, AuthServiceError> {
-        Ok(Self::connect(database_url).await?)
-    }
-
-    async fn connect(database_url: &str) -> Result<Self, StoreError> {
+    /// Connects to `database_url` and brings the schema up to date.
+    pub async fn open(database_url: &str) -> Result<Self, StoreError> {
         let pool = tokenmesh_server::db::connect(database_url).await?;
         sqlx::migrate!("./migrations").run(&pool).await?;
         Ok(Self { pool })

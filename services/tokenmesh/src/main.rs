@@ -23,6 +23,12 @@ use tracing_subscriber::EnvFilter;
 
 #[tokio::main]
 async fn main() -> ExitCode {
+    // Before any file is created: whatever this process (SQLite, a library)
+    // creates is readable by this user only, whatever the umask of the shell
+    // that started it. Files holding keys and secrets are created 0600
+    // explicitly as well.
+    #[cfg(unix)]
+    rustix::process::umask(rustix::fs::Mode::from_bits_truncate(0o077));
     match run().await {
         Ok(()) => ExitCode::SUCCESS,
         Err(error) => {

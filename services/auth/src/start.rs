@@ -1,14 +1,25 @@
 //! Auth's own flags and its start-up, the same for `tokenmesh up` and
-//! `tokenmesh serve auth`: the signing key, the store, the demo users, and the
-//! service clients other services declared.
+//! `tokenmesh serve auth`: the key-encryption key, the signing keys, the store,
+//! the demo users, and the service clients other services declared.
 
-use std::{path::PathBuf, time::Duration};
-
-use tokenmesh_server::{
-    ClientCredentials, Environment, Listener, Running, SigningAlgorithm, SigningKey, StartError,
+use std::{
+    path::{Path, PathBuf},
+    time::Duration,
 };
 
-use crate::{AuthConfig, AuthService, Store, ThrottleConfig};
+use tokenmesh_server::{
+    ClientCredentials, Environment, KekError, KeyEncryptionKey, Listener, Running,
+    SigningAlgorithm, SigningKey, SigningKeyError, StartError,
+};
+
+use crate::{AuthConfig, AuthService, AuthServiceError, SigningKeys, Store, ThrottleConfig};
+
+/// The key-encryption key's file in the data dir, when not given.
+const KEY_ENCRYPTION_KEY_FILE: &str = "key-encryption-key";
+
+/// Where versions before keys were sealed kept Auth's first key, in plaintext:
+/// imported once, then removed.
+const LEGACY_SIGNING_KEY_FILE: &str = "auth-signing-key.pem";
 
 /// The flags only Auth reads.
 #[derive(Debug, Clone, clap::Args)]
@@ -18,11 +29,19 @@ pub struct Args {
     /// Lifetime of access tokens (e.g. `5m`, `30s`).
     #[arg(long, env = "TOKENMESH_ACCESS_TOKEN_TTL", default_value = "5m", value_parser = humantime::parse_duration)]
     pub access_token_ttl: Duration,
-    /// Signing key (PKCS#8 PEM: Ed25519, P-256 or RSA). Default:
-    /// `auth-signing-key.pem` in the data dir, generated on first start. Imported
-    /// into Auth's database, where rotation keeps it from then on.
+    /// Signing key to import (PKCS#8 PEM: Ed25519, P-256 or RSA; mode 0600).
+    /// Imported once, encrypted, into Auth's database, where it signs until the
+    /// next rotation; a key imported before is never made to sign again.
+    /// Default: Auth generates its first key straight into the database.
     #[arg(long, env = "TOKENMESH_AUTH_SIGNING_KEY", value_name = "FILE")]
     pub auth_signing_key: Option<PathBuf>,
+    /// Key-encryption key: 32 random bytes in base64, mode 0600, e.g.
+    /// `(umask 077; openssl rand -base64 32 > FILE)`. Encrypts Auth's private
+    /// keys in its database (AES-256-GCM); every replica needs the same one.
+    /// Keep it out of database backups. Default: `key-encryption-key` in the data
+    /// dir, generated on first start.
+    #[arg(long, env = "TOKENMESH_KEY_ENCRYPTION_KEY_FILE", value_name = "FILE")]
+    pub key_encryption_key: Option<PathBuf>,
     /// Algorithm of Auth's signing keys: EdDSA, ES256 or RS256. A new algorithm
     /// takes effect at the next rotation (or on a fresh data dir).
     #[arg(long, env = "TOKENMESH_SIGNING_ALG", default_value = "EdDSA")]
@@ -39,28 +58,36 @@ pub struct Args {
     pub login_throttle_delay: Duration,
 }
 
-/// Opens Auth — key, store, demo users, `clients` registered — without serving
-/// it (`tokenmesh keys rotate` uses it too).
+/// Opens Auth — keys, store, demo users, `clients` registered — without
+/// serving it (`tokenmesh keys rotate` uses it too).
 pub async fn open(
     args: &Args,
     env: &Environment,
     clients: &[ClientCredentials],
 ) -> Result<AuthService, StartError> {
     env.prepare_data_dir()?;
-    let key = match &args.auth_signing_key {
-        Some(path) => SigningKey::load(path)?,
-        None => SigningKey::load_or_generate_with(
-            &env.data_dir.join("auth-signing-key.pem"),
-            args.signing_alg,
-        )?,
-    };
+    let legacy_path = env.data_dir.join(LEGACY_SIGNING_KEY_FILE);
+    let legacy = load_if_present(&legacy_path)?;
+    let mut import: Vec<SigningKey> = legacy.into_iter().collect();
+    if let Some(path) = &args.auth_signing_key {
+        import.push(SigningKey::load(path)?);
+    }
     let url = env.database_url("auth.db");
-    let store_error = |source: crate::AuthServiceError| StartError::Store {
-        service: "auth",
-        database: tokenmesh_server::db::redacted(&url),
-        source: source.into(),
+    let store_error = |source: AuthServiceError| match source {
+        AuthServiceError::KeyEncryption(error) => StartError::KeyEncryptionKey(error),
+        source => StartError::Store {
+            service: "auth",
+            database: tokenmesh_server::db::redacted(&url),
+            source: source.into(),
+        },
     };
     let store = Store::open(&url).await.map_err(store_error)?;
+    let kek = key_encryption_key(args, env, &store)
+        .await
+        .map_err(|error| match error {
+            KekOrStore::Kek(error) => error.into(),
+            KekOrStore::Store(error) => store_error(error),
+        })?;
     if env.demo {
         crate::seed_demo(&store).await.map_err(store_error)?;
     }
@@ -73,9 +100,19 @@ pub async fn open(
         base_delay: args.login_throttle_delay,
         ..ThrottleConfig::default()
     };
-    let auth = AuthService::open(store, key, config)
+    let auth = AuthService::open(store, SigningKeys { kek, import }, config)
         .await
         .map_err(store_error)?;
+    if legacy_path.exists() {
+        std::fs::remove_file(&legacy_path).map_err(StartError::io(format!(
+            "removing {} (imported into the database, encrypted)",
+            legacy_path.display()
+        )))?;
+        tracing::warn!(
+            path = %legacy_path.display(),
+            "imported the signing key file of an earlier version into the database, encrypted, and removed the file"
+        );
+    }
     for credentials in clients {
         let client = credentials.client;
         auth.register_service_client(
@@ -88,6 +125,51 @@ pub async fn open(
         .map_err(store_error)?;
     }
     Ok(auth)
+}
+
+/// The key at `path` (0600), or `None` if there is no file.
+fn load_if_present(path: &Path) -> Result<Option<SigningKey>, SigningKeyError> {
+    match SigningKey::load(path) {
+        Ok(key) => Ok(Some(key)),
+        Err(SigningKeyError::Io { source, .. })
+            if source.kind() == std::io::ErrorKind::NotFound =>
+        {
+            Ok(None)
+        }
+        Err(error) => Err(error),
+    }
+}
+
+enum KekOrStore {
+    Kek(KekError),
+    Store(AuthServiceError),
+}
+
+/// The key-encryption key given by flag, or the data dir's — generated there
+/// only while the store holds no sealed key: a database copied without its
+/// KEK is refused, not handed a new one.
+async fn key_encryption_key(
+    args: &Args,
+    env: &Environment,
+    store: &Store,
+) -> Result<KeyEncryptionKey, KekOrStore> {
+    if let Some(path) = &args.key_encryption_key {
+        return KeyEncryptionKey::load(path).map_err(KekOrStore::Kek);
+    }
+    let path = env.data_dir.join(KEY_ENCRYPTION_KEY_FILE);
+    match KeyEncryptionKey::load(&path) {
+        Err(KekError::Io { source, .. }) if source.kind() == std::io::ErrorKind::NotFound => {
+            let sealed = store
+                .has_sealed_keys()
+                .await
+                .map_err(|error| KekOrStore::Store(error.into()))?;
+            if sealed {
+                return Err(KekOrStore::Kek(KekError::Missing { path }));
+            }
+            KeyEncryptionKey::create(&path).map_err(KekOrStore::Kek)
+        }
+        loaded => loaded.map_err(KekOrStore::Kek),
+    }
 }
 
 /// Starts Auth on `listener`, registering `clients` (the service clients the

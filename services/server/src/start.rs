@@ -24,6 +24,7 @@ use crate::{
     follow_revocations, metrics,
     private_file::{ExposedFile, PrivateFileError, read_private_file, restrict_to_owner},
     random_token,
+    sealing::KekError,
 };
 
 /// Why a service could not start, or stopped with an error. Every variant names
@@ -44,6 +45,9 @@ pub enum StartError {
     /// A key or secret file is open to group or others.
     #[error(transparent)]
     Exposed(#[from] ExposedFile),
+    /// The key that encrypts private keys at rest could not be used.
+    #[error(transparent)]
+    KeyEncryptionKey(#[from] KekError),
     /// A TLS certificate, key or CA could not be used.
     #[error("TLS: {0}")]
     Tls(#[from] TlsError),

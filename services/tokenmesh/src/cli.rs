@@ -307,6 +307,7 @@ mod tests {
                 "auth-issuer",
                 "auth-signing-key",
                 "demo",
+                "key-encryption-key",
                 "login-throttle-delay",
                 "login-throttle-failures",
                 "orders-client-secret",

@@ -115,6 +115,11 @@ impl MeshBuilder {
         self
     }
 
+    /// Auth's public base URL, `--public-url` (discovery's `jwks_uri`).
+    pub fn public_url(self, url: &str) -> Self {
+        self.flag("public-url", url)
+    }
+
     /// Auth stores its state in this database instead of SQLite.
     pub fn auth_database_url(self, url: Option<String>) -> Self {
         match url {
@@ -459,7 +464,7 @@ impl Mesh {
         let http = tokenmesh_server::start::bind(&mesh.http.addr.into())
             .await
             .expect("binds the HTTP address again");
-        mesh.auth = tokenmesh::mesh::start_auth(&args, &mesh.env, grpc)
+        mesh.auth = tokenmesh::mesh::start_auth(&args, &mesh.env, grpc, mesh.http.addr)
             .await
             .expect("auth restarts");
         mesh.http = tokenmesh::mesh::serve_http(http, &mesh.env, mesh.auth.http_routes.take())

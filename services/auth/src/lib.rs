@@ -24,6 +24,7 @@ mod users;
 
 pub use config::AuthConfig;
 pub use error::AuthServiceError;
+pub use http::PublicUrl;
 pub use keys::SigningKeys;
 pub use start::{Args, open, start};
 pub use state::AuthService;

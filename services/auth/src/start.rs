@@ -1,8 +1,10 @@
 //! Auth's own flags and its start-up, the same for `tokenmesh up` and
 //! `tokenmesh serve auth`: the key-encryption key, the signing keys, the store,
-//! the demo users, and the service clients other services declared.
+//! the demo users, the service clients other services declared, and the public
+//! URL of its HTTP routes.
 
 use std::{
+    net::SocketAddr,
     path::{Path, PathBuf},
     time::Duration,
 };
@@ -12,7 +14,9 @@ use tokenmesh_server::{
     SigningAlgorithm, SigningKey, SigningKeyError, StartError,
 };
 
-use crate::{AuthConfig, AuthService, AuthServiceError, SigningKeys, Store, ThrottleConfig};
+use crate::{
+    AuthConfig, AuthService, AuthServiceError, PublicUrl, SigningKeys, Store, ThrottleConfig,
+};
 
 /// The key-encryption key's file in the data dir, when not given.
 const KEY_ENCRYPTION_KEY_FILE: &str = "key-encryption-key";
@@ -42,6 +46,12 @@ pub struct Args {
     /// dir, generated on first start.
     #[arg(long, env = "TOKENMESH_KEY_ENCRYPTION_KEY_FILE", value_name = "FILE")]
     pub key_encryption_key: Option<PathBuf>,
+    /// Base URL where clients reach Auth's HTTP routes (e.g.
+    /// `https://auth.example.com`): the discovery document's `jwks_uri` is built
+    /// from it, never from request headers. Default: the HTTP listen address,
+    /// `https` when TLS is on.
+    #[arg(long, env = "TOKENMESH_PUBLIC_URL", value_name = "URL")]
+    pub public_url: Option<PublicUrl>,
     /// Algorithm of Auth's signing keys: EdDSA, ES256 or RS256. A new algorithm
     /// takes effect at the next rotation (or on a fresh data dir).
     #[arg(long, env = "TOKENMESH_SIGNING_ALG", default_value = "EdDSA")]
@@ -64,6 +74,15 @@ pub async fn open(
     args: &Args,
     env: &Environment,
     clients: &[ClientCredentials],
+) -> Result<AuthService, StartError> {
+    open_with(args, env, clients, args.public_url.clone()).await
+}
+
+async fn open_with(
+    args: &Args,
+    env: &Environment,
+    clients: &[ClientCredentials],
+    public_url: Option<PublicUrl>,
 ) -> Result<AuthService, StartError> {
     env.prepare_data_dir()?;
     let legacy_path = env.data_dir.join(LEGACY_SIGNING_KEY_FILE);
@@ -95,6 +114,7 @@ pub async fn open(
     config.access_token_ttl = args.access_token_ttl;
     config.signing_algorithm = args.signing_alg;
     config.retired_key_grace = args.retired_key_grace;
+    config.public_url = public_url;
     config.throttle = ThrottleConfig {
         free_failures: args.login_throttle_failures,
         base_delay: args.login_throttle_delay,
@@ -174,14 +194,24 @@ async fn key_encryption_key(
 
 /// Starts Auth on `listener`, registering `clients` (the service clients the
 /// other services declared, with their secrets). Its JWKS and discovery routes
-/// come back in [`Running::http_routes`].
+/// come back in [`Running::http_routes`], for the HTTP listener on `http_addr`:
+/// without `--public-url`, discovery names that address (`https` when
+/// `listener` serves TLS).
 pub async fn start(
     args: &Args,
     env: &Environment,
     clients: &[ClientCredentials],
     listener: Listener,
+    http_addr: Option<SocketAddr>,
 ) -> Result<Running, StartError> {
-    let auth = open(args, env, clients).await?;
+    let public_url = args.public_url.clone().or_else(|| {
+        let addr = http_addr?;
+        if addr.ip().is_unspecified() {
+            tracing::warn!(%addr, "the HTTP listener's address is a wildcard: discovery names it as is; set --public-url");
+        }
+        Some(PublicUrl::for_listener(addr, listener.is_tls()))
+    });
+    let auth = open_with(args, env, clients, public_url).await?;
     let routes = auth.http_router();
     let metrics = env.metrics.clone();
     let addr = listener.local_addr()?;

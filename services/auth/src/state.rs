@@ -112,6 +112,11 @@ impl AuthService {
         self.inner.keys.signer()
     }
 
+    /// Where discovery says Auth's key set is, if Auth has a public URL.
+    pub fn public_url(&self) -> Option<&crate::PublicUrl> {
+        self.inner.config.public_url.as_ref()
+    }
+
     /// The public keys that verify Auth's tokens.
     pub fn public_jwks(&self) -> Vec<Jwk> {
         self.inner.keys.published()

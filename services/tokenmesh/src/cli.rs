@@ -312,6 +312,7 @@ mod tests {
                 "login-throttle-failures",
                 "orders-client-secret",
                 "products-client-secret",
+                "public-url",
                 "retired-key-grace",
                 "signing-alg",
             ])

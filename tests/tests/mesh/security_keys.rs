@@ -1,6 +1,7 @@
-//! Auth's keys at rest, attacked as a local user would: through the files of
-//! the data dir and real sockets. A key is never readable from the data dir or
-//! a database dump, and a key rotation survives restarts.
+//! Auth's keys at rest and its discovery document, attacked as a local user or
+//! a client would: through the files of the data dir and real sockets. A key
+//! is never readable from the data dir or a database dump, a key rotation
+//! survives restarts, and discovery never echoes request headers.
 
 use std::{
     os::unix::fs::PermissionsExt,
@@ -373,4 +374,60 @@ async fn a_key_given_by_flag_is_imported_once_and_never_reactivated(builder: Mes
     let (_, pem) = tokenmesh_server::SigningKey::generate().expect("key");
     let given = Minter::from_pem(&pem).kid().to_owned();
     rotate_expire_and_restart(builder.auth_signing_key(&pem), Some(&given)).await;
+}
+
+// === discovery ===
+
+/// A GET on Auth's HTTP listener with the `Host` and `X-Forwarded-*` headers an
+/// attacker chose.
+async fn discovery_with_forged_host(mesh: &Mesh) -> Value {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut stream = tokio::net::TcpStream::connect(mesh.http_addr())
+        .await
+        .expect("connect");
+    let request = "GET /.well-known/openid-configuration HTTP/1.1\r\n\
+                   Host: evil.example\r\n\
+                   X-Forwarded-Host: evil.example\r\n\
+                   X-Forwarded-Proto: http\r\n\
+                   Connection: close\r\n\r\n";
+    stream.write_all(request.as_bytes()).await.expect("request");
+    let mut response = String::new();
+    stream
+        .read_to_string(&mut response)
+        .await
+        .expect("response");
+    let (head, body) = response.split_once("\r\n\r\n").expect("head and body");
+    assert!(head.starts_with("HTTP/1.1 200"), "{head}");
+    serde_json::from_str(body).expect("JSON")
+}
+
+#[tokio::test]
+async fn discovery_ignores_a_forged_host_header() {
+    let mesh = Mesh::start().await;
+    let discovery = discovery_with_forged_host(&mesh).await;
+    assert_eq!(
+        (&discovery["issuer"], &discovery["jwks_uri"]),
+        (
+            &Value::from(tokenmesh_tests::AUTH_ISSUER),
+            &Value::from(format!("http://{}/.well-known/jwks.json", mesh.http_addr()))
+        )
+    );
+    mesh.shutdown().await;
+}
+
+#[tokio::test]
+async fn discovery_answers_the_configured_public_url() {
+    let mesh = Mesh::builder()
+        .public_url("https://auth.example.com/")
+        .start()
+        .await;
+    let discovery = discovery_with_forged_host(&mesh).await;
+    assert_eq!(
+        (&discovery["issuer"], &discovery["jwks_uri"]),
+        (
+            &Value::from(tokenmesh_tests::AUTH_ISSUER),
+            &Value::from("https://auth.example.com/.well-known/jwks.json")
+        )
+    );
+    mesh.shutdown().await;
 }

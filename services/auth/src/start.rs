@@ -103,10 +103,7 @@ async fn open_with(
     let store = Store::open(&url).await.map_err(store_error)?;
     let kek = key_encryption_key(args, env, &store)
         .await
-        .map_err(|error| match error {
-            KekOrStore::Kek(error) => error.into(),
-            KekOrStore::Store(error) => store_error(error),
-        })?;
+        .map_err(store_error)?;
     if env.demo {
         crate::seed_demo(&store).await.map_err(store_error)?;
     }
@@ -160,11 +157,6 @@ fn load_if_present(path: &Path) -> Result<Option<SigningKey>, SigningKeyError> {
     }
 }
 
-enum KekOrStore {
-    Kek(KekError),
-    Store(AuthServiceError),
-}
-
 /// The key-encryption key given by flag, or the data dir's — generated there
 /// only while the store holds no sealed key: a database copied without its
 /// KEK is refused, not handed a new one.
@@ -172,23 +164,19 @@ async fn key_encryption_key(
     args: &Args,
     env: &Environment,
     store: &Store,
-) -> Result<KeyEncryptionKey, KekOrStore> {
+) -> Result<KeyEncryptionKey, AuthServiceError> {
     if let Some(path) = &args.key_encryption_key {
-        return KeyEncryptionKey::load(path).map_err(KekOrStore::Kek);
+        return Ok(KeyEncryptionKey::load(path)?);
     }
     let path = env.data_dir.join(KEY_ENCRYPTION_KEY_FILE);
     match KeyEncryptionKey::load(&path) {
         Err(KekError::Io { source, .. }) if source.kind() == std::io::ErrorKind::NotFound => {
-            let sealed = store
-                .has_sealed_keys()
-                .await
-                .map_err(|error| KekOrStore::Store(error.into()))?;
-            if sealed {
-                return Err(KekOrStore::Kek(KekError::Missing { path }));
+            if store.has_sealed_keys().await? {
+                return Err(KekError::Missing { path }.into());
             }
-            KeyEncryptionKey::create(&path).map_err(KekOrStore::Kek)
+            Ok(KeyEncryptionKey::create(&path)?)
         }
-        loaded => loaded.map_err(KekOrStore::Kek),
+        loaded => Ok(loaded?),
     }
 }
 

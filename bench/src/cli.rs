@@ -53,7 +53,7 @@ pub enum BenchCommand {
 /// `tokenmesh bench mint`.
 #[derive(Debug, Clone, Args)]
 pub struct MintArgs {
-    /// Auth's signing key (PKCS#8 PEM), e.g. `tokenmesh-data/auth-signing-key.pem`.
+    /// Auth's signing key (PKCS#8 PEM): the file given to Auth as `--auth-signing-key`.
     #[arg(long)]
     pub key_file: PathBuf,
     /// `sub` of the tokens.
@@ -146,7 +146,7 @@ pub struct RunArgs {
     /// Auth's address for `--login` (default: `--addr`).
     #[arg(long, value_parser = tokenmesh_server::addr::socket_addr)]
     pub auth_addr: Option<SocketAddr>,
-    /// Auth's signing key (e.g. `tokenmesh-data/auth-signing-key.pem`), to mint tokens.
+    /// Auth's signing key (the file given to Auth as `--auth-signing-key`), to mint tokens.
     #[arg(long)]
     pub key_file: Option<PathBuf>,
     /// `sub` of minted tokens.

@@ -8,6 +8,7 @@
 use std::{
     net::SocketAddr,
     path::{Path, PathBuf},
+    sync::Arc,
     time::Duration,
 };
 
@@ -114,6 +115,11 @@ impl MeshBuilder {
         self
     }
 
+    /// Auth's public base URL, `--public-url` (discovery's `jwks_uri`).
+    pub fn public_url(self, url: &str) -> Self {
+        self.flag("public-url", url)
+    }
+
     /// Auth stores its state in this database instead of SQLite.
     pub fn auth_database_url(self, url: Option<String>) -> Self {
         match url {
@@ -195,36 +201,54 @@ impl MeshBuilder {
     /// Starts the demo mesh.
     pub async fn start(mut self) -> Mesh {
         let data_dir = tempfile::tempdir().expect("temp data dir");
-        if let Some(pem) = self.signing_key_pem.take() {
-            let path = data_dir.path().join("given-key.pem");
-            std::fs::write(&path, pem).expect("write key");
-            self = self.flag("auth-signing-key", path.display());
-        }
+        // An operator's key file: outside the data dir, readable by its owner only.
+        let given_key_dir = match self.signing_key_pem.take() {
+            Some(pem) => {
+                let dir = tempfile::tempdir().expect("temp key dir");
+                let path = dir.path().join("given-key.pem");
+                tokenmesh_server::start::write_private_file(&path, pem.as_bytes())
+                    .expect("write key");
+                self = self.flag("auth-signing-key", path.display());
+                Some(dir)
+            }
+            None => None,
+        };
         let mut argv: Vec<String> = ["up", "--demo", "--data-dir"].map(String::from).into();
         argv.push(data_dir.path().display().to_string());
         for flag in ["auth-addr", "products-addr", "orders-addr", "http-addr"] {
             argv.extend([format!("--{flag}"), "127.0.0.1:0".into()]);
         }
         argv.extend(self.flags);
-        let command = UpArgs::augment_args(clap::Command::new("up"));
-        let matches = command.try_get_matches_from(&argv).expect("valid up flags");
-        let args = UpArgs::from_arg_matches(&matches).expect("up flags");
+        let args = parse_up_args(&argv).expect("valid up flags");
         let mut env = tokenmesh::mesh::environment(&args).expect("environment");
-        if let Some(clock) = self.clock {
-            env.clock = std::sync::Arc::new(clock);
+        if let Some(clock) = self.clock.take() {
+            env.clock = Arc::new(clock);
         }
         let mesh = tokenmesh::mesh::start(&args, env)
             .await
             .expect("mesh starts");
-        let mesh = Mesh {
+        let mut mesh = Mesh {
             mesh: Some(mesh),
             data_dir,
+            _given_key_dir: given_key_dir,
+            argv,
             args,
             follows_replica: self.follows_replica,
+            auth_key_pem: String::new(),
         };
+        // Auth keeps its key only in its database, encrypted: read it as
+        // `tokenmesh keys rotate` would open it.
+        mesh.auth_key_pem = mesh.auth_offline().await.signing_key().pem().to_owned();
         mesh.wait_for_replica().await;
         mesh
     }
+}
+
+/// `tokenmesh up` flags parsed by the binary's own parser.
+fn parse_up_args(argv: &[String]) -> Result<UpArgs, clap::Error> {
+    let command = UpArgs::augment_args(clap::Command::new("up"));
+    let matches = command.try_get_matches_from(argv)?;
+    UpArgs::from_arg_matches(&matches)
 }
 
 /// The three services, running on loopback with the demo data.
@@ -232,8 +256,14 @@ impl MeshBuilder {
 pub struct Mesh {
     mesh: Option<tokenmesh::mesh::Mesh>,
     data_dir: tempfile::TempDir,
+    /// Holds the `--auth-signing-key` file, if one was given.
+    _given_key_dir: Option<tempfile::TempDir>,
+    /// The command line, `up` first.
+    argv: Vec<String>,
     args: UpArgs,
     follows_replica: bool,
+    /// The key Auth signed with when the mesh started (PKCS#8 PEM).
+    auth_key_pem: String,
 }
 
 impl Mesh {
@@ -345,9 +375,10 @@ impl Mesh {
         (products.map(|_| ()), orders.map(|_| ()))
     }
 
-    /// A minter holding Auth's real signing key.
+    /// A minter holding Auth's real signing key (the one it signed with when
+    /// the mesh started).
     pub fn auth_minter(&self) -> Minter {
-        Minter::from_pem_file(&self.data_dir.path().join("auth-signing-key.pem"))
+        Minter::from_pem(&self.auth_key_pem)
     }
 
     /// A minter holding Products' real grant key.
@@ -376,6 +407,43 @@ impl Mesh {
         self
     }
 
+    /// Stops every service, keeping the data dir for [`Mesh::try_start_again`].
+    pub async fn stop(&mut self) {
+        if let Some(mesh) = self.mesh.take() {
+            mesh.shutdown().await.expect("clean shutdown");
+        }
+    }
+
+    /// Starts the stopped services again on the same data dir and flags (new
+    /// ports), as a second `tokenmesh up --demo` would; the error if they refuse.
+    pub async fn try_start_again(&mut self) -> Result<(), tokenmesh_server::StartError> {
+        assert!(self.mesh.is_none(), "stop the mesh first");
+        let env = tokenmesh::mesh::environment(&self.args)?;
+        self.mesh = Some(tokenmesh::mesh::start(&self.args, env).await?);
+        self.wait_for_replica().await;
+        Ok(())
+    }
+
+    /// Opens Auth as this mesh's command line plus `flags` would, but on
+    /// `data_dir` (Auth's database stays this mesh's when it is PostgreSQL).
+    pub async fn open_auth_on(
+        &self,
+        data_dir: &Path,
+        flags: &[&str],
+    ) -> Result<tokenmesh_auth::AuthService, tokenmesh_server::StartError> {
+        let mut argv = self.argv.clone();
+        let at = argv
+            .iter()
+            .position(|arg| arg == "--data-dir")
+            .expect("--data-dir given");
+        argv[at + 1] = data_dir.display().to_string();
+        argv.extend(flags.iter().map(|flag| flag.to_string()));
+        let args = parse_up_args(&argv).expect("valid up flags");
+        let env = tokenmesh::mesh::environment(&args)?;
+        let env = tokenmesh::mesh::auth_environment(&args, &env);
+        tokenmesh_auth::open(&args.auth, &env, &[]).await
+    }
+
     /// Stops Auth (gRPC and HTTP); Products and Orders keep running on the keys
     /// they hold.
     pub async fn stop_auth(&mut self) {
@@ -396,7 +464,7 @@ impl Mesh {
         let http = tokenmesh_server::start::bind(&mesh.http.addr.into())
             .await
             .expect("binds the HTTP address again");
-        mesh.auth = tokenmesh::mesh::start_auth(&args, &mesh.env, grpc)
+        mesh.auth = tokenmesh::mesh::start_auth(&args, &mesh.env, grpc, mesh.http.addr)
             .await
             .expect("auth restarts");
         mesh.http = tokenmesh::mesh::serve_http(http, &mesh.env, mesh.auth.http_routes.take())
@@ -507,6 +575,11 @@ impl Minter {
     pub fn public_jwk(&self) -> Value {
         let key = tokenmesh_server::SigningKey::from_pem(&self.pem).expect("key");
         Value::Object(tokenmesh_server::jwk_json(key.public_jwk()))
+    }
+
+    /// The private key, PKCS#8 PEM.
+    pub fn pem(&self) -> &str {
+        &self.pem
     }
 
     /// This key's thumbprint `kid`.

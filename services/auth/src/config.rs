@@ -1,6 +1,6 @@
 //! How Auth issues tokens: lifetimes, audiences, the algorithm of new keys, login
-//! throttling, key-rotation timing, and the one clock every expiry, epoch and
-//! key lifetime is read from.
+//! throttling, key-rotation timing, the public URL its discovery document
+//! names, and the one clock every expiry, epoch and key lifetime is read from.
 
 use std::time::Duration;
 
@@ -37,6 +37,9 @@ pub struct AuthConfig {
     /// How long a retired key stays published after the last token it signed
     /// has expired (cover the verifiers' leeway).
     pub retired_key_grace: Duration,
+    /// Where clients reach Auth's HTTP routes: discovery's `jwks_uri` is built
+    /// from it, never from a request. `None`: no discovery document.
+    pub public_url: Option<crate::PublicUrl>,
     /// Where Auth reads the time (tests move a `ManualClock`). The login
     /// throttle's delays are measured on tokio's monotonic clock instead.
     pub clock: SharedClock,
@@ -56,6 +59,7 @@ impl AuthConfig {
             throttle: ThrottleConfig::default(),
             key_reload_interval: Duration::from_secs(2),
             retired_key_grace: Duration::from_secs(MAX_VERIFIER_LEEWAY_SECS as u64),
+            public_url: None,
             clock: system_clock(),
         }
     }

@@ -52,6 +52,13 @@ pub enum AuthServiceError {
     /// Signing a token failed.
     #[error("signing: {0}")]
     Signing(#[from] tokenmesh_server::SigningKeyError),
+    /// A stored private key could not be sealed or opened with the
+    /// key-encryption key.
+    #[error(transparent)]
+    KeyEncryption(#[from] tokenmesh_server::KekError),
+    /// The store holds no key that signs (rows removed behind Auth's back).
+    #[error("no signing key in the store")]
+    NoSigningKey,
     /// A blocking task panicked or was cancelled.
     #[error("worker: {0}")]
     Worker(#[from] tokio::task::JoinError),
@@ -80,6 +87,8 @@ impl From<AuthServiceError> for Status {
             AuthServiceError::Store(_)
             | AuthServiceError::PasswordHash(_)
             | AuthServiceError::Signing(_)
+            | AuthServiceError::KeyEncryption(_)
+            | AuthServiceError::NoSigningKey
             | AuthServiceError::Worker(_) => {
                 tracing::error!(%error, "internal error");
                 Status::internal("internal error")

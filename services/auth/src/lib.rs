@@ -24,6 +24,8 @@ mod users;
 
 pub use config::AuthConfig;
 pub use error::AuthServiceError;
+pub use http::PublicUrl;
+pub use keys::SigningKeys;
 pub use start::{Args, open, start};
 pub use state::AuthService;
 pub use store::{Store, StoreError};

@@ -1,14 +1,29 @@
 //! Auth's own flags and its start-up, the same for `tokenmesh up` and
-//! `tokenmesh serve auth`: the signing key, the store, the demo users, and the
-//! service clients other services declared.
+//! `tokenmesh serve auth`: the key-encryption key, the signing keys, the store,
+//! the demo users, the service clients other services declared, and the public
+//! URL of its HTTP routes.
 
-use std::{path::PathBuf, time::Duration};
-
-use tokenmesh_server::{
-    ClientCredentials, Environment, Listener, Running, SigningAlgorithm, SigningKey, StartError,
+use std::{
+    net::SocketAddr,
+    path::{Path, PathBuf},
+    time::Duration,
 };
 
-use crate::{AuthConfig, AuthService, Store, ThrottleConfig};
+use tokenmesh_server::{
+    ClientCredentials, Environment, KekError, KeyEncryptionKey, Listener, Running,
+    SigningAlgorithm, SigningKey, SigningKeyError, StartError,
+};
+
+use crate::{
+    AuthConfig, AuthService, AuthServiceError, PublicUrl, SigningKeys, Store, ThrottleConfig,
+};
+
+/// The key-encryption key's file in the data dir, when not given.
+const KEY_ENCRYPTION_KEY_FILE: &str = "key-encryption-key";
+
+/// Where versions before keys were sealed kept Auth's first key, in plaintext:
+/// imported once, then removed.
+const LEGACY_SIGNING_KEY_FILE: &str = "auth-signing-key.pem";
 
 /// The flags only Auth reads.
 #[derive(Debug, Clone, clap::Args)]
@@ -18,11 +33,25 @@ pub struct Args {
     /// Lifetime of access tokens (e.g. `5m`, `30s`).
     #[arg(long, env = "TOKENMESH_ACCESS_TOKEN_TTL", default_value = "5m", value_parser = humantime::parse_duration)]
     pub access_token_ttl: Duration,
-    /// Signing key (PKCS#8 PEM: Ed25519, P-256 or RSA). Default:
-    /// `auth-signing-key.pem` in the data dir, generated on first start. Imported
-    /// into Auth's database, where rotation keeps it from then on.
+    /// Signing key to import (PKCS#8 PEM: Ed25519, P-256 or RSA; mode 0600).
+    /// Imported once, encrypted, into Auth's database, where it signs until the
+    /// next rotation; a key imported before is never made to sign again.
+    /// Default: Auth generates its first key straight into the database.
     #[arg(long, env = "TOKENMESH_AUTH_SIGNING_KEY", value_name = "FILE")]
     pub auth_signing_key: Option<PathBuf>,
+    /// Key-encryption key: 32 random bytes in base64, mode 0600, e.g.
+    /// `(umask 077; openssl rand -base64 32 > FILE)`. Encrypts Auth's private
+    /// keys in its database (AES-256-GCM); every replica needs the same one.
+    /// Keep it out of database backups. Default: `key-encryption-key` in the data
+    /// dir, generated on first start.
+    #[arg(long, env = "TOKENMESH_KEY_ENCRYPTION_KEY_FILE", value_name = "FILE")]
+    pub key_encryption_key: Option<PathBuf>,
+    /// Base URL where clients reach Auth's HTTP routes (e.g.
+    /// `https://auth.example.com`): the discovery document's `jwks_uri` is built
+    /// from it, never from request headers. Default: the HTTP listen address,
+    /// `https` when TLS is on.
+    #[arg(long, env = "TOKENMESH_PUBLIC_URL", value_name = "URL")]
+    pub public_url: Option<PublicUrl>,
     /// Algorithm of Auth's signing keys: EdDSA, ES256 or RS256. A new algorithm
     /// takes effect at the next rotation (or on a fresh data dir).
     #[arg(long, env = "TOKENMESH_SIGNING_ALG", default_value = "EdDSA")]
@@ -39,30 +68,44 @@ pub struct Args {
     pub login_throttle_delay: Duration,
 }
 
-/// Opens Auth — key, store, demo users, `clients` registered — without serving
-/// it (`tokenmesh keys rotate` uses it too).
+/// Opens Auth — keys, store, demo users, `clients` registered — without
+/// serving it (`tokenmesh keys rotate` uses it too).
 pub async fn open(
     args: &Args,
     env: &Environment,
     clients: &[ClientCredentials],
 ) -> Result<AuthService, StartError> {
+    open_with(args, env, clients, args.public_url.clone()).await
+}
+
+async fn open_with(
+    args: &Args,
+    env: &Environment,
+    clients: &[ClientCredentials],
+    public_url: Option<PublicUrl>,
+) -> Result<AuthService, StartError> {
     env.prepare_data_dir()?;
-    let key = match &args.auth_signing_key {
-        Some(path) => SigningKey::load(path)?,
-        None => SigningKey::load_or_generate_with(
-            &env.data_dir.join("auth-signing-key.pem"),
-            args.signing_alg,
-        )?,
-    };
+    let legacy_path = env.data_dir.join(LEGACY_SIGNING_KEY_FILE);
+    let legacy = load_if_present(&legacy_path)?;
+    let mut import: Vec<SigningKey> = legacy.into_iter().collect();
+    if let Some(path) = &args.auth_signing_key {
+        import.push(SigningKey::load(path)?);
+    }
     let url = env.database_url("auth.db");
-    let store_error = |source: crate::AuthServiceError| StartError::Store {
-        service: tokenmesh_proto::names::audience::AUTH,
-        database: tokenmesh_server::db::redacted(&url),
-        source: source.into(),
+    let store_error = |source: AuthServiceError| match source {
+        AuthServiceError::KeyEncryption(error) => StartError::KeyEncryptionKey(error),
+        source => StartError::Store {
+            service: tokenmesh_proto::names::audience::AUTH,
+            database: tokenmesh_server::db::redacted(&url),
+            source: source.into(),
+        },
     };
     let store = Store::open(&url)
         .await
         .map_err(|error| store_error(error.into()))?;
+    let kek = key_encryption_key(args, env, &store)
+        .await
+        .map_err(store_error)?;
     if env.demo {
         crate::seed_demo(&store).await.map_err(store_error)?;
     }
@@ -70,14 +113,25 @@ pub async fn open(
     config.access_token_ttl = args.access_token_ttl;
     config.signing_algorithm = args.signing_alg;
     config.retired_key_grace = args.retired_key_grace;
+    config.public_url = public_url;
     config.throttle = ThrottleConfig {
         free_failures: args.login_throttle_failures,
         base_delay: args.login_throttle_delay,
         ..ThrottleConfig::default()
     };
-    let auth = AuthService::open(store, key, config)
+    let auth = AuthService::open(store, SigningKeys { kek, import }, config)
         .await
         .map_err(store_error)?;
+    if legacy_path.exists() {
+        std::fs::remove_file(&legacy_path).map_err(StartError::io(format!(
+            "removing {} (imported into the database, encrypted)",
+            legacy_path.display()
+        )))?;
+        tracing::warn!(
+            path = %legacy_path.display(),
+            "imported the signing key file of an earlier version into the database, encrypted, and removed the file"
+        );
+    }
     for credentials in clients {
         let client = credentials.client;
         auth.register_service_client(
@@ -92,16 +146,62 @@ pub async fn open(
     Ok(auth)
 }
 
+/// The key at `path` (0600), or `None` if there is no file.
+fn load_if_present(path: &Path) -> Result<Option<SigningKey>, SigningKeyError> {
+    match SigningKey::load(path) {
+        Ok(key) => Ok(Some(key)),
+        Err(SigningKeyError::Io { source, .. })
+            if source.kind() == std::io::ErrorKind::NotFound =>
+        {
+            Ok(None)
+        }
+        Err(error) => Err(error),
+    }
+}
+
+/// The key-encryption key given by flag, or the data dir's — generated there
+/// only while the store holds no sealed key: a database copied without its
+/// KEK is refused, not handed a new one.
+async fn key_encryption_key(
+    args: &Args,
+    env: &Environment,
+    store: &Store,
+) -> Result<KeyEncryptionKey, AuthServiceError> {
+    if let Some(path) = &args.key_encryption_key {
+        return Ok(KeyEncryptionKey::load(path)?);
+    }
+    let path = env.data_dir.join(KEY_ENCRYPTION_KEY_FILE);
+    match KeyEncryptionKey::load(&path) {
+        Err(KekError::Io { source, .. }) if source.kind() == std::io::ErrorKind::NotFound => {
+            if store.has_sealed_keys().await? {
+                return Err(KekError::Missing { path }.into());
+            }
+            Ok(KeyEncryptionKey::create(&path)?)
+        }
+        loaded => Ok(loaded?),
+    }
+}
+
 /// Starts Auth on `listener`, registering `clients` (the service clients the
 /// other services declared, with their secrets). Its JWKS and discovery routes
-/// come back in [`Running::http_routes`].
+/// come back in [`Running::http_routes`], for the HTTP listener on `http_addr`:
+/// without `--public-url`, discovery names that address (`https` when
+/// `listener` serves TLS).
 pub async fn start(
     args: &Args,
     env: &Environment,
     clients: &[ClientCredentials],
     listener: Listener,
+    http_addr: Option<SocketAddr>,
 ) -> Result<Running, StartError> {
-    let auth = open(args, env, clients).await?;
+    let public_url = args.public_url.clone().or_else(|| {
+        let addr = http_addr?;
+        if addr.ip().is_unspecified() {
+            tracing::warn!(%addr, "the HTTP listener's address is a wildcard: discovery names it as is; set --public-url");
+        }
+        Some(PublicUrl::for_listener(addr, listener.is_tls()))
+    });
+    let auth = open_with(args, env, clients, public_url).await?;
     let routes = auth.http_router();
     let metrics = env.metrics.clone();
     let addr = listener.local_addr()?;

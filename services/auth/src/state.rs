@@ -16,7 +16,7 @@ use tokenmesh_server::{Caller, SigningKey};
 
 use crate::{
     AuthConfig, AuthServiceError, Store,
-    keys::{KeyRing, OwnKeys},
+    keys::{KeyRing, OwnKeys, SigningKeys},
     revocations::Revocations,
     sessions::Sessions,
     tokens::Tokens,
@@ -43,14 +43,14 @@ pub(crate) struct Inner {
 }
 
 impl AuthService {
-    /// Auth over `store`. `initial_key` signs unless the store already holds a
-    /// key that does (see [`KeyRing::open`]).
+    /// Auth over `store`, its private keys sealed under `keys.kek`; keys in
+    /// `keys.import` are imported once each (see [`KeyRing::open`]).
     pub async fn open(
         store: Store,
-        initial_key: SigningKey,
+        keys: SigningKeys,
         config: AuthConfig,
     ) -> Result<Self, AuthServiceError> {
-        let keys = KeyRing::open(store.clone(), initial_key, &config).await?;
+        let keys = KeyRing::open(store.clone(), keys, &config).await?;
         let revocations = Arc::new(Revocations::load(store.clone(), &config).await?);
         let verifier = Arc::new(
             Verifier::<Caller>::new(
@@ -104,6 +104,17 @@ impl AuthService {
     /// `iss` of Auth's tokens.
     pub fn issuer(&self) -> &str {
         &self.inner.config.issuer
+    }
+
+    /// The key that signs now, private key included: for tools that mint
+    /// tokens with Auth's own key (load tests, integration tests).
+    pub fn signing_key(&self) -> Arc<SigningKey> {
+        self.inner.keys.signer()
+    }
+
+    /// Where discovery says Auth's key set is, if Auth has a public URL.
+    pub fn public_url(&self) -> Option<&crate::PublicUrl> {
+        self.inner.config.public_url.as_ref()
     }
 
     /// The public keys that verify Auth's tokens.

@@ -1,17 +1,34 @@
 //! Database pools. One code path for SQLite (embedded default) and PostgreSQL:
 //! sqlx's `Any` driver, with SQL that both dialects accept.
 
-use std::path::Path;
+use std::{path::Path, str::FromStr};
 
-use sqlx::{AnyPool, any::AnyPoolOptions};
+use futures::FutureExt;
+use sqlx::{AnyPool, Executor, any::AnyPoolOptions, sqlite::SqliteConnectOptions};
+
+use crate::private_file::restrict_to_owner;
 
 /// Opens a pool on `url` (`sqlite://…` or `postgres://…`). SQLite files are
-/// created if missing and switched to WAL, so readers never wait for a writer.
+/// created if missing, readable by this user only, and switched to WAL, so
+/// readers never wait for a writer; deleted rows are overwritten
+/// (`secure_delete`), so that what was deleted cannot be read back from the file.
 pub async fn connect(url: &str) -> Result<AnyPool, sqlx::Error> {
     sqlx::any::install_default_drivers();
     let sqlite = url.starts_with("sqlite:");
+    if sqlite {
+        make_sqlite_files_private(url)?;
+    }
     let pool = AnyPoolOptions::new()
         .max_connections(if sqlite { 1 } else { 16 })
+        .after_connect(move |connection, _| {
+            async move {
+                if sqlite {
+                    connection.execute("PRAGMA secure_delete = ON").await?;
+                }
+                Ok(())
+            }
+            .boxed()
+        })
         .connect(url)
         .await?;
     if sqlite {
@@ -20,6 +37,34 @@ pub async fn connect(url: &str) -> Result<AnyPool, sqlx::Error> {
             .await?;
     }
     Ok(pool)
+}
+
+/// Creates the SQLite database file 0600 before SQLite does (it would make it
+/// 0644 less the umask), and narrows an existing one and its `-wal` and `-shm`
+/// files to 0600: SQLite gives the `-wal` and `-shm` files it creates the
+/// database file's mode.
+fn make_sqlite_files_private(url: &str) -> Result<(), sqlx::Error> {
+    let options = SqliteConnectOptions::from_str(url)?;
+    let path = options.get_filename();
+    if url.contains("mode=memory") || path.to_string_lossy().starts_with(':') {
+        return Ok(());
+    }
+    let io = |source: std::io::Error| sqlx::Error::Io(source);
+    let mut create = std::fs::OpenOptions::new();
+    create.write(true).create(true).truncate(false);
+    #[cfg(unix)]
+    std::os::unix::fs::OpenOptionsExt::mode(&mut create, 0o600);
+    if !path.exists() && url.contains("mode=rwc") {
+        create.open(path).map_err(io)?;
+    }
+    for suffix in ["", "-wal", "-shm"] {
+        let mut file = path.as_os_str().to_owned();
+        file.push(suffix);
+        if restrict_to_owner(Path::new(&file)).map_err(io)? {
+            tracing::warn!(path = %Path::new(&file).display(), "database file was open to group or others: now 0600");
+        }
+    }
+    Ok(())
 }
 
 /// The URL of an SQLite database file, created on first connect.

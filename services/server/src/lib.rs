@@ -1,7 +1,7 @@
 //! What every tokenmesh service shares: [`serve`] (health, reflection, tracing and
 //! the auth layer around one gRPC service), signing keys, JWKS sources over gRPC,
 //! talking to Auth as a service (tokens, exchange, revocations), the verified
-//! caller type, and database pools.
+//! caller type, database pools, and keys and secrets at rest.
 
 #![forbid(unsafe_code)]
 
@@ -15,6 +15,8 @@ mod jwks;
 pub mod metrics;
 pub mod paging;
 mod policy;
+pub mod private_file;
+pub mod sealing;
 mod serve;
 mod signing;
 pub mod start;
@@ -27,6 +29,8 @@ pub use caller::{ACCESS_CLAIMS_VERSION, Caller, caller};
 pub use feed::{Feed, follow};
 pub use jwks::{GrpcJwksSource, jwk_json, jwk_to_jose};
 pub use policy::{access_token_layer, policy_for};
+pub use private_file::ExposedFile;
+pub use sealing::{KekError, KeyEncryptionKey};
 pub use serve::{ServeError, serve};
 pub use signing::{SigningAlgorithm, SigningKey, SigningKeyError};
 pub use start::{

@@ -2,7 +2,7 @@
 //! as PKCS#8 PEM, named by its RFC 7638 thumbprint, published as a JWK, used to
 //! sign JWTs of one `typ` or another.
 
-use std::{fmt, io::Write, path::Path, str::FromStr};
+use std::{fmt, path::Path, str::FromStr};
 
 use aws_lc_rs::{
     encoding::AsDer,
@@ -21,6 +21,8 @@ use jsonwebtoken::{
 use serde::Serialize;
 use tokenmesh_proto::auth::v1 as proto;
 
+use crate::private_file::{ExposedFile, PrivateFileError, read_private_file, write_private_file};
+
 /// Why a signing key could not be loaded, created or used.
 #[derive(Debug, thiserror::Error)]
 pub enum SigningKeyError {
@@ -32,6 +34,9 @@ pub enum SigningKeyError {
         /// The I/O error.
         source: std::io::Error,
     },
+    /// The key file is open to group or others.
+    #[error(transparent)]
+    Exposed(#[from] ExposedFile),
     /// Not a PEM `PRIVATE KEY` of a supported kind.
     #[error("not a PKCS#8 PEM Ed25519, P-256 or RSA (2048+ bit) private key: {0}")]
     Invalid(String),
@@ -198,7 +203,7 @@ impl SigningKey {
     }
 
     /// Loads the key at `path`, or creates one for `algorithm` there (mode 0600)
-    /// if there is none.
+    /// if there is none. A key file open to group or others is refused.
     pub fn load_or_generate_with(
         path: &Path,
         algorithm: SigningAlgorithm,
@@ -207,32 +212,32 @@ impl SigningKey {
             path: path.display().to_string(),
             source,
         };
-        match std::fs::read_to_string(path) {
-            Ok(pem) => Self::from_pem(&pem),
-            Err(error) if error.kind() == std::io::ErrorKind::NotFound => {
+        match Self::load(path) {
+            Err(SigningKeyError::Io { source, .. })
+                if source.kind() == std::io::ErrorKind::NotFound =>
+            {
                 let (key, pem) = Self::generate_with(algorithm)?;
                 if let Some(dir) = path.parent() {
                     std::fs::create_dir_all(dir).map_err(io)?;
                 }
-                let mut options = std::fs::OpenOptions::new();
-                options.write(true).create_new(true);
-                #[cfg(unix)]
-                std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
-                let mut file = options.open(path).map_err(io)?;
-                file.write_all(pem.as_bytes()).map_err(io)?;
+                write_private_file(path, pem.as_bytes()).map_err(io)?;
                 tracing::info!(path = %path.display(), kid = %key.kid, "generated signing key");
                 Ok(key)
             }
-            Err(error) => Err(io(error)),
+            loaded => loaded,
         }
     }
 
-    /// Loads the key at `path`; it must exist.
+    /// Loads the key at `path`; it must exist, readable by its owner only.
     pub fn load(path: &Path) -> Result<Self, SigningKeyError> {
-        let pem = std::fs::read_to_string(path).map_err(|source| SigningKeyError::Io {
-            path: path.display().to_string(),
-            source,
+        let pem = read_private_file(path).map_err(|error| match error {
+            PrivateFileError::Io { source, .. } => SigningKeyError::Io {
+                path: path.display().to_string(),
+                source,
+            },
+            PrivateFileError::Exposed(exposed) => SigningKeyError::Exposed(exposed),
         })?;
+        let pem = String::from_utf8(pem).map_err(|_| invalid("not UTF-8 text"))?;
         Self::from_pem(&pem)
     }
 

@@ -17,9 +17,14 @@ use tokenmesh_interceptor::{KeyStore, RevocationSet, SharedClock};
 use tokio::{net::TcpListener, sync::watch, task::JoinHandle};
 use tonic::transport::{Channel, ClientTlsConfig, Endpoint};
 
+pub use crate::private_file::write_private_file;
 use crate::{
-    Addr, GrpcJwksSource, ServeError, ServiceTokens, SigningKeyError, TlsError, db::sqlite_url,
-    follow_revocations, metrics, random_token,
+    Addr, GrpcJwksSource, ServeError, ServiceTokens, SigningKeyError, TlsError,
+    db::sqlite_url,
+    follow_revocations, metrics,
+    private_file::{ExposedFile, PrivateFileError, read_private_file, restrict_to_owner},
+    random_token,
+    sealing::KekError,
 };
 
 /// Why a service could not start, or stopped with an error. Every variant names
@@ -37,6 +42,12 @@ pub enum StartError {
     /// A signing key could not be loaded or created.
     #[error(transparent)]
     SigningKey(#[from] SigningKeyError),
+    /// A key or secret file is open to group or others.
+    #[error(transparent)]
+    Exposed(#[from] ExposedFile),
+    /// The key that encrypts private keys at rest could not be used.
+    #[error(transparent)]
+    KeyEncryptionKey(#[from] KekError),
     /// A TLS certificate, key or CA could not be used.
     #[error("TLS: {0}")]
     Tls(#[from] TlsError),
@@ -135,7 +146,9 @@ impl Environment {
     }
 }
 
-/// Creates `path` (and parents) if missing, mode 0700 on Unix.
+/// Creates `path` (and parents) if missing, mode 0700 on Unix; an existing
+/// data dir open to group or others (made by hand, or by an older version) is
+/// narrowed to 0700.
 pub fn prepare_data_dir(path: &Path) -> Result<(), StartError> {
     let mut builder = std::fs::DirBuilder::new();
     builder.recursive(true);
@@ -144,7 +157,14 @@ pub fn prepare_data_dir(path: &Path) -> Result<(), StartError> {
     builder.create(path).map_err(StartError::io(format!(
         "creating data dir {}",
         path.display()
-    )))
+    )))?;
+    if restrict_to_owner(path).map_err(StartError::io(format!(
+        "making data dir {} private",
+        path.display()
+    )))? {
+        tracing::warn!(path = %path.display(), "data dir was open to group or others: now 0700");
+    }
+    Ok(())
 }
 
 /// A service client a service needs at Auth, declared by that service's crate:
@@ -197,35 +217,38 @@ impl ServiceClient {
 }
 
 /// A secret file's content, or a new random secret written to it (0600) when it
-/// does not exist yet.
+/// does not exist yet. A secret file open to group or others is refused.
 pub fn read_or_create_secret(path: &Path) -> Result<String, StartError> {
-    let io = || StartError::io(format!("secret file {}", path.display()));
-    match std::fs::read_to_string(path) {
-        Ok(secret) => return Ok(secret.trim().to_owned()),
-        Err(error) if error.kind() != io::ErrorKind::NotFound => return Err(io()(error)),
-        Err(_) => {}
+    match read_secret(path) {
+        Err(error) if error.is_not_found() => {}
+        read => return read.map_err(|error| secret_error(path, error)),
     }
     let secret = random_token(32);
     match write_private_file(path, secret.as_bytes()) {
         Ok(()) => Ok(secret),
         // Another process of this mesh created it first: use theirs.
-        Err(error) if error.kind() == io::ErrorKind::AlreadyExists => std::fs::read_to_string(path)
-            .map(|secret| secret.trim().to_owned())
-            .map_err(io()),
-        Err(error) => Err(io()(error)),
+        Err(error) if error.kind() == io::ErrorKind::AlreadyExists => {
+            read_secret(path).map_err(|error| secret_error(path, error))
+        }
+        Err(error) => Err(StartError::io(format!("secret file {}", path.display()))(
+            error,
+        )),
     }
 }
 
-/// Creates `path` with `contents`, readable by this user only (0600 on Unix);
-/// fails if it exists.
-pub fn write_private_file(path: &Path, contents: &[u8]) -> io::Result<()> {
-    let mut options = std::fs::OpenOptions::new();
-    options.write(true).create_new(true);
-    #[cfg(unix)]
-    std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
-    let mut file = options.open(path)?;
-    io::Write::write_all(&mut file, contents)?;
-    file.sync_all()
+fn read_secret(path: &Path) -> Result<String, PrivateFileError> {
+    let secret = read_private_file(path)?;
+    Ok(String::from_utf8_lossy(&secret).trim().to_owned())
+}
+
+fn secret_error(path: &Path, error: PrivateFileError) -> StartError {
+    match error {
+        PrivateFileError::Exposed(exposed) => exposed.into(),
+        PrivateFileError::Io { source, .. } => StartError::Io {
+            context: format!("secret file {}", path.display()),
+            source,
+        },
+    }
 }
 
 /// Binds `addr` (`host:port`, a host name allowed).

@@ -82,6 +82,11 @@ impl Listener {
     pub fn new(listener: TcpListener, tls: Option<ServerTlsConfig>) -> Self {
         Self { listener, tls }
     }
+
+    /// Whether it serves TLS.
+    pub fn is_tls(&self) -> bool {
+        self.tls.is_some()
+    }
 }
 
 impl From<TcpListener> for Listener {

@@ -307,10 +307,12 @@ mod tests {
                 "auth-issuer",
                 "auth-signing-key",
                 "demo",
+                "key-encryption-key",
                 "login-throttle-delay",
                 "login-throttle-failures",
                 "orders-client-secret",
                 "products-client-secret",
+                "public-url",
                 "retired-key-grace",
                 "signing-alg",
             ])

@@ -17,12 +17,19 @@ use tokenmesh_server::{
     Environment, Listener,
     args::{StorageArgs, TlsArgs},
     metrics::Registry,
-    start::bind,
+    start::{bind, local_addr},
 };
+use tokio::net::TcpListener;
 use tracing_subscriber::EnvFilter;
 
 #[tokio::main]
 async fn main() -> ExitCode {
+    // Before any file is created: whatever this process (SQLite, a library)
+    // creates is readable by this user only, whatever the umask of the shell
+    // that started it. Files holding keys and secrets are created 0600
+    // explicitly as well.
+    #[cfg(unix)]
+    rustix::process::umask(rustix::fs::Mode::from_bits_truncate(0o077));
     match run().await {
         Ok(()) => ExitCode::SUCCESS,
         Err(error) => {
@@ -123,7 +130,7 @@ async fn serve(command: ServeCommand) -> anyhow::Result<()> {
         let (addr, tls) = (listen.listen.clone(), tls.server());
         async move { anyhow::Ok(Listener::new(bind(&addr).await?, tls?)) }
     };
-    let (mut running, env, http_addr) = match command {
+    let (mut running, env, http) = match command {
         ServeCommand::Auth(args) => {
             let env = environment(&args.storage, args.demo, &args.issuer.auth_issuer, None);
             let clients = vec![
@@ -131,8 +138,12 @@ async fn serve(command: ServeCommand) -> anyhow::Result<()> {
                 args.orders_secret.credentials(&env)?,
             ];
             let listener = listen(&args.listen, &args.tls).await?;
-            let running = tokenmesh_auth::start(&args.auth, &env, &clients, listener).await?;
-            (running, env, args.listen.http_addr)
+            // Bound before Auth starts: discovery names its address.
+            let http = bind_http(args.listen.http_addr.as_ref()).await?;
+            let http_addr = http.as_ref().map(local_addr).transpose()?;
+            let running =
+                tokenmesh_auth::start(&args.auth, &env, &clients, listener, http_addr).await?;
+            (running, env, http)
         }
         ServeCommand::Products(args) => {
             let peer_tls = args.tls.client(&args.peer_tls)?;
@@ -142,10 +153,11 @@ async fn serve(command: ServeCommand) -> anyhow::Result<()> {
                 verify: args.verify.clone(),
             };
             let listener = listen(&args.listen, &args.tls).await?;
+            let http = bind_http(args.listen.http_addr.as_ref()).await?;
             let running =
                 tokenmesh_products::start(&args.products, &args.secret, &peers, &env, listener)
                     .await?;
-            (running, env, args.listen.http_addr)
+            (running, env, http)
         }
         ServeCommand::Orders(args) => {
             let peer_tls = args.tls.client(&args.peer_tls)?;
@@ -156,14 +168,15 @@ async fn serve(command: ServeCommand) -> anyhow::Result<()> {
                 verify: args.verify.clone(),
             };
             let listener = listen(&args.listen, &args.tls).await?;
+            let http = bind_http(args.listen.http_addr.as_ref()).await?;
             let running =
                 tokenmesh_orders::start(&args.orders, &args.secret, &peers, &env, listener).await?;
-            (running, env, args.listen.http_addr)
+            (running, env, http)
         }
     };
-    let mut http = match http_addr {
-        Some(addr) => Some(mesh::serve_http(
-            bind(&addr).await?,
+    let mut http = match http {
+        Some(listener) => Some(mesh::serve_http(
+            listener,
             &env,
             running.http_routes.take(),
         )?),
@@ -177,6 +190,14 @@ async fn serve(command: ServeCommand) -> anyhow::Result<()> {
         http.stop().await?;
     }
     Ok(())
+}
+
+/// Binds the HTTP listener of `serve`, if it has one.
+async fn bind_http(addr: Option<&tokenmesh_server::Addr>) -> anyhow::Result<Option<TcpListener>> {
+    Ok(match addr {
+        Some(addr) => Some(bind(addr).await?),
+        None => None,
+    })
 }
 
 /// `tokenmesh keys rotate`: a new signing key in Auth's store; running replicas

@@ -68,14 +68,17 @@ pub fn auth_environment(args: &UpArgs, env: &Environment) -> Environment {
     }
 }
 
-/// Starts Auth on `listener` with `up`'s settings.
+/// Starts Auth on `listener` with `up`'s settings; its HTTP routes are served
+/// on `http_addr`.
 pub async fn start_auth(
     args: &UpArgs,
     env: &Environment,
     listener: Listener,
+    http_addr: SocketAddr,
 ) -> Result<Running, StartError> {
     let clients = service_clients(args, env)?;
-    tokenmesh_auth::start(&args.auth, &auth_environment(args, env), &clients, listener).await
+    let env = auth_environment(args, env);
+    tokenmesh_auth::start(&args.auth, &env, &clients, listener, Some(http_addr)).await
 }
 
 /// Starts Products on `listener`, calling Auth at `auth`.
@@ -138,7 +141,7 @@ pub async fn start(args: &UpArgs, env: Environment) -> Result<Mesh, StartError> 
     let products_listener = listener(args, &args.products_addr).await?;
     let orders_listener = listener(args, &args.orders_addr).await?;
     let http_listener = bind(&args.http_addr).await?;
-    let mut auth = start_auth(args, &env, auth_listener).await?;
+    let mut auth = start_auth(args, &env, auth_listener, local_addr(&http_listener)?).await?;
     let http = serve_http(http_listener, &env, auth.http_routes.take())?;
     let products = start_products(args, &env, auth.addr, products_listener).await?;
     let orders = start_orders(args, &env, (auth.addr, products.addr), orders_listener).await?;

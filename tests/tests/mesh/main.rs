@@ -12,5 +12,6 @@ mod jwks_http;
 mod keys;
 mod metrics;
 mod orders;
+mod security_keys;
 mod tls;
 mod tokens;

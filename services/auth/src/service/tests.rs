@@ -14,11 +14,11 @@ use tokenmesh_proto::{
     },
     names::{BEARER, audience, scope},
 };
-use tokenmesh_server::{Caller, SigningKey, db::sqlite_url};
+use tokenmesh_server::{Caller, KeyEncryptionKey, SigningKey, db::sqlite_url};
 use tonic::{Code, Request, Status};
 use tonic_types::StatusExt;
 
-use crate::{AuthConfig, AuthService, Store, keys::OwnKeys};
+use crate::{AuthConfig, AuthService, SigningKeys, Store, keys::OwnKeys};
 
 const ISSUER: &str = "tokenmesh-auth-test";
 const CLIENT_SECRET: &str = "orders-secret";
@@ -41,7 +41,11 @@ impl Fixture {
             .await
             .expect("store opens");
         let (key, _) = SigningKey::generate().expect("key");
-        let auth = AuthService::open(store, key, config)
+        let keys = SigningKeys {
+            kek: KeyEncryptionKey::from_bytes(&[7; 32], &dir.path().join("kek")).expect("kek"),
+            import: vec![key],
+        };
+        let auth = AuthService::open(store, keys, config)
             .await
             .expect("auth opens");
         auth.create_user(Request::new(CreateUserRequest {

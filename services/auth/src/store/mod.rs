@@ -20,7 +20,7 @@ mod users;
 use sqlx::AnyPool;
 
 pub use clients::ServiceClient;
-pub use keys::NewSigningKey;
+pub use keys::{Added, NewSigningKey, StoredKey};
 pub use revocations::{Epoch, Revocation};
 pub use sessions::{NewRefreshToken, Spend};
 pub use users::{NewUserRecord, UserRecord};

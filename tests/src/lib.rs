@@ -807,3 +807,30 @@ pub async fn http_get(addr: SocketAddr, path: &str) -> (String, String) {
 
 mod child;
 pub use child::{CHILD_DEADLINE, output_within_deadline};
+
+/// Runs each listed test — an `async fn(MeshBuilder)` in the calling module — on
+/// SQLite and, when `TOKENMESH_TEST_DATABASE_URL` is set, on a fresh PostgreSQL
+/// database for Auth.
+#[macro_export]
+macro_rules! on_sqlite_and_postgres {
+    ($($name:ident),* $(,)?) => {
+        mod sqlite {
+            $(
+                #[tokio::test]
+                async fn $name() {
+                    super::$name($crate::Mesh::builder()).await;
+                }
+            )*
+        }
+        mod postgres {
+            $(
+                #[tokio::test]
+                async fn $name() {
+                    let Some(database) = $crate::TestDatabase::create().await else { return };
+                    super::$name($crate::Mesh::builder().auth_database_url(Some(database.url.clone()))).await;
+                    database.drop_database().await;
+                }
+            )*
+        }
+    };
+}

@@ -18,7 +18,7 @@ use tokenmesh_proto::{
 };
 use tokenmesh_tests::{
     Bearer, ManualClock, Mesh, MeshBuilder, Minter, bearer_value, claims_of, client_secret,
-    eventually, header_of,
+    eventually, header_of, on_sqlite_and_postgres,
 };
 use tonic::{Code, Request, Status, transport::Channel};
 use tonic_types::StatusExt;
@@ -28,31 +28,6 @@ use tonic_types::StatusExt;
 /// second, is measured and printed, never asserted: a loaded machine may take
 /// longer and still be right).
 const REVOCATION_DEADLINE: Duration = Duration::from_secs(60);
-
-/// Runs each listed test on SQLite and, when `TOKENMESH_TEST_DATABASE_URL` is
-/// set, on a fresh PostgreSQL database.
-macro_rules! on_sqlite_and_postgres {
-    ($($name:ident),* $(,)?) => {
-        mod sqlite {
-            $(
-                #[tokio::test]
-                async fn $name() {
-                    super::$name(super::Mesh::builder()).await;
-                }
-            )*
-        }
-        mod postgres {
-            $(
-                #[tokio::test]
-                async fn $name() {
-                    let Some(database) = tokenmesh_tests::TestDatabase::create().await else { return };
-                    super::$name(super::Mesh::builder().auth_database_url(Some(database.url.clone()))).await;
-                    database.drop_database().await;
-                }
-            )*
-        }
-    };
-}
 
 on_sqlite_and_postgres!(
     refresh_rotates_the_token_and_the_new_access_token_works,

@@ -18,33 +18,11 @@ use tokenmesh_interceptor::Clock;
 use tokenmesh_proto::auth::v1::{
     GetJwksRequest, RotateSigningKeyRequest, RotateSigningKeyResponse,
 };
-use tokenmesh_tests::{ManualClock, Mesh, MeshBuilder, Minter, bearer_value, header_of, http_get};
+use tokenmesh_tests::{
+    ManualClock, Mesh, MeshBuilder, Minter, bearer_value, header_of, http_get,
+    on_sqlite_and_postgres,
+};
 use tonic::Request;
-
-/// Runs each scenario on SQLite and, when `TOKENMESH_TEST_DATABASE_URL` is set,
-/// on PostgreSQL.
-macro_rules! on_sqlite_and_postgres {
-    ($($name:ident),* $(,)?) => {
-        mod sqlite {
-            $(
-                #[tokio::test]
-                async fn $name() {
-                    super::$name(super::Mesh::builder()).await;
-                }
-            )*
-        }
-        mod postgres {
-            $(
-                #[tokio::test]
-                async fn $name() {
-                    let Some(database) = tokenmesh_tests::TestDatabase::create().await else { return };
-                    super::$name(super::Mesh::builder().auth_database_url(Some(database.url.clone()))).await;
-                    database.drop_database().await;
-                }
-            )*
-        }
-    };
-}
 
 on_sqlite_and_postgres!(
     a_copied_database_without_its_key_encryption_key_yields_no_signing_key,

@@ -2,7 +2,7 @@
 
 use std::sync::Arc;
 
-use tokenmesh_interceptor::{Claims, KeyStore, Policy, SharedClock};
+use tokenmesh_interceptor::{Claims, KeyStore, SharedClock};
 use tokenmesh_proto::{
     names::audience,
     orders::v1::{
@@ -11,9 +11,8 @@ use tokenmesh_proto::{
         orders_service_server::{self, OrdersServiceServer},
     },
 };
-use tokenmesh_server::AccessTokens;
 use tokenmesh_server::{
-    FieldViolation, ServiceTokens, TokenExchanger, caller, paging::PageRequest,
+    FieldViolation, Gate, Served, ServiceTokens, TokenExchanger, caller, paging::PageRequest,
 };
 use tonic::{Request, Response, Status, transport::Channel};
 use tracing::instrument;
@@ -30,8 +29,6 @@ const MAX_REQUEST_ID_LEN: usize = 128;
 /// Whose tokens Orders trusts and how it decides entitlement.
 #[derive(Debug, Clone)]
 pub struct OrdersConfig {
-    /// `iss` of access tokens (Auth's).
-    pub access_token_issuer: String,
     /// `iss` of entitlement grants (Products').
     pub grant_issuer: String,
     /// The entitlement sources and their settings.
@@ -58,11 +55,7 @@ pub struct OrdersDeps {
 pub struct OrdersService {
     store: Store,
     entitlements: Arc<Entitlements>,
-    config: Arc<OrdersConfig>,
-    clock: SharedClock,
 }
-
-const SERVICE: &str = orders_service_server::SERVICE_NAME;
 
 impl OrdersService {
     /// Orders over `store`, deciding entitlement with `deps` as `config` says.
@@ -72,8 +65,6 @@ impl OrdersService {
         Self {
             store,
             entitlements: Arc::new(entitlements),
-            config: Arc::new(config),
-            clock: deps.clock,
         }
     }
 
@@ -82,37 +73,13 @@ impl OrdersService {
         self.entitlements.replica_caught_up()
     }
 
-    /// Who may call what: the rules declared in the proto.
-    pub fn policy() -> Policy {
-        tokenmesh_server::policy_for(SERVICE)
-    }
-
-    /// Serves Orders on `listener` until `shutdown`, accepting access tokens
-    /// verified with `access_token_keys` and not in `revocations`. While it
-    /// serves, the entitlement replica follows Products.
-    pub async fn serve(
-        self,
-        listener: impl Into<tokenmesh_server::Listener>,
-        access: AccessTokens,
-        metrics: &tokenmesh_server::metrics::Registry,
-        shutdown: impl Future<Output = ()> + Send,
-    ) -> Result<(), tokenmesh_server::ServeError> {
-        let layer = tokenmesh_server::access_token_layer(
-            &self.config.access_token_issuer,
-            audience::ORDERS,
-            access,
-            self.clock.clone(),
-            SERVICE,
-        );
+    /// Serves Orders behind `gate` until `shutdown`. While it serves, the
+    /// entitlement replica follows Products.
+    pub async fn serve(self, gate: Gate, shutdown: impl Future<Output = ()> + Send) -> Served {
         let feed = self.entitlements.spawn_replica_feed();
-        let result = tokenmesh_server::serve(
-            listener,
-            OrdersServiceServer::new(self),
-            layer,
-            metrics,
-            shutdown,
-        )
-        .await;
+        let result = gate
+            .serve(audience::ORDERS, OrdersServiceServer::new(self), shutdown)
+            .await;
         if let Some(feed) = feed {
             feed.abort();
         }

@@ -6,7 +6,7 @@ use std::{sync::Arc, time::Duration};
 use tokenmesh_interceptor::KeyStore;
 use tokenmesh_proto::names::{audience, scope};
 use tokenmesh_server::{
-    AccessTokens, Addr, Environment, GrpcJwksSource, Listener, Running, ServiceClient,
+    AccessTokens, Addr, Environment, Gate, GrpcJwksSource, Listener, Running, ServiceClient,
     ServiceTokens, StartError, TokenExchanger, args::VerifyArgs,
 };
 
@@ -52,25 +52,13 @@ pub struct Args {
     pub rpc_cache_ttl: Duration,
 }
 
-/// Orders' secret as a service client: Auth and Orders both read it.
-#[derive(Debug, Clone, Default, clap::Args)]
-#[command(next_help_heading = "Orders")]
-#[group(id = "orders-client-secret")]
-pub struct ClientSecretArgs {
-    /// Secret of the `orders` service client. Default: generated once into
-    /// `orders-client-secret` in the data dir.
-    #[arg(long, env = "TOKENMESH_ORDERS_CLIENT_SECRET", hide_env_values = true)]
-    pub orders_client_secret: Option<String>,
-}
-
-impl ClientSecretArgs {
-    /// The secret, given or from the data dir.
-    pub fn credentials(
-        &self,
-        env: &Environment,
-    ) -> Result<tokenmesh_server::ClientCredentials, StartError> {
-        SERVICE_CLIENT.credentials(&env.data_dir, self.orders_client_secret.as_deref())
-    }
+tokenmesh_server::client_secret_args! {
+    client: SERVICE_CLIENT,
+    heading: "Orders",
+    group: "orders-client-secret",
+    flag: orders_client_secret,
+    env: "TOKENMESH_ORDERS_CLIENT_SECRET",
+    help: "Secret of the `orders` service client. Default: generated once into `orders-client-secret` in the data dir.",
 }
 
 /// The services Orders calls.
@@ -127,7 +115,6 @@ pub async fn start(
         clock: env.clock.clone(),
     };
     let config = OrdersConfig {
-        access_token_issuer: env.auth_issuer.clone(),
         grant_issuer: peers.verify.products_issuer.clone(),
         chain: ChainConfig {
             sources: args.entitlement_sources.clone(),
@@ -137,11 +124,11 @@ pub async fn start(
     };
     let orders = OrdersService::new(store, deps, config);
     let access = AccessTokens::follow(auth, &credentials, peers.verify.key_refresh_interval);
-    let metrics = env.metrics.clone();
     let addr = listener.local_addr()?;
+    let gate = Gate::new(listener, access, env);
     let readiness = orders.clone();
-    Ok(Running::spawn(addr, move |shutdown| async move {
-        orders.serve(listener, access, &metrics, shutdown).await
-    })
-    .with_readiness(move || readiness.replica_caught_up()))
+    Ok(
+        Running::spawn(addr, move |shutdown| orders.serve(gate, shutdown))
+            .with_readiness(move || readiness.replica_caught_up()),
+    )
 }

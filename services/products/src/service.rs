@@ -2,7 +2,7 @@
 
 use std::{sync::Arc, time::Duration};
 
-use tokenmesh_interceptor::{Claims, Policy, SharedClock, system_clock};
+use tokenmesh_interceptor::{Claims, SharedClock, system_clock};
 use tokenmesh_proto::{
     auth::v1::{GetJwksRequest, Jwks},
     claims::{v1, v2},
@@ -16,7 +16,7 @@ use tokenmesh_proto::{
     },
 };
 use tokenmesh_server::{
-    AccessTokens, Feed, FieldViolation, SigningKey, caller, paging::PageRequest, random_token,
+    Feed, FieldViolation, Gate, Served, SigningKey, caller, paging::PageRequest, random_token,
     required,
 };
 use tonic::{Request, Response, Status};
@@ -27,13 +27,11 @@ use crate::{
     store::{ChangeRecord, FeedChange, Written},
 };
 
-/// How Products issues grants and whose access tokens it accepts.
+/// How Products issues grants.
 #[derive(Debug, Clone)]
 pub struct ProductsConfig {
     /// `iss` of entitlement grants.
     pub issuer: String,
-    /// `iss` of the access tokens Products accepts (Auth's).
-    pub access_token_issuer: String,
     /// Lifetime of entitlement grants.
     pub grant_ttl: Duration,
     /// Which `tokenmesh.claims.vN.EntitlementClaims` grants are emitted as (1 or
@@ -47,11 +45,10 @@ pub struct ProductsConfig {
 }
 
 impl ProductsConfig {
-    /// Grants from `issuer`, valid 5 minutes; access tokens from `access_token_issuer`.
-    pub fn new(issuer: impl Into<String>, access_token_issuer: impl Into<String>) -> Self {
+    /// Grants from `issuer`, valid 5 minutes.
+    pub fn new(issuer: impl Into<String>) -> Self {
         Self {
             issuer: issuer.into(),
-            access_token_issuer: access_token_issuer.into(),
             grant_ttl: Duration::from_secs(300),
             grant_version: 2,
             grant_max_bytes: 4096,
@@ -70,8 +67,6 @@ pub struct ProductsService {
     feed: Arc<Feed>,
 }
 
-const SERVICE: &str = products_service_server::SERVICE_NAME;
-
 impl ProductsService {
     /// Products over `store`, signing grants with `key`.
     pub fn new(store: Store, key: Arc<SigningKey>, config: ProductsConfig) -> Self {
@@ -83,41 +78,16 @@ impl ProductsService {
         }
     }
 
-    /// Who may call what: the rules declared in the proto.
-    pub fn policy() -> Policy {
-        tokenmesh_server::policy_for(SERVICE)
-    }
-
-    /// Serves Products on `listener` until `shutdown`, accepting Auth's access
-    /// tokens verified with `access`.
-    pub async fn serve(
-        self,
-        listener: impl Into<tokenmesh_server::Listener>,
-        access: AccessTokens,
-        metrics: &tokenmesh_server::metrics::Registry,
-        shutdown: impl Future<Output = ()> + Send,
-    ) -> Result<(), tokenmesh_server::ServeError> {
-        let layer = tokenmesh_server::access_token_layer(
-            &self.config.access_token_issuer,
-            audience::PRODUCTS,
-            access,
-            self.config.clock.clone(),
-            SERVICE,
-        );
+    /// Serves Products behind `gate` until `shutdown`.
+    pub async fn serve(self, gate: Gate, shutdown: impl Future<Output = ()> + Send) -> Served {
         let feed = self.feed.clone();
         let shutdown = async move {
             shutdown.await;
             // Open feed streams would hold the graceful drain open.
             feed.close();
         };
-        tokenmesh_server::serve(
-            listener,
-            ProductsServiceServer::new(self),
-            layer,
-            metrics,
-            shutdown,
-        )
-        .await
+        let service = ProductsServiceServer::new(self);
+        gate.serve(audience::PRODUCTS, service, shutdown).await
     }
 
     /// The product `id`, or why not.

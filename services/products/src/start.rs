@@ -5,8 +5,8 @@ use std::sync::Arc;
 
 use tokenmesh_proto::names::{audience, scope};
 use tokenmesh_server::{
-    AccessTokens, Addr, Environment, Listener, Running, ServiceClient, SigningKey, StartError,
-    args::VerifyArgs,
+    AccessTokens, Addr, Environment, Gate, Listener, Running, ServiceClient, SigningKey,
+    StartError, args::VerifyArgs,
 };
 
 use crate::{ProductsConfig, ProductsService, Store};
@@ -33,25 +33,13 @@ pub struct Args {
     pub grant_max_bytes: usize,
 }
 
-/// Products' secret as a service client: Auth and Products both read it.
-#[derive(Debug, Clone, Default, clap::Args)]
-#[command(next_help_heading = "Products")]
-#[group(id = "products-client-secret")]
-pub struct ClientSecretArgs {
-    /// Secret of the `products` service client. Default: generated once into
-    /// `products-client-secret` in the data dir.
-    #[arg(long, env = "TOKENMESH_PRODUCTS_CLIENT_SECRET", hide_env_values = true)]
-    pub products_client_secret: Option<String>,
-}
-
-impl ClientSecretArgs {
-    /// The secret, given or from the data dir.
-    pub fn credentials(
-        &self,
-        env: &Environment,
-    ) -> Result<tokenmesh_server::ClientCredentials, StartError> {
-        SERVICE_CLIENT.credentials(&env.data_dir, self.products_client_secret.as_deref())
-    }
+tokenmesh_server::client_secret_args! {
+    client: SERVICE_CLIENT,
+    heading: "Products",
+    group: "products-client-secret",
+    flag: products_client_secret,
+    env: "TOKENMESH_PRODUCTS_CLIENT_SECRET",
+    help: "Secret of the `products` service client. Default: generated once into `products-client-secret` in the data dir.",
 }
 
 /// The services Products calls.
@@ -86,7 +74,7 @@ pub async fn start(
     if env.demo {
         crate::seed_demo(&store).await.map_err(store_error)?;
     }
-    let mut config = ProductsConfig::new(&peers.verify.products_issuer, &env.auth_issuer);
+    let mut config = ProductsConfig::new(&peers.verify.products_issuer);
     config.grant_version = args.grant_version;
     config.grant_max_bytes = args.grant_max_bytes;
     config.clock = env.clock.clone();
@@ -96,9 +84,9 @@ pub async fn start(
         &secret.credentials(env)?,
         peers.verify.key_refresh_interval,
     );
-    let metrics = env.metrics.clone();
     let addr = listener.local_addr()?;
-    Ok(Running::spawn(addr, move |shutdown| async move {
-        products.serve(listener, access, &metrics, shutdown).await
+    let gate = Gate::new(listener, access, env);
+    Ok(Running::spawn(addr, move |shutdown| {
+        products.serve(gate, shutdown)
     }))
 }

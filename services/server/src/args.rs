@@ -108,3 +108,39 @@ impl TlsArgs {
         crate::tls::client_tls(ca, identity).map(Some)
     }
 }
+
+/// Declares a service crate's `ClientSecretArgs`: the flag carrying its
+/// service client's secret, which Auth (to register the client) and the service
+/// (to present it) both read, and `credentials`, the secret given or generated
+/// once into the data dir.
+#[macro_export]
+macro_rules! client_secret_args {
+    (
+        client: $client:expr,
+        heading: $heading:literal,
+        group: $group:literal,
+        flag: $flag:ident,
+        env: $env:literal,
+        help: $help:literal $(,)?
+    ) => {
+        /// The secret of this service's client at Auth.
+        #[derive(Debug, Clone, Default, clap::Args)]
+        #[command(next_help_heading = $heading)]
+        #[group(id = $group)]
+        pub struct ClientSecretArgs {
+            #[doc = $help]
+            #[arg(long, env = $env, hide_env_values = true)]
+            pub $flag: Option<String>,
+        }
+
+        impl ClientSecretArgs {
+            /// The secret, given or from the data dir.
+            pub fn credentials(
+                &self,
+                env: &$crate::Environment,
+            ) -> Result<$crate::ClientCredentials, $crate::StartError> {
+                $client.credentials(&env.data_dir, self.$flag.as_deref())
+            }
+        }
+    };
+}

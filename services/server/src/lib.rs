@@ -28,10 +28,10 @@ pub use auth_client::{ServiceTokens, TokenExchanger, follow_revocations};
 pub use caller::{ACCESS_CLAIMS_VERSION, Caller, caller};
 pub use feed::{Feed, follow};
 pub use jwks::{GrpcJwksSource, jwk_json, jwk_to_jose};
-pub use policy::{access_token_layer, policy_for};
+pub use policy::{Gate, policy_for};
 pub use private_file::ExposedFile;
 pub use sealing::{KekError, KeyEncryptionKey};
-pub use serve::{ServeError, serve};
+pub use serve::{Servable, ServeError, Served, serve};
 pub use signing::{SigningAlgorithm, SigningKey, SigningKeyError};
 pub use start::{
     AccessTokens, ClientCredentials, Environment, Running, ServiceClient, Shutdown, StartError,

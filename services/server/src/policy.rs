@@ -18,21 +18,57 @@ pub fn policy_for(service: &str) -> Policy {
     })
 }
 
-/// The auth layer of a service that accepts Auth's access tokens: `issuer`'s
-/// tokens for `audience`, verified with `access`' keys at `clock`'s time, refused
-/// once in its revocations, allowed by `service`'s rules from the proto.
-pub fn access_token_layer(
-    issuer: &str,
-    audience: &str,
+/// How a service that accepts Auth's access tokens is served: its listener,
+/// Auth's keys and revocations, the issuer and clock its verifier reads, and
+/// the registry its outcomes are counted in.
+#[derive(Debug)]
+pub struct Gate {
+    listener: crate::Listener,
     access: crate::AccessTokens,
+    issuer: String,
     clock: tokenmesh_interceptor::SharedClock,
-    service: &str,
-) -> tokenmesh_interceptor::AuthLayer<crate::Caller> {
-    let config = tokenmesh_interceptor::VerifierConfig::access_tokens(issuer, audience);
-    let verifier = tokenmesh_interceptor::Verifier::new(config, access.keys)
-        .with_revocations(access.revocations)
-        .with_clock(clock);
-    tokenmesh_interceptor::AuthLayer::new(std::sync::Arc::new(verifier), policy_for(service))
+    metrics: crate::metrics::Registry,
+}
+
+impl Gate {
+    /// Serving on `listener`, verifying with `access`, as `env` says.
+    pub fn new(
+        listener: crate::Listener,
+        access: crate::AccessTokens,
+        env: &crate::Environment,
+    ) -> Self {
+        Self {
+            listener,
+            access,
+            issuer: env.auth_issuer.clone(),
+            clock: env.clock.clone(),
+            metrics: env.metrics.clone(),
+        }
+    }
+
+    /// Serves `service` until `shutdown`, accepting the issuer's access tokens
+    /// for `audience` (not revoked, at the clock's time) where the rules its
+    /// proto declares allow the call.
+    pub async fn serve<S>(
+        self,
+        audience: &str,
+        service: S,
+        shutdown: impl std::future::Future<Output = ()> + Send,
+    ) -> Result<(), crate::ServeError>
+    where
+        S: crate::serve::Servable,
+    {
+        let config = tokenmesh_interceptor::VerifierConfig::access_tokens(&self.issuer, audience);
+        let verifier =
+            tokenmesh_interceptor::Verifier::<crate::Caller>::new(config, self.access.keys)
+                .with_revocations(self.access.revocations)
+                .with_clock(self.clock);
+        let layer = tokenmesh_interceptor::AuthLayer::new(
+            std::sync::Arc::new(verifier),
+            policy_for(S::NAME),
+        );
+        crate::serve(self.listener, service, layer, &self.metrics, shutdown).await
+    }
 }
 
 #[cfg(test)]

@@ -27,6 +27,38 @@ pub enum ServeError {
     Http(std::io::Error),
 }
 
+/// What [`serve`] returns once the server has stopped.
+pub type Served = Result<(), ServeError>;
+
+/// A generated tonic service server that [`serve`] can run.
+pub trait Servable:
+    Service<
+        http::Request<Body>,
+        Response = http::Response<Body>,
+        Error = Infallible,
+        Future: Send + 'static,
+    > + NamedService
+    + Clone
+    + Send
+    + Sync
+    + 'static
+{
+}
+
+impl<S> Servable for S where
+    S: Service<
+            http::Request<Body>,
+            Response = http::Response<Body>,
+            Error = Infallible,
+            Future: Send + 'static,
+        > + NamedService
+        + Clone
+        + Send
+        + Sync
+        + 'static
+{
+}
+
 /// Serves `service` on `listener` (TLS if it says so) until `shutdown` resolves,
 /// then drains in-flight requests. The auth layer's counters are registered in
 /// `metrics`. Health reports `service` as SERVING; reflection (v1 and v1alpha)
@@ -39,13 +71,7 @@ pub async fn serve<S, C>(
     shutdown: impl Future<Output = ()> + Send,
 ) -> Result<(), ServeError>
 where
-    S: Service<http::Request<Body>, Response = http::Response<Body>, Error = Infallible>
-        + NamedService
-        + Clone
-        + Send
-        + Sync
-        + 'static,
-    S::Future: Send + 'static,
+    S: Servable,
     C: Claims,
 {
     let (health_reporter, health_service) = tonic_health::server::health_reporter();

@@ -170,15 +170,13 @@ pub struct ServeAuthArgs {
     pub orders_secret: tokenmesh_orders::ClientSecretArgs,
 }
 
-/// `tokenmesh serve products`.
+/// What `serve products` and `serve orders` share: where they listen and keep
+/// state, how they follow Auth and verify its tokens, TLS both ways.
 #[derive(Debug, Clone, Args)]
-pub struct ServeProductsArgs {
+pub struct FollowerArgs {
     /// Addresses.
     #[command(flatten)]
     pub listen: ListenArgs,
-    /// Seed the demo catalogue.
-    #[arg(long, env = "TOKENMESH_DEMO")]
-    pub demo: bool,
     /// Auth's gRPC address (`host:port` or `http(s)://host:port`).
     #[arg(
         long,
@@ -199,9 +197,20 @@ pub struct ServeProductsArgs {
     /// TLS.
     #[command(flatten)]
     pub tls: TlsArgs,
-    /// Calling Auth over TLS.
+    /// Calling peers over TLS.
     #[command(flatten)]
     pub peer_tls: PeerTlsArgs,
+}
+
+/// `tokenmesh serve products`.
+#[derive(Debug, Clone, Args)]
+pub struct ServeProductsArgs {
+    /// Listening, state, Auth and TLS.
+    #[command(flatten)]
+    pub follower: FollowerArgs,
+    /// Seed the demo catalogue.
+    #[arg(long, env = "TOKENMESH_DEMO")]
+    pub demo: bool,
     /// Products' settings.
     #[command(flatten)]
     pub products: tokenmesh_products::Args,
@@ -213,17 +222,9 @@ pub struct ServeProductsArgs {
 /// `tokenmesh serve orders`.
 #[derive(Debug, Clone, Args)]
 pub struct ServeOrdersArgs {
-    /// Addresses.
+    /// Listening, state, Auth and TLS.
     #[command(flatten)]
-    pub listen: ListenArgs,
-    /// Auth's gRPC address (`host:port` or `http(s)://host:port`).
-    #[arg(
-        long,
-        env = "TOKENMESH_AUTH_URL",
-        default_value = "127.0.0.1:50051",
-        help_heading = "Peers"
-    )]
-    pub auth_url: Addr,
+    pub follower: FollowerArgs,
     /// Products' gRPC address (`host:port` or `http(s)://host:port`).
     #[arg(
         long,
@@ -232,21 +233,6 @@ pub struct ServeOrdersArgs {
         help_heading = "Peers"
     )]
     pub products_url: Addr,
-    /// State.
-    #[command(flatten)]
-    pub storage: StorageArgs,
-    /// `iss` of access tokens.
-    #[command(flatten)]
-    pub issuer: AuthIssuerArgs,
-    /// Issuers and key refresh.
-    #[command(flatten)]
-    pub verify: VerifyArgs,
-    /// TLS.
-    #[command(flatten)]
-    pub tls: TlsArgs,
-    /// Calling Auth and Products over TLS.
-    #[command(flatten)]
-    pub peer_tls: PeerTlsArgs,
     /// Orders' settings.
     #[command(flatten)]
     pub orders: tokenmesh_orders::Args,

@@ -9,7 +9,7 @@ use std::{
 use anyhow::Context;
 use clap::Parser;
 use tokenmesh::{
-    cli::{Cli, Command, KeysArgs, KeysCommand, ListenArgs, ServeCommand, UpArgs},
+    cli::{Cli, Command, FollowerArgs, KeysArgs, KeysCommand, ListenArgs, ServeCommand, UpArgs},
     mesh::{self, Mesh},
 };
 use tokenmesh_interceptor::system_clock;
@@ -126,10 +126,6 @@ fn environment(
 }
 
 async fn serve(command: ServeCommand) -> anyhow::Result<()> {
-    let listen = |listen: &ListenArgs, tls: &TlsArgs| {
-        let (addr, tls) = (listen.listen.clone(), tls.server());
-        async move { anyhow::Ok(Listener::new(bind(&addr).await?, tls?)) }
-    };
     let (mut running, env, http) = match command {
         ServeCommand::Auth(args) => {
             let env = environment(&args.storage, args.demo, &args.issuer.auth_issuer, None);
@@ -146,29 +142,23 @@ async fn serve(command: ServeCommand) -> anyhow::Result<()> {
             (running, env, http)
         }
         ServeCommand::Products(args) => {
-            let peer_tls = args.tls.client(&args.peer_tls)?;
-            let env = environment(&args.storage, args.demo, &args.issuer.auth_issuer, peer_tls);
+            let (env, listener, http) = start_follower(&args.follower, args.demo).await?;
             let peers = tokenmesh_products::Peers {
-                auth: args.auth_url.clone(),
-                verify: args.verify.clone(),
+                auth: args.follower.auth_url.clone(),
+                verify: args.follower.verify.clone(),
             };
-            let listener = listen(&args.listen, &args.tls).await?;
-            let http = bind_http(args.listen.http_addr.as_ref()).await?;
             let running =
                 tokenmesh_products::start(&args.products, &args.secret, &peers, &env, listener)
                     .await?;
             (running, env, http)
         }
         ServeCommand::Orders(args) => {
-            let peer_tls = args.tls.client(&args.peer_tls)?;
-            let env = environment(&args.storage, false, &args.issuer.auth_issuer, peer_tls);
+            let (env, listener, http) = start_follower(&args.follower, false).await?;
             let peers = tokenmesh_orders::Peers {
-                auth: args.auth_url.clone(),
+                auth: args.follower.auth_url.clone(),
                 products: args.products_url.clone(),
-                verify: args.verify.clone(),
+                verify: args.follower.verify.clone(),
             };
-            let listener = listen(&args.listen, &args.tls).await?;
-            let http = bind_http(args.listen.http_addr.as_ref()).await?;
             let running =
                 tokenmesh_orders::start(&args.orders, &args.secret, &peers, &env, listener).await?;
             (running, env, http)
@@ -190,6 +180,23 @@ async fn serve(command: ServeCommand) -> anyhow::Result<()> {
         http.stop().await?;
     }
     Ok(())
+}
+
+/// The environment and bound listeners of `serve products|orders`.
+async fn start_follower(
+    args: &FollowerArgs,
+    demo: bool,
+) -> anyhow::Result<(Environment, Listener, Option<TcpListener>)> {
+    let peer_tls = args.tls.client(&args.peer_tls)?;
+    let env = environment(&args.storage, demo, &args.issuer.auth_issuer, peer_tls);
+    let listener = listen(&args.listen, &args.tls).await?;
+    let http = bind_http(args.listen.http_addr.as_ref()).await?;
+    Ok((env, listener, http))
+}
+
+/// Binds the gRPC listener of `serve`, with TLS when configured.
+async fn listen(listen: &ListenArgs, tls: &TlsArgs) -> anyhow::Result<Listener> {
+    Ok(Listener::new(bind(&listen.listen).await?, tls.server()?))
 }
 
 /// Binds the HTTP listener of `serve`, if it has one.

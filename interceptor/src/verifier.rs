@@ -369,7 +369,16 @@ impl<C: Claims> Verifier<C> {
         }
     }
 
+    /// The revocations this verifier checks, if any.
+    pub fn revocations(&self) -> Option<&Arc<RevocationSet>> {
+        self.revocations.as_ref()
+    }
+
     fn check_revoked(&self, claims: &C) -> Result<(), AuthError> {
+        // A set that may be missing revocations cannot clear anyone.
+        if let Some(freshness) = self.revocations.as_ref().and_then(|r| r.freshness()) {
+            freshness.check().map_err(AuthError::RevocationsStale)?;
+        }
         match &self.revocations {
             Some(revocations)
                 if revocations.is_revoked(

@@ -1,25 +1,33 @@
 //! `/metrics`: the Prometheus text of the auth layers registered in one
-//! [`Registry`], one series per service, outcome and reason. The binary makes
-//! one registry per process and hands it to every server it starts, so each mesh
-//! (and each test) counts only its own requests.
+//! [`Registry`], one series per service, outcome and reason, and how long each
+//! followed feed has been silent. The binary makes one registry per process
+//! and hands it to every server it starts, so each mesh (and each test) counts
+//! only its own requests.
 
 use std::{
+    collections::BTreeMap,
+    fmt::Write,
     future::Future,
     sync::{Arc, Mutex, Weak},
 };
 
 use axum::{Router, http::header::CONTENT_TYPE, routing::get};
-use tokenmesh_interceptor::AuthMetrics;
+use tokenmesh_interceptor::{AuthMetrics, FeedFreshness};
 use tokio::net::TcpListener;
 
 /// A service name and its layer's counters, weak so a stopped server's layer goes
 /// away.
 type Layers = Vec<(String, Weak<AuthMetrics>)>;
 
-/// The auth layers of the servers started with this registry.
+/// A service name, a feed it follows and how current that feed is.
+type Feeds = Vec<(String, &'static str, Weak<FeedFreshness>)>;
+
+/// The auth layers of the servers started with this registry, and the feeds
+/// their services follow.
 #[derive(Debug, Clone, Default)]
 pub struct Registry {
     layers: Arc<Mutex<Layers>>,
+    feeds: Arc<Mutex<Feeds>>,
 }
 
 impl Registry {
@@ -35,8 +43,50 @@ impl Registry {
         layers.push((service.to_owned(), Arc::downgrade(metrics)));
     }
 
-    /// The Prometheus text exposition of every live layer.
+    /// Exposes how long `service`'s `feed` has been silent, as
+    /// `tokenmesh_feed_silence_seconds` (`+Inf` before it was ever heard).
+    pub fn register_feed(&self, service: &str, feed: &'static str, freshness: &Arc<FeedFreshness>) {
+        let mut feeds = self.feeds.lock().unwrap_or_else(|e| e.into_inner());
+        feeds.retain(|(_, _, freshness)| freshness.strong_count() > 0);
+        feeds.push((service.to_owned(), feed, Arc::downgrade(freshness)));
+    }
+
+    /// The Prometheus text exposition of every live layer and feed.
     pub fn render(&self) -> String {
+        let mut out = self.render_layers();
+        self.render_feeds(&mut out);
+        out
+    }
+
+    /// The feed gauges; a feed registered twice (two servers of one service)
+    /// shows its longest silence.
+    fn render_feeds(&self, out: &mut String) {
+        let feeds = self.feeds.lock().unwrap_or_else(|e| e.into_inner());
+        // Never heard counts as the longest silence.
+        let mut silences: BTreeMap<(&str, &str), i64> = BTreeMap::new();
+        for (service, feed, freshness) in feeds.iter() {
+            let Some(freshness) = freshness.upgrade() else {
+                continue;
+            };
+            let silent = freshness.silent_secs().unwrap_or(i64::MAX);
+            let entry = silences.entry((service, feed)).or_insert(silent);
+            *entry = (*entry).max(silent);
+        }
+        out.push_str(FEED_HEADER);
+        for ((service, feed), silent) in silences {
+            let service = service.replace(['\\', '"', '\n'], "_");
+            let value = match silent {
+                i64::MAX => "+Inf".to_owned(),
+                seconds => seconds.to_string(),
+            };
+            let _ = writeln!(
+                out,
+                "tokenmesh_feed_silence_seconds{{service=\"{service}\",feed=\"{feed}\"}} {value}"
+            );
+        }
+    }
+
+    fn render_layers(&self) -> String {
         let layers = self.layers.lock().unwrap_or_else(|e| e.into_inner());
         let mut services: Vec<(&str, AuthMetrics)> = Vec::new();
         for (service, layer) in layers.iter() {
@@ -71,6 +121,8 @@ impl Registry {
         )
     }
 }
+
+const FEED_HEADER: &str = "# HELP tokenmesh_feed_silence_seconds Seconds since a followed feed was last heard (a change or a heartbeat); +Inf before the first.\n# TYPE tokenmesh_feed_silence_seconds gauge\n";
 
 /// Serves `registry`'s `/metrics`, and `routes` beside it (Auth's JWKS), on
 /// `listener` until `shutdown`.

@@ -1,16 +1,17 @@
 //! Issue 10, item 7: verifiers fail closed on revocations they cannot hear
 //! about. A feed refused from the start keeps a service NOT_SERVING and its
 //! tokens unserved; a feed silent past the bound refuses tokens as stale; a
-//! stale entitlement replica hands the decision on.
+//! stale entitlement replica hands the decision on. Item 5: a feed stream ends
+//! when the token that opened it expires, and followers resubscribe.
 
 use std::time::Duration;
 
 use tokenmesh_interceptor::ERROR_DOMAIN;
 use tokenmesh_proto::{
-    auth::v1::DeactivateUserRequest,
+    auth::v1::{DeactivateUserRequest, IssueServiceTokenRequest, WatchRevocationsRequest},
     orders::v1::{EntitlementSource, Order, PlaceOrderRequest},
     products::v1::{
-        CreateProductRequest, EntitlementRequest, ListProductsRequest,
+        CreateProductRequest, EntitlementRequest, ListProductsRequest, WatchEntitlementsRequest,
         products_service_client::ProductsServiceClient,
     },
 };
@@ -314,5 +315,85 @@ async fn a_replica_whose_feed_broke_hands_the_decision_on_past_the_bound() {
     })
     .await;
     assert_eq!(status.message(), "not entitled to product P-700");
+    mesh.shutdown().await;
+}
+
+/// A service token of demo client `client` for `audience`.
+async fn service_token(mesh: &Mesh, client: &str, audience: &str) -> String {
+    mesh.auth()
+        .await
+        .issue_service_token(IssueServiceTokenRequest {
+            client_id: client.into(),
+            client_secret: client_secret(mesh, client),
+            audience: audience.into(),
+        })
+        .await
+        .expect("service token")
+        .into_inner()
+        .access_token
+}
+
+/// Reads `stream` until it ends, skipping heartbeats; `Err` if it is still
+/// open after the deadline.
+async fn ends<T>(stream: &mut tonic::Streaming<T>) -> Result<(), &'static str> {
+    let read_to_end = async { while stream.message().await.expect("no error").is_some() {} };
+    tokio::time::timeout(DEADLINE, read_to_end)
+        .await
+        .map_err(|_| "still open")
+}
+
+/// The attack: a stream opened with a token keeps delivering after the token
+/// has expired (or been retired). It must end then; the mesh's own followers
+/// resubscribe with fresh tokens and keep hearing revocations.
+#[tokio::test]
+async fn feed_streams_end_when_their_token_expires_and_followers_resubscribe() {
+    let clock = ManualClock::new();
+    let mesh = Mesh::builder().clock(clock.clone()).start().await;
+    let products = service_token(&mesh, "products", "auth").await;
+    let orders = service_token(&mesh, "orders", "products").await;
+    let mut revocations = mesh
+        .auth()
+        .await
+        .watch_revocations(with_bearer(WatchRevocationsRequest { since: 0 }, &products))
+        .await
+        .expect("watch revocations")
+        .into_inner();
+    let mut entitlements = ProductsServiceClient::new(Mesh::channel(mesh.products_addr()).await)
+        .watch_entitlements(with_bearer(WatchEntitlementsRequest { since: 0 }, &orders))
+        .await
+        .expect("watch entitlements")
+        .into_inner();
+    // Past the tokens' lifetime and their verifiers' leeway.
+    clock.advance(Duration::from_secs(400));
+    assert_eq!(ends(&mut revocations).await, Ok(()), "WatchRevocations");
+    assert_eq!(ends(&mut entitlements).await, Ok(()), "WatchEntitlements");
+
+    let bob = mesh.login("bob").await;
+    let admin = mesh.login("admin").await;
+    mesh.auth()
+        .await
+        .deactivate_user(with_bearer(
+            DeactivateUserRequest {
+                username: "bob".into(),
+            },
+            &admin,
+        ))
+        .await
+        .expect("deactivated");
+    let ((products, orders), _) = eventually(DEADLINE, || async {
+        match mesh.accepted_by(&bob).await {
+            (Err(products), Err(orders)) => Some((products, orders)),
+            _ => None,
+        }
+    })
+    .await;
+    for status in [products, orders] {
+        assert_refused(
+            Err(status),
+            Code::Unauthenticated,
+            "TOKEN_REVOKED",
+            "token revoked",
+        );
+    }
     mesh.shutdown().await;
 }

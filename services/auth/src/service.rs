@@ -26,13 +26,18 @@ impl auth_service_server::AuthService for AuthService {
         required("username", &username)?;
         required("password", &password)?;
         let user = self.inner.users.login(&username, password).await?;
-        let refresh_token = self.inner.sessions.start(&user.username).await?;
-        let access = self
-            .inner
-            .tokens
-            .for_user(&user.username, &user.scopes, user.not_before)?;
+        // Commits only if no cut-off did since the password was checked.
+        let started = self.inner.sessions.start(&user).await?;
+        let access = self.inner.tokens.for_user(
+            &user.username,
+            &user.scopes,
+            user.not_before,
+            started.checked_at,
+        )?;
         tracing::info!("login");
-        Ok(Response::new(access.response(refresh_token, &user.scopes)))
+        Ok(Response::new(
+            access.response(started.refresh_token, &user.scopes),
+        ))
     }
 
     #[instrument(skip_all)]
@@ -44,10 +49,12 @@ impl auth_service_server::AuthService for AuthService {
         required("refresh_token", presented)?;
         let (successor, owner) = self.inner.sessions.rotate(presented).await?;
         // The spend read the owner's scopes and epoch in its transaction.
-        let access =
-            self.inner
-                .tokens
-                .for_user(&owner.username, &owner.scopes, owner.not_before)?;
+        let access = self.inner.tokens.for_user(
+            &owner.username,
+            &owner.scopes,
+            owner.not_before,
+            owner.checked_at,
+        )?;
         Ok(Response::new(access.response(successor, &owner.scopes)))
     }
 

@@ -10,7 +10,7 @@ use tokenmesh_server::random_token;
 use crate::{
     AuthServiceError,
     config::secs,
-    store::{NewRefreshToken, Spend, Store},
+    store::{NewRefreshToken, Spend, Store, UserRecord},
     tokens::hex_sha256,
 };
 
@@ -23,6 +23,19 @@ pub(crate) struct Owner {
     pub(crate) scopes: String,
     /// Their revocation epoch now.
     pub(crate) not_before: i64,
+    /// When the spend read the clock, before its transaction: the new access
+    /// token is issued no later, so a cut-off ordered after it revokes it.
+    pub(crate) checked_at: i64,
+}
+
+/// A login that committed: its first refresh token and when it read the clock
+/// (before its transaction).
+#[derive(Debug)]
+pub(crate) struct Started {
+    /// The first refresh token of the family.
+    pub(crate) refresh_token: String,
+    /// See [`Owner::checked_at`].
+    pub(crate) checked_at: i64,
 }
 
 /// Auth's logins.
@@ -43,13 +56,25 @@ impl Sessions {
         }
     }
 
-    /// Starts a login of `username`; returns its first refresh token.
-    pub(crate) async fn start(&self, username: &str) -> Result<String, AuthServiceError> {
+    /// Starts a login of `user`, as read when its password was checked; refuses
+    /// it (as bad credentials) if a cut-off committed since.
+    pub(crate) async fn start(&self, user: &UserRecord) -> Result<Started, AuthServiceError> {
         let (token, record) = self.new_refresh_token();
-        self.store
-            .start_family(username, &random_token(16), &record)
-            .await?;
-        Ok(token)
+        if !self
+            .store
+            .start_family(user, &random_token(16), &record)
+            .await?
+        {
+            tracing::info!(
+                reason = "credentials changed during the login",
+                "login refused"
+            );
+            return Err(AuthServiceError::InvalidCredentials);
+        }
+        Ok(Started {
+            refresh_token: token,
+            checked_at: record.issued_at,
+        })
     }
 
     /// Spends `presented` and returns its successor and owner; refuses an
@@ -74,6 +99,7 @@ impl Sessions {
                     username,
                     scopes,
                     not_before,
+                    checked_at: record.issued_at,
                 },
             )),
             Spend::Unknown => Err(AuthServiceError::RefreshRefused("unknown")),

@@ -39,6 +39,9 @@ struct Mint<'a> {
     ttl: Duration,
     /// Never issued before this (the subject's revocation epoch).
     not_before: i64,
+    /// Issued at this time rather than now: when the login or refresh read the
+    /// clock, before the transaction a cut-off is ordered against.
+    at: Option<i64>,
     /// Never valid after this.
     expires_by: Option<i64>,
 }
@@ -102,7 +105,7 @@ impl Tokens {
         let now = self.clock.now_unix();
         // A token issued in the same second as a revocation must not be caught by
         // it: start at the subject's epoch.
-        let issued = now.max(mint.not_before);
+        let issued = mint.at.unwrap_or(now).max(mint.not_before);
         let mut expires = issued + secs(mint.ttl);
         if let Some(cap) = mint.expires_by {
             expires = expires.min(cap);
@@ -127,13 +130,15 @@ impl Tokens {
         })
     }
 
-    /// A user's access token for every user audience, issued no earlier than
-    /// the user's revocation epoch `not_before`.
+    /// A user's access token for every user audience, issued at `at` (when the
+    /// login or refresh read the clock) but no earlier than the user's
+    /// revocation epoch `not_before`.
     pub(crate) fn for_user(
         &self,
         username: &str,
         scope: &str,
         not_before: i64,
+        at: i64,
     ) -> Result<Minted, AuthServiceError> {
         self.mint(Mint {
             sub: username,
@@ -143,6 +148,7 @@ impl Tokens {
             act: None,
             ttl: self.access_token_ttl,
             not_before,
+            at: Some(at),
             expires_by: None,
         })
     }
@@ -185,6 +191,7 @@ impl Tokens {
             act: None,
             ttl: self.access_token_ttl,
             not_before: 0,
+            at: None,
             expires_by: None,
         })?;
         Ok(access.response(String::new(), &client.scopes))
@@ -223,6 +230,7 @@ impl Tokens {
             }),
             ttl: self.exchange_token_ttl,
             not_before: subject.0.iat,
+            at: None,
             expires_by: Some(subject.0.exp),
         })?;
         Ok(access.response(String::new(), subject.scope()))

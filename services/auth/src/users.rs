@@ -119,10 +119,10 @@ impl Users {
 
     /// Deactivates `username`: its logins end and its tokens are revoked.
     pub(crate) async fn deactivate(&self, username: &str) -> Result<User, AuthServiceError> {
-        let epoch = self.revocations.epoch_now();
-        if !self.store.deactivate(username, epoch).await? {
+        let next_epoch = || self.revocations.epoch_now();
+        let Some(epoch) = self.store.deactivate(username, next_epoch).await? else {
             return Err(AuthServiceError::UserNotFound(username.to_owned()));
-        }
+        };
         self.revocations.subject_revoked(username, epoch);
         tracing::info!("user deactivated");
         let user = self.store.find_user(username).await?;
@@ -144,10 +144,14 @@ impl Users {
         valid_new_password("new_password", &new)?;
         self.authenticate(username, current).await?;
         let hash = password::hash(new).await?;
-        let epoch = self.revocations.epoch_now();
-        if !self.store.change_password(username, &hash, epoch).await? {
+        let next_epoch = || self.revocations.epoch_now();
+        let Some(epoch) = self
+            .store
+            .change_password(username, &hash, next_epoch)
+            .await?
+        else {
             return Err(AuthServiceError::UserNotFound(username.to_owned()));
-        }
+        };
         self.revocations.subject_revoked(username, epoch);
         tracing::info!("password changed; tokens revoked");
         Ok(())

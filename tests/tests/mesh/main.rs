@@ -13,5 +13,6 @@ mod keys;
 mod metrics;
 mod orders;
 mod security_keys;
+mod security_logins;
 mod tls;
 mod tokens;

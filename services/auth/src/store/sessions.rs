@@ -4,7 +4,7 @@
 
 use sqlx::{Any, Executor, Transaction};
 
-use super::{Store, StoreError};
+use super::{Store, StoreError, UserRecord};
 
 /// A refresh token to store: its hash (the caller hashes) and lifetime.
 #[derive(Debug, Clone)]
@@ -52,25 +52,43 @@ struct Presented {
 }
 
 impl Store {
-    /// Starts a login: a new refresh family `family_id` holding `first`.
+    /// Starts a login of `user` as read with the password it checked: a new
+    /// refresh family `family_id` holding `first` — only if the user is still
+    /// active with the same credential version and epoch (compare-and-set).
+    /// The check locks the user's row until commit, so a concurrent cut-off
+    /// either comes first (false: nothing is stored) or revokes this family.
     pub async fn start_family(
         &self,
-        username: &str,
+        user: &UserRecord,
         family_id: &str,
         first: &NewRefreshToken,
-    ) -> Result<(), StoreError> {
+    ) -> Result<bool, StoreError> {
         let mut tx = self.pool.begin().await?;
+        let unchanged = sqlx::query(
+            "UPDATE users SET credential_version = credential_version \
+             WHERE username = $1 AND credential_version = $2 AND not_before = $3 AND active = 1",
+        )
+        .bind(&user.username)
+        .bind(user.credential_version)
+        .bind(user.not_before)
+        .execute(&mut *tx)
+        .await?
+        .rows_affected()
+            == 1;
+        if !unchanged {
+            return Ok(false);
+        }
         sqlx::query(
             "INSERT INTO refresh_families (family_id, username, created_at) VALUES ($1, $2, $3)",
         )
         .bind(family_id)
-        .bind(username)
+        .bind(&user.username)
         .bind(first.issued_at)
         .execute(&mut *tx)
         .await?;
         insert_refresh_token(&mut tx, family_id, first).await?;
         tx.commit().await?;
-        Ok(())
+        Ok(true)
     }
 
     /// Spends the refresh token `token_hash` at `successor.issued_at` and, if it
@@ -93,6 +111,18 @@ impl Store {
         .await?
         .rows_affected()
             == 1;
+        if spent {
+            // Lock the family until commit: a cut-off revoking it waits for this
+            // rotation (and then revokes the successor too), or wins and this
+            // spend finds the family dead below.
+            sqlx::query(
+                "UPDATE refresh_families SET revoked_at = NULL WHERE revoked_at IS NULL AND \
+                 family_id = (SELECT family_id FROM refresh_tokens WHERE token_hash = $1)",
+            )
+            .bind(token_hash)
+            .execute(&mut *tx)
+            .await?;
+        }
         let presented: Option<Presented> = sqlx::query_as(
             "SELECT t.family_id, t.expires_at, f.username, u.scopes, u.not_before, \
                     CASE WHEN f.revoked_at IS NULL AND u.active = 1 THEN 0 ELSE 1 END AS dead \

@@ -1,0 +1,226 @@
+//! Issue 10, items 2, 3 and 9, attacked through real sockets: logins racing a
+//! password change or a deactivation, a burst of guesses against the login
+//! throttle, and what refused or replayed refresh tokens may learn and keep.
+
+use std::time::Duration;
+
+use tokenmesh_proto::auth::v1::{
+    ChangePasswordRequest, CreateUserRequest, DeactivateUserRequest, LoginRequest, RefreshRequest,
+    TokenResponse, auth_service_client::AuthServiceClient,
+};
+use tokenmesh_tests::{
+    ManualClock, Mesh, MeshBuilder, bearer_value, eventually, on_sqlite_and_postgres,
+};
+use tonic::{Code, Request, Status, transport::Channel};
+
+/// Logins started at most.
+const MAX_RACING_LOGINS: usize = 200;
+
+/// A bound for an effect that never comes (a revocation that does not reach
+/// Products), not a speed goal.
+const DEADLINE: Duration = Duration::from_secs(60);
+
+on_sqlite_and_postgres!(
+    logins_racing_a_password_change_leave_no_survivor,
+    logins_racing_a_deactivation_leave_no_survivor,
+);
+
+async fn login(
+    auth: &mut AuthServiceClient<Channel>,
+    username: &str,
+    password: &str,
+) -> Result<TokenResponse, Status> {
+    auth.login(LoginRequest {
+        username: username.into(),
+        password: password.into(),
+    })
+    .await
+    .map(|response| response.into_inner())
+}
+
+async fn refresh(
+    auth: &mut AuthServiceClient<Channel>,
+    token: &str,
+) -> Result<TokenResponse, Status> {
+    auth.refresh(RefreshRequest {
+        refresh_token: token.into(),
+    })
+    .await
+    .map(|response| response.into_inner())
+}
+
+fn with_bearer<T>(message: T, token: &str) -> Request<T> {
+    let mut request = Request::new(message);
+    request
+        .metadata_mut()
+        .insert("authorization", bearer_value(token));
+    request
+}
+
+/// Creates `username` (password `<username>-password`) as the demo admin.
+async fn create_user(mesh: &Mesh, username: &str) -> Result<(), Status> {
+    let admin = mesh.login("admin").await;
+    mesh.auth()
+        .await
+        .create_user(with_bearer(
+            CreateUserRequest {
+                username: username.into(),
+                password: format!("{username}-password"),
+                scopes: String::new(),
+            },
+            &admin,
+        ))
+        .await
+        .map(|_| ())
+}
+
+/// Logins of `username` with its password, each on its own connection, racing
+/// `cut_off`: `first_wave` are in flight when it starts (and one has answered),
+/// and new ones keep starting until it has answered (at most `MAX_RACING_LOGINS`), so that some
+/// read the user before the cut-off commits and check the password after it.
+/// Returns every login that succeeded, and how many were started.
+async fn race_logins<F>(
+    mesh: &Mesh,
+    username: &str,
+    first_wave: usize,
+    cut_off: F,
+) -> (Vec<TokenResponse>, usize)
+where
+    F: Future<Output = ()>,
+{
+    let (answered, mut first_answer) = tokio::sync::mpsc::channel::<()>(MAX_RACING_LOGINS);
+    let mut logins = tokio::task::JoinSet::new();
+    let spawn = async |logins: &mut tokio::task::JoinSet<_>| {
+        let mut auth = mesh.auth().await;
+        let (username, answered) = (username.to_owned(), answered.clone());
+        logins.spawn(async move {
+            let result = login(&mut auth, &username, &format!("{username}-password")).await;
+            let _ = answered.send(()).await;
+            result
+        });
+    };
+    for _ in 0..first_wave {
+        spawn(&mut logins).await;
+    }
+    if first_wave > 0 {
+        first_answer.recv().await.expect("a login answers");
+    }
+    let done = std::sync::atomic::AtomicBool::new(false);
+    let keep_starting = async {
+        while !done.load(std::sync::atomic::Ordering::SeqCst) && logins.len() < MAX_RACING_LOGINS {
+            spawn(&mut logins).await;
+        }
+    };
+    let cut = async {
+        cut_off.await;
+        done.store(true, std::sync::atomic::Ordering::SeqCst);
+    };
+    tokio::join!(cut, keep_starting);
+    let started = logins.len();
+    let mut succeeded = Vec::new();
+    while let Some(result) = logins.join_next().await {
+        match result.expect("login task") {
+            Ok(tokens) => succeeded.push(tokens),
+            Err(status) => assert_eq!(
+                (status.code(), status.message()),
+                (Code::Unauthenticated, "invalid username or password")
+            ),
+        }
+    }
+    (succeeded, started)
+}
+
+/// Every token pair in `logins` is dead: Refresh refuses the refresh token, and
+/// Products (once the revocation has reached it) refuses the access token.
+async fn assert_no_survivor(
+    mesh: &Mesh,
+    (logins, started): (Vec<TokenResponse>, usize),
+    what: &str,
+) {
+    let mut auth = mesh.auth().await;
+    let mut refreshed = 0;
+    for tokens in &logins {
+        if let Ok(next) = refresh(&mut auth, &tokens.refresh_token).await {
+            refreshed += 1;
+            eprintln!(
+                "survivor: a refresh after the {what} answered {:?}",
+                next.expires_in
+            );
+        }
+    }
+    eprintln!(
+        "MEASURED: {} of {started} logins racing the {what} succeeded; {refreshed} kept a working refresh token",
+        logins.len()
+    );
+    assert_eq!(refreshed, 0, "refresh tokens surviving the {what}");
+    for tokens in &logins {
+        eventually(DEADLINE, || async {
+            mesh.accepted_by(&tokens.access_token)
+                .await
+                .0
+                .is_err()
+                .then_some(())
+        })
+        .await;
+        let (products, _) = mesh.accepted_by(&tokens.access_token).await;
+        let status = products.expect_err("Products refuses the access token");
+        assert_eq!(
+            (status.code(), status.message()),
+            (Code::Unauthenticated, "token revoked")
+        );
+    }
+}
+
+async fn logins_racing_a_password_change_leave_no_survivor(builder: MeshBuilder) {
+    let mesh = builder
+        .clock(ManualClock::new())
+        .login_throttle(1000, Duration::from_secs(1))
+        .start()
+        .await;
+    create_user(&mesh, "carol").await.expect("carol created");
+    let mut auth = mesh.auth().await;
+    let carol = login(&mut auth, "carol", "carol-password")
+        .await
+        .expect("carol logs in");
+    let logins = race_logins(&mesh, "carol", 0, async {
+        auth.change_password(with_bearer(
+            ChangePasswordRequest {
+                current_password: "carol-password".into(),
+                new_password: "carol-new-password".into(),
+            },
+            &carol.access_token,
+        ))
+        .await
+        .expect("password changed");
+    })
+    .await;
+    assert_no_survivor(&mesh, logins, "password change").await;
+    login(&mut auth, "carol", "carol-new-password")
+        .await
+        .expect("the new password logs in");
+    mesh.shutdown().await;
+}
+
+async fn logins_racing_a_deactivation_leave_no_survivor(builder: MeshBuilder) {
+    let mesh = builder
+        .clock(ManualClock::new())
+        .login_throttle(1000, Duration::from_secs(1))
+        .start()
+        .await;
+    create_user(&mesh, "dave").await.expect("dave created");
+    let admin = mesh.login("admin").await;
+    let mut auth = mesh.auth().await;
+    let logins = race_logins(&mesh, "dave", 8, async {
+        auth.deactivate_user(with_bearer(
+            DeactivateUserRequest {
+                username: "dave".into(),
+            },
+            &admin,
+        ))
+        .await
+        .expect("dave deactivated");
+    })
+    .await;
+    assert_no_survivor(&mesh, logins, "deactivation").await;
+    mesh.shutdown().await;
+}

@@ -173,7 +173,17 @@ impl MeshProcesses {
                 Ok::<_, BenchError>(process)
             }
         };
-        let auth = start("auth", vec!["--demo".into()]).await?;
+        // The rate scenarios log alice in 32 at a time: more attempts in flight
+        // than the login throttle's default budget lets through at once.
+        let auth = start(
+            "auth",
+            vec![
+                "--demo".into(),
+                "--login-throttle-failures".into(),
+                "1000000".into(),
+            ],
+        )
+        .await?;
         let auth_url = format!("http://{}", auth.addr);
         let products = start(
             "products",

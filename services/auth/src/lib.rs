@@ -10,6 +10,7 @@
 #![forbid(unsafe_code)]
 
 mod config;
+mod counters;
 mod error;
 mod http;
 mod keys;

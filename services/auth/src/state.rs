@@ -16,6 +16,7 @@ use tokenmesh_server::{Caller, SigningKey};
 
 use crate::{
     AuthConfig, AuthServiceError, Store,
+    counters::Counters,
     keys::{KeyRing, OwnKeys, SigningKeys},
     revocations::Revocations,
     sessions::Sessions,
@@ -37,6 +38,8 @@ pub(crate) struct Inner {
     pub(crate) sessions: Sessions,
     pub(crate) tokens: Tokens,
     pub(crate) revocations: Arc<Revocations>,
+    /// Auth's own counters on `/metrics`.
+    pub(crate) counters: Arc<Counters>,
     /// Auth's own verifier: its layer's, and the one exchange checks subject
     /// tokens with.
     pub(crate) verifier: Arc<Verifier<Caller>>,
@@ -60,6 +63,7 @@ impl AuthService {
             .with_revocations(revocations.set())
             .with_clock(config.clock.clone()),
         );
+        let counters = Arc::new(Counters::default());
         Ok(Self {
             inner: Arc::new(Inner {
                 users: Users::new(
@@ -67,6 +71,7 @@ impl AuthService {
                     config.throttle,
                     config.clock.clone(),
                     revocations.clone(),
+                    counters.clone(),
                 ),
                 sessions: Sessions::new(
                     store.clone(),
@@ -76,6 +81,7 @@ impl AuthService {
                 tokens: Tokens::new(store, keys.clone(), verifier.clone(), &config),
                 keys,
                 revocations,
+                counters,
                 verifier,
                 config,
             }),
@@ -135,6 +141,8 @@ impl AuthService {
         shutdown: impl Future<Output = ()> + Send,
     ) -> Result<(), tokenmesh_server::ServeError> {
         let maintenance = tokio::spawn(maintain(Arc::downgrade(&self.inner)));
+        let counters: Arc<dyn tokenmesh_server::metrics::Samples> = self.inner.counters.clone();
+        metrics.register_samples(&counters);
         let inner = self.inner.clone();
         let shutdown = async move {
             shutdown.await;

@@ -3,7 +3,7 @@
 //! and revoke every token issued before them.
 
 mod password;
-mod throttle;
+pub(crate) mod throttle;
 
 use std::sync::Arc;
 
@@ -15,6 +15,7 @@ pub use throttle::ThrottleConfig;
 
 use crate::{
     AuthServiceError,
+    counters::{Counters, Throttled},
     revocations::Revocations,
     store::{NewUserRecord, Store, UserRecord},
 };
@@ -43,6 +44,7 @@ pub(crate) struct Users {
     throttle: Throttle,
     clock: SharedClock,
     revocations: Arc<Revocations>,
+    counters: Arc<Counters>,
 }
 
 impl Users {
@@ -52,12 +54,14 @@ impl Users {
         throttle: ThrottleConfig,
         clock: SharedClock,
         revocations: Arc<Revocations>,
+        counters: Arc<Counters>,
     ) -> Self {
         Self {
             store,
             throttle: Throttle::new(throttle),
             clock,
             revocations,
+            counters,
         }
     }
 
@@ -82,19 +86,26 @@ impl Users {
         username: &str,
         password: String,
     ) -> Result<UserRecord, AuthServiceError> {
-        if let Err(retry_after) = self.throttle.check(username) {
-            return Err(AuthServiceError::Throttled { retry_after });
-        }
+        // The slot is taken before any work: concurrent guesses cannot all pass
+        // a check made before the first of them has failed.
+        let attempt = match self.throttle.reserve(username).await {
+            Ok(attempt) => attempt,
+            Err(retry_after) => {
+                self.counters.throttled(Throttled::Login);
+                return Err(AuthServiceError::Throttled { retry_after });
+            }
+        };
         let user = self.store.find_user(username).await?;
         let stored_hash = user.as_ref().map(|user| user.password_hash.clone());
+        self.counters.password_checked();
         let matches = password::verify(password, stored_hash).await?;
         match user {
             Some(user) if matches && user.is_active() => {
-                self.throttle.succeeded(username);
+                attempt.succeeded();
                 Ok(user)
             }
             _ => {
-                if let Some(retry_after) = self.throttle.failed(username) {
+                if let Some(retry_after) = attempt.failed() {
                     tracing::info!(?retry_after, "login throttled");
                 }
                 Err(AuthServiceError::InvalidCredentials)

@@ -23,7 +23,13 @@ const DEADLINE: Duration = Duration::from_secs(60);
 on_sqlite_and_postgres!(
     logins_racing_a_password_change_leave_no_survivor,
     logins_racing_a_deactivation_leave_no_survivor,
+    a_burst_of_guesses_is_evaluated_only_up_to_the_failure_budget,
 );
+
+/// Failures allowed before the throttle locks, in the throttle tests.
+const FAILURE_BUDGET: u32 = 3;
+/// Concurrent wrong guesses in a burst.
+const BURST: usize = 20;
 
 async fn login(
     auth: &mut AuthServiceClient<Channel>,
@@ -222,5 +228,70 @@ async fn logins_racing_a_deactivation_leave_no_survivor(builder: MeshBuilder) {
     })
     .await;
     assert_no_survivor(&mesh, logins, "deactivation").await;
+    mesh.shutdown().await;
+}
+
+/// How many passwords Auth has verified (argon2id), from the mesh's `/metrics`.
+fn password_checks(mesh: &Mesh) -> Option<u64> {
+    mesh.metrics().lines().find_map(|line| {
+        line.strip_prefix("tokenmesh_auth_password_checks_total ")
+            .and_then(|value| value.trim().parse().ok())
+    })
+}
+
+async fn a_burst_of_guesses_is_evaluated_only_up_to_the_failure_budget(builder: MeshBuilder) {
+    let mesh = builder
+        .login_throttle(FAILURE_BUDGET, Duration::from_secs(30))
+        .start()
+        .await;
+    create_user(&mesh, "erin").await.expect("erin created");
+    let checks_before = password_checks(&mesh);
+    let (answered, mut first_answer) = tokio::sync::mpsc::channel::<()>(BURST);
+    let mut guesses = tokio::task::JoinSet::new();
+    for guess in 0..BURST {
+        let mut auth = mesh.auth().await;
+        let answered = answered.clone();
+        guesses.spawn(async move {
+            let result = login(&mut auth, "erin", &format!("wrong-guess-{guess}")).await;
+            let _ = answered.send(()).await;
+            result
+        });
+    }
+    // The burst has started to be answered: the right password now comes after
+    // every wrong guess.
+    first_answer.recv().await.expect("a guess answers");
+    let right = login(&mut mesh.auth().await, "erin", "erin-password").await;
+    let Err(status) = right else {
+        panic!("the right password past the budget was accepted");
+    };
+    assert_eq!(
+        (status.code(), status.message()),
+        (
+            Code::ResourceExhausted,
+            "too many failed logins; retry later"
+        )
+    );
+    let (mut evaluated, mut throttled) = (0, 0);
+    while let Some(result) = guesses.join_next().await {
+        let status = result.expect("guess task").expect_err("wrong guess");
+        match status.code() {
+            Code::Unauthenticated => evaluated += 1,
+            Code::ResourceExhausted => throttled += 1,
+            other => panic!("unexpected {other:?}: {}", status.message()),
+        }
+    }
+    eprintln!(
+        "MEASURED: {BURST} concurrent wrong guesses: {evaluated} evaluated, {throttled} throttled"
+    );
+    assert_eq!(
+        (evaluated, throttled),
+        (FAILURE_BUDGET as usize, BURST - FAILURE_BUDGET as usize)
+    );
+    let checks_before = checks_before.expect("password checks exported on /metrics");
+    assert_eq!(
+        password_checks(&mesh),
+        Some(checks_before + u64::from(FAILURE_BUDGET)),
+        "argon2 verifications: the budget, no more"
+    );
     mesh.shutdown().await;
 }

@@ -14,6 +14,7 @@ mod counters;
 mod error;
 mod http;
 mod keys;
+mod limits;
 mod revocations;
 mod service;
 mod sessions;

@@ -13,7 +13,7 @@ use tokenmesh_server::{caller, required};
 use tonic::{Request, Response, Status};
 use tracing::instrument;
 
-use crate::{AuthService, NewUser, revocations::RevocationStream};
+use crate::{AuthService, NewUser, counters::Throttled, revocations::RevocationStream};
 
 #[tonic::async_trait]
 impl auth_service_server::AuthService for AuthService {
@@ -31,6 +31,7 @@ impl auth_service_server::AuthService for AuthService {
         let access = self.inner.tokens.for_user(
             &user.username,
             &user.scopes,
+            &started.session_id,
             user.not_before,
             started.checked_at,
         )?;
@@ -45,6 +46,10 @@ impl auth_service_server::AuthService for AuthService {
         &self,
         request: Request<RefreshRequest>,
     ) -> Result<Response<TokenResponse>, Status> {
+        let limits = &self.inner.limits;
+        limits
+            .refresh(Throttled::Refresh, request.remote_addr())
+            .await?;
         let presented = &request.get_ref().refresh_token;
         required("refresh_token", presented)?;
         let (successor, owner) = self.inner.sessions.rotate(presented).await?;
@@ -52,6 +57,7 @@ impl auth_service_server::AuthService for AuthService {
         let access = self.inner.tokens.for_user(
             &owner.username,
             &owner.scopes,
+            &owner.session_id,
             owner.not_before,
             owner.checked_at,
         )?;
@@ -63,6 +69,10 @@ impl auth_service_server::AuthService for AuthService {
         &self,
         request: Request<LogoutRequest>,
     ) -> Result<Response<LogoutResponse>, Status> {
+        let limits = &self.inner.limits;
+        limits
+            .refresh(Throttled::Logout, request.remote_addr())
+            .await?;
         let presented = &request.get_ref().refresh_token;
         required("refresh_token", presented)?;
         let ended = self.inner.sessions.end(presented).await?;
@@ -130,6 +140,7 @@ impl auth_service_server::AuthService for AuthService {
         required("client_id", client_id)?;
         required("client_secret", client_secret)?;
         required("audience", audience)?;
+        self.inner.limits.service_token(client_id).await?;
         let tokens = &self.inner.tokens;
         Ok(Response::new(
             tokens

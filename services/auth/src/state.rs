@@ -18,6 +18,7 @@ use crate::{
     AuthConfig, AuthServiceError, Store,
     counters::Counters,
     keys::{KeyRing, OwnKeys, SigningKeys},
+    limits::Limits,
     revocations::Revocations,
     sessions::Sessions,
     tokens::Tokens,
@@ -36,6 +37,8 @@ pub(crate) struct Inner {
     pub(crate) keys: Arc<KeyRing>,
     pub(crate) users: Users,
     pub(crate) sessions: Sessions,
+    /// Rate limits of Refresh, Logout and IssueServiceToken.
+    pub(crate) limits: Limits,
     pub(crate) tokens: Tokens,
     pub(crate) revocations: Arc<Revocations>,
     /// Auth's own counters on `/metrics`.
@@ -73,10 +76,11 @@ impl AuthService {
                     revocations.clone(),
                     counters.clone(),
                 ),
-                sessions: Sessions::new(
-                    store.clone(),
-                    config.clock.clone(),
-                    config.refresh_token_ttl,
+                sessions: Sessions::new(store.clone(), &config, revocations.clone()),
+                limits: Limits::new(
+                    config.refresh_rate_limit,
+                    config.service_token_rate_limit,
+                    counters.clone(),
                 ),
                 tokens: Tokens::new(store, keys.clone(), verifier.clone(), &config),
                 keys,

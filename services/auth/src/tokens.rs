@@ -36,6 +36,8 @@ struct Mint<'a> {
     aud: Vec<String>,
     client_id: &'a str,
     act: Option<Actor>,
+    /// The login the token is minted for (empty for service tokens).
+    sid: &'a str,
     ttl: Duration,
     /// Never issued before this (the subject's revocation epoch).
     not_before: i64,
@@ -122,6 +124,7 @@ impl Tokens {
             ver: ACCESS_CLAIMS_VERSION,
             client_id: mint.client_id.to_owned(),
             act: mint.act,
+            sid: mint.sid.to_owned(),
         };
         let token = self.keys.signer().sign(ACCESS_TOKEN_TYPE, &claims)?;
         Ok(Minted {
@@ -130,13 +133,14 @@ impl Tokens {
         })
     }
 
-    /// A user's access token for every user audience, issued at `at` (when the
-    /// login or refresh read the clock) but no earlier than the user's
-    /// revocation epoch `not_before`.
+    /// A user's access token for every user audience, for the login
+    /// `session_id`, issued at `at` (when the login or refresh read the clock)
+    /// but no earlier than the user's revocation epoch `not_before`.
     pub(crate) fn for_user(
         &self,
         username: &str,
         scope: &str,
+        session_id: &str,
         not_before: i64,
         at: i64,
     ) -> Result<Minted, AuthServiceError> {
@@ -146,6 +150,7 @@ impl Tokens {
             aud: self.audiences.clone(),
             client_id: LOGIN_CLIENT_ID,
             act: None,
+            sid: session_id,
             ttl: self.access_token_ttl,
             not_before,
             at: Some(at),
@@ -189,6 +194,7 @@ impl Tokens {
             aud: vec![audience.to_owned()],
             client_id,
             act: None,
+            sid: "",
             ttl: self.access_token_ttl,
             not_before: 0,
             at: None,
@@ -228,6 +234,8 @@ impl Tokens {
             act: Some(Actor {
                 sub: client.client_id.clone(),
             }),
+            // Ending the subject's login ends what was exchanged from it too.
+            sid: &subject.0.sid,
             ttl: self.exchange_token_ttl,
             not_before: subject.0.iat,
             at: None,

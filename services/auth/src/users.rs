@@ -8,7 +8,7 @@ pub(crate) mod throttle;
 use std::sync::Arc;
 
 use tokenmesh_interceptor::SharedClock;
-use tokenmesh_proto::auth::v1::User;
+use tokenmesh_proto::{auth::v1::User, names::audience};
 use tokenmesh_server::FieldViolation;
 
 pub use throttle::ThrottleConfig;
@@ -116,6 +116,7 @@ impl Users {
     /// Creates `user` after checking the name and the password's length.
     pub(crate) async fn create(&self, user: NewUser) -> Result<User, AuthServiceError> {
         valid_username(&user.username)?;
+        self.not_reserved(&user.username).await?;
         valid_new_password("password", &user.password)?;
         let created = User {
             username: user.username.clone(),
@@ -126,6 +127,19 @@ impl Users {
             return Err(AuthServiceError::UserExists(created.username));
         }
         Ok(created)
+    }
+
+    /// A service's name — an audience, a registered service client's id, in
+    /// any case — is not a username: a user's token would carry the `sub` of
+    /// the service's own tokens.
+    async fn not_reserved(&self, username: &str) -> Result<(), AuthServiceError> {
+        let name = username.to_ascii_lowercase();
+        let reserved = audience::USER_TOKEN.contains(&name.as_str())
+            || self.store.service_client(&name).await?.is_some();
+        if reserved {
+            return Err(FieldViolation::new("username", "reserved for a service").into());
+        }
+        Ok(())
     }
 
     /// Deactivates `username`: its logins end and its tokens are revoked.

@@ -5,8 +5,9 @@
 use std::time::Duration;
 
 use tokenmesh_proto::auth::v1::{
-    ChangePasswordRequest, CreateUserRequest, DeactivateUserRequest, LoginRequest, RefreshRequest,
-    TokenResponse, auth_service_client::AuthServiceClient,
+    ChangePasswordRequest, CreateUserRequest, DeactivateUserRequest, IssueServiceTokenRequest,
+    LoginRequest, LogoutRequest, RefreshRequest, TokenResponse,
+    auth_service_client::AuthServiceClient,
 };
 use tokenmesh_tests::{
     ManualClock, Mesh, MeshBuilder, bearer_value, eventually, on_sqlite_and_postgres,
@@ -24,7 +25,15 @@ on_sqlite_and_postgres!(
     logins_racing_a_password_change_leave_no_survivor,
     logins_racing_a_deactivation_leave_no_survivor,
     a_burst_of_guesses_is_evaluated_only_up_to_the_failure_budget,
+    refused_refresh_tokens_all_get_one_message,
+    a_login_ends_at_its_absolute_cap_however_often_it_refreshes,
+    reuse_of_a_refresh_token_revokes_the_access_tokens_of_its_login,
+    service_names_cannot_be_taken_as_usernames,
+    refresh_logout_and_service_tokens_are_rate_limited,
 );
+
+/// The one answer to every refused refresh token.
+const INVALID_REFRESH: &str = "invalid refresh token";
 
 /// Failures allowed before the throttle locks, in the throttle tests.
 const FAILURE_BUDGET: u32 = 3;
@@ -292,6 +301,171 @@ async fn a_burst_of_guesses_is_evaluated_only_up_to_the_failure_budget(builder: 
         password_checks(&mesh),
         Some(checks_before + u64::from(FAILURE_BUDGET)),
         "argon2 verifications: the budget, no more"
+    );
+    mesh.shutdown().await;
+}
+
+fn assert_status<T>(result: Result<T, Status>, code: Code, message: &str) {
+    let Err(status) = result else {
+        panic!("expected {code:?} {message:?}, got an answer");
+    };
+    assert_eq!((status.code(), status.message()), (code, message));
+}
+
+async fn logout(auth: &mut AuthServiceClient<Channel>, token: &str) -> Result<(), Status> {
+    auth.logout(LogoutRequest {
+        refresh_token: token.into(),
+    })
+    .await
+    .map(|_| ())
+}
+
+async fn refused_refresh_tokens_all_get_one_message(builder: MeshBuilder) {
+    let clock = ManualClock::new();
+    let mesh = builder.clock(clock.clone()).start().await;
+    let mut auth = mesh.auth().await;
+    let unknown = refresh(&mut auth, "no-such-refresh-token").await;
+    assert_status(unknown, Code::Unauthenticated, INVALID_REFRESH);
+
+    let first = login(&mut auth, "alice", "alice-demo")
+        .await
+        .expect("login");
+    refresh(&mut auth, &first.refresh_token)
+        .await
+        .expect("rotates");
+    let reused = refresh(&mut auth, &first.refresh_token).await;
+    assert_status(reused, Code::Unauthenticated, INVALID_REFRESH);
+
+    let second = login(&mut auth, "alice", "alice-demo")
+        .await
+        .expect("login");
+    logout(&mut auth, &second.refresh_token)
+        .await
+        .expect("logout");
+    let revoked = refresh(&mut auth, &second.refresh_token).await;
+    assert_status(revoked, Code::Unauthenticated, INVALID_REFRESH);
+
+    let third = login(&mut auth, "alice", "alice-demo")
+        .await
+        .expect("login");
+    clock.advance(Duration::from_secs(31 * 24 * 3600));
+    let expired = refresh(&mut auth, &third.refresh_token).await;
+    assert_status(expired, Code::Unauthenticated, INVALID_REFRESH);
+    mesh.shutdown().await;
+}
+
+async fn a_login_ends_at_its_absolute_cap_however_often_it_refreshes(builder: MeshBuilder) {
+    let clock = ManualClock::new();
+    let mesh = builder
+        .clock(clock.clone())
+        .session_max_lifetime(Duration::from_secs(3600))
+        .start()
+        .await;
+    let mut auth = mesh.auth().await;
+    let mut tokens = login(&mut auth, "alice", "alice-demo")
+        .await
+        .expect("login");
+    for _ in 0..3 {
+        clock.advance(Duration::from_secs(15 * 60));
+        tokens = refresh(&mut auth, &tokens.refresh_token)
+            .await
+            .expect("within the cap, each refresh slides");
+    }
+    clock.advance(Duration::from_secs(15 * 60));
+    let capped = refresh(&mut auth, &tokens.refresh_token).await;
+    assert_status(capped, Code::Unauthenticated, INVALID_REFRESH);
+    mesh.shutdown().await;
+}
+
+async fn reuse_of_a_refresh_token_revokes_the_access_tokens_of_its_login(builder: MeshBuilder) {
+    let mesh = builder.clock(ManualClock::new()).start().await;
+    let mut auth = mesh.auth().await;
+    let stolen = login(&mut auth, "alice", "alice-demo")
+        .await
+        .expect("login");
+    let other_login = login(&mut auth, "alice", "alice-demo")
+        .await
+        .expect("login");
+    let rotated = refresh(&mut auth, &stolen.refresh_token)
+        .await
+        .expect("rotates");
+    let (products, _) = mesh.accepted_by(&rotated.access_token).await;
+    products.expect("accepted before the reuse");
+
+    let replay = refresh(&mut auth, &stolen.refresh_token).await;
+    assert_status(replay, Code::Unauthenticated, INVALID_REFRESH);
+    for token in [&stolen.access_token, &rotated.access_token] {
+        eventually(DEADLINE, || async {
+            mesh.accepted_by(token).await.0.is_err().then_some(())
+        })
+        .await;
+        assert_status(
+            mesh.accepted_by(token).await.0,
+            Code::Unauthenticated,
+            "token revoked",
+        );
+        // Auth's own verifier refuses it too (before looking at the request).
+        let change = auth
+            .change_password(with_bearer(ChangePasswordRequest::default(), token))
+            .await;
+        assert_status(change, Code::Unauthenticated, "token revoked");
+    }
+    let (products, _) = mesh.accepted_by(&other_login.access_token).await;
+    products.expect("another login of the same user lives on");
+    mesh.shutdown().await;
+}
+
+async fn service_names_cannot_be_taken_as_usernames(builder: MeshBuilder) {
+    let mesh = builder.start().await;
+    for name in ["auth", "products", "orders", "Orders"] {
+        assert_status(
+            create_user(&mesh, name).await,
+            Code::InvalidArgument,
+            "username: reserved for a service",
+        );
+    }
+    create_user(&mesh, "ordersman")
+        .await
+        .expect("not a service name");
+    mesh.shutdown().await;
+}
+
+async fn refresh_logout_and_service_tokens_are_rate_limited(builder: MeshBuilder) {
+    let mesh = builder
+        .refresh_rate_limit(4)
+        .service_token_rate_limit(3)
+        .start()
+        .await;
+    let mut auth = mesh.auth().await;
+    for _ in 0..3 {
+        let unknown = refresh(&mut auth, "no-such-refresh-token").await;
+        assert_status(unknown, Code::Unauthenticated, INVALID_REFRESH);
+    }
+    logout(&mut auth, "no-such-refresh-token")
+        .await
+        .expect("logout of nothing");
+    let limited = "too many requests; retry later";
+    let refreshed = refresh(&mut auth, "no-such-refresh-token").await;
+    assert_status(refreshed, Code::ResourceExhausted, limited);
+    let logged_out = logout(&mut auth, "no-such-refresh-token").await;
+    assert_status(logged_out, Code::ResourceExhausted, limited);
+
+    let service_token = |client_id: &str| IssueServiceTokenRequest {
+        client_id: client_id.into(),
+        client_secret: "wrong-secret".into(),
+        audience: "products".into(),
+    };
+    for _ in 0..3 {
+        let wrong = auth.issue_service_token(service_token("nosuch")).await;
+        assert_status(wrong, Code::Unauthenticated, "invalid client credentials");
+    }
+    let limited_client = auth.issue_service_token(service_token("nosuch")).await;
+    assert_status(limited_client, Code::ResourceExhausted, limited);
+    let other_client = auth.issue_service_token(service_token("other")).await;
+    assert_status(
+        other_client,
+        Code::Unauthenticated,
+        "invalid client credentials",
     );
     mesh.shutdown().await;
 }

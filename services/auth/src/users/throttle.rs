@@ -52,8 +52,8 @@ struct Failures {
     locked_until: Option<Instant>,
 }
 
-/// A key of the throttle: SHA-256 of its kind and normalised name.
-type Key = [u8; 32];
+/// A key of the throttle: SHA-256 of its normalised name.
+pub(crate) type Key = [u8; 32];
 
 /// Per-name failure counts (in memory, per Auth replica).
 #[derive(Debug)]
@@ -160,7 +160,7 @@ impl Drop for Attempt {
 
 /// SHA-256 of `name` lowercased: `Alice` and `alice` share one budget, and a
 /// key is 32 bytes however long the name.
-fn key(name: &str) -> Key {
+pub(crate) fn key(name: &str) -> Key {
     let mut hasher = Sha256::new();
     let mut buffer = [0u8; 4];
     for c in name.chars().flat_map(char::to_lowercase) {

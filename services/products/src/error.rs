@@ -13,6 +13,9 @@ pub enum ProductsError {
     /// No such product.
     #[error("product {0} not found")]
     ProductNotFound(String),
+    /// The subject holds no entitlement to this product.
+    #[error("no entitlement to product {0} for this subject: grant it first")]
+    EntitlementNotFound(String),
     /// The caller may not see this product.
     #[error("not entitled to product {0}")]
     NotEntitled(String),
@@ -34,7 +37,9 @@ impl From<ProductsError> for Status {
     fn from(error: ProductsError) -> Self {
         match error {
             ProductsError::InvalidArgument(violation) => violation.into(),
-            ProductsError::ProductNotFound(_) => Status::not_found(error.to_string()),
+            ProductsError::ProductNotFound(_) | ProductsError::EntitlementNotFound(_) => {
+                Status::not_found(error.to_string())
+            }
             ProductsError::NotEntitled(_) | ProductsError::CheckScopeRequired(_) => {
                 Status::permission_denied(error.to_string())
             }

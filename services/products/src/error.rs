@@ -19,6 +19,9 @@ pub enum ProductsError {
     /// The caller may not see this product.
     #[error("not entitled to product {0}")]
     NotEntitled(String),
+    /// The caller's entitlement does not include viewing.
+    #[error("not allowed to view product {0}")]
+    ViewNotAllowed(String),
     /// Asking about another subject needs the entitlement-check scope.
     #[error("checking another subject's entitlements requires scope `{0}`")]
     CheckScopeRequired(&'static str),
@@ -40,9 +43,9 @@ impl From<ProductsError> for Status {
             ProductsError::ProductNotFound(_) | ProductsError::EntitlementNotFound(_) => {
                 Status::not_found(error.to_string())
             }
-            ProductsError::NotEntitled(_) | ProductsError::CheckScopeRequired(_) => {
-                Status::permission_denied(error.to_string())
-            }
+            ProductsError::NotEntitled(_)
+            | ProductsError::ViewNotAllowed(_)
+            | ProductsError::CheckScopeRequired(_) => Status::permission_denied(error.to_string()),
             ProductsError::ProductExists(_) => Status::already_exists(error.to_string()),
             ProductsError::Store(_) | ProductsError::Signing(_) => {
                 tracing::error!(%error, "internal error");

@@ -5,7 +5,7 @@ use std::{sync::Arc, time::Duration};
 use tokenmesh_interceptor::{Claims, SharedClock, system_clock};
 use tokenmesh_proto::{
     auth::v1::{GetJwksRequest, Jwks},
-    names::{audience, scope},
+    names::{action, audience, scope},
     products::v1::{
         CheckEntitlementRequest, CheckEntitlementResponse, CreateProductRequest, EntitlementChange,
         EntitlementEvent, EntitlementRequest, EntitlementResponse, GetProductRequest,
@@ -198,14 +198,16 @@ impl products_service_server::ProductsService for ProductsService {
         let id = &request.get_ref().id;
         required("id", id)?;
         let record = self.existing(id).await?;
-        if !caller.has_scope(scope::ADMIN)
-            && !self
+        if !caller.has_scope(scope::ADMIN) {
+            let terms = self
                 .store
-                .is_entitled(caller.subject(), id)
+                .entitlement(caller.subject(), id)
                 .await
                 .map_err(ProductsError::from)?
-        {
-            return Err(ProductsError::NotEntitled(id.clone()).into());
+                .ok_or_else(|| ProductsError::NotEntitled(id.clone()))?;
+            if !terms.allows(action::VIEW) {
+                return Err(ProductsError::ViewNotAllowed(id.clone()).into());
+            }
         }
         Ok(Response::new(product(record)))
     }

@@ -46,7 +46,10 @@ impl Terms {
                 format!("actions[{at}] is not one of view, order"),
             ));
         }
-        Ok(Self::known(actions.iter().map(String::as_str), max_quantity))
+        Ok(Self::known(
+            actions.iter().map(String::as_str),
+            max_quantity,
+        ))
     }
 
     /// The known actions among `names`, in canonical order.
@@ -69,6 +72,11 @@ impl Terms {
     /// The actions, in canonical order.
     pub fn actions(&self) -> impl Iterator<Item = &'static str> + '_ {
         self.actions.iter().copied()
+    }
+
+    /// Whether `action` is granted.
+    pub fn allows(&self, action: &str) -> bool {
+        self.actions.contains(&action)
     }
 
     /// Most units per order; 0 means no limit.
@@ -113,7 +121,11 @@ mod tests {
         assert_eq!(terms.actions_column(), "view order");
         assert_eq!(Terms::from_columns("view order", 2), terms);
         assert!(!terms.is_default(), "limited");
-        assert!(Terms::new(&names(&["view", "order"]), 0).expect("valid").is_default());
+        assert!(
+            Terms::new(&names(&["view", "order"]), 0)
+                .expect("valid")
+                .is_default()
+        );
         assert_eq!(
             Terms::new(&names(&["order"]), 0).expect("valid").to_proto(),
             EntitlementTerms {

@@ -10,7 +10,7 @@ use tokenmesh_proto::{
     orders::v1::{EntitlementSource, PlaceOrderRequest},
     products::v1::{
         CheckEntitlementRequest, CreateProductRequest, EntitlementRequest, EntitlementResponse,
-        EntitlementTerms, ListProductsRequest, SetEntitlementLimitsRequest,
+        EntitlementTerms, GetProductRequest, ListProductsRequest, SetEntitlementLimitsRequest,
     },
 };
 use tokenmesh_tests::{Mesh, OrdersClient, ProductsClient, SourceKind, claims_of, eventually};
@@ -348,4 +348,149 @@ async fn setting_limits_is_checked() {
     assert!(first.changed && !again.changed);
     assert_eq!(again.cursor, first.cursor, "nothing new on the feed");
     mesh.shutdown().await;
+}
+
+#[tokio::test]
+async fn without_view_products_hides_the_product_and_the_order_still_goes_through() {
+    let mesh = Mesh::start().await;
+    let mut admin = mesh.products_as("admin").await;
+    set_limits(&mut admin, "alice", "P-100", &["order"], 0)
+        .await
+        .expect("set");
+    let mut alice = mesh.products_as("alice").await;
+    let listed = alice
+        .list_products(ListProductsRequest::default())
+        .await
+        .expect("list")
+        .into_inner();
+    let ids: Vec<&str> = listed.products.iter().map(|p| p.id.as_str()).collect();
+    assert_eq!(ids, ["P-101", "P-102"]);
+    assert_eq!(
+        claims_of(&listed.entitlement_token)["grants"][0],
+        json!({"product_id": "P-100", "actions": ["order"], "max_quantity": 0})
+    );
+    let get = |id: &str| GetProductRequest { id: id.into() };
+    let hidden = alice.get_product(get("P-100")).await.expect_err("hidden");
+    assert_eq!(
+        (hidden.code(), hidden.message()),
+        (Code::PermissionDenied, "not allowed to view product P-100")
+    );
+    alice.get_product(get("P-101")).await.expect("visible");
+    let mut orders = mesh.orders_as("alice").await;
+    assert_eq!(
+        place(
+            &mut orders,
+            order("P-100", 1, "order-only", &listed.entitlement_token)
+        )
+        .await,
+        Ok(EntitlementSource::Grant)
+    );
+    mesh.shutdown().await;
+}
+
+// === storage, on SQLite and PostgreSQL ===
+
+/// Products keeps terms, feeds them and filters its listing by `view`; Orders'
+/// replica keeps them with the feed position — on `products_url` and
+/// `orders_url`, fresh databases.
+async fn terms_are_stored_and_fed(products_url: &str, orders_url: &str) {
+    use tokenmesh_orders::{ReplicaChange, ReplicaEntry, Terms as OrderTerms};
+    use tokenmesh_products::{EntitlementRecord, FeedChange, ProductRecord, Store, Terms};
+
+    let products = Store::open(products_url).await.expect("products store");
+    let product = ProductRecord {
+        id: "P-1".into(),
+        name: "One".into(),
+        description: String::new(),
+        price_cents: 1,
+    };
+    products.create_product(&product).await.expect("created");
+    products.grant("alice", "P-1").await.expect("granted");
+    let order_only = Terms::new(&["order".into()], 2).expect("valid");
+    let set = products.set_terms("alice", "P-1", &order_only).await;
+    assert!(set.expect("set").changed);
+    let again = products.set_terms("alice", "P-1", &order_only).await;
+    assert!(!again.expect("set again").changed, "the same terms");
+    let nobody = products.set_terms("bob", "P-1", &order_only).await;
+    assert!(!nobody.expect("no entitlement").changed);
+    assert_eq!(
+        products.entitlements("alice").await.expect("read"),
+        [EntitlementRecord {
+            product_id: "P-1".into(),
+            terms: order_only.clone()
+        }]
+    );
+    let visible = products.list_products(Some("alice"), "", 10).await;
+    assert_eq!(visible.expect("list"), [], "no `view`");
+    let feed = products.changes_since(0, 10).await.expect("feed");
+    assert_eq!(feed.len(), 3, "created, granted, terms set");
+    assert_eq!(
+        feed[2].change,
+        FeedChange::Entitlement {
+            subject: "alice".into(),
+            product_id: "P-1".into(),
+            granted: true,
+            terms: order_only,
+        }
+    );
+
+    let orders = tokenmesh_orders::Store::open(orders_url)
+        .await
+        .expect("orders store");
+    let replica_product = ReplicaChange::Product {
+        product_id: "P-1".into(),
+    };
+    orders
+        .apply_replica_change(&replica_product, 1)
+        .await
+        .expect("applied");
+    let limited = OrderTerms {
+        order: true,
+        max_quantity: 2,
+    };
+    for cursor in [2, 3] {
+        let change = ReplicaChange::Entitlement {
+            subject: "alice".into(),
+            product_id: "P-1".into(),
+            granted: true,
+            changed_at: 100,
+            terms: if cursor == 2 {
+                OrderTerms::default()
+            } else {
+                limited
+            },
+        };
+        orders
+            .apply_replica_change(&change, cursor)
+            .await
+            .expect("applied");
+    }
+    assert_eq!(
+        orders.replica_lookup("alice", "P-1").await.expect("lookup"),
+        ReplicaEntry::Known {
+            granted: true,
+            changed_at: 100,
+            seq: 3,
+            terms: limited
+        }
+    );
+    assert_eq!(orders.replica_cursor().await.expect("cursor"), 3);
+}
+
+#[tokio::test]
+async fn terms_are_stored_and_fed_on_sqlite() {
+    terms_are_stored_and_fed("sqlite::memory:", "sqlite::memory:").await;
+}
+
+#[tokio::test]
+async fn terms_are_stored_and_fed_on_postgres() {
+    let Some(products) = tokenmesh_tests::TestDatabase::create().await else {
+        return;
+    };
+    let Some(orders) = tokenmesh_tests::TestDatabase::create().await else {
+        return;
+    };
+    terms_are_stored_and_fed(&products.url, &orders.url).await;
+    products.drop_database().await;
+    orders.drop_database().await;
 }

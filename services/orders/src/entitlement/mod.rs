@@ -16,7 +16,7 @@ use tokio::task::JoinHandle;
 use tonic::Code;
 
 pub use grant::Grant;
-pub(crate) use terms::Terms;
+pub use terms::Terms;
 
 use crate::{OrdersDeps, Store, store::StoreError};
 

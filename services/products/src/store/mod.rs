@@ -334,7 +334,7 @@ impl Store {
     }
 
     /// Up to `limit` products after `after` in id order: all products, or only
-    /// those `subject` is entitled to.
+    /// those `subject` is entitled to view.
     pub async fn list_products(
         &self,
         subject: Option<&str>,
@@ -356,11 +356,14 @@ impl Store {
                 sqlx::query_as(
                     "SELECT p.id, p.name, p.description, p.price_cents FROM products p \
                      JOIN entitlements e ON e.product_id = p.id \
-                     WHERE e.subject = $1 AND p.id > $2 ORDER BY p.id LIMIT $3",
+                     WHERE e.subject = $1 AND p.id > $2 \
+                     AND (' ' || e.actions || ' ') LIKE $4 ORDER BY p.id LIMIT $3",
                 )
                 .bind(subject)
                 .bind(after)
                 .bind(limit)
+                // `actions` holds known words separated by single spaces.
+                .bind(format!("% {} %", tokenmesh_proto::names::action::VIEW))
                 .fetch_all(&self.pool)
                 .await?
             }

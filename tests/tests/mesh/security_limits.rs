@@ -10,23 +10,16 @@ use tokenmesh_proto::{
     orders::v1::{EntitlementSource, PlaceOrderRequest},
     products::v1::{
         CheckEntitlementRequest, CreateProductRequest, EntitlementRequest, EntitlementResponse,
-        EntitlementTerms, GetProductRequest, ListProductsRequest, SetEntitlementLimitsRequest,
+        EntitlementTerms, GetProductRequest, SetEntitlementLimitsRequest,
     },
 };
-use tokenmesh_tests::{Mesh, OrdersClient, ProductsClient, SourceKind, claims_of, eventually};
+use tokenmesh_tests::{
+    Mesh, OrdersClient, ProductsClient, SourceKind, claims_of, eventually, order,
+};
 use tonic::{Code, Status};
 
 /// A bound for a Products change that never reaches Orders, not a speed goal.
 const PROPAGATION_DEADLINE: Duration = Duration::from_secs(60);
-
-fn order(product_id: &str, quantity: i32, request_id: &str, grant: &str) -> PlaceOrderRequest {
-    PlaceOrderRequest {
-        product_id: product_id.into(),
-        quantity,
-        request_id: request_id.into(),
-        entitlement_token: grant.into(),
-    }
-}
 
 /// What PlaceOrder answered: the deciding source, or the status.
 type Outcome = Result<EntitlementSource, (Code, String)>;
@@ -81,16 +74,6 @@ async fn create_product(admin: &mut ProductsClient, id: &str) {
     admin.create_product(create).await.expect("created");
 }
 
-async fn grant_of(mesh: &Mesh, user: &str) -> String {
-    mesh.products_as(user)
-        .await
-        .list_products(ListProductsRequest::default())
-        .await
-        .expect("list")
-        .into_inner()
-        .entitlement_token
-}
-
 /// Grants bob P-104 as the last change and waits until Orders allows it
 /// without a grant: the feed is applied in order, so every change before it
 /// has reached the replica (an Orders without a replica source sees Products'
@@ -122,7 +105,7 @@ async fn an_order_over_the_limit_is_refused_with_or_without_the_grant() {
     assert!(set.changed);
     wait_until_orders_saw_every_change(&mesh, &mut admin).await;
 
-    let grant = grant_of(&mesh, "alice").await;
+    let grant = mesh.grant_of("alice").await;
     assert_eq!(
         claims_of(&grant)["grants"][0],
         json!({"product_id": "P-100", "actions": ["view", "order"], "max_quantity": 2})
@@ -211,7 +194,7 @@ async fn decisions(source: SourceKind) -> Vec<(String, i32, Outcome)> {
     }
     // A grant-only Orders needs no wait: the grant is issued after every change.
     let grant = match source {
-        SourceKind::Grant => grant_of(&mesh, "alice").await,
+        SourceKind::Grant => mesh.grant_of("alice").await,
         SourceKind::Replica | SourceKind::Rpc => String::new(),
     };
     let mut orders = mesh.orders_as("alice").await;
@@ -259,7 +242,7 @@ async fn one_state_gives_the_same_decision_through_every_source() {
 #[tokio::test]
 async fn a_v1_grant_never_speaks_for_a_limited_entitlement() {
     let mesh = Mesh::builder().grant_versions(1, &[1, 2]).start().await;
-    let older = grant_of(&mesh, "alice").await;
+    let older = mesh.grant_of("alice").await;
     let mut admin = mesh.products_as("admin").await;
     set_limits(&mut admin, "alice", "P-100", &["view", "order"], 2)
         .await
@@ -267,7 +250,7 @@ async fn a_v1_grant_never_speaks_for_a_limited_entitlement() {
     wait_until_orders_saw_every_change(&mesh, &mut admin).await;
 
     // Products leaves it out of v1 grants issued from now on.
-    let newer = grant_of(&mesh, "alice").await;
+    let newer = mesh.grant_of("alice").await;
     assert_eq!(claims_of(&newer)["product_ids"], json!(["P-101", "P-102"]));
     let mut orders = mesh.orders_as("alice").await;
     for (grant, name) in [(&newer, "newer"), (&older, "older")] {
@@ -357,12 +340,8 @@ async fn without_view_products_hides_the_product_and_the_order_still_goes_throug
     set_limits(&mut admin, "alice", "P-100", &["order"], 0)
         .await
         .expect("set");
+    let listed = mesh.catalogue_of("alice").await;
     let mut alice = mesh.products_as("alice").await;
-    let listed = alice
-        .list_products(ListProductsRequest::default())
-        .await
-        .expect("list")
-        .into_inner();
     let ids: Vec<&str> = listed.products.iter().map(|p| p.id.as_str()).collect();
     assert_eq!(ids, ["P-101", "P-102"]);
     assert_eq!(

@@ -11,22 +11,9 @@ use tokenmesh_server::db::{appended, retry_feed_write};
 
 pub use records::{ChangeRecord, EntitlementRecord, FeedChange, ProductRecord};
 use records::{KIND_ENTITLEMENT, KIND_PRODUCT};
+pub use tokenmesh_server::db::StoreError;
 
 use crate::Terms;
-
-/// What can go wrong in Products' storage.
-#[derive(Debug, thiserror::Error)]
-pub enum StoreError {
-    /// The database failed.
-    #[error("database: {0}")]
-    Database(#[from] sqlx::Error),
-    /// Migrations failed.
-    #[error("migrations: {0}")]
-    Migrate(#[from] sqlx::migrate::MigrateError),
-    /// Too many concurrent writers kept colliding.
-    #[error("contention on {0}")]
-    Contention(&'static str),
-}
 
 /// A write to the catalogue or the entitlements, and its feed event.
 #[derive(Debug, Clone, Copy)]

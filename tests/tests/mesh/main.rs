@@ -13,5 +13,6 @@ mod keys;
 mod metrics;
 mod orders;
 mod security_keys;
+mod security_limits;
 mod tls;
 mod tokens;

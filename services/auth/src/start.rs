@@ -133,15 +133,9 @@ async fn open_with(
         );
     }
     for credentials in clients {
-        let client = credentials.client;
-        auth.register_service_client(
-            client.id,
-            &credentials.secret,
-            &client.scopes.join(" "),
-            &client.audiences.join(" "),
-        )
-        .await
-        .map_err(store_error)?;
+        auth.register_service_client(credentials)
+            .await
+            .map_err(store_error)?;
     }
     Ok(auth)
 }

@@ -12,7 +12,7 @@ use tokenmesh_proto::{
     },
     names::audience,
 };
-use tokenmesh_server::{Caller, SigningKey};
+use tokenmesh_server::{Caller, ClientCredentials, SigningKey};
 
 use crate::{
     AuthConfig, AuthServiceError, Store,
@@ -87,18 +87,13 @@ impl AuthService {
         tokenmesh_server::policy_for(auth_service_server::SERVICE_NAME)
     }
 
-    /// Registers (or updates) a service client with a secret.
+    /// Registers (or updates) a service client as its service declared it, with
+    /// its secret and what it may delegate in a token exchange.
     pub async fn register_service_client(
         &self,
-        client_id: &str,
-        secret: &str,
-        scopes: &str,
-        audiences: &str,
+        credentials: &ClientCredentials,
     ) -> Result<(), AuthServiceError> {
-        self.inner
-            .tokens
-            .register_client(client_id, secret, scopes, audiences)
-            .await
+        self.inner.tokens.register_client(credentials).await
     }
 
     /// `iss` of Auth's tokens.

@@ -34,7 +34,8 @@ pub use sealing::{KekError, KeyEncryptionKey};
 pub use serve::{Servable, ServeError, Served, serve};
 pub use signing::{SigningAlgorithm, SigningKey, SigningKeyError};
 pub use start::{
-    AccessTokens, ClientCredentials, Environment, Running, ServiceClient, Shutdown, StartError,
+    AccessTokens, ClientCredentials, Delegation, Environment, Running, ServiceClient, Shutdown,
+    StartError,
 };
 pub use tls::{Listener, TlsError};
 pub use validate::{FieldViolation, required};

@@ -23,6 +23,14 @@ use crate::{
     users::Users,
 };
 
+/// Largest request Auth decodes: an `ExchangeToken` with the largest
+/// `subject_token` (16 KiB) and room to spare; above it, RESOURCE_EXHAUSTED
+/// before any handler runs.
+pub const MAX_REQUEST_BYTES: usize = 32 * 1024;
+/// Largest response Auth encodes: a token response, or the JWKS with every
+/// published key.
+pub const MAX_RESPONSE_BYTES: usize = 64 * 1024;
+
 /// The Auth service.
 #[derive(Debug, Clone)]
 pub struct AuthService {
@@ -122,11 +130,12 @@ impl AuthService {
         self.inner.keys.rotate().await
     }
 
-    /// Serves Auth on `listener` until `shutdown`.
+    /// Serves Auth on `listener` within `limits` until `shutdown`.
     pub async fn serve(
         self,
         listener: impl Into<tokenmesh_server::Listener>,
         metrics: &tokenmesh_server::metrics::Registry,
+        limits: tokenmesh_server::ServerLimits,
         shutdown: impl Future<Output = ()> + Send,
     ) -> Result<(), tokenmesh_server::ServeError> {
         let maintenance = tokio::spawn(maintain(Arc::downgrade(&self.inner)));
@@ -137,8 +146,11 @@ impl AuthService {
             inner.revocations.close();
         };
         let layer = AuthLayer::new(self.inner.verifier.clone(), Self::policy());
-        let service = AuthServiceServer::new(self);
-        let result = tokenmesh_server::serve(listener, service, layer, metrics, shutdown).await;
+        let service = AuthServiceServer::new(self)
+            .max_decoding_message_size(MAX_REQUEST_BYTES)
+            .max_encoding_message_size(MAX_RESPONSE_BYTES);
+        let result =
+            tokenmesh_server::serve(listener, service, layer, metrics, limits, shutdown).await;
         maintenance.abort();
         result
     }

@@ -112,6 +112,8 @@ pub struct Environment {
     pub metrics: metrics::Registry,
     /// The time every token and revocation check reads.
     pub clock: SharedClock,
+    /// What every server bounds: concurrency, time, streams, headers.
+    pub limits: crate::ServerLimits,
 }
 
 impl Environment {

@@ -7,16 +7,7 @@ use sqlx::AnyPool;
 
 use crate::SourceKind;
 
-/// What can go wrong in Orders' storage.
-#[derive(Debug, thiserror::Error)]
-pub enum StoreError {
-    /// The database failed.
-    #[error("database: {0}")]
-    Database(#[from] sqlx::Error),
-    /// Migrations failed.
-    #[error("migrations: {0}")]
-    Migrate(#[from] sqlx::migrate::MigrateError),
-}
+pub use tokenmesh_server::db::StoreError;
 
 /// Orders' storage.
 #[derive(Debug, Clone)]

@@ -7,19 +7,7 @@
 use sqlx::{Any, AnyPool, Row, Transaction, any::AnyRow};
 use tokenmesh_server::db::{appended, retry_feed_write};
 
-/// What can go wrong in Products' storage.
-#[derive(Debug, thiserror::Error)]
-pub enum StoreError {
-    /// The database failed.
-    #[error("database: {0}")]
-    Database(#[from] sqlx::Error),
-    /// Migrations failed.
-    #[error("migrations: {0}")]
-    Migrate(#[from] sqlx::migrate::MigrateError),
-    /// Too many concurrent writers kept colliding.
-    #[error("contention on {0}")]
-    Contention(&'static str),
-}
+pub use tokenmesh_server::db::StoreError;
 
 /// A product in the catalogue.
 #[derive(Debug, Clone, PartialEq, Eq, sqlx::FromRow)]

@@ -10,7 +10,7 @@ use tokenmesh_proto::{
     products::v1::{CreateProductRequest, EntitlementRequest, GrantStatus, ListProductsRequest},
 };
 use tokenmesh_tests::{
-    Mesh, OrdersClient, PRODUCTS_ISSUER, ProductsClient, SourceKind, claims_of, eventually,
+    Mesh, OrdersClient, PRODUCTS_ISSUER, ProductsClient, SourceKind, claims_of, eventually, order,
 };
 use tonic::{Code, Status};
 
@@ -22,27 +22,8 @@ use SourceKind::{Grant, Replica, Rpc};
 /// longer and still be right).
 const PROPAGATION_DEADLINE: Duration = Duration::from_secs(60);
 
-fn order(product_id: &str, quantity: i32, request_id: &str, grant: &str) -> PlaceOrderRequest {
-    PlaceOrderRequest {
-        product_id: product_id.into(),
-        quantity,
-        request_id: request_id.into(),
-        entitlement_token: grant.into(),
-    }
-}
-
 async fn place(orders: &mut OrdersClient, request: PlaceOrderRequest) -> Result<Order, Status> {
     orders.place_order(request).await.map(|r| r.into_inner())
-}
-
-async fn grant_of(mesh: &Mesh, user: &str) -> String {
-    let mut products = mesh.products_as(user).await;
-    products
-        .list_products(ListProductsRequest::default())
-        .await
-        .expect("list")
-        .into_inner()
-        .entitlement_token
 }
 
 async fn order_count(orders: &mut OrdersClient) -> usize {
@@ -78,7 +59,7 @@ async fn each_source_alone_decides_and_the_order_records_it() {
         (vec![Rpc], EntitlementSource::Rpc),
     ] {
         let mesh = Mesh::builder().entitlement_sources(&sources).start().await;
-        let grant = grant_of(&mesh, "alice").await;
+        let grant = mesh.grant_of("alice").await;
         let mut orders = mesh.orders_as("alice").await;
         let placed = place(&mut orders, order("P-100", 1, "allowed", &grant))
             .await
@@ -123,7 +104,7 @@ async fn the_first_conclusive_source_in_the_configured_order_wins() {
         .entitlement_sources(&[Rpc, Grant])
         .start()
         .await;
-    let grant = grant_of(&mesh, "alice").await;
+    let grant = mesh.grant_of("alice").await;
     let mut orders = mesh.orders_as("alice").await;
     let placed = place(&mut orders, order("P-100", 1, "rpc-first", &grant))
         .await
@@ -135,7 +116,7 @@ async fn the_first_conclusive_source_in_the_configured_order_wins() {
         .entitlement_sources(&[Grant, Replica])
         .start()
         .await;
-    let grant = grant_of(&mesh, "alice").await;
+    let grant = mesh.grant_of("alice").await;
     let mut orders = mesh.orders_as("alice").await;
     let by_grant = place(&mut orders, order("P-100", 1, "grant-first", &grant))
         .await
@@ -167,7 +148,7 @@ async fn the_emitter_and_reader_version_matrix() {
             .entitlement_sources(&[Grant])
             .start()
             .await;
-        let grant = grant_of(&mesh, "alice").await;
+        let grant = mesh.grant_of("alice").await;
         let claims = claims_of(&grant);
         assert_eq!(claims["ver"], emitted);
         if emitted == 1 {
@@ -197,7 +178,7 @@ async fn the_emitter_and_reader_version_matrix() {
         .entitlement_sources(&[Grant, Rpc])
         .start()
         .await;
-    let grant = grant_of(&mesh, "alice").await;
+    let grant = mesh.grant_of("alice").await;
     let mut orders = mesh.orders_as("alice").await;
     let placed = place(&mut orders, order("P-100", 1, "moves-on", &grant))
         .await
@@ -282,12 +263,7 @@ async fn a_user_entitled_to_5000_products_gets_no_grant_and_still_orders() {
     for task in work {
         task.await.expect("task");
     }
-    let mut products = mesh.products_as("alice").await;
-    let listed = products
-        .list_products(ListProductsRequest::default())
-        .await
-        .expect("list")
-        .into_inner();
+    let listed = mesh.catalogue_of("alice").await;
     assert_eq!(listed.grant_status(), GrantStatus::TooLarge);
     assert_eq!(listed.entitlement_token, "");
     assert_eq!(listed.products.len(), 50, "the list itself pages as usual");
@@ -338,7 +314,7 @@ async fn a_grant_within_budget_is_issued_and_one_over_it_is_not() {
 async fn a_revocation_beats_an_older_grant() {
     for sources in [vec![Grant, Replica, Rpc], vec![Grant]] {
         let mesh = Mesh::builder().entitlement_sources(&sources).start().await;
-        let older_grant = grant_of(&mesh, "alice").await;
+        let older_grant = mesh.grant_of("alice").await;
         let mut admin = admin_products(&mesh).await;
         let revoked = admin
             .revoke_entitlement(entitlement("alice", "P-100"))
@@ -473,7 +449,7 @@ async fn the_replica_catches_up_after_orders_and_after_products_restart() {
 #[tokio::test]
 async fn with_products_down_grant_and_replica_still_decide_and_rpc_alone_is_unavailable() {
     let mut mesh = Mesh::start().await;
-    let grant = grant_of(&mesh, "alice").await;
+    let grant = mesh.grant_of("alice").await;
     mesh.stop_products().await;
     let mut orders = mesh.orders_as("alice").await;
     let by_grant = place(&mut orders, order("P-100", 1, "down-1", &grant))

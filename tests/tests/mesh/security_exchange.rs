@@ -396,6 +396,39 @@ mod bounds {
     }
 
     #[tokio::test]
+    async fn a_header_list_over_the_limit_never_reaches_the_handler() {
+        let limits = ServerLimits {
+            max_header_list_size: 2048,
+            ..ServerLimits::default()
+        };
+        let (addr, entered, release) = held_server(limits).await;
+        release.send_replace(true);
+        let mut grpc = tonic::client::Grpc::new(Mesh::channel(addr).await);
+        grpc.ready().await.expect("ready");
+        let mut request = tonic::Request::new(());
+        let padding = "p".repeat(4096).parse().expect("ASCII");
+        request.metadata_mut().insert("x-padding", padding);
+        let refused = grpc
+            .unary(
+                request,
+                PathAndQuery::from_static("/tokenmesh.test.Held/Wait"),
+                tonic_prost::ProstCodec::<(), ()>::default(),
+            )
+            .await
+            .expect_err("refused");
+        // hyper answers before any layer: which code the client reads depends on
+        // how it refuses (TRAPS.md); the handler never ran.
+        assert_ne!(refused.code(), Code::Aborted, "{refused:?}");
+        assert_eq!(entered.available_permits(), 0, "the handler was reached");
+        // Still serving.
+        let served = wait(Mesh::channel(addr).await).await;
+        assert_eq!(
+            (served.code(), served.message()),
+            (Code::Aborted, "released")
+        );
+    }
+
+    #[tokio::test]
     async fn a_request_past_the_servers_timeout_is_deadline_exceeded() {
         let limits = ServerLimits {
             request_timeout: Duration::from_millis(200),

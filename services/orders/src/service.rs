@@ -133,6 +133,7 @@ fn allowed_by(decision: Decision, product_id: &str) -> Result<SourceKind, Orders
         Decision::Allowed(source) => Ok(source),
         Decision::Denied { denial, .. } => Err(match denial {
             Denial::NotEntitled => OrdersError::NotEntitled(product_id()),
+            Denial::OrderNotAllowed => OrdersError::OrderNotAllowed(product_id()),
             Denial::UnknownProduct => OrdersError::ProductNotFound(product_id()),
             Denial::OverLimit(limit) => OrdersError::QuantityOverLimit {
                 product_id: product_id(),
@@ -303,6 +304,11 @@ mod tests {
                 denied(Denial::UnknownProduct),
                 Code::NotFound,
                 "product P-104 not found",
+            ),
+            (
+                denied(Denial::OrderNotAllowed),
+                Code::PermissionDenied,
+                "not allowed to order product P-104",
             ),
             (
                 denied(Denial::OverLimit(2)),

@@ -56,6 +56,8 @@ fn declared_max_len(field: &str) -> Option<usize> {
         "scopes" => 1024,
         "name" => 256,
         "description" => 4096,
+        // Each item of a repeated field: "view", "order".
+        "actions" => 16,
         // Opaque 256-bit random strings.
         "refresh_token" => 256,
         "page_token" => 1024,

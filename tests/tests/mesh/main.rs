@@ -14,5 +14,6 @@ mod metrics;
 mod orders;
 mod security_exchange;
 mod security_keys;
+mod security_limits;
 mod tls;
 mod tokens;

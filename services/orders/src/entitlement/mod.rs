@@ -6,6 +6,7 @@ mod feed;
 mod grant;
 mod replica;
 mod rpc;
+mod terms;
 #[cfg(test)]
 mod tests;
 
@@ -15,6 +16,7 @@ use tokio::task::JoinHandle;
 use tonic::Code;
 
 pub use grant::Grant;
+pub use terms::Terms;
 
 use crate::{OrdersDeps, Store, store::StoreError};
 
@@ -117,6 +119,8 @@ pub enum Denial {
     UnknownProduct,
     /// More than the entitlement's quantity limit.
     OverLimit(u32),
+    /// The entitlement does not include the `order` action.
+    OrderNotAllowed,
 }
 
 /// Why a source could not answer at all.

@@ -43,4 +43,4 @@ pub use layer::{Auth, AuthLayer, bearer_token};
 pub use metrics::{Allowed, AuthMetrics};
 pub use policy::{Policy, PolicyError, RULE_OPTION, Rule};
 pub use revocation::RevocationSet;
-pub use verifier::{Claims, DEFAULT_CACHE_CAPACITY, Verifier, VerifierConfig};
+pub use verifier::{ASYMMETRIC, Claims, DEFAULT_CACHE_CAPACITY, Verifier, VerifierConfig};

@@ -127,7 +127,9 @@ impl VerifierConfig {
     }
 }
 
-const ASYMMETRIC: [Algorithm; 9] = [
+/// Every algorithm a verifier accepts (and the default set): the asymmetric
+/// JWS algorithms. HMAC and `none` are never accepted.
+pub const ASYMMETRIC: [Algorithm; 9] = [
     Algorithm::EdDSA,
     Algorithm::ES256,
     Algorithm::ES384,

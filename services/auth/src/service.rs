@@ -9,7 +9,7 @@ use tokenmesh_proto::auth::v1::{
     LogoutRequest, LogoutResponse, RefreshRequest, RotateSigningKeyRequest,
     RotateSigningKeyResponse, TokenResponse, User, WatchRevocationsRequest, auth_service_server,
 };
-use tokenmesh_server::{caller, required};
+use tokenmesh_server::{bounded, caller, required, shown};
 use tonic::{Request, Response, Status};
 use tracing::instrument;
 
@@ -17,7 +17,7 @@ use crate::{AuthService, NewUser, counters::Throttled, revocations::RevocationSt
 
 #[tonic::async_trait]
 impl auth_service_server::AuthService for AuthService {
-    #[instrument(skip_all, fields(username = %request.get_ref().username))]
+    #[instrument(skip_all, fields(username = %shown(&request.get_ref().username)))]
     async fn login(
         &self,
         request: Request<LoginRequest>,
@@ -80,7 +80,7 @@ impl auth_service_server::AuthService for AuthService {
         Ok(Response::new(LogoutResponse {}))
     }
 
-    #[instrument(skip_all, fields(username = %request.get_ref().username))]
+    #[instrument(skip_all, fields(username = %shown(&request.get_ref().username)))]
     async fn create_user(
         &self,
         request: Request<CreateUserRequest>,
@@ -91,6 +91,8 @@ impl auth_service_server::AuthService for AuthService {
             scopes,
         } = request.into_inner();
         required("username", &username)?;
+        bounded("password", &password)?;
+        bounded("scopes", &scopes)?;
         let user = NewUser {
             username,
             password,
@@ -99,7 +101,7 @@ impl auth_service_server::AuthService for AuthService {
         Ok(Response::new(self.inner.users.create(user).await?))
     }
 
-    #[instrument(skip_all, fields(username = %request.get_ref().username))]
+    #[instrument(skip_all, fields(username = %shown(&request.get_ref().username)))]
     async fn deactivate_user(
         &self,
         request: Request<DeactivateUserRequest>,
@@ -120,6 +122,7 @@ impl auth_service_server::AuthService for AuthService {
             new_password,
         } = request.into_inner();
         required("current_password", &current_password)?;
+        bounded("new_password", &new_password)?;
         self.inner
             .users
             .change_password(caller.subject(), current_password, new_password)
@@ -127,7 +130,7 @@ impl auth_service_server::AuthService for AuthService {
         Ok(Response::new(ChangePasswordResponse {}))
     }
 
-    #[instrument(skip_all, fields(client_id = %request.get_ref().client_id, audience = %request.get_ref().audience))]
+    #[instrument(skip_all, fields(client_id = %shown(&request.get_ref().client_id), audience = %shown(&request.get_ref().audience)))]
     async fn issue_service_token(
         &self,
         request: Request<IssueServiceTokenRequest>,
@@ -149,7 +152,7 @@ impl auth_service_server::AuthService for AuthService {
         ))
     }
 
-    #[instrument(skip_all, fields(audience = %request.get_ref().audience))]
+    #[instrument(skip_all, fields(audience = %shown(&request.get_ref().audience)))]
     async fn exchange_token(
         &self,
         request: Request<ExchangeTokenRequest>,

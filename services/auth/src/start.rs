@@ -148,15 +148,9 @@ async fn open_with(
         );
     }
     for credentials in clients {
-        let client = credentials.client;
-        auth.register_service_client(
-            client.id,
-            &credentials.secret,
-            &client.scopes.join(" "),
-            &client.audiences.join(" "),
-        )
-        .await
-        .map_err(store_error)?;
+        auth.register_service_client(credentials)
+            .await
+            .map_err(store_error)?;
     }
     Ok(auth)
 }
@@ -219,9 +213,10 @@ pub async fn start(
     let auth = open_with(args, env, clients, public_url).await?;
     let routes = auth.http_router();
     let metrics = env.metrics.clone();
+    let limits = env.limits;
     let addr = listener.local_addr()?;
     Ok(Running::spawn(addr, move |shutdown| async move {
-        auth.serve(listener, &metrics, shutdown).await
+        auth.serve(listener, &metrics, limits, shutdown).await
     })
     .with_http_routes(routes))
 }

@@ -12,7 +12,7 @@ use tokenmesh_proto::{
     },
     names::audience,
 };
-use tokenmesh_server::{Caller, SigningKey};
+use tokenmesh_server::{Caller, ClientCredentials, SigningKey};
 
 use crate::{
     AuthConfig, AuthServiceError, Store,
@@ -24,6 +24,14 @@ use crate::{
     tokens::Tokens,
     users::Users,
 };
+
+/// Largest request Auth decodes: an `ExchangeToken` with the largest
+/// `subject_token` (16 KiB) and room to spare; above it, RESOURCE_EXHAUSTED
+/// before any handler runs.
+pub const MAX_REQUEST_BYTES: usize = 32 * 1024;
+/// Largest response Auth encodes: a token response, or the JWKS with every
+/// published key.
+pub const MAX_RESPONSE_BYTES: usize = 64 * 1024;
 
 /// The Auth service.
 #[derive(Debug, Clone)]
@@ -97,18 +105,13 @@ impl AuthService {
         tokenmesh_server::policy_for(auth_service_server::SERVICE_NAME)
     }
 
-    /// Registers (or updates) a service client with a secret.
+    /// Registers (or updates) a service client as its service declared it, with
+    /// its secret and what it may delegate in a token exchange.
     pub async fn register_service_client(
         &self,
-        client_id: &str,
-        secret: &str,
-        scopes: &str,
-        audiences: &str,
+        credentials: &ClientCredentials,
     ) -> Result<(), AuthServiceError> {
-        self.inner
-            .tokens
-            .register_client(client_id, secret, scopes, audiences)
-            .await
+        self.inner.tokens.register_client(credentials).await
     }
 
     /// `iss` of Auth's tokens.
@@ -137,11 +140,12 @@ impl AuthService {
         self.inner.keys.rotate().await
     }
 
-    /// Serves Auth on `listener` until `shutdown`.
+    /// Serves Auth on `listener` within `limits` until `shutdown`.
     pub async fn serve(
         self,
         listener: impl Into<tokenmesh_server::Listener>,
         metrics: &tokenmesh_server::metrics::Registry,
+        limits: tokenmesh_server::ServerLimits,
         shutdown: impl Future<Output = ()> + Send,
     ) -> Result<(), tokenmesh_server::ServeError> {
         let maintenance = tokio::spawn(maintain(Arc::downgrade(&self.inner)));
@@ -154,8 +158,11 @@ impl AuthService {
             inner.revocations.close();
         };
         let layer = AuthLayer::new(self.inner.verifier.clone(), Self::policy());
-        let service = AuthServiceServer::new(self);
-        let result = tokenmesh_server::serve(listener, service, layer, metrics, shutdown).await;
+        let service = AuthServiceServer::new(self)
+            .max_decoding_message_size(MAX_REQUEST_BYTES)
+            .max_encoding_message_size(MAX_RESPONSE_BYTES);
+        let result =
+            tokenmesh_server::serve(listener, service, layer, metrics, limits, shutdown).await;
         maintenance.abort();
         result
     }

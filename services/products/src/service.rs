@@ -15,7 +15,8 @@ use tokenmesh_proto::{
     },
 };
 use tokenmesh_server::{
-    Feed, FieldViolation, Gate, Served, SigningKey, caller, paging::PageRequest, required,
+    Feed, FieldViolation, Gate, Served, SigningKey, bounded, caller, paging::PageRequest, required,
+    shown,
 };
 use tonic::{Request, Response, Status};
 use tracing::instrument;
@@ -24,6 +25,14 @@ use crate::{
     ProductRecord, ProductsError, Store, Terms,
     store::{ChangeRecord, FeedChange, Written},
 };
+
+/// Largest request Products decodes: a `CreateProduct` with the longest id, name
+/// and description (about 4.5 KiB) and room to spare; above it,
+/// RESOURCE_EXHAUSTED before any handler runs.
+pub const MAX_REQUEST_BYTES: usize = 16 * 1024;
+/// Largest response Products encodes: a full page of products with the longest
+/// descriptions, and a grant.
+pub const MAX_RESPONSE_BYTES: usize = 1024 * 1024;
 
 /// How Products issues grants.
 #[derive(Debug, Clone)]
@@ -84,7 +93,9 @@ impl ProductsService {
             // Open feed streams would hold the graceful drain open.
             feed.close();
         };
-        let service = ProductsServiceServer::new(self);
+        let service = ProductsServiceServer::new(self)
+            .max_decoding_message_size(MAX_REQUEST_BYTES)
+            .max_encoding_message_size(MAX_RESPONSE_BYTES);
         gate.serve(audience::PRODUCTS, service, shutdown).await
     }
 
@@ -189,7 +200,7 @@ impl products_service_server::ProductsService for ProductsService {
         }))
     }
 
-    #[instrument(skip_all, fields(product_id = %request.get_ref().id))]
+    #[instrument(skip_all, fields(product_id = %shown(&request.get_ref().id)))]
     async fn get_product(
         &self,
         request: Request<GetProductRequest>,
@@ -212,7 +223,7 @@ impl products_service_server::ProductsService for ProductsService {
         Ok(Response::new(product(record)))
     }
 
-    #[instrument(skip_all, fields(subject = %request.get_ref().subject, product_id = %request.get_ref().product_id))]
+    #[instrument(skip_all, fields(subject = %shown(&request.get_ref().subject), product_id = %shown(&request.get_ref().product_id)))]
     async fn check_entitlement(
         &self,
         request: Request<CheckEntitlementRequest>,
@@ -246,7 +257,7 @@ impl products_service_server::ProductsService for ProductsService {
         }))
     }
 
-    #[instrument(skip_all, fields(product_id = %request.get_ref().id))]
+    #[instrument(skip_all, fields(product_id = %shown(&request.get_ref().id)))]
     async fn create_product(
         &self,
         request: Request<CreateProductRequest>,
@@ -258,12 +269,8 @@ impl products_service_server::ProductsService for ProductsService {
             description,
         } = request.into_inner();
         required("id", &id)?;
-        if id.len() > 64 {
-            return Err(
-                ProductsError::from(FieldViolation::new("id", "longer than 64 bytes")).into(),
-            );
-        }
         required("name", &name)?;
+        bounded("description", &description)?;
         if price_cents < 0 {
             return Err(ProductsError::from(FieldViolation::new(
                 "price_cents",
@@ -289,7 +296,7 @@ impl products_service_server::ProductsService for ProductsService {
         Ok(Response::new(product(record)))
     }
 
-    #[instrument(skip_all, fields(subject = %request.get_ref().subject, product_id = %request.get_ref().product_id))]
+    #[instrument(skip_all, fields(subject = %shown(&request.get_ref().subject), product_id = %shown(&request.get_ref().product_id)))]
     async fn grant_entitlement(
         &self,
         request: Request<EntitlementRequest>,
@@ -304,7 +311,7 @@ impl products_service_server::ProductsService for ProductsService {
         Ok(Response::new(self.published(change)))
     }
 
-    #[instrument(skip_all, fields(subject = %request.get_ref().subject, product_id = %request.get_ref().product_id))]
+    #[instrument(skip_all, fields(subject = %shown(&request.get_ref().subject), product_id = %shown(&request.get_ref().product_id)))]
     async fn revoke_entitlement(
         &self,
         request: Request<EntitlementRequest>,
@@ -318,7 +325,7 @@ impl products_service_server::ProductsService for ProductsService {
         Ok(Response::new(self.published(change)))
     }
 
-    #[instrument(skip_all, fields(subject = %request.get_ref().subject, product_id = %request.get_ref().product_id))]
+    #[instrument(skip_all, fields(subject = %shown(&request.get_ref().subject), product_id = %shown(&request.get_ref().product_id)))]
     async fn set_entitlement_limits(
         &self,
         request: Request<SetEntitlementLimitsRequest>,
@@ -331,6 +338,9 @@ impl products_service_server::ProductsService for ProductsService {
         } = request.get_ref();
         required("subject", subject)?;
         required("product_id", product_id)?;
+        for action in actions {
+            bounded("actions", action)?;
+        }
         let terms = Terms::new(actions, *max_quantity).map_err(ProductsError::from)?;
         self.existing(product_id).await?;
         if !self

@@ -28,6 +28,7 @@ pub struct Gate {
     issuer: String,
     clock: tokenmesh_interceptor::SharedClock,
     metrics: crate::metrics::Registry,
+    limits: crate::ServerLimits,
 }
 
 impl Gate {
@@ -43,6 +44,7 @@ impl Gate {
             issuer: env.auth_issuer.clone(),
             clock: env.clock.clone(),
             metrics: env.metrics.clone(),
+            limits: env.limits,
         }
     }
 
@@ -67,7 +69,15 @@ impl Gate {
             std::sync::Arc::new(verifier),
             policy_for(S::NAME),
         );
-        crate::serve(self.listener, service, layer, &self.metrics, shutdown).await
+        crate::serve(
+            self.listener,
+            service,
+            layer,
+            &self.metrics,
+            self.limits,
+            shutdown,
+        )
+        .await
     }
 }
 

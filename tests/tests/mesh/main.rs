@@ -12,6 +12,7 @@ mod jwks_http;
 mod keys;
 mod metrics;
 mod orders;
+mod security_exchange;
 mod security_keys;
 mod security_limits;
 mod security_logins;

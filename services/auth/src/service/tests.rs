@@ -14,7 +14,10 @@ use tokenmesh_proto::{
     },
     names::{BEARER, audience, scope},
 };
-use tokenmesh_server::{Caller, KeyEncryptionKey, SigningKey, db::sqlite_url};
+use tokenmesh_server::{
+    Caller, ClientCredentials, Delegation, KeyEncryptionKey, ServiceClient, SigningKey,
+    db::sqlite_url,
+};
 use tonic::{Code, Request, Status};
 use tonic_types::StatusExt;
 
@@ -22,9 +25,31 @@ use crate::{AuthConfig, AuthService, SigningKeys, Store, keys::OwnKeys};
 
 const ISSUER: &str = "tokenmesh-auth-test";
 const CLIENT_SECRET: &str = "orders-secret";
+/// A user scope the fixture's `orders` may pass on to Products.
+const DELEGABLE: &str = "catalog:read";
 
-/// Auth over a fresh SQLite file, with `alice` (password `alice-password`) and
-/// the service client `orders`, which may exchange tokens for Auth and Products.
+/// `orders` as the fixture declares it: it may exchange users' tokens for
+/// Products, passing on [`DELEGABLE`] only, and — declared, but never honoured
+/// — for Auth with `admin`.
+const ORDERS_CLIENT: ServiceClient = ServiceClient {
+    id: "orders",
+    scopes: &[scope::TOKEN_EXCHANGE],
+    audiences: &[audience::AUTH, audience::PRODUCTS],
+    delegates: &[
+        Delegation {
+            audience: audience::PRODUCTS,
+            scopes: &[DELEGABLE],
+        },
+        Delegation {
+            audience: audience::AUTH,
+            scopes: &[scope::ADMIN],
+        },
+    ],
+};
+
+/// Auth over a fresh SQLite file, with `alice` (password `alice-password`),
+/// `carol` (`carol-password`, scopes admin, catalog:read, entitlements:check) and
+/// the service client [`ORDERS_CLIENT`].
 struct Fixture {
     auth: AuthService,
     _dir: TempDir,
@@ -55,9 +80,18 @@ impl Fixture {
         }))
         .await
         .expect("alice created");
-        let scopes = scope::TOKEN_EXCHANGE;
-        let audiences = format!("{} {}", audience::AUTH, audience::PRODUCTS);
-        auth.register_service_client("orders", CLIENT_SECRET, scopes, &audiences)
+        auth.create_user(Request::new(CreateUserRequest {
+            username: "carol".into(),
+            password: "carol-password".into(),
+            scopes: format!("{} {DELEGABLE} {}", scope::ADMIN, scope::ENTITLEMENTS_CHECK),
+        }))
+        .await
+        .expect("carol created");
+        let credentials = ClientCredentials {
+            client: ORDERS_CLIENT,
+            secret: CLIENT_SECRET.into(),
+        };
+        auth.register_service_client(&credentials)
             .await
             .expect("client registered");
         Self { auth, _dir: dir }
@@ -103,9 +137,20 @@ impl Fixture {
 
     /// `subject_token` exchanged for a Products token by the holder of `actor`.
     async fn exchange(&self, actor: &str, subject_token: &str) -> Result<TokenResponse, Status> {
+        self.exchange_for(actor, subject_token, audience::PRODUCTS)
+            .await
+    }
+
+    /// `subject_token` exchanged for `audience` by the holder of `actor`.
+    async fn exchange_for(
+        &self,
+        actor: &str,
+        subject_token: &str,
+        audience: &str,
+    ) -> Result<TokenResponse, Status> {
         let exchange = ExchangeTokenRequest {
             subject_token: subject_token.into(),
-            audience: audience::PRODUCTS.into(),
+            audience: audience.into(),
         };
         let request = self.sent_by_holder_of(actor, exchange).await;
         Ok(self.auth.exchange_token(request).await?.into_inner())
@@ -336,6 +381,42 @@ async fn an_exchanged_token_cannot_be_exchanged_again() {
             .await,
         Code::InvalidArgument,
         "subject_token: token audience does not include this service",
+    );
+}
+
+#[tokio::test]
+async fn an_exchange_passes_on_only_the_scopes_declared_for_the_audience() {
+    let fixture = Fixture::start().await;
+    let carol = fixture
+        .login("carol", "carol-password")
+        .await
+        .expect("login");
+    let actor = fixture.actor().await;
+    let exchanged = fixture
+        .exchange(&actor.access_token, &carol.access_token)
+        .await
+        .expect("exchanged");
+    assert_eq!(exchanged.scope, DELEGABLE);
+    let claims = fixture
+        .verify_at_products(&exchanged.access_token)
+        .await
+        .expect("Products accepts it");
+    assert_eq!(claims.scope(), DELEGABLE);
+    // Declared or not, never for Auth itself.
+    assert_status(
+        fixture
+            .exchange_for(&actor.access_token, &carol.access_token, audience::AUTH)
+            .await,
+        Code::InvalidArgument,
+        "audience: an exchanged token is never issued for auth",
+    );
+    // No delegation declared for Orders: no exchange for it.
+    assert_status(
+        fixture
+            .exchange_for(&actor.access_token, &carol.access_token, audience::ORDERS)
+            .await,
+        Code::PermissionDenied,
+        "audience orders is not allowed for this client",
     );
 }
 

@@ -19,7 +19,7 @@ mod users;
 
 use sqlx::AnyPool;
 
-pub use clients::ServiceClient;
+pub use clients::{DelegationRecord, ServiceClient};
 pub use keys::{Added, NewSigningKey, StoredKey};
 pub use revocations::{Epoch, Revocation};
 pub use sessions::{NewRefreshToken, SessionRules, Spend};

@@ -2,7 +2,7 @@
 //! binds and composes; each service starts itself from its own crate.
 
 use std::{
-    io::{self, Write},
+    io::{self, IsTerminal, Write},
     process::ExitCode,
 };
 
@@ -60,6 +60,9 @@ async fn run() -> anyhow::Result<()> {
             EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info")),
         )
         .with_writer(io::stderr)
+        // Colour codes only for a person at a terminal, never into a log file
+        // or a collector.
+        .with_ansi(io::stderr().is_terminal())
         .init();
     match Cli::parse().command {
         Command::Up(args) => up(&args).await,

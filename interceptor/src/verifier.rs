@@ -37,6 +37,12 @@ pub trait Claims: DeserializeOwned + Send + Sync + 'static {
         ""
     }
 
+    /// `sid`: the session (login) the token belongs to, for session revocation.
+    /// None by default.
+    fn session_id(&self) -> &str {
+        ""
+    }
+
     /// `iat`: when the token was issued (Unix seconds), for subject revocation,
     /// the maximum lifetime and the "not issued in the future" check; 0 if absent.
     fn issued_at(&self) -> i64 {
@@ -378,7 +384,7 @@ impl<C: Claims> Verifier<C> {
                     claims.subject(),
                     claims.token_id(),
                     claims.issued_at(),
-                ) =>
+                ) || revocations.is_session_revoked(claims.session_id()) =>
             {
                 Err(AuthError::Revoked)
             }

@@ -153,6 +153,21 @@ impl MeshBuilder {
             .duration("login-throttle-delay", first_delay)
     }
 
+    /// A login ends this long after it started, however often it refreshes.
+    pub fn session_max_lifetime(self, lifetime: Duration) -> Self {
+        self.duration("session-max-lifetime", lifetime)
+    }
+
+    /// Refresh and Logout calls allowed per minute from one client address.
+    pub fn refresh_rate_limit(self, per_minute: u32) -> Self {
+        self.flag("refresh-rate-limit", per_minute)
+    }
+
+    /// IssueServiceToken calls allowed per minute for one client id.
+    pub fn service_token_rate_limit(self, per_minute: u32) -> Self {
+        self.flag("service-token-rate-limit", per_minute)
+    }
+
     /// Orders asks these entitlement sources, in this order.
     pub fn entitlement_sources(mut self, sources: &[SourceKind]) -> Self {
         self.follows_replica = sources

@@ -10,9 +10,11 @@
 #![forbid(unsafe_code)]
 
 mod config;
+mod counters;
 mod error;
 mod http;
 mod keys;
+mod limits;
 mod revocations;
 mod service;
 mod sessions;

@@ -7,7 +7,7 @@ use std::{pin::Pin, sync::Arc};
 use futures::Stream;
 use tokenmesh_interceptor::{RevocationSet, SharedClock};
 use tokenmesh_proto::auth::v1::{
-    RevocationEvent, SubjectRevoked, TokenRevoked, revocation_event::Revoked,
+    RevocationEvent, SessionRevoked, SubjectRevoked, TokenRevoked, revocation_event::Revoked,
 };
 use tokenmesh_server::Feed;
 use tonic::Status;
@@ -71,6 +71,12 @@ impl Revocations {
         self.feed.notify();
     }
 
+    /// Records a session revocation (already stored) here and wakes the feeds.
+    pub(crate) fn session_revoked(&self, session_id: &str, forget_after: i64) {
+        self.set.revoke_session(session_id, forget_after);
+        self.feed.notify();
+    }
+
     /// Drops the entries that no longer matter.
     pub(crate) fn prune(&self) {
         self.set.prune(self.clock.now_unix());
@@ -102,7 +108,9 @@ impl Revocations {
 }
 
 fn apply(set: &RevocationSet, revocation: &Revocation) {
-    if revocation.jti.is_empty() {
+    if !revocation.session_id.is_empty() {
+        set.revoke_session(&revocation.session_id, revocation.forget_after);
+    } else if revocation.jti.is_empty() {
         set.revoke_subject(
             &revocation.subject,
             revocation.not_before,
@@ -114,7 +122,12 @@ fn apply(set: &RevocationSet, revocation: &Revocation) {
 }
 
 fn event(revocation: Revocation) -> RevocationEvent {
-    let revoked = if revocation.jti.is_empty() {
+    let revoked = if !revocation.session_id.is_empty() {
+        Revoked::Session(SessionRevoked {
+            session_id: revocation.session_id,
+            forget_after: revocation.forget_after,
+        })
+    } else if revocation.jti.is_empty() {
         Revoked::Subject(SubjectRevoked {
             subject: revocation.subject,
             not_before: revocation.not_before,

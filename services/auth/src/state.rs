@@ -16,7 +16,9 @@ use tokenmesh_server::{Caller, ClientCredentials, SigningKey};
 
 use crate::{
     AuthConfig, AuthServiceError, Store,
+    counters::Counters,
     keys::{KeyRing, OwnKeys, SigningKeys},
+    limits::Limits,
     revocations::Revocations,
     sessions::Sessions,
     tokens::Tokens,
@@ -43,8 +45,12 @@ pub(crate) struct Inner {
     pub(crate) keys: Arc<KeyRing>,
     pub(crate) users: Users,
     pub(crate) sessions: Sessions,
+    /// Rate limits of Refresh, Logout and IssueServiceToken.
+    pub(crate) limits: Limits,
     pub(crate) tokens: Tokens,
     pub(crate) revocations: Arc<Revocations>,
+    /// Auth's own counters on `/metrics`.
+    pub(crate) counters: Arc<Counters>,
     /// Auth's own verifier: its layer's, and the one exchange checks subject
     /// tokens with.
     pub(crate) verifier: Arc<Verifier<Caller>>,
@@ -68,6 +74,7 @@ impl AuthService {
             .with_revocations(revocations.set())
             .with_clock(config.clock.clone()),
         );
+        let counters = Arc::new(Counters::default());
         Ok(Self {
             inner: Arc::new(Inner {
                 users: Users::new(
@@ -75,15 +82,18 @@ impl AuthService {
                     config.throttle,
                     config.clock.clone(),
                     revocations.clone(),
+                    counters.clone(),
                 ),
-                sessions: Sessions::new(
-                    store.clone(),
-                    config.clock.clone(),
-                    config.refresh_token_ttl,
+                sessions: Sessions::new(store.clone(), &config, revocations.clone()),
+                limits: Limits::new(
+                    config.refresh_rate_limit,
+                    config.service_token_rate_limit,
+                    counters.clone(),
                 ),
                 tokens: Tokens::new(store, keys.clone(), verifier.clone(), &config),
                 keys,
                 revocations,
+                counters,
                 verifier,
                 config,
             }),
@@ -139,6 +149,8 @@ impl AuthService {
         shutdown: impl Future<Output = ()> + Send,
     ) -> Result<(), tokenmesh_server::ServeError> {
         let maintenance = tokio::spawn(maintain(Arc::downgrade(&self.inner)));
+        let counters: Arc<dyn tokenmesh_server::metrics::Samples> = self.inner.counters.clone();
+        metrics.register_samples(&counters);
         let inner = self.inner.clone();
         let shutdown = async move {
             shutdown.await;

@@ -39,9 +39,14 @@ struct Mint<'a> {
     aud: Vec<String>,
     client_id: &'a str,
     act: Option<Actor>,
+    /// The login the token is minted for (empty for service tokens).
+    sid: &'a str,
     ttl: Duration,
     /// Never issued before this (the subject's revocation epoch).
     not_before: i64,
+    /// Issued at this time rather than now: when the login or refresh read the
+    /// clock, before the transaction a cut-off is ordered against.
+    at: Option<i64>,
     /// Never valid after this.
     expires_by: Option<i64>,
 }
@@ -105,7 +110,7 @@ impl Tokens {
         let now = self.clock.now_unix();
         // A token issued in the same second as a revocation must not be caught by
         // it: start at the subject's epoch.
-        let issued = now.max(mint.not_before);
+        let issued = mint.at.unwrap_or(now).max(mint.not_before);
         let mut expires = issued + secs(mint.ttl);
         if let Some(cap) = mint.expires_by {
             expires = expires.min(cap);
@@ -122,6 +127,7 @@ impl Tokens {
             ver: ACCESS_CLAIMS_VERSION,
             client_id: mint.client_id.to_owned(),
             act: mint.act,
+            sid: mint.sid.to_owned(),
         };
         let token = self.keys.signer().sign(ACCESS_TOKEN_TYPE, &claims)?;
         Ok(Minted {
@@ -130,13 +136,16 @@ impl Tokens {
         })
     }
 
-    /// A user's access token for every user audience, issued no earlier than
-    /// the user's revocation epoch `not_before`.
+    /// A user's access token for every user audience, for the login
+    /// `session_id`, issued at `at` (when the login or refresh read the clock)
+    /// but no earlier than the user's revocation epoch `not_before`.
     pub(crate) fn for_user(
         &self,
         username: &str,
         scope: &str,
+        session_id: &str,
         not_before: i64,
+        at: i64,
     ) -> Result<Minted, AuthServiceError> {
         self.mint(Mint {
             sub: username,
@@ -144,8 +153,10 @@ impl Tokens {
             aud: self.audiences.clone(),
             client_id: LOGIN_CLIENT_ID,
             act: None,
+            sid: session_id,
             ttl: self.access_token_ttl,
             not_before,
+            at: Some(at),
             expires_by: None,
         })
     }
@@ -196,8 +207,10 @@ impl Tokens {
             aud: vec![audience.to_owned()],
             client_id,
             act: None,
+            sid: "",
             ttl: self.access_token_ttl,
             not_before: 0,
+            at: None,
             expires_by: None,
         })?;
         Ok(access.response(String::new(), &client.scopes))
@@ -257,8 +270,11 @@ impl Tokens {
             act: Some(Actor {
                 sub: client.client_id.clone(),
             }),
+            // Ending the subject's login ends what was exchanged from it too.
+            sid: &subject.0.sid,
             ttl: self.exchange_token_ttl,
             not_before: subject.0.iat,
+            at: None,
             expires_by: Some(subject.0.exp),
         })?;
         Ok(access.response(String::new(), &scope))

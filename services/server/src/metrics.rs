@@ -16,10 +16,19 @@ use tokio::net::TcpListener;
 /// away.
 type Layers = Vec<(String, Weak<AuthMetrics>)>;
 
-/// The auth layers of the servers started with this registry.
+/// Samples a service exports beside its auth layer's counters (Auth's password
+/// checks, its throttles): Prometheus text, `# HELP`/`# TYPE` lines included.
+pub trait Samples: Send + Sync {
+    /// Appends the samples to `out`.
+    fn render(&self, out: &mut String);
+}
+
+/// The auth layers of the servers started with this registry, and the other
+/// samples their services export.
 #[derive(Debug, Clone, Default)]
 pub struct Registry {
     layers: Arc<Mutex<Layers>>,
+    samples: Arc<Mutex<Vec<Weak<dyn Samples>>>>,
 }
 
 impl Registry {
@@ -35,7 +44,14 @@ impl Registry {
         layers.push((service.to_owned(), Arc::downgrade(metrics)));
     }
 
-    /// The Prometheus text exposition of every live layer.
+    /// Exposes `samples` while they live (held weakly, like the layers).
+    pub fn register_samples(&self, samples: &Arc<dyn Samples>) {
+        let mut all = self.samples.lock().unwrap_or_else(|e| e.into_inner());
+        all.retain(|samples| samples.strong_count() > 0);
+        all.push(Arc::downgrade(samples));
+    }
+
+    /// The Prometheus text exposition of every live layer and sample source.
     pub fn render(&self) -> String {
         let layers = self.layers.lock().unwrap_or_else(|e| e.into_inner());
         let mut services: Vec<(&str, AuthMetrics)> = Vec::new();
@@ -55,6 +71,11 @@ impl Registry {
         let mut out = String::from(AuthMetrics::HEADER);
         for (service, total) in &services {
             total.render_samples(service, &mut out);
+        }
+        drop(layers);
+        let samples = self.samples.lock().unwrap_or_else(|e| e.into_inner());
+        for source in samples.iter().filter_map(Weak::upgrade) {
+            source.render(&mut out);
         }
         out
     }

@@ -309,7 +309,10 @@ mod tests {
                 "orders-client-secret",
                 "products-client-secret",
                 "public-url",
+                "refresh-rate-limit",
                 "retired-key-grace",
+                "service-token-rate-limit",
+                "session-max-lifetime",
                 "signing-alg",
             ])
         );

@@ -137,7 +137,7 @@ async fn refresh_rotates_the_token_and_the_new_access_token_works(builder: MeshB
     assert_status(
         refresh(&mut auth, "not-a-token").await,
         Code::Unauthenticated,
-        "refresh token unknown",
+        "invalid refresh token",
     );
     mesh.shutdown().await;
 }
@@ -158,19 +158,19 @@ async fn a_replayed_refresh_token_revokes_its_whole_family(builder: MeshBuilder)
     assert_status(
         refresh(&mut auth, &stolen.refresh_token).await,
         Code::Unauthenticated,
-        "refresh token reused: the session is revoked",
+        "invalid refresh token",
     );
     // The newest token of the family dies with it…
     assert_status(
         refresh(&mut auth, &legitimate.refresh_token).await,
         Code::Unauthenticated,
-        "refresh token revoked",
+        "invalid refresh token",
     );
     // …and a replay of the replay stays refused.
     assert_status(
         refresh(&mut auth, &stolen.refresh_token).await,
         Code::Unauthenticated,
-        "refresh token revoked",
+        "invalid refresh token",
     );
     // Another login of the same user is another family.
     refresh(&mut auth, &other_device.refresh_token)
@@ -196,15 +196,7 @@ async fn concurrent_refreshes_of_one_token_have_exactly_one_winner(builder: Mesh
             Ok(tokens) => winners.push(tokens),
             Err(status) => {
                 assert_eq!(status.code(), Code::Unauthenticated);
-                assert!(
-                    [
-                        "refresh token reused: the session is revoked",
-                        "refresh token revoked"
-                    ]
-                    .contains(&status.message()),
-                    "{}",
-                    status.message()
-                );
+                assert_eq!(status.message(), "invalid refresh token");
             }
         }
     }
@@ -213,7 +205,7 @@ async fn concurrent_refreshes_of_one_token_have_exactly_one_winner(builder: Mesh
     assert_status(
         refresh(&mut auth, &winners[0].refresh_token).await,
         Code::Unauthenticated,
-        "refresh token revoked",
+        "invalid refresh token",
     );
     mesh.shutdown().await;
 }
@@ -232,7 +224,7 @@ async fn logout_ends_the_family_and_unknown_tokens_are_not_an_error(builder: Mes
     assert_status(
         refresh(&mut auth, &tokens.refresh_token).await,
         Code::Unauthenticated,
-        "refresh token revoked",
+        "invalid refresh token",
     );
     auth.logout(LogoutRequest {
         refresh_token: tokens.refresh_token.clone(),
@@ -294,7 +286,7 @@ async fn deactivation_kills_live_tokens_at_products_and_orders(builder: MeshBuil
     assert_status(
         refresh(&mut auth, &alice.refresh_token).await,
         Code::Unauthenticated,
-        "refresh token revoked",
+        "invalid refresh token",
     );
     assert_status(
         auth.deactivate_user(with_bearer(
@@ -377,7 +369,7 @@ async fn a_password_change_kills_old_tokens_but_not_the_next_login(builder: Mesh
     assert_status(
         refresh(&mut auth, &old.refresh_token).await,
         Code::Unauthenticated,
-        "refresh token revoked",
+        "invalid refresh token",
     );
     assert_status(
         login(&mut auth, "bob", "bob-demo").await,

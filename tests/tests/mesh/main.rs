@@ -15,5 +15,6 @@ mod orders;
 mod security_exchange;
 mod security_keys;
 mod security_limits;
+mod security_logins;
 mod tls;
 mod tokens;

@@ -230,17 +230,17 @@ async fn a_refresh_rotates_the_token_and_a_replay_revokes_the_family() {
     assert_status(
         fixture.refresh(&first.refresh_token).await,
         Code::Unauthenticated,
-        "refresh token reused: the session is revoked",
+        "invalid refresh token",
     );
     assert_status(
         fixture.refresh(&second.refresh_token).await,
         Code::Unauthenticated,
-        "refresh token revoked",
+        "invalid refresh token",
     );
     assert_status(
         fixture.refresh("never-issued").await,
         Code::Unauthenticated,
-        "refresh token unknown",
+        "invalid refresh token",
     );
 }
 
@@ -265,7 +265,7 @@ async fn logout_is_idempotent_and_ends_the_refresh_token() {
     assert_status(
         fixture.refresh(&tokens.refresh_token).await,
         Code::Unauthenticated,
-        "refresh token revoked",
+        "invalid refresh token",
     );
 }
 
@@ -291,7 +291,7 @@ async fn a_deactivated_user_can_neither_log_in_nor_refresh() {
     assert_status(
         fixture.refresh(&tokens.refresh_token).await,
         Code::Unauthenticated,
-        "refresh token revoked",
+        "invalid refresh token",
     );
     assert_eq!(
         fixture.verify(&tokens.access_token).await.map(|_| ()),
@@ -323,7 +323,7 @@ async fn a_password_change_revokes_tokens_minted_before_it() {
     assert_status(
         fixture.refresh(&before.refresh_token).await,
         Code::Unauthenticated,
-        "refresh token revoked",
+        "invalid refresh token",
     );
     assert_status(
         fixture.login("alice", "alice-password").await,

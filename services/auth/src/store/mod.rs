@@ -22,7 +22,7 @@ use sqlx::AnyPool;
 pub use clients::{DelegationRecord, ServiceClient};
 pub use keys::{Added, NewSigningKey, StoredKey};
 pub use revocations::{Epoch, Revocation};
-pub use sessions::{NewRefreshToken, Spend};
+pub use sessions::{NewRefreshToken, SessionRules, Spend};
 pub use users::{NewUserRecord, UserRecord};
 
 pub use tokenmesh_server::db::StoreError;

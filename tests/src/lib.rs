@@ -867,6 +867,7 @@ pub async fn http_exchange(addr: SocketAddr, request: &str) -> (String, String) 
     (head.to_owned(), body.to_owned())
 }
 
+pub mod calls;
 mod child;
 pub mod files;
 pub use child::{CHILD_DEADLINE, output_within_deadline};

@@ -10,17 +10,17 @@ use tokenmesh_interceptor::Clock;
 use tokenmesh_proto::{
     auth::v1::{
         ChangePasswordRequest, DeactivateUserRequest, ExchangeTokenRequest, GetJwksRequest,
-        IssueServiceTokenRequest, LoginRequest, LogoutRequest, RefreshRequest,
-        RotateSigningKeyRequest, TokenResponse, auth_service_client::AuthServiceClient,
+        IssueServiceTokenRequest, LogoutRequest, RotateSigningKeyRequest,
     },
     orders::v1::ListOrdersRequest,
     products::v1::CheckEntitlementRequest,
 };
+use tokenmesh_tests::calls::{assert_status, login, refresh, with_bearer};
 use tokenmesh_tests::{
-    Bearer, ManualClock, Mesh, MeshBuilder, Minter, bearer_value, claims_of, client_secret,
-    eventually, header_of, on_sqlite_and_postgres,
+    Bearer, ManualClock, Mesh, MeshBuilder, Minter, claims_of, client_secret, eventually,
+    header_of, on_sqlite_and_postgres,
 };
-use tonic::{Code, Request, Status, transport::Channel};
+use tonic::Code;
 use tonic_types::StatusExt;
 
 /// How long a test waits for a revocation to reach Products and Orders before it
@@ -43,43 +43,6 @@ on_sqlite_and_postgres!(
     rotation_reaches_products_and_orders_without_restart_and_the_old_key_retires,
     admin_creates_users_with_checked_input,
 );
-
-async fn login(
-    auth: &mut AuthServiceClient<Channel>,
-    username: &str,
-    password: &str,
-) -> Result<TokenResponse, Status> {
-    auth.login(LoginRequest {
-        username: username.into(),
-        password: password.into(),
-    })
-    .await
-    .map(|response| response.into_inner())
-}
-
-async fn refresh(
-    auth: &mut AuthServiceClient<Channel>,
-    token: &str,
-) -> Result<TokenResponse, Status> {
-    auth.refresh(RefreshRequest {
-        refresh_token: token.into(),
-    })
-    .await
-    .map(|response| response.into_inner())
-}
-
-fn with_bearer<T>(message: T, token: &str) -> Request<T> {
-    let mut request = Request::new(message);
-    request
-        .metadata_mut()
-        .insert("authorization", bearer_value(token));
-    request
-}
-
-fn assert_status<T: std::fmt::Debug>(result: Result<T, Status>, code: Code, message: &str) {
-    let status = result.expect_err(message);
-    assert_eq!((status.code(), status.message()), (code, message));
-}
 
 /// Waits until Products and Orders both refuse `token` with `message`.
 async fn refused_everywhere(

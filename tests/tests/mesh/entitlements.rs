@@ -9,6 +9,7 @@ use tokenmesh_proto::{
     orders::v1::{EntitlementSource, ListOrdersRequest, Order, PlaceOrderRequest},
     products::v1::{CreateProductRequest, EntitlementRequest, GrantStatus, ListProductsRequest},
 };
+use tokenmesh_tests::calls::assert_status;
 use tokenmesh_tests::{
     Mesh, OrdersClient, PRODUCTS_ISSUER, ProductsClient, SourceKind, claims_of, eventually, order,
 };
@@ -44,11 +45,6 @@ fn entitlement(subject: &str, product_id: &str) -> EntitlementRequest {
         subject: subject.into(),
         product_id: product_id.into(),
     }
-}
-
-fn assert_status<T: std::fmt::Debug>(result: Result<T, Status>, code: Code, message: &str) {
-    let status = result.expect_err(message);
-    assert_eq!((status.code(), status.message()), (code, message));
 }
 
 #[tokio::test]

@@ -8,6 +8,7 @@ use tokenmesh_proto::{
     auth::v1::{ExchangeTokenRequest, IssueServiceTokenRequest},
     products::v1::{CheckEntitlementRequest, CreateProductRequest},
 };
+use tokenmesh_tests::calls::assert_status;
 use tokenmesh_tests::{
     Bearer, Mesh, MeshBuilder, Minter, bearer_value, claims_of, client_secret,
     on_sqlite_and_postgres,
@@ -54,11 +55,6 @@ async fn exchange(
         .exchange_token(request)
         .await
         .map(|response| response.into_inner())
-}
-
-fn assert_status<T: std::fmt::Debug>(result: Result<T, Status>, code: Code, message: &str) {
-    let status = result.expect_err(message);
-    assert_eq!((status.code(), status.message()), (code, message));
 }
 
 async fn create_product(

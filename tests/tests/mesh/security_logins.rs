@@ -6,13 +6,11 @@ use std::time::Duration;
 
 use tokenmesh_proto::auth::v1::{
     ChangePasswordRequest, CreateUserRequest, DeactivateUserRequest, IssueServiceTokenRequest,
-    LoginRequest, LogoutRequest, RefreshRequest, TokenResponse,
-    auth_service_client::AuthServiceClient,
+    LogoutRequest, TokenResponse, auth_service_client::AuthServiceClient,
 };
-use tokenmesh_tests::{
-    ManualClock, Mesh, MeshBuilder, bearer_value, eventually, on_sqlite_and_postgres,
-};
-use tonic::{Code, Request, Status, transport::Channel};
+use tokenmesh_tests::calls::{assert_status, login, refresh, with_bearer};
+use tokenmesh_tests::{ManualClock, Mesh, MeshBuilder, eventually, on_sqlite_and_postgres};
+use tonic::{Code, Status, transport::Channel};
 
 /// Logins started at most.
 const MAX_RACING_LOGINS: usize = 200;
@@ -39,38 +37,6 @@ const INVALID_REFRESH: &str = "invalid refresh token";
 const FAILURE_BUDGET: u32 = 3;
 /// Concurrent wrong guesses in a burst.
 const BURST: usize = 20;
-
-async fn login(
-    auth: &mut AuthServiceClient<Channel>,
-    username: &str,
-    password: &str,
-) -> Result<TokenResponse, Status> {
-    auth.login(LoginRequest {
-        username: username.into(),
-        password: password.into(),
-    })
-    .await
-    .map(|response| response.into_inner())
-}
-
-async fn refresh(
-    auth: &mut AuthServiceClient<Channel>,
-    token: &str,
-) -> Result<TokenResponse, Status> {
-    auth.refresh(RefreshRequest {
-        refresh_token: token.into(),
-    })
-    .await
-    .map(|response| response.into_inner())
-}
-
-fn with_bearer<T>(message: T, token: &str) -> Request<T> {
-    let mut request = Request::new(message);
-    request
-        .metadata_mut()
-        .insert("authorization", bearer_value(token));
-    request
-}
 
 /// Creates `username` (password `<username>-password`) as the demo admin.
 async fn create_user(mesh: &Mesh, username: &str) -> Result<(), Status> {
@@ -303,13 +269,6 @@ async fn a_burst_of_guesses_is_evaluated_only_up_to_the_failure_budget(builder: 
         "argon2 verifications: the budget, no more"
     );
     mesh.shutdown().await;
-}
-
-fn assert_status<T>(result: Result<T, Status>, code: Code, message: &str) {
-    let Err(status) = result else {
-        panic!("expected {code:?} {message:?}, got an answer");
-    };
-    assert_eq!((status.code(), status.message()), (code, message));
 }
 
 async fn logout(auth: &mut AuthServiceClient<Channel>, token: &str) -> Result<(), Status> {

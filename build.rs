@@ -38,6 +38,11 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             ".tokenmesh.claims.v1.AccessClaims.act",
             "#[serde(skip_serializing_if = \"Option::is_none\")]",
         )
+        // `sid` appears only on tokens minted for a login.
+        .field_attribute(
+            ".tokenmesh.claims.v1.AccessClaims.sid",
+            "#[serde(skip_serializing_if = \"String::is_empty\")]",
+        )
         .compile_fds(descriptors)?;
     Ok(())
 }

@@ -173,7 +173,22 @@ impl MeshProcesses {
                 Ok::<_, BenchError>(process)
             }
         };
-        let auth = start("auth", vec!["--demo".into()]).await?;
+        // Rates are measured, not limits: the rate scenarios log alice in 32
+        // at a time (more attempts in flight than the login throttle's default
+        // budget lets through) and refresh thousands of times a second.
+        let auth = start(
+            "auth",
+            vec![
+                "--demo".into(),
+                "--login-throttle-failures".into(),
+                "1000000".into(),
+                "--refresh-rate-limit".into(),
+                "0".into(),
+                "--service-token-rate-limit".into(),
+                "0".into(),
+            ],
+        )
+        .await?;
         let auth_url = format!("http://{}", auth.addr);
         let products = start(
             "products",

@@ -1,5 +1,5 @@
-//! Which verified tokens are nonetheless dead: revoked token ids (`jti`) and
-//! per-subject "not before" epochs. Never keyed by token bytes — an ECDSA token
+//! Which verified tokens are nonetheless dead: revoked token ids (`jti`),
+//! revoked sessions (`sid`) and per-subject "not before" epochs. Never keyed by token bytes — an ECDSA token
 //! has several valid spellings. Bounded: an entry is forgotten once every token
 //! it could match has expired.
 
@@ -30,6 +30,8 @@ struct Entries {
     tokens: HashMap<String, i64>,
     /// `sub` → (tokens issued before this are revoked, forget after).
     subjects: HashMap<String, (i64, i64)>,
+    /// `sid` → when the session's last token expires.
+    sessions: HashMap<String, i64>,
 }
 
 impl RevocationSet {
@@ -47,6 +49,15 @@ impl RevocationSet {
         }
     }
 
+    /// Whether the set can clear a token now: the issuer's own always; a
+    /// followed one only while its feed is current (a set that may be missing
+    /// revocations cannot clear anyone).
+    pub fn current(&self) -> Result<(), crate::Stale> {
+        self.freshness
+            .as_ref()
+            .map_or(Ok(()), |freshness| freshness.check())
+    }
+
     /// How current a followed set is; `None` for the issuer's own.
     pub fn freshness(&self) -> Option<&Arc<FeedFreshness>> {
         self.freshness.as_ref()
@@ -56,6 +67,29 @@ impl RevocationSet {
     pub fn revoke_token(&self, jti: &str, expires_at: i64) {
         let mut entries = self.entries.write().unwrap_or_else(|e| e.into_inner());
         entries.tokens.insert(jti.to_owned(), expires_at);
+    }
+
+    /// Revokes every token of the session `sid`; the entry can be forgotten
+    /// after `forget_after` (when the last such token has expired).
+    pub fn revoke_session(&self, sid: &str, forget_after: i64) {
+        if sid.is_empty() {
+            return;
+        }
+        let mut entries = self.entries.write().unwrap_or_else(|e| e.into_inner());
+        let entry = entries
+            .sessions
+            .entry(sid.to_owned())
+            .or_insert(forget_after);
+        *entry = (*entry).max(forget_after);
+    }
+
+    /// Whether the session `sid` is revoked (a token without one never is).
+    pub fn is_session_revoked(&self, sid: &str) -> bool {
+        if sid.is_empty() {
+            return false;
+        }
+        let entries = self.entries.read().unwrap_or_else(|e| e.into_inner());
+        entries.sessions.contains_key(sid)
     }
 
     /// Revokes every token of `subject` issued before `not_before`; the entry can
@@ -90,6 +124,9 @@ impl RevocationSet {
         entries
             .subjects
             .retain(|_, (_, forget_after)| *forget_after >= now);
+        entries
+            .sessions
+            .retain(|_, forget_after| *forget_after >= now);
     }
 
     /// How many entries the set holds (tokens, subjects).
@@ -98,9 +135,15 @@ impl RevocationSet {
         (entries.tokens.len(), entries.subjects.len())
     }
 
+    /// How many revoked sessions the set holds.
+    pub fn sessions(&self) -> usize {
+        let entries = self.entries.read().unwrap_or_else(|e| e.into_inner());
+        entries.sessions.len()
+    }
+
     /// Whether the set holds no entry.
     pub fn is_empty(&self) -> bool {
-        self.len() == (0, 0)
+        self.len() == (0, 0) && self.sessions() == 0
     }
 
     /// The last stream position applied.
@@ -139,6 +182,19 @@ mod tests {
         set.prune(501);
         assert_eq!(set.len(), (0, 1));
         set.prune(601);
+        assert!(set.is_empty());
+    }
+
+    #[test]
+    fn a_revoked_session_revokes_its_tokens_only_until_forgotten() {
+        let set = RevocationSet::new();
+        set.revoke_session("s1", 500);
+        set.revoke_session("", 500);
+        assert!(set.is_session_revoked("s1"));
+        assert!(!set.is_session_revoked("s2"));
+        assert!(!set.is_session_revoked(""), "no sid: no session to revoke");
+        assert_eq!(set.sessions(), 1);
+        set.prune(501);
         assert!(set.is_empty());
     }
 }

@@ -37,6 +37,12 @@ pub trait Claims: DeserializeOwned + Send + Sync + 'static {
         ""
     }
 
+    /// `sid`: the session (login) the token belongs to, for session revocation.
+    /// None by default.
+    fn session_id(&self) -> &str {
+        ""
+    }
+
     /// `iat`: when the token was issued (Unix seconds), for subject revocation,
     /// the maximum lifetime and the "not issued in the future" check; 0 if absent.
     fn issued_at(&self) -> i64 {
@@ -121,7 +127,9 @@ impl VerifierConfig {
     }
 }
 
-const ASYMMETRIC: [Algorithm; 9] = [
+/// Every algorithm a verifier accepts (and the default set): the asymmetric
+/// JWS algorithms. HMAC and `none` are never accepted.
+pub const ASYMMETRIC: [Algorithm; 9] = [
     Algorithm::EdDSA,
     Algorithm::ES256,
     Algorithm::ES384,
@@ -369,28 +377,23 @@ impl<C: Claims> Verifier<C> {
         }
     }
 
-    /// The revocations this verifier checks, if any.
+    /// The revocations this verifier checks (health follows their feed).
     pub fn revocations(&self) -> Option<&Arc<RevocationSet>> {
         self.revocations.as_ref()
     }
 
     fn check_revoked(&self, claims: &C) -> Result<(), AuthError> {
-        // A set that may be missing revocations cannot clear anyone.
-        if let Some(freshness) = self.revocations.as_ref().and_then(|r| r.freshness()) {
-            freshness.check().map_err(AuthError::RevocationsStale)?;
+        let Some(revocations) = &self.revocations else {
+            return Ok(());
+        };
+        revocations.current().map_err(AuthError::RevocationsStale)?;
+        let (subject, jti, iat) = (claims.subject(), claims.token_id(), claims.issued_at());
+        if revocations.is_revoked(subject, jti, iat)
+            || revocations.is_session_revoked(claims.session_id())
+        {
+            return Err(AuthError::Revoked);
         }
-        match &self.revocations {
-            Some(revocations)
-                if revocations.is_revoked(
-                    claims.subject(),
-                    claims.token_id(),
-                    claims.issued_at(),
-                ) =>
-            {
-                Err(AuthError::Revoked)
-            }
-            _ => Ok(()),
-        }
+        Ok(())
     }
 }
 

@@ -94,6 +94,9 @@ async fn main() {
     let mesh = Mesh::builder()
         .auth_database_url(database.as_ref().map(|d| d.url.clone()))
         .login_throttle(u32::MAX, Duration::from_secs(1))
+        // Rates, not limits, are measured here.
+        .refresh_rate_limit(0)
+        .service_token_rate_limit(0)
         .start()
         .await;
     let auth = mesh.auth().await;

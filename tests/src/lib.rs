@@ -20,9 +20,13 @@ use tokenmesh::cli::UpArgs;
 pub use tokenmesh_interceptor::ManualClock;
 pub use tokenmesh_orders::SourceKind;
 use tokenmesh_proto::{
-    auth::v1::{LoginRequest, auth_service_client::AuthServiceClient},
-    orders::v1::{ListOrdersRequest, orders_service_client::OrdersServiceClient},
-    products::v1::{ListProductsRequest, products_service_client::ProductsServiceClient},
+    auth::v1::{GetJwksRequest, Jwks, LoginRequest, auth_service_client::AuthServiceClient},
+    orders::v1::{
+        ListOrdersRequest, PlaceOrderRequest, orders_service_client::OrdersServiceClient,
+    },
+    products::v1::{
+        ListProductsRequest, ListProductsResponse, products_service_client::ProductsServiceClient,
+    },
 };
 use tonic::{
     Request, Status,
@@ -146,6 +150,21 @@ impl MeshBuilder {
     pub fn login_throttle(self, free_failures: u32, first_delay: Duration) -> Self {
         self.flag("login-throttle-failures", free_failures)
             .duration("login-throttle-delay", first_delay)
+    }
+
+    /// A login ends this long after it started, however often it refreshes.
+    pub fn session_max_lifetime(self, lifetime: Duration) -> Self {
+        self.duration("session-max-lifetime", lifetime)
+    }
+
+    /// Refresh and Logout calls allowed per minute from one client address.
+    pub fn refresh_rate_limit(self, per_minute: u32) -> Self {
+        self.flag("refresh-rate-limit", per_minute)
+    }
+
+    /// IssueServiceToken calls allowed per minute for one client id.
+    pub fn service_token_rate_limit(self, per_minute: u32) -> Self {
+        self.flag("service-token-rate-limit", per_minute)
     }
 
     /// Orders asks these entitlement sources, in this order.
@@ -350,6 +369,32 @@ impl Mesh {
     pub async fn products_as(&self, user: &str) -> ProductsClient {
         let token = self.login(user).await;
         self.products(Bearer::token(&token)).await
+    }
+
+    /// The catalogue as a logged-in demo user sees it, with the grant
+    /// Products hands out beside it.
+    pub async fn catalogue_of(&self, user: &str) -> ListProductsResponse {
+        self.products_as(user)
+            .await
+            .list_products(ListProductsRequest::default())
+            .await
+            .expect("list")
+            .into_inner()
+    }
+
+    /// The entitlement grant Products hands a logged-in demo user.
+    pub async fn grant_of(&self, user: &str) -> String {
+        self.catalogue_of(user).await.entitlement_token
+    }
+
+    /// The keys Auth publishes over gRPC.
+    pub async fn jwks(&self) -> Jwks {
+        self.auth()
+            .await
+            .get_jwks(GetJwksRequest {})
+            .await
+            .expect("jwks")
+            .into_inner()
     }
 
     /// Orders' client as a logged-in demo user.
@@ -786,11 +831,28 @@ where
     }
 }
 
+/// A PlaceOrder request for `quantity` of `product_id`, idempotent on
+/// `request_id`, carrying `grant` (empty: none).
+pub fn order(product_id: &str, quantity: i32, request_id: &str, grant: &str) -> PlaceOrderRequest {
+    PlaceOrderRequest {
+        product_id: product_id.into(),
+        quantity,
+        request_id: request_id.into(),
+        entitlement_token: grant.into(),
+    }
+}
+
 /// A plain HTTP/1.1 GET on `addr`: the response head and body.
 pub async fn http_get(addr: SocketAddr, path: &str) -> (String, String) {
+    let request = format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n");
+    http_exchange(addr, &request).await
+}
+
+/// Sends `request` (a whole HTTP/1.1 request, headers as an attacker may
+/// choose them, with `Connection: close`) to `addr`: the response head and body.
+pub async fn http_exchange(addr: SocketAddr, request: &str) -> (String, String) {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let mut stream = tokio::net::TcpStream::connect(addr).await.expect("connect");
-    let request = format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n");
     stream.write_all(request.as_bytes()).await.expect("request");
     let mut response = String::new();
     stream
@@ -801,7 +863,9 @@ pub async fn http_get(addr: SocketAddr, path: &str) -> (String, String) {
     (head.to_owned(), body.to_owned())
 }
 
+pub mod calls;
 mod child;
+pub mod files;
 pub use child::{CHILD_DEADLINE, output_within_deadline};
 
 /// Runs each listed test — an `async fn(MeshBuilder)` in the calling module — on

@@ -20,7 +20,8 @@ use aws_lc_rs::{
     rand::SystemRandom,
     rsa::KeySize,
     signature::{
-        ECDSA_P256_SHA256_FIXED_SIGNING, EcdsaKeyPair, Ed25519KeyPair, KeyPair, RsaKeyPair,
+        ECDSA_P256_SHA256_FIXED_SIGNING, ECDSA_P384_SHA384_FIXED_SIGNING, EcdsaKeyPair,
+        Ed25519KeyPair, KeyPair, RsaKeyPair,
     },
 };
 use base64::{Engine, engine::general_purpose::URL_SAFE_NO_PAD};
@@ -156,7 +157,28 @@ impl TestKey {
         )
     }
 
+    pub fn es384(kid: &str) -> Self {
+        let alg = &ECDSA_P384_SHA384_FIXED_SIGNING;
+        let pkcs8 = EcdsaKeyPair::generate_pkcs8(alg, &SystemRandom::new()).expect("key");
+        let pair = EcdsaKeyPair::from_pkcs8(alg, pkcs8.as_ref()).expect("key");
+        let point = pair.public_key().as_ref();
+        let jwk = json!({"kty": "EC", "crv": "P-384", "x": b64(&point[1..49]), "y": b64(&point[49..]),
+            "kid": kid, "alg": "ES384", "use": "sig"});
+        Self::new(
+            kid,
+            Algorithm::ES384,
+            EncodingKey::from_ec_der(pkcs8.as_ref()),
+            jwk,
+        )
+    }
+
     pub fn rs256(kid: &str) -> Self {
+        Self::rsa(kid, Algorithm::RS256)
+    }
+
+    /// A fresh 2048-bit RSA key for `algorithm` (RS256/384/512, PS256/384/512).
+    pub fn rsa(kid: &str, algorithm: Algorithm) -> Self {
+        let alg = serde_json::to_value(algorithm).expect("alg");
         let pair = RsaKeyPair::generate(KeySize::Rsa2048).expect("key");
         let pkcs8 = AsDer::<aws_lc_rs::encoding::Pkcs8V1Der>::as_der(&pair).expect("der");
         let pem = pem::encode(&pem::Pem::new("PRIVATE KEY", pkcs8.as_ref().to_vec()));
@@ -164,9 +186,9 @@ impl TestKey {
         let jwk = json!({"kty": "RSA",
             "n": b64(public.modulus().big_endian_without_leading_zero()),
             "e": b64(public.exponent().big_endian_without_leading_zero()),
-            "kid": kid, "alg": "RS256", "use": "sig"});
+            "kid": kid, "alg": alg, "use": "sig"});
         let encoding = EncodingKey::from_rsa_pem(pem.as_bytes()).expect("rsa pem");
-        Self::new(kid, Algorithm::RS256, encoding, jwk)
+        Self::new(kid, algorithm, encoding, jwk)
     }
 
     fn new(kid: &str, algorithm: Algorithm, encoding: EncodingKey, jwk: Value) -> Self {

@@ -23,8 +23,15 @@ pub struct AuthConfig {
     pub audiences: Vec<String>,
     /// Lifetime of access tokens.
     pub access_token_ttl: Duration,
-    /// Lifetime of refresh tokens.
+    /// Lifetime of refresh tokens (sliding: each refresh issues a new one).
     pub refresh_token_ttl: Duration,
+    /// A login ends this long after it started, however often it refreshes.
+    pub session_max_lifetime: Duration,
+    /// Refresh and Logout calls allowed per minute from one client address
+    /// (0: no limit).
+    pub refresh_rate_limit: u32,
+    /// IssueServiceToken calls allowed per minute for one client id (0: no limit).
+    pub service_token_rate_limit: u32,
     /// Longest lifetime of an exchanged token (never beyond the subject token's).
     pub exchange_token_ttl: Duration,
     /// Algorithm of new keys (rotation).
@@ -47,13 +54,18 @@ pub struct AuthConfig {
 
 impl AuthConfig {
     /// Tokens from `issuer` for Auth, Products and Orders: 5-minute access tokens,
-    /// 30-day refresh tokens, 1-minute exchanged tokens; the system clock.
+    /// 30-day refresh tokens, logins capped at 30 days, 1-minute exchanged
+    /// tokens; 600 Refresh/Logout per minute per address, 60 service tokens per
+    /// minute per client; the system clock.
     pub fn new(issuer: impl Into<String>) -> Self {
         Self {
             issuer: issuer.into(),
             audiences: audience::USER_TOKEN.map(String::from).to_vec(),
             access_token_ttl: Duration::from_secs(300),
             refresh_token_ttl: Duration::from_secs(30 * 24 * 3600),
+            session_max_lifetime: Duration::from_secs(30 * 24 * 3600),
+            refresh_rate_limit: 600,
+            service_token_rate_limit: 60,
             exchange_token_ttl: Duration::from_secs(60),
             signing_algorithm: SigningAlgorithm::EdDSA,
             throttle: ThrottleConfig::default(),

@@ -22,9 +22,17 @@ pub enum AuthServiceError {
         /// How long to wait.
         retry_after: Duration,
     },
-    /// The refresh token cannot be used; the reason says whether to log in again.
-    #[error("refresh token {0}")]
+    /// The refresh token cannot be used (unknown, expired, revoked, reused):
+    /// deliberately one answer, the reason only in the server's log.
+    #[error("invalid refresh token")]
     RefreshRefused(&'static str),
+    /// Too many Refresh, Logout or IssueServiceToken calls for one key (client
+    /// address, client id): wait `retry_after`.
+    #[error("too many requests; retry later")]
+    RateLimited {
+        /// How long to wait.
+        retry_after: Duration,
+    },
     /// The username is taken.
     #[error("user {0} already exists")]
     UserExists(String),
@@ -73,7 +81,8 @@ impl From<AuthServiceError> for Status {
             | AuthServiceError::InvalidClientCredentials => {
                 Status::unauthenticated(error.to_string())
             }
-            AuthServiceError::Throttled { retry_after } => Status::with_error_details(
+            AuthServiceError::Throttled { retry_after }
+            | AuthServiceError::RateLimited { retry_after } => Status::with_error_details(
                 Code::ResourceExhausted,
                 error.to_string(),
                 ErrorDetails::with_retry_info(Some(retry_after)),

@@ -10,9 +10,11 @@
 #![forbid(unsafe_code)]
 
 mod config;
+mod counters;
 mod error;
 mod http;
 mod keys;
+mod limits;
 mod revocations;
 mod service;
 mod sessions;
@@ -27,7 +29,7 @@ pub use error::AuthServiceError;
 pub use http::PublicUrl;
 pub use keys::SigningKeys;
 pub use start::{Args, open, start};
-pub use state::AuthService;
+pub use state::{AuthService, MAX_REQUEST_BYTES, MAX_RESPONSE_BYTES};
 pub use store::{Store, StoreError};
 pub use users::{NewUser, ThrottleConfig};
 

@@ -7,7 +7,8 @@ use std::{pin::Pin, sync::Arc};
 use futures::Stream;
 use tokenmesh_interceptor::{RevocationSet, SharedClock};
 use tokenmesh_proto::auth::v1::{
-    Heartbeat, RevocationEvent, SubjectRevoked, TokenRevoked, revocation_event::Revoked,
+    Heartbeat, RevocationEvent, SessionRevoked, SubjectRevoked, TokenRevoked,
+    revocation_event::Revoked,
 };
 use tokenmesh_server::{Feed, Markers};
 use tonic::Status;
@@ -71,6 +72,12 @@ impl Revocations {
         self.feed.notify();
     }
 
+    /// Records a session revocation (already stored) here and wakes the feeds.
+    pub(crate) fn session_revoked(&self, session_id: &str, forget_after: i64) {
+        self.set.revoke_session(session_id, forget_after);
+        self.feed.notify();
+    }
+
     /// Drops the entries that no longer matter.
     pub(crate) fn prune(&self) {
         self.set.prune(self.clock.now_unix());
@@ -113,7 +120,9 @@ impl Revocations {
 }
 
 fn apply(set: &RevocationSet, revocation: &Revocation) {
-    if revocation.jti.is_empty() {
+    if !revocation.session_id.is_empty() {
+        set.revoke_session(&revocation.session_id, revocation.forget_after);
+    } else if revocation.jti.is_empty() {
         set.revoke_subject(
             &revocation.subject,
             revocation.not_before,
@@ -125,7 +134,12 @@ fn apply(set: &RevocationSet, revocation: &Revocation) {
 }
 
 fn event(revocation: Revocation) -> RevocationEvent {
-    let revoked = if revocation.jti.is_empty() {
+    let revoked = if !revocation.session_id.is_empty() {
+        Revoked::Session(SessionRevoked {
+            session_id: revocation.session_id,
+            forget_after: revocation.forget_after,
+        })
+    } else if revocation.jti.is_empty() {
         Revoked::Subject(SubjectRevoked {
             subject: revocation.subject,
             not_before: revocation.not_before,

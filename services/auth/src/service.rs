@@ -9,15 +9,15 @@ use tokenmesh_proto::auth::v1::{
     LogoutRequest, LogoutResponse, RefreshRequest, RotateSigningKeyRequest,
     RotateSigningKeyResponse, TokenResponse, User, WatchRevocationsRequest, auth_service_server,
 };
-use tokenmesh_server::{caller, required};
+use tokenmesh_server::{bounded, caller, required, shown};
 use tonic::{Request, Response, Status};
 use tracing::instrument;
 
-use crate::{AuthService, NewUser, revocations::RevocationStream};
+use crate::{AuthService, NewUser, counters::Throttled, revocations::RevocationStream};
 
 #[tonic::async_trait]
 impl auth_service_server::AuthService for AuthService {
-    #[instrument(skip_all, fields(username = %request.get_ref().username))]
+    #[instrument(skip_all, fields(username = %shown(&request.get_ref().username)))]
     async fn login(
         &self,
         request: Request<LoginRequest>,
@@ -26,13 +26,19 @@ impl auth_service_server::AuthService for AuthService {
         required("username", &username)?;
         required("password", &password)?;
         let user = self.inner.users.login(&username, password).await?;
-        let refresh_token = self.inner.sessions.start(&user.username).await?;
-        let access = self
-            .inner
-            .tokens
-            .for_user(&user.username, &user.scopes, user.not_before)?;
+        // Commits only if no cut-off did since the password was checked.
+        let started = self.inner.sessions.start(&user).await?;
+        let access = self.inner.tokens.for_user(
+            &user.username,
+            &user.scopes,
+            &started.session_id,
+            user.not_before,
+            started.checked_at,
+        )?;
         tracing::info!("login");
-        Ok(Response::new(access.response(refresh_token, &user.scopes)))
+        Ok(Response::new(
+            access.response(started.refresh_token, &user.scopes),
+        ))
     }
 
     #[instrument(skip_all)]
@@ -40,14 +46,21 @@ impl auth_service_server::AuthService for AuthService {
         &self,
         request: Request<RefreshRequest>,
     ) -> Result<Response<TokenResponse>, Status> {
+        let limits = &self.inner.limits;
+        limits
+            .refresh(Throttled::Refresh, request.remote_addr())
+            .await?;
         let presented = &request.get_ref().refresh_token;
         required("refresh_token", presented)?;
         let (successor, owner) = self.inner.sessions.rotate(presented).await?;
         // The spend read the owner's scopes and epoch in its transaction.
-        let access =
-            self.inner
-                .tokens
-                .for_user(&owner.username, &owner.scopes, owner.not_before)?;
+        let access = self.inner.tokens.for_user(
+            &owner.username,
+            &owner.scopes,
+            &owner.session_id,
+            owner.not_before,
+            owner.checked_at,
+        )?;
         Ok(Response::new(access.response(successor, &owner.scopes)))
     }
 
@@ -56,6 +69,10 @@ impl auth_service_server::AuthService for AuthService {
         &self,
         request: Request<LogoutRequest>,
     ) -> Result<Response<LogoutResponse>, Status> {
+        let limits = &self.inner.limits;
+        limits
+            .refresh(Throttled::Logout, request.remote_addr())
+            .await?;
         let presented = &request.get_ref().refresh_token;
         required("refresh_token", presented)?;
         let ended = self.inner.sessions.end(presented).await?;
@@ -63,7 +80,7 @@ impl auth_service_server::AuthService for AuthService {
         Ok(Response::new(LogoutResponse {}))
     }
 
-    #[instrument(skip_all, fields(username = %request.get_ref().username))]
+    #[instrument(skip_all, fields(username = %shown(&request.get_ref().username)))]
     async fn create_user(
         &self,
         request: Request<CreateUserRequest>,
@@ -74,6 +91,8 @@ impl auth_service_server::AuthService for AuthService {
             scopes,
         } = request.into_inner();
         required("username", &username)?;
+        bounded("password", &password)?;
+        bounded("scopes", &scopes)?;
         let user = NewUser {
             username,
             password,
@@ -82,7 +101,7 @@ impl auth_service_server::AuthService for AuthService {
         Ok(Response::new(self.inner.users.create(user).await?))
     }
 
-    #[instrument(skip_all, fields(username = %request.get_ref().username))]
+    #[instrument(skip_all, fields(username = %shown(&request.get_ref().username)))]
     async fn deactivate_user(
         &self,
         request: Request<DeactivateUserRequest>,
@@ -103,6 +122,7 @@ impl auth_service_server::AuthService for AuthService {
             new_password,
         } = request.into_inner();
         required("current_password", &current_password)?;
+        bounded("new_password", &new_password)?;
         self.inner
             .users
             .change_password(caller.subject(), current_password, new_password)
@@ -110,7 +130,7 @@ impl auth_service_server::AuthService for AuthService {
         Ok(Response::new(ChangePasswordResponse {}))
     }
 
-    #[instrument(skip_all, fields(client_id = %request.get_ref().client_id, audience = %request.get_ref().audience))]
+    #[instrument(skip_all, fields(client_id = %shown(&request.get_ref().client_id), audience = %shown(&request.get_ref().audience)))]
     async fn issue_service_token(
         &self,
         request: Request<IssueServiceTokenRequest>,
@@ -123,6 +143,7 @@ impl auth_service_server::AuthService for AuthService {
         required("client_id", client_id)?;
         required("client_secret", client_secret)?;
         required("audience", audience)?;
+        self.inner.limits.service_token(client_id).await?;
         let tokens = &self.inner.tokens;
         Ok(Response::new(
             tokens
@@ -131,7 +152,7 @@ impl auth_service_server::AuthService for AuthService {
         ))
     }
 
-    #[instrument(skip_all, fields(audience = %request.get_ref().audience))]
+    #[instrument(skip_all, fields(audience = %shown(&request.get_ref().audience)))]
     async fn exchange_token(
         &self,
         request: Request<ExchangeTokenRequest>,

@@ -1,16 +1,18 @@
 //! Sessions: the refresh token a login starts, its rotation on every refresh with
-//! reuse detection (a replayed token ends the whole login), and logout. Refresh
-//! tokens are opaque random strings, stored only as SHA-256 hashes.
+//! reuse detection (a replayed token ends the whole login and its access
+//! tokens), its absolute cap, and logout. Refresh tokens are opaque random
+//! strings, stored only as SHA-256 hashes; the family id is the `sid` claim.
 
-use std::time::Duration;
+use std::{sync::Arc, time::Duration};
 
 use tokenmesh_interceptor::SharedClock;
 use tokenmesh_server::random_token;
 
 use crate::{
-    AuthServiceError,
+    AuthConfig, AuthServiceError,
     config::secs,
-    store::{NewRefreshToken, Spend, Store},
+    revocations::Revocations,
+    store::{NewRefreshToken, SessionRules, Spend, Store, UserRecord},
     tokens::hex_sha256,
 };
 
@@ -23,6 +25,23 @@ pub(crate) struct Owner {
     pub(crate) scopes: String,
     /// Their revocation epoch now.
     pub(crate) not_before: i64,
+    /// When the spend read the clock, before its transaction: the new access
+    /// token is issued no later, so a cut-off ordered after it revokes it.
+    pub(crate) checked_at: i64,
+    /// The login, the new access token's `sid`.
+    pub(crate) session_id: String,
+}
+
+/// A login that committed: its first refresh token and when it read the clock
+/// (before its transaction).
+#[derive(Debug)]
+pub(crate) struct Started {
+    /// The first refresh token of the family.
+    pub(crate) refresh_token: String,
+    /// See [`Owner::checked_at`].
+    pub(crate) checked_at: i64,
+    /// The login (the family's id), the access token's `sid`.
+    pub(crate) session_id: String,
 }
 
 /// Auth's logins.
@@ -31,29 +50,48 @@ pub(crate) struct Sessions {
     store: Store,
     clock: SharedClock,
     refresh_token_ttl: Duration,
+    rules: SessionRules,
+    revocations: Arc<Revocations>,
 }
 
 impl Sessions {
-    /// Sessions in `store` whose refresh tokens live `refresh_token_ttl`.
-    pub(crate) fn new(store: Store, clock: SharedClock, refresh_token_ttl: Duration) -> Self {
+    /// Sessions in `store` as `config` says; ended sessions are recorded in
+    /// `revocations`.
+    pub(crate) fn new(store: Store, config: &AuthConfig, revocations: Arc<Revocations>) -> Self {
         Self {
             store,
-            clock,
-            refresh_token_ttl,
+            clock: config.clock.clone(),
+            refresh_token_ttl: config.refresh_token_ttl,
+            rules: SessionRules {
+                max_lifetime: secs(config.session_max_lifetime),
+                revocation_lifetime: config.revocation_lifetime(),
+            },
+            revocations,
         }
     }
 
-    /// Starts a login of `username`; returns its first refresh token.
-    pub(crate) async fn start(&self, username: &str) -> Result<String, AuthServiceError> {
+    /// Starts a login of `user`, as read when its password was checked; refuses
+    /// it (as bad credentials) if a cut-off committed since.
+    pub(crate) async fn start(&self, user: &UserRecord) -> Result<Started, AuthServiceError> {
         let (token, record) = self.new_refresh_token();
-        self.store
-            .start_family(username, &random_token(16), &record)
-            .await?;
-        Ok(token)
+        let session_id = random_token(16);
+        if !self.store.start_family(user, &session_id, &record).await? {
+            tracing::info!(
+                reason = "credentials changed during the login",
+                "login refused"
+            );
+            return Err(AuthServiceError::InvalidCredentials);
+        }
+        Ok(Started {
+            refresh_token: token,
+            checked_at: record.issued_at,
+            session_id,
+        })
     }
 
     /// Spends `presented` and returns its successor and owner; refuses an
-    /// unknown, expired, revoked or reused token (reuse revokes the login).
+    /// unknown, expired, revoked or reused token with one answer, the reason
+    /// only in the log (reuse revokes the login and its access tokens).
     pub(crate) async fn rotate(
         &self,
         presented: &str,
@@ -61,40 +99,54 @@ impl Sessions {
         let (successor, record) = self.new_refresh_token();
         let spend = self
             .store
-            .spend_refresh_token(&hex_sha256(presented), &record)
+            .spend_refresh_token(&hex_sha256(presented), &record, self.rules)
             .await?;
-        match spend {
+        let reason = match spend {
             Spend::Rotated {
                 username,
                 scopes,
                 not_before,
-            } => Ok((
-                successor,
-                Owner {
+                family_id,
+            } => {
+                let owner = Owner {
                     username,
                     scopes,
                     not_before,
-                },
-            )),
-            Spend::Unknown => Err(AuthServiceError::RefreshRefused("unknown")),
-            Spend::Expired => Err(AuthServiceError::RefreshRefused("expired")),
-            Spend::Revoked => Err(AuthServiceError::RefreshRefused("revoked")),
-            Spend::Reused => {
-                tracing::warn!(reason = "refresh token reuse", "session revoked");
-                Err(AuthServiceError::RefreshRefused(
-                    "reused: the session is revoked",
-                ))
+                    checked_at: record.issued_at,
+                    session_id: family_id,
+                };
+                return Ok((successor, owner));
             }
-        }
+            Spend::Reused {
+                family_id,
+                forget_after,
+            } => {
+                self.revocations.session_revoked(&family_id, forget_after);
+                tracing::warn!(reason = "refresh token reuse", "session revoked");
+                "reused"
+            }
+            Spend::Unknown => "unknown",
+            Spend::Expired => "expired",
+            Spend::Revoked => "revoked",
+        };
+        tracing::info!(reason, "refresh refused");
+        Err(AuthServiceError::RefreshRefused(reason))
     }
 
-    /// Ends the login `presented` belongs to; false if there was none live.
+    /// Ends the login `presented` belongs to, and the access tokens minted for
+    /// it; false if there was none live.
     pub(crate) async fn end(&self, presented: &str) -> Result<bool, AuthServiceError> {
         let now = self.clock.now_unix();
-        Ok(self
+        let ended = self
             .store
-            .revoke_family_of(&hex_sha256(presented), now)
-            .await?)
+            .end_family_of(&hex_sha256(presented), now, self.rules)
+            .await?;
+        let Some(family_id) = ended else {
+            return Ok(false);
+        };
+        let forget_after = now.saturating_add(self.rules.revocation_lifetime);
+        self.revocations.session_revoked(&family_id, forget_after);
+        Ok(true)
     }
 
     /// A fresh refresh token and the record that stores it.

@@ -66,6 +66,18 @@ pub struct Args {
     /// First delay after those failures; each further failure doubles it (max 15 min).
     #[arg(long, env = "TOKENMESH_LOGIN_THROTTLE_DELAY", default_value = "1s", value_parser = humantime::parse_duration)]
     pub login_throttle_delay: Duration,
+    /// A login ends this long after it started, however often its refresh
+    /// token is rotated (each refresh token alone lives 30 days).
+    #[arg(long, env = "TOKENMESH_SESSION_MAX_LIFETIME", default_value = "30d", value_parser = humantime::parse_duration)]
+    pub session_max_lifetime: Duration,
+    /// Refresh and Logout calls allowed per minute from one client address,
+    /// together (0: no limit).
+    #[arg(long, env = "TOKENMESH_REFRESH_RATE_LIMIT", default_value_t = 600)]
+    pub refresh_rate_limit: u32,
+    /// IssueServiceToken calls allowed per minute for one client id, counted
+    /// before the secret is checked (0: no limit).
+    #[arg(long, env = "TOKENMESH_SERVICE_TOKEN_RATE_LIMIT", default_value_t = 60)]
+    pub service_token_rate_limit: u32,
 }
 
 /// Opens Auth — keys, store, demo users, `clients` registered — without
@@ -113,6 +125,9 @@ async fn open_with(
     config.access_token_ttl = args.access_token_ttl;
     config.signing_algorithm = args.signing_alg;
     config.retired_key_grace = args.retired_key_grace;
+    config.session_max_lifetime = args.session_max_lifetime;
+    config.refresh_rate_limit = args.refresh_rate_limit;
+    config.service_token_rate_limit = args.service_token_rate_limit;
     config.public_url = public_url;
     config.throttle = ThrottleConfig {
         free_failures: args.login_throttle_failures,
@@ -133,15 +148,9 @@ async fn open_with(
         );
     }
     for credentials in clients {
-        let client = credentials.client;
-        auth.register_service_client(
-            client.id,
-            &credentials.secret,
-            &client.scopes.join(" "),
-            &client.audiences.join(" "),
-        )
-        .await
-        .map_err(store_error)?;
+        auth.register_service_client(credentials)
+            .await
+            .map_err(store_error)?;
     }
     Ok(auth)
 }
@@ -204,9 +213,10 @@ pub async fn start(
     let auth = open_with(args, env, clients, public_url).await?;
     let routes = auth.http_router();
     let metrics = env.metrics.clone();
+    let limits = env.limits;
     let addr = listener.local_addr()?;
     Ok(Running::spawn(addr, move |shutdown| async move {
-        auth.serve(listener, &metrics, shutdown).await
+        auth.serve(listener, &metrics, limits, shutdown).await
     })
     .with_http_routes(routes))
 }

@@ -12,16 +12,26 @@ use tokenmesh_proto::{
     },
     names::audience,
 };
-use tokenmesh_server::{Caller, SigningKey};
+use tokenmesh_server::{Caller, ClientCredentials, SigningKey};
 
 use crate::{
     AuthConfig, AuthServiceError, Store,
+    counters::Counters,
     keys::{KeyRing, OwnKeys, SigningKeys},
+    limits::Limits,
     revocations::Revocations,
     sessions::Sessions,
     tokens::Tokens,
     users::Users,
 };
+
+/// Largest request Auth decodes: an `ExchangeToken` with the largest
+/// `subject_token` (16 KiB) and room to spare; above it, RESOURCE_EXHAUSTED
+/// before any handler runs.
+pub const MAX_REQUEST_BYTES: usize = 32 * 1024;
+/// Largest response Auth encodes: a token response, or the JWKS with every
+/// published key.
+pub const MAX_RESPONSE_BYTES: usize = 64 * 1024;
 
 /// The Auth service.
 #[derive(Debug, Clone)]
@@ -35,8 +45,12 @@ pub(crate) struct Inner {
     pub(crate) keys: Arc<KeyRing>,
     pub(crate) users: Users,
     pub(crate) sessions: Sessions,
+    /// Rate limits of Refresh, Logout and IssueServiceToken.
+    pub(crate) limits: Limits,
     pub(crate) tokens: Tokens,
     pub(crate) revocations: Arc<Revocations>,
+    /// Auth's own counters on `/metrics`.
+    pub(crate) counters: Arc<Counters>,
     /// Auth's own verifier: its layer's, and the one exchange checks subject
     /// tokens with.
     pub(crate) verifier: Arc<Verifier<Caller>>,
@@ -60,6 +74,7 @@ impl AuthService {
             .with_revocations(revocations.set())
             .with_clock(config.clock.clone()),
         );
+        let counters = Arc::new(Counters::default());
         Ok(Self {
             inner: Arc::new(Inner {
                 users: Users::new(
@@ -67,15 +82,18 @@ impl AuthService {
                     config.throttle,
                     config.clock.clone(),
                     revocations.clone(),
+                    counters.clone(),
                 ),
-                sessions: Sessions::new(
-                    store.clone(),
-                    config.clock.clone(),
-                    config.refresh_token_ttl,
+                sessions: Sessions::new(store.clone(), &config, revocations.clone()),
+                limits: Limits::new(
+                    config.refresh_rate_limit,
+                    config.service_token_rate_limit,
+                    counters.clone(),
                 ),
                 tokens: Tokens::new(store, keys.clone(), verifier.clone(), &config),
                 keys,
                 revocations,
+                counters,
                 verifier,
                 config,
             }),
@@ -87,18 +105,13 @@ impl AuthService {
         tokenmesh_server::policy_for(auth_service_server::SERVICE_NAME)
     }
 
-    /// Registers (or updates) a service client with a secret.
+    /// Registers (or updates) a service client as its service declared it, with
+    /// its secret and what it may delegate in a token exchange.
     pub async fn register_service_client(
         &self,
-        client_id: &str,
-        secret: &str,
-        scopes: &str,
-        audiences: &str,
+        credentials: &ClientCredentials,
     ) -> Result<(), AuthServiceError> {
-        self.inner
-            .tokens
-            .register_client(client_id, secret, scopes, audiences)
-            .await
+        self.inner.tokens.register_client(credentials).await
     }
 
     /// `iss` of Auth's tokens.
@@ -127,14 +140,17 @@ impl AuthService {
         self.inner.keys.rotate().await
     }
 
-    /// Serves Auth on `listener` until `shutdown`.
+    /// Serves Auth on `listener` within `limits` until `shutdown`.
     pub async fn serve(
         self,
         listener: impl Into<tokenmesh_server::Listener>,
         metrics: &tokenmesh_server::metrics::Registry,
+        limits: tokenmesh_server::ServerLimits,
         shutdown: impl Future<Output = ()> + Send,
     ) -> Result<(), tokenmesh_server::ServeError> {
         let maintenance = tokio::spawn(maintain(Arc::downgrade(&self.inner)));
+        let counters: Arc<dyn tokenmesh_server::metrics::Samples> = self.inner.counters.clone();
+        metrics.register_samples(&counters);
         let inner = self.inner.clone();
         let shutdown = async move {
             shutdown.await;
@@ -142,8 +158,11 @@ impl AuthService {
             inner.revocations.close();
         };
         let layer = AuthLayer::new(self.inner.verifier.clone(), Self::policy());
-        let service = AuthServiceServer::new(self);
-        let result = tokenmesh_server::serve(listener, service, layer, metrics, shutdown).await;
+        let service = AuthServiceServer::new(self)
+            .max_decoding_message_size(MAX_REQUEST_BYTES)
+            .max_encoding_message_size(MAX_RESPONSE_BYTES);
+        let result =
+            tokenmesh_server::serve(listener, service, layer, metrics, limits, shutdown).await;
         maintenance.abort();
         result
     }

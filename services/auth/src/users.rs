@@ -3,18 +3,19 @@
 //! and revoke every token issued before them.
 
 mod password;
-mod throttle;
+pub(crate) mod throttle;
 
 use std::sync::Arc;
 
 use tokenmesh_interceptor::SharedClock;
-use tokenmesh_proto::auth::v1::User;
+use tokenmesh_proto::{auth::v1::User, names::audience};
 use tokenmesh_server::FieldViolation;
 
 pub use throttle::ThrottleConfig;
 
 use crate::{
     AuthServiceError,
+    counters::{Counters, Throttled},
     revocations::Revocations,
     store::{NewUserRecord, Store, UserRecord},
 };
@@ -43,6 +44,7 @@ pub(crate) struct Users {
     throttle: Throttle,
     clock: SharedClock,
     revocations: Arc<Revocations>,
+    counters: Arc<Counters>,
 }
 
 impl Users {
@@ -52,12 +54,14 @@ impl Users {
         throttle: ThrottleConfig,
         clock: SharedClock,
         revocations: Arc<Revocations>,
+        counters: Arc<Counters>,
     ) -> Self {
         Self {
             store,
             throttle: Throttle::new(throttle),
             clock,
             revocations,
+            counters,
         }
     }
 
@@ -82,19 +86,26 @@ impl Users {
         username: &str,
         password: String,
     ) -> Result<UserRecord, AuthServiceError> {
-        if let Err(retry_after) = self.throttle.check(username) {
-            return Err(AuthServiceError::Throttled { retry_after });
-        }
+        // The slot is taken before any work: concurrent guesses cannot all pass
+        // a check made before the first of them has failed.
+        let attempt = match self.throttle.reserve(username).await {
+            Ok(attempt) => attempt,
+            Err(retry_after) => {
+                self.counters.throttled(Throttled::Login);
+                return Err(AuthServiceError::Throttled { retry_after });
+            }
+        };
         let user = self.store.find_user(username).await?;
         let stored_hash = user.as_ref().map(|user| user.password_hash.clone());
+        self.counters.password_checked();
         let matches = password::verify(password, stored_hash).await?;
         match user {
             Some(user) if matches && user.is_active() => {
-                self.throttle.succeeded(username);
+                attempt.succeeded();
                 Ok(user)
             }
             _ => {
-                if let Some(retry_after) = self.throttle.failed(username) {
+                if let Some(retry_after) = attempt.failed() {
                     tracing::info!(?retry_after, "login throttled");
                 }
                 Err(AuthServiceError::InvalidCredentials)
@@ -105,6 +116,7 @@ impl Users {
     /// Creates `user` after checking the name and the password's length.
     pub(crate) async fn create(&self, user: NewUser) -> Result<User, AuthServiceError> {
         valid_username(&user.username)?;
+        self.not_reserved(&user.username).await?;
         valid_new_password("password", &user.password)?;
         let created = User {
             username: user.username.clone(),
@@ -117,12 +129,25 @@ impl Users {
         Ok(created)
     }
 
+    /// A service's name — an audience, a registered service client's id, in
+    /// any case — is not a username: a user's token would carry the `sub` of
+    /// the service's own tokens.
+    async fn not_reserved(&self, username: &str) -> Result<(), AuthServiceError> {
+        let name = username.to_ascii_lowercase();
+        let reserved = audience::USER_TOKEN.contains(&name.as_str())
+            || self.store.service_client(&name).await?.is_some();
+        if reserved {
+            return Err(FieldViolation::new("username", "reserved for a service").into());
+        }
+        Ok(())
+    }
+
     /// Deactivates `username`: its logins end and its tokens are revoked.
     pub(crate) async fn deactivate(&self, username: &str) -> Result<User, AuthServiceError> {
-        let epoch = self.revocations.epoch_now();
-        if !self.store.deactivate(username, epoch).await? {
+        let next_epoch = || self.revocations.epoch_now();
+        let Some(epoch) = self.store.deactivate(username, next_epoch).await? else {
             return Err(AuthServiceError::UserNotFound(username.to_owned()));
-        }
+        };
         self.revocations.subject_revoked(username, epoch);
         tracing::info!("user deactivated");
         let user = self.store.find_user(username).await?;
@@ -144,10 +169,14 @@ impl Users {
         valid_new_password("new_password", &new)?;
         self.authenticate(username, current).await?;
         let hash = password::hash(new).await?;
-        let epoch = self.revocations.epoch_now();
-        if !self.store.change_password(username, &hash, epoch).await? {
+        let next_epoch = || self.revocations.epoch_now();
+        let Some(epoch) = self
+            .store
+            .change_password(username, &hash, next_epoch)
+            .await?
+        else {
             return Err(AuthServiceError::UserNotFound(username.to_owned()));
-        }
+        };
         self.revocations.subject_revoked(username, epoch);
         tracing::info!("password changed; tokens revoked");
         Ok(())

@@ -19,10 +19,13 @@ pub enum OrdersError {
     /// The caller is not entitled to the product.
     #[error("not entitled to product {0}")]
     NotEntitled(String),
+    /// The caller's entitlement does not include ordering.
+    #[error("not allowed to order product {0}")]
+    OrderNotAllowed(String),
     /// The `request_id` already placed an order with other contents.
     #[error("request_id {0} was already used for a different order")]
     RequestIdReused(String),
-    /// The order exceeds the grant's quantity limit.
+    /// The order exceeds the entitlement's quantity limit.
     #[error("quantity exceeds the limit of {limit} for product {product_id}")]
     QuantityOverLimit {
         /// The product.
@@ -54,9 +57,9 @@ impl From<OrdersError> for Status {
             OrdersError::ProductNotFound(_) | OrdersError::OrderNotFound(_) => {
                 Status::not_found(error.to_string())
             }
-            OrdersError::NotEntitled(_) | OrdersError::QuantityOverLimit { .. } => {
-                Status::permission_denied(error.to_string())
-            }
+            OrdersError::NotEntitled(_)
+            | OrdersError::OrderNotAllowed(_)
+            | OrdersError::QuantityOverLimit { .. } => Status::permission_denied(error.to_string()),
             OrdersError::GrantVersionUnsupported { .. } => {
                 Status::failed_precondition(error.to_string())
             }

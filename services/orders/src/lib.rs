@@ -11,8 +11,8 @@ mod service;
 mod start;
 mod store;
 
-pub use entitlement::{ChainConfig, Grant, SourceKind};
+pub use entitlement::{ChainConfig, Grant, SourceKind, Terms};
 pub use error::OrdersError;
 pub use service::{OrdersConfig, OrdersDeps, OrdersService};
 pub use start::{Args, ClientSecretArgs, Peers, SERVICE_CLIENT, start};
-pub use store::{Store, StoreError};
+pub use store::{ReplicaChange, ReplicaEntry, Store, StoreError};

@@ -12,7 +12,8 @@ use tokenmesh_proto::{
     },
 };
 use tokenmesh_server::{
-    FieldViolation, Gate, Served, ServiceTokens, TokenExchanger, caller, paging::PageRequest,
+    FieldViolation, Gate, Served, ServiceTokens, TokenExchanger, bounded, caller,
+    paging::PageRequest, required, shown,
 };
 use tonic::{Request, Response, Status, transport::Channel};
 use tracing::instrument;
@@ -23,8 +24,12 @@ use crate::{
     store::{self, NewOrder, OrderRecord},
 };
 
-/// Longest accepted `request_id`.
-const MAX_REQUEST_ID_LEN: usize = 128;
+/// Largest request Orders decodes: a `PlaceOrder` with the largest
+/// `entitlement_token` (64 KiB) and its other fields; above it,
+/// RESOURCE_EXHAUSTED before any handler runs.
+pub const MAX_REQUEST_BYTES: usize = 80 * 1024;
+/// Largest response Orders encodes: a full page of orders.
+pub const MAX_RESPONSE_BYTES: usize = 256 * 1024;
 
 /// Whose tokens Orders trusts and how it decides entitlement.
 #[derive(Debug, Clone)]
@@ -84,7 +89,13 @@ impl OrdersService {
     pub async fn serve(self, gate: Gate, shutdown: impl Future<Output = ()> + Send) -> Served {
         let feed = self.entitlements.spawn_replica_feed();
         let result = gate
-            .serve(audience::ORDERS, OrdersServiceServer::new(self), shutdown)
+            .serve(
+                audience::ORDERS,
+                OrdersServiceServer::new(self)
+                    .max_decoding_message_size(MAX_REQUEST_BYTES)
+                    .max_encoding_message_size(MAX_RESPONSE_BYTES),
+                shutdown,
+            )
             .await;
         if let Some(feed) = feed {
             feed.abort();
@@ -128,6 +139,7 @@ fn allowed_by(decision: Decision, product_id: &str) -> Result<SourceKind, Orders
         Decision::Allowed(source) => Ok(source),
         Decision::Denied { denial, .. } => Err(match denial {
             Denial::NotEntitled => OrdersError::NotEntitled(product_id()),
+            Denial::OrderNotAllowed => OrdersError::OrderNotAllowed(product_id()),
             Denial::UnknownProduct => OrdersError::ProductNotFound(product_id()),
             Denial::OverLimit(limit) => OrdersError::QuantityOverLimit {
                 product_id: product_id(),
@@ -149,17 +161,11 @@ fn allowed_by(decision: Decision, product_id: &str) -> Result<SourceKind, Orders
 
 fn validate(request: &PlaceOrderRequest) -> Result<(), OrdersError> {
     let invalid = |field, reason| Err(FieldViolation::new(field, reason).into());
-    if request.product_id.is_empty() {
-        return invalid("product_id", "required");
-    }
+    required("product_id", &request.product_id)?;
+    required("request_id", &request.request_id)?;
+    bounded("entitlement_token", &request.entitlement_token)?;
     if request.quantity < 1 {
         return invalid("quantity", "must be at least 1");
-    }
-    if request.request_id.is_empty() {
-        return invalid("request_id", "required");
-    }
-    if request.request_id.len() > MAX_REQUEST_ID_LEN {
-        return invalid("request_id", "longer than 128 bytes");
     }
     Ok(())
 }
@@ -182,7 +188,7 @@ fn access_token<T>(request: &Request<T>) -> &str {
 
 #[tonic::async_trait]
 impl orders_service_server::OrdersService for OrdersService {
-    #[instrument(skip_all, fields(product_id = %request.get_ref().product_id, request_id = %request.get_ref().request_id))]
+    #[instrument(skip_all, fields(product_id = %shown(&request.get_ref().product_id), request_id = %shown(&request.get_ref().request_id)))]
     async fn place_order(
         &self,
         request: Request<PlaceOrderRequest>,
@@ -233,16 +239,14 @@ impl orders_service_server::OrdersService for OrdersService {
         Ok(Response::new(order))
     }
 
-    #[instrument(skip_all, fields(order_id = %request.get_ref().id))]
+    #[instrument(skip_all, fields(order_id = %shown(&request.get_ref().id)))]
     async fn get_order(
         &self,
         request: Request<GetOrderRequest>,
     ) -> Result<Response<Order>, Status> {
         let caller = caller(&request)?;
         let id = &request.get_ref().id;
-        if id.is_empty() {
-            return Err(OrdersError::from(FieldViolation::new("id", "required")).into());
-        }
+        required("id", id).map_err(OrdersError::from)?;
         // Another user's order is "not found": its existence is not the caller's business.
         let order = self
             .store
@@ -306,6 +310,11 @@ mod tests {
                 denied(Denial::UnknownProduct),
                 Code::NotFound,
                 "product P-104 not found",
+            ),
+            (
+                denied(Denial::OrderNotAllowed),
+                Code::PermissionDenied,
+                "not allowed to order product P-104",
             ),
             (
                 denied(Denial::OverLimit(2)),

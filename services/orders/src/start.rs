@@ -6,14 +6,15 @@ use std::{sync::Arc, time::Duration};
 use tokenmesh_interceptor::KeyStore;
 use tokenmesh_proto::names::{audience, scope};
 use tokenmesh_server::{
-    AccessTokens, Addr, Environment, Gate, GrpcJwksSource, Listener, Running, ServiceClient,
-    ServiceTokens, StartError, TokenExchanger, args::VerifyArgs,
+    AccessTokens, Addr, Delegation, Environment, Gate, GrpcJwksSource, Listener, Running,
+    ServiceClient, ServiceTokens, StartError, TokenExchanger, args::VerifyArgs,
 };
 
 use crate::{ChainConfig, OrdersConfig, OrdersDeps, OrdersService, SourceKind, Store};
 
 /// What Orders needs at Auth: follow revocations, exchange users' tokens for
-/// Products, and follow Products' entitlement feed.
+/// Products (to ask CheckEntitlement about the user, which needs none of the
+/// user's scopes), and follow Products' entitlement feed.
 pub const SERVICE_CLIENT: ServiceClient = ServiceClient {
     id: audience::ORDERS,
     scopes: &[
@@ -22,6 +23,10 @@ pub const SERVICE_CLIENT: ServiceClient = ServiceClient {
         scope::ENTITLEMENTS_WATCH,
     ],
     audiences: &[audience::AUTH, audience::PRODUCTS],
+    delegates: &[Delegation {
+        audience: audience::PRODUCTS,
+        scopes: &[],
+    }],
 };
 
 /// The gRPC service Orders serves, as health and metrics name it.

@@ -5,18 +5,9 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use sqlx::AnyPool;
 
-use crate::SourceKind;
+use crate::{SourceKind, entitlement::Terms};
 
-/// What can go wrong in Orders' storage.
-#[derive(Debug, thiserror::Error)]
-pub enum StoreError {
-    /// The database failed.
-    #[error("database: {0}")]
-    Database(#[from] sqlx::Error),
-    /// Migrations failed.
-    #[error("migrations: {0}")]
-    Migrate(#[from] sqlx::migrate::MigrateError),
-}
+pub use tokenmesh_server::db::StoreError;
 
 /// Orders' storage.
 #[derive(Debug, Clone)]
@@ -231,16 +222,23 @@ impl Store {
                 product_id,
                 granted,
                 changed_at,
+                terms,
             } => {
                 sqlx::query(
-                    "INSERT INTO replica_entitlements (subject, product_id, granted, changed_at) \
-                     VALUES ($1, $2, $3, $4) ON CONFLICT (subject, product_id) \
-                     DO UPDATE SET granted = excluded.granted, changed_at = excluded.changed_at",
+                    "INSERT INTO replica_entitlements \
+                         (subject, product_id, granted, changed_at, may_order, max_quantity, seq) \
+                     VALUES ($1, $2, $3, $4, $5, $6, $7) ON CONFLICT (subject, product_id) \
+                     DO UPDATE SET granted = excluded.granted, changed_at = excluded.changed_at, \
+                         may_order = excluded.may_order, max_quantity = excluded.max_quantity, \
+                         seq = excluded.seq",
                 )
                 .bind(subject)
                 .bind(product_id)
                 .bind(i64::from(*granted))
                 .bind(changed_at)
+                .bind(i64::from(terms.order))
+                .bind(i64::from(terms.max_quantity))
+                .bind(cursor)
                 .execute(&mut *tx)
                 .await?;
             }
@@ -250,14 +248,15 @@ impl Store {
     }
 
     /// What the replica knows of `subject` and `product_id`: whether the product
-    /// exists, and the entitlement's state and when it last changed.
+    /// exists, and the entitlement's state, terms and when it last changed.
     pub async fn replica_lookup(
         &self,
         subject: &str,
         product_id: &str,
     ) -> Result<ReplicaEntry, StoreError> {
         let row: Option<ReplicaRow> = sqlx::query_as(
-            "SELECT e.granted, e.changed_at FROM replica_products p \
+            "SELECT e.granted, e.changed_at, e.may_order, e.max_quantity, e.seq \
+             FROM replica_products p \
              LEFT JOIN replica_entitlements e ON e.product_id = p.product_id AND e.subject = $1 \
              WHERE p.product_id = $2",
         )
@@ -270,9 +269,14 @@ impl Store {
             Some(ReplicaRow {
                 granted: Some(granted),
                 changed_at: Some(changed_at),
+                may_order: Some(may_order),
+                max_quantity: Some(max_quantity),
+                seq: Some(seq),
             }) => ReplicaEntry::Known {
                 granted: granted != 0,
                 changed_at,
+                seq,
+                terms: Terms::from_columns(may_order, max_quantity),
             },
             Some(_) => ReplicaEntry::NeverGranted,
         })
@@ -297,6 +301,8 @@ pub enum ReplicaChange {
         granted: bool,
         /// Unix seconds on Products' clock.
         changed_at: i64,
+        /// What it allows after the change (the default on a revocation).
+        terms: Terms,
     },
 }
 
@@ -306,6 +312,9 @@ pub enum ReplicaChange {
 struct ReplicaRow {
     granted: Option<i64>,
     changed_at: Option<i64>,
+    may_order: Option<i64>,
+    max_quantity: Option<i64>,
+    seq: Option<i64>,
 }
 
 /// The replica's view of one subject and product.
@@ -321,5 +330,9 @@ pub enum ReplicaEntry {
         granted: bool,
         /// Last change, Unix seconds on Products' clock.
         changed_at: i64,
+        /// Last change, its feed position (0: applied before positions were kept).
+        seq: i64,
+        /// What it allows, when granted.
+        terms: Terms,
     },
 }

@@ -13,9 +13,15 @@ pub enum ProductsError {
     /// No such product.
     #[error("product {0} not found")]
     ProductNotFound(String),
+    /// The subject holds no entitlement to this product.
+    #[error("no entitlement to product {0} for this subject: grant it first")]
+    EntitlementNotFound(String),
     /// The caller may not see this product.
     #[error("not entitled to product {0}")]
     NotEntitled(String),
+    /// The caller's entitlement does not include viewing.
+    #[error("not allowed to view product {0}")]
+    ViewNotAllowed(String),
     /// Asking about another subject needs the entitlement-check scope.
     #[error("checking another subject's entitlements requires scope `{0}`")]
     CheckScopeRequired(&'static str),
@@ -34,10 +40,12 @@ impl From<ProductsError> for Status {
     fn from(error: ProductsError) -> Self {
         match error {
             ProductsError::InvalidArgument(violation) => violation.into(),
-            ProductsError::ProductNotFound(_) => Status::not_found(error.to_string()),
-            ProductsError::NotEntitled(_) | ProductsError::CheckScopeRequired(_) => {
-                Status::permission_denied(error.to_string())
+            ProductsError::ProductNotFound(_) | ProductsError::EntitlementNotFound(_) => {
+                Status::not_found(error.to_string())
             }
+            ProductsError::NotEntitled(_)
+            | ProductsError::ViewNotAllowed(_)
+            | ProductsError::CheckScopeRequired(_) => Status::permission_denied(error.to_string()),
             ProductsError::ProductExists(_) => Status::already_exists(error.to_string()),
             ProductsError::Store(_) | ProductsError::Signing(_) => {
                 tracing::error!(%error, "internal error");

@@ -5,13 +5,16 @@
 #![forbid(unsafe_code)]
 
 mod error;
+mod grant;
 mod service;
 mod start;
 mod store;
+mod terms;
 
 pub use error::ProductsError;
 pub use service::{ProductsConfig, ProductsService};
-pub use store::{ProductRecord, Store, StoreError};
+pub use store::{ChangeRecord, EntitlementRecord, FeedChange, ProductRecord, Store, StoreError};
+pub use terms::Terms;
 // Kept for the crates that name them here; their home is `tokenmesh_proto::names`.
 pub use start::{Args, ClientSecretArgs, Peers, SERVICE_CLIENT, start};
 pub use tokenmesh_proto::names::{

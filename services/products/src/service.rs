@@ -5,27 +5,34 @@ use std::{sync::Arc, time::Duration};
 use tokenmesh_interceptor::{Claims, SharedClock, system_clock};
 use tokenmesh_proto::{
     auth::v1::{GetJwksRequest, Jwks},
-    claims::{v1, v2},
-    names::{GRANT_TOKEN_TYPE, action, audience, scope},
+    names::{action, audience, scope},
     products::v1::{
         CheckEntitlementRequest, CheckEntitlementResponse, CreateProductRequest, EntitlementChange,
-        EntitlementEvent, EntitlementRequest, EntitlementResponse, GetProductRequest, GrantStatus,
-        Heartbeat, ListProductsRequest, ListProductsResponse, Product, WatchEntitlementsRequest,
-        entitlement_event,
+        EntitlementEvent, EntitlementRequest, EntitlementResponse, GetProductRequest, Heartbeat,
+        ListProductsRequest, ListProductsResponse, Product, SetEntitlementLimitsRequest,
+        WatchEntitlementsRequest, entitlement_event,
         products_service_server::{self, ProductsServiceServer},
     },
 };
 use tokenmesh_server::{
-    Feed, FieldViolation, Gate, Markers, Served, SigningKey, caller, paging::PageRequest,
-    random_token, required,
+    Feed, FieldViolation, Gate, Markers, Served, SigningKey, bounded, caller, paging::PageRequest,
+    required, shown,
 };
 use tonic::{Request, Response, Status};
 use tracing::instrument;
 
 use crate::{
-    ProductRecord, ProductsError, Store,
+    ProductRecord, ProductsError, Store, Terms,
     store::{ChangeRecord, FeedChange, Written},
 };
+
+/// Largest request Products decodes: a `CreateProduct` with the longest id, name
+/// and description (about 4.5 KiB) and room to spare; above it,
+/// RESOURCE_EXHAUSTED before any handler runs.
+pub const MAX_REQUEST_BYTES: usize = 16 * 1024;
+/// Largest response Products encodes: a full page of products with the longest
+/// descriptions, and a grant.
+pub const MAX_RESPONSE_BYTES: usize = 1024 * 1024;
 
 /// How Products issues grants.
 #[derive(Debug, Clone)]
@@ -86,7 +93,9 @@ impl ProductsService {
             // Open feed streams would hold the graceful drain open.
             feed.close();
         };
-        let service = ProductsServiceServer::new(self);
+        let service = ProductsServiceServer::new(self)
+            .max_decoding_message_size(MAX_REQUEST_BYTES)
+            .max_encoding_message_size(MAX_RESPONSE_BYTES);
         gate.serve(audience::PRODUCTS, service, shutdown).await
     }
 
@@ -107,67 +116,6 @@ impl ProductsService {
             cursor: u64::try_from(change.cursor).unwrap_or_default(),
             changed: change.changed,
         }
-    }
-
-    /// The caller's entitlement grant, in the configured claims version, or none
-    /// when it would exceed the size budget.
-    async fn grant(&self, subject: &str) -> Result<(String, GrantStatus), ProductsError> {
-        let product_ids = self.store.entitled_product_ids(subject).await?;
-        let now = self.config.clock.now_unix();
-        let (iss, sub, aud) = (
-            self.config.issuer.clone(),
-            subject.to_owned(),
-            vec![audience::ORDERS.to_owned()],
-        );
-        let exp = now + self.config.grant_ttl.as_secs() as i64;
-        let jti = random_token(16);
-        let token = if self.config.grant_version == 1 {
-            let claims = v1::EntitlementClaims {
-                iss,
-                sub,
-                aud,
-                exp,
-                iat: now,
-                nbf: now,
-                jti,
-                ver: 1,
-                product_ids,
-            };
-            self.key.sign(GRANT_TOKEN_TYPE, &claims)?
-        } else {
-            let grants = product_ids
-                .into_iter()
-                .map(|product_id| v2::ProductGrant {
-                    product_id,
-                    actions: action::DEFAULT.map(String::from).to_vec(),
-                    max_quantity: 0,
-                })
-                .collect();
-            let catalogue_revision =
-                u64::try_from(self.store.revision().await?).unwrap_or_default();
-            let claims = v2::EntitlementClaims {
-                iss,
-                sub,
-                aud,
-                exp,
-                iat: now,
-                nbf: now,
-                jti,
-                ver: 2,
-                grants,
-                catalogue_revision,
-            };
-            self.key.sign(GRANT_TOKEN_TYPE, &claims)?
-        };
-        if token.len() > self.config.grant_max_bytes {
-            tracing::debug!(
-                bytes = token.len(),
-                budget = self.config.grant_max_bytes,
-                "grant over budget; not issued"
-            );
-            return Ok((String::new(), GrantStatus::TooLarge));
-        }
-        Ok((token, GrantStatus::Issued))
     }
 }
 
@@ -195,10 +143,12 @@ fn change_event(record: ChangeRecord) -> EntitlementEvent {
             subject,
             product_id,
             granted,
+            terms,
         } => entitlement_event::Change::Entitlement(EntitlementChange {
             subject,
             product_id,
             granted,
+            terms: granted.then(|| terms.to_proto()),
         }),
     };
     EntitlementEvent {
@@ -240,7 +190,8 @@ impl products_service_server::ProductsService for ProductsService {
             .await
             .map_err(ProductsError::from)?;
         let (records, next_page_token) = page.finish(records, |product| product.id.clone());
-        let (entitlement_token, grant_status) = self.grant(subject).await?;
+        let (entitlement_token, grant_status) =
+            crate::grant::issue(&self.store, &self.key, &self.config, subject).await?;
         Ok(Response::new(ListProductsResponse {
             products: records.into_iter().map(product).collect(),
             next_page_token,
@@ -249,7 +200,7 @@ impl products_service_server::ProductsService for ProductsService {
         }))
     }
 
-    #[instrument(skip_all, fields(product_id = %request.get_ref().id))]
+    #[instrument(skip_all, fields(product_id = %shown(&request.get_ref().id)))]
     async fn get_product(
         &self,
         request: Request<GetProductRequest>,
@@ -258,19 +209,21 @@ impl products_service_server::ProductsService for ProductsService {
         let id = &request.get_ref().id;
         required("id", id)?;
         let record = self.existing(id).await?;
-        if !caller.has_scope(scope::ADMIN)
-            && !self
+        if !caller.has_scope(scope::ADMIN) {
+            let terms = self
                 .store
-                .is_entitled(caller.subject(), id)
+                .entitlement(caller.subject(), id)
                 .await
                 .map_err(ProductsError::from)?
-        {
-            return Err(ProductsError::NotEntitled(id.clone()).into());
+                .ok_or_else(|| ProductsError::NotEntitled(id.clone()))?;
+            if !terms.allows(action::VIEW) {
+                return Err(ProductsError::ViewNotAllowed(id.clone()).into());
+            }
         }
         Ok(Response::new(product(record)))
     }
 
-    #[instrument(skip_all, fields(subject = %request.get_ref().subject, product_id = %request.get_ref().product_id))]
+    #[instrument(skip_all, fields(subject = %shown(&request.get_ref().subject), product_id = %shown(&request.get_ref().product_id)))]
     async fn check_entitlement(
         &self,
         request: Request<CheckEntitlementRequest>,
@@ -286,12 +239,15 @@ impl products_service_server::ProductsService for ProductsService {
             return Err(ProductsError::CheckScopeRequired(scope::ENTITLEMENTS_CHECK).into());
         }
         self.existing(product_id).await?;
-        let allowed = self
+        let terms = self
             .store
-            .is_entitled(subject, product_id)
+            .entitlement(subject, product_id)
             .await
             .map_err(ProductsError::from)?;
-        Ok(Response::new(CheckEntitlementResponse { allowed }))
+        Ok(Response::new(CheckEntitlementResponse {
+            allowed: terms.is_some(),
+            terms: terms.as_ref().map(Terms::to_proto),
+        }))
     }
 
     #[instrument(skip_all)]
@@ -301,7 +257,7 @@ impl products_service_server::ProductsService for ProductsService {
         }))
     }
 
-    #[instrument(skip_all, fields(product_id = %request.get_ref().id))]
+    #[instrument(skip_all, fields(product_id = %shown(&request.get_ref().id)))]
     async fn create_product(
         &self,
         request: Request<CreateProductRequest>,
@@ -313,12 +269,8 @@ impl products_service_server::ProductsService for ProductsService {
             description,
         } = request.into_inner();
         required("id", &id)?;
-        if id.len() > 64 {
-            return Err(
-                ProductsError::from(FieldViolation::new("id", "longer than 64 bytes")).into(),
-            );
-        }
         required("name", &name)?;
+        bounded("description", &description)?;
         if price_cents < 0 {
             return Err(ProductsError::from(FieldViolation::new(
                 "price_cents",
@@ -344,7 +296,7 @@ impl products_service_server::ProductsService for ProductsService {
         Ok(Response::new(product(record)))
     }
 
-    #[instrument(skip_all, fields(subject = %request.get_ref().subject, product_id = %request.get_ref().product_id))]
+    #[instrument(skip_all, fields(subject = %shown(&request.get_ref().subject), product_id = %shown(&request.get_ref().product_id)))]
     async fn grant_entitlement(
         &self,
         request: Request<EntitlementRequest>,
@@ -359,7 +311,7 @@ impl products_service_server::ProductsService for ProductsService {
         Ok(Response::new(self.published(change)))
     }
 
-    #[instrument(skip_all, fields(subject = %request.get_ref().subject, product_id = %request.get_ref().product_id))]
+    #[instrument(skip_all, fields(subject = %shown(&request.get_ref().subject), product_id = %shown(&request.get_ref().product_id)))]
     async fn revoke_entitlement(
         &self,
         request: Request<EntitlementRequest>,
@@ -368,6 +320,40 @@ impl products_service_server::ProductsService for ProductsService {
         let change = self
             .store
             .revoke(subject, product_id)
+            .await
+            .map_err(ProductsError::from)?;
+        Ok(Response::new(self.published(change)))
+    }
+
+    #[instrument(skip_all, fields(subject = %shown(&request.get_ref().subject), product_id = %shown(&request.get_ref().product_id)))]
+    async fn set_entitlement_limits(
+        &self,
+        request: Request<SetEntitlementLimitsRequest>,
+    ) -> Result<Response<EntitlementResponse>, Status> {
+        let SetEntitlementLimitsRequest {
+            subject,
+            product_id,
+            actions,
+            max_quantity,
+        } = request.get_ref();
+        required("subject", subject)?;
+        required("product_id", product_id)?;
+        for action in actions {
+            bounded("actions", action)?;
+        }
+        let terms = Terms::new(actions, *max_quantity).map_err(ProductsError::from)?;
+        self.existing(product_id).await?;
+        if !self
+            .store
+            .is_entitled(subject, product_id)
+            .await
+            .map_err(ProductsError::from)?
+        {
+            return Err(ProductsError::EntitlementNotFound(product_id.clone()).into());
+        }
+        let change = self
+            .store
+            .set_terms(subject, product_id, &terms)
             .await
             .map_err(ProductsError::from)?;
         Ok(Response::new(self.published(change)))

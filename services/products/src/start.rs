@@ -16,6 +16,7 @@ pub const SERVICE_CLIENT: ServiceClient = ServiceClient {
     id: audience::PRODUCTS,
     scopes: &[scope::REVOCATIONS_READ],
     audiences: &[audience::AUTH],
+    delegates: &[],
 };
 
 /// The flags only Products reads.

@@ -66,6 +66,39 @@ impl VerifyArgs {
     }
 }
 
+/// What every server bounds (see [`crate::limits::ServerLimits`]); the defaults
+/// suit one machine, documented in docs/security.md.
+#[derive(Debug, Clone, Args)]
+#[command(next_help_heading = "Limits")]
+pub struct LimitArgs {
+    /// Requests one server handles at once, over all connections; above it a
+    /// request is refused at once with UNAVAILABLE (load shedding), not queued.
+    #[arg(long, env = "TOKENMESH_MAX_CONCURRENT_REQUESTS", default_value_t = 512, value_parser = clap::value_parser!(u32).range(1..))]
+    pub max_concurrent_requests: u32,
+    /// Longest a request may take before its response starts; then
+    /// DEADLINE_EXCEEDED. Feed streams are not cut by it.
+    #[arg(long, env = "TOKENMESH_REQUEST_TIMEOUT", default_value = "30s", value_parser = humantime::parse_duration)]
+    pub request_timeout: Duration,
+    /// HTTP/2 streams (concurrent calls) one connection may open.
+    #[arg(long, env = "TOKENMESH_MAX_CONCURRENT_STREAMS", default_value_t = 128, value_parser = clap::value_parser!(u32).range(1..))]
+    pub max_concurrent_streams: u32,
+    /// Largest request header list (metadata, bearer token included), in bytes.
+    #[arg(long, env = "TOKENMESH_MAX_HEADER_LIST_SIZE", default_value_t = 16 * 1024, value_parser = clap::value_parser!(u32).range(1024..))]
+    pub max_header_list_size: u32,
+}
+
+impl LimitArgs {
+    /// The limits these flags set.
+    pub fn limits(&self) -> crate::limits::ServerLimits {
+        crate::limits::ServerLimits {
+            max_concurrent_requests: self.max_concurrent_requests as usize,
+            request_timeout: self.request_timeout,
+            max_concurrent_streams: self.max_concurrent_streams,
+            max_header_list_size: self.max_header_list_size,
+        }
+    }
+}
+
 /// Serving TLS: off unless `--tls-cert` and `--tls-key` are given.
 #[derive(Debug, Clone, Default, Args)]
 #[command(next_help_heading = "TLS")]

@@ -255,6 +255,9 @@ async fn watch_once(
                 set.revoke_subject(&subject.subject, subject.not_before, subject.forget_after)
             }
             Some(Revoked::Token(token)) => set.revoke_token(&token.jti, token.expires_at),
+            Some(Revoked::Session(session)) => {
+                set.revoke_session(&session.session_id, session.forget_after)
+            }
             Some(Revoked::Heartbeat(_)) => {}
             // The replay has caught up: the set now holds every revocation.
             None => freshness.replayed(),

@@ -41,6 +41,10 @@ impl Claims for Caller {
         self.0.iat
     }
 
+    fn session_id(&self) -> &str {
+        &self.0.sid
+    }
+
     fn check_version(&self) -> Result<(), AuthError> {
         if self.0.ver == ACCESS_CLAIMS_VERSION {
             return Ok(());

@@ -8,6 +8,20 @@ use sqlx::{AnyPool, Executor, any::AnyPoolOptions, sqlite::SqliteConnectOptions}
 
 use crate::private_file::restrict_to_owner;
 
+/// Why a service's store operation failed: every store speaks this.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// The database failed.
+    #[error("database: {0}")]
+    Database(#[from] sqlx::Error),
+    /// Migrations failed.
+    #[error("migrations: {0}")]
+    Migrate(#[from] sqlx::migrate::MigrateError),
+    /// Too many concurrent writers kept colliding.
+    #[error("contention on {0}")]
+    Contention(&'static str),
+}
+
 /// Opens a pool on `url` (`sqlite://…` or `postgres://…`). SQLite files are
 /// created if missing, readable by this user only, and switched to WAL, so
 /// readers never wait for a writer; deleted rows are overwritten

@@ -12,6 +12,7 @@ mod caller;
 pub mod db;
 mod feed;
 mod jwks;
+pub mod limits;
 pub mod metrics;
 pub mod paging;
 mod policy;
@@ -28,16 +29,18 @@ pub use auth_client::{ServiceTokens, TokenExchanger, follow_revocations};
 pub use caller::{ACCESS_CLAIMS_VERSION, Caller, caller};
 pub use feed::{Feed, HEARTBEAT, Markers, SILENCE_TIMEOUT, follow, next_event};
 pub use jwks::{GrpcJwksSource, jwk_json, jwk_to_jose};
+pub use limits::ServerLimits;
 pub use policy::{Gate, policy_for};
 pub use private_file::ExposedFile;
 pub use sealing::{KekError, KeyEncryptionKey};
 pub use serve::{Servable, ServeError, Served, serve};
 pub use signing::{SigningAlgorithm, SigningKey, SigningKeyError};
 pub use start::{
-    AccessTokens, ClientCredentials, Environment, Running, ServiceClient, Shutdown, StartError,
+    AccessTokens, ClientCredentials, Delegation, Environment, Running, ServiceClient, Shutdown,
+    StartError,
 };
 pub use tls::{Listener, TlsError};
-pub use validate::{FieldViolation, required};
+pub use validate::{FieldViolation, bounded, required, shown};
 
 use std::time::{SystemTime, UNIX_EPOCH};
 

@@ -22,11 +22,19 @@ type Layers = Vec<(String, Weak<AuthMetrics>)>;
 /// A service name, a feed it follows and how current that feed is.
 type Feeds = Vec<(String, &'static str, Weak<FeedFreshness>)>;
 
-/// The auth layers of the servers started with this registry, and the feeds
-/// their services follow.
+/// Samples a service exports beside its auth layer's counters (Auth's password
+/// checks, its throttles): Prometheus text, `# HELP`/`# TYPE` lines included.
+pub trait Samples: Send + Sync {
+    /// Appends the samples to `out`.
+    fn render(&self, out: &mut String);
+}
+
+/// The auth layers of the servers started with this registry, the other
+/// samples their services export, and the feeds they follow.
 #[derive(Debug, Clone, Default)]
 pub struct Registry {
     layers: Arc<Mutex<Layers>>,
+    samples: Arc<Mutex<Vec<Weak<dyn Samples>>>>,
     feeds: Arc<Mutex<Feeds>>,
 }
 
@@ -51,7 +59,15 @@ impl Registry {
         feeds.push((service.to_owned(), feed, Arc::downgrade(freshness)));
     }
 
-    /// The Prometheus text exposition of every live layer and feed.
+    /// Exposes `samples` while they live (held weakly, like the layers).
+    pub fn register_samples(&self, samples: &Arc<dyn Samples>) {
+        let mut all = self.samples.lock().unwrap_or_else(|e| e.into_inner());
+        all.retain(|samples| samples.strong_count() > 0);
+        all.push(Arc::downgrade(samples));
+    }
+
+    /// The Prometheus text exposition of every live layer, sample source and
+    /// feed.
     pub fn render(&self) -> String {
         let mut out = self.render_layers();
         self.render_feeds(&mut out);
@@ -86,6 +102,7 @@ impl Registry {
         }
     }
 
+    /// The layers' counters, then the other samples.
     fn render_layers(&self) -> String {
         let layers = self.layers.lock().unwrap_or_else(|e| e.into_inner());
         let mut services: Vec<(&str, AuthMetrics)> = Vec::new();
@@ -105,6 +122,11 @@ impl Registry {
         let mut out = String::from(AuthMetrics::HEADER);
         for (service, total) in &services {
             total.render_samples(service, &mut out);
+        }
+        drop(layers);
+        let samples = self.samples.lock().unwrap_or_else(|e| e.into_inner());
+        for source in samples.iter().filter_map(Weak::upgrade) {
+            source.render(&mut out);
         }
         out
     }

@@ -22,6 +22,7 @@ pub type PagingError = crate::FieldViolation;
 impl PageRequest {
     /// Validates `page_size` and `page_token` from a list request.
     pub fn parse(page_size: i32, page_token: &str) -> Result<Self, PagingError> {
+        crate::validate::bounded("page_token", page_token)?;
         let limit =
             self::page_size(page_size).map_err(|reason| PagingError::new("page_size", reason))?;
         let after =

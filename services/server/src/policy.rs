@@ -28,6 +28,7 @@ pub struct Gate {
     issuer: String,
     clock: tokenmesh_interceptor::SharedClock,
     metrics: crate::metrics::Registry,
+    limits: crate::ServerLimits,
 }
 
 impl Gate {
@@ -43,6 +44,7 @@ impl Gate {
             issuer: env.auth_issuer.clone(),
             clock: env.clock.clone(),
             metrics: env.metrics.clone(),
+            limits: env.limits,
         }
     }
 
@@ -67,7 +69,15 @@ impl Gate {
             std::sync::Arc::new(verifier),
             policy_for(S::NAME),
         );
-        crate::serve(self.listener, service, layer, &self.metrics, shutdown).await
+        crate::serve(
+            self.listener,
+            service,
+            layer,
+            &self.metrics,
+            self.limits,
+            shutdown,
+        )
+        .await
     }
 }
 
@@ -105,9 +115,9 @@ mod tests {
                 }
             }
         }
-        // Auth 11, Products 8, Orders 3: a service or rpc that goes missing from
+        // Auth 11, Products 9, Orders 3: a service or rpc that goes missing from
         // the descriptor set fails here, as does one added without this count.
-        assert_eq!(checked, 22, "rpcs with a rule");
+        assert_eq!(checked, 23, "rpcs with a rule");
     }
 
     #[test]

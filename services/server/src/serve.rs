@@ -1,5 +1,6 @@
-//! `serve(listener, service, auth, shutdown)`: one gRPC service behind the auth
-//! layer, with health and reflection beside it, until `shutdown` resolves.
+//! `serve(listener, service, auth, metrics, limits, shutdown)`: one gRPC service
+//! behind the limits and the auth layer, with health and reflection beside it,
+//! until `shutdown` resolves.
 
 use std::{convert::Infallible, future::Future, sync::Arc, time::Duration};
 
@@ -60,16 +61,17 @@ impl<S> Servable for S where
 }
 
 /// Serves `service` on `listener` (TLS if it says so) until `shutdown` resolves,
-/// then drains in-flight requests. The auth layer's counters are registered in
-/// `metrics`. Health reports `service` as SERVING — when the layer's verifier
-/// follows a revocation feed, only while that feed is current (its silence is
-/// exported in `metrics`); reflection (v1 and v1alpha) advertises `service`,
-/// health and itself only.
+/// then drains in-flight requests, within `limits`. The auth layer's counters are
+/// registered in `metrics`. Health reports `service` as SERVING — when the
+/// layer's verifier follows a revocation feed, only while that feed is current
+/// (its silence is exported in `metrics`); reflection (v1 and v1alpha)
+/// advertises `service`, health and itself only.
 pub async fn serve<S, C>(
     listener: impl Into<Listener>,
     service: S,
     auth: AuthLayer<C>,
     metrics: &crate::metrics::Registry,
+    limits: crate::ServerLimits,
     shutdown: impl Future<Output = ()> + Send,
 ) -> Result<(), ServeError>
 where
@@ -115,13 +117,22 @@ where
     let Listener { listener, tls } = listener.into();
     let address = listener.local_addr().ok();
     tracing::info!(service = S::NAME, ?address, tls = tls.is_some(), "serving");
-    let mut server = Server::builder();
+    let mut server = Server::builder()
+        // Bounded per connection by HTTP/2 itself: the client learns both in
+        // SETTINGS; hyper refuses a larger header list before any layer runs.
+        .max_concurrent_streams(limits.max_concurrent_streams)
+        .http2_max_header_list_size(limits.max_header_list_size);
     if let Some(tls) = tls {
         server = server.tls_config(tls)?;
     }
     let served = server
         // One span per request, above the auth layer, so its outcome lands in it.
-        .trace_fn(|request| tracing::info_span!("grpc", method = %request.uri().path()))
+        // The path is client input: shown cut.
+        .trace_fn(
+            |request| tracing::info_span!("grpc", method = %crate::shown(request.uri().path())),
+        )
+        // Above the auth layer: a flood is shed before any token is verified.
+        .layer(limits.layer())
         // Every request, reflection and health included, passes the policy.
         .layer(auth)
         .add_service(health_service)

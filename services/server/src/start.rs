@@ -112,6 +112,8 @@ pub struct Environment {
     pub metrics: metrics::Registry,
     /// The time every token and revocation check reads.
     pub clock: SharedClock,
+    /// What every server bounds: concurrency, time, streams, headers.
+    pub limits: crate::ServerLimits,
 }
 
 impl Environment {
@@ -168,7 +170,8 @@ pub fn prepare_data_dir(path: &Path) -> Result<(), StartError> {
 }
 
 /// A service client a service needs at Auth, declared by that service's crate:
-/// its id, the scopes it may hold and the audiences it may ask tokens for.
+/// its id, the scopes it may hold, the audiences it may ask tokens for, and what
+/// it may do with its callers' tokens.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct ServiceClient {
     /// The client id, the `sub` of its tokens.
@@ -177,6 +180,21 @@ pub struct ServiceClient {
     pub scopes: &'static [&'static str],
     /// Audiences it may ask tokens for.
     pub audiences: &'static [&'static str],
+    /// The audiences it may exchange a user's token for, and which of the
+    /// user's scopes pass on to each; none: it may not exchange.
+    pub delegates: &'static [Delegation],
+}
+
+/// What a service client may do with a user's token in a token exchange: ask for
+/// `audience`, and pass on those of the user's `scopes` listed here — no other
+/// (`admin` only if named, which no shipped service does). Auth never issues an
+/// exchanged token for itself, whatever is declared.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Delegation {
+    /// The downstream service.
+    pub audience: &'static str,
+    /// The user's scopes the exchanged token may keep.
+    pub scopes: &'static [&'static str],
 }
 
 /// A [`ServiceClient`] with its secret.

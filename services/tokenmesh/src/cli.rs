@@ -8,7 +8,7 @@ use std::path::PathBuf;
 use clap::{Args, Parser, Subcommand};
 use tokenmesh_server::{
     Addr,
-    args::{AuthIssuerArgs, PeerTlsArgs, StorageArgs, TlsArgs, VerifyArgs},
+    args::{AuthIssuerArgs, LimitArgs, PeerTlsArgs, StorageArgs, TlsArgs, VerifyArgs},
 };
 
 /// tokenmesh: a gRPC service mesh where identity and entitlements travel as
@@ -93,6 +93,9 @@ pub struct UpArgs {
     /// `iss` of access tokens.
     #[command(flatten)]
     pub issuer: AuthIssuerArgs,
+    /// What each of the three servers bounds.
+    #[command(flatten)]
+    pub limits: LimitArgs,
     /// Issuers and key refresh, for every verifier.
     #[command(flatten)]
     pub verify: VerifyArgs,
@@ -139,6 +142,9 @@ pub struct ListenArgs {
     /// Also serve HTTP here: `/metrics` (and Auth's JWKS).
     #[arg(long, env = "TOKENMESH_HTTP_ADDR")]
     pub http_addr: Option<Addr>,
+    /// What the server bounds.
+    #[command(flatten)]
+    pub limits: LimitArgs,
 }
 
 /// `tokenmesh serve auth`.
@@ -277,6 +283,10 @@ mod tests {
             "database-url",
             "http-addr",
             "listen",
+            "max-concurrent-requests",
+            "max-concurrent-streams",
+            "max-header-list-size",
+            "request-timeout",
             "tls-cert",
             "tls-client-ca",
             "tls-key",
@@ -299,7 +309,10 @@ mod tests {
                 "orders-client-secret",
                 "products-client-secret",
                 "public-url",
+                "refresh-rate-limit",
                 "retired-key-grace",
+                "service-token-rate-limit",
+                "session-max-lifetime",
                 "signing-alg",
             ])
         );

@@ -2,7 +2,7 @@
 //! binds and composes; each service starts itself from its own crate.
 
 use std::{
-    io::{self, Write},
+    io::{self, IsTerminal, Write},
     process::ExitCode,
 };
 
@@ -60,6 +60,9 @@ async fn run() -> anyhow::Result<()> {
             EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info")),
         )
         .with_writer(io::stderr)
+        // Colour codes only for a person at a terminal, never into a log file
+        // or a collector.
+        .with_ansi(io::stderr().is_terminal())
         .init();
     match Cli::parse().command {
         Command::Up(args) => up(&args).await,
@@ -113,6 +116,7 @@ fn environment(
     demo: bool,
     auth_issuer: &str,
     peer_tls: Option<tonic::transport::ClientTlsConfig>,
+    limits: tokenmesh_server::ServerLimits,
 ) -> Environment {
     Environment {
         data_dir: storage.data_dir.clone(),
@@ -122,13 +126,21 @@ fn environment(
         peer_tls,
         metrics: Registry::new(),
         clock: system_clock(),
+        limits,
     }
 }
 
 async fn serve(command: ServeCommand) -> anyhow::Result<()> {
     let (mut running, env, http) = match command {
         ServeCommand::Auth(args) => {
-            let env = environment(&args.storage, args.demo, &args.issuer.auth_issuer, None);
+            let limits = args.listen.limits.limits();
+            let env = environment(
+                &args.storage,
+                args.demo,
+                &args.issuer.auth_issuer,
+                None,
+                limits,
+            );
             let clients = vec![
                 args.products_secret.credentials(&env)?,
                 args.orders_secret.credentials(&env)?,
@@ -188,7 +200,14 @@ async fn start_follower(
     demo: bool,
 ) -> anyhow::Result<(Environment, Listener, Option<TcpListener>)> {
     let peer_tls = args.tls.client(&args.peer_tls)?;
-    let env = environment(&args.storage, demo, &args.issuer.auth_issuer, peer_tls);
+    let limits = args.listen.limits.limits();
+    let env = environment(
+        &args.storage,
+        demo,
+        &args.issuer.auth_issuer,
+        peer_tls,
+        limits,
+    );
     let listener = listen(&args.listen, &args.tls).await?;
     let http = bind_http(args.listen.http_addr.as_ref()).await?;
     Ok((env, listener, http))
@@ -210,7 +229,14 @@ async fn bind_http(addr: Option<&tokenmesh_server::Addr>) -> anyhow::Result<Opti
 /// `tokenmesh keys rotate`: a new signing key in Auth's store; running replicas
 /// pick it up within seconds.
 async fn rotate_keys(args: KeysArgs) -> anyhow::Result<()> {
-    let env = environment(&args.storage, false, &args.issuer.auth_issuer, None);
+    // Serves nothing: the limits are never applied.
+    let env = environment(
+        &args.storage,
+        false,
+        &args.issuer.auth_issuer,
+        None,
+        tokenmesh_server::ServerLimits::default(),
+    );
     let auth = tokenmesh_auth::open(&args.auth, &env, &[])
         .await
         .context("opening Auth's store")?;

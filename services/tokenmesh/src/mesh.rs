@@ -41,6 +41,7 @@ pub fn environment(args: &UpArgs) -> Result<Environment, StartError> {
         peer_tls: args.tls.client(&args.peer_tls)?,
         metrics: Registry::new(),
         clock: system_clock(),
+        limits: args.limits.limits(),
     })
 }
 

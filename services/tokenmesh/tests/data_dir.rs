@@ -2,17 +2,15 @@
 //! whatever the umask of the shell that started it; key files open to others
 //! are refused before anything is served.
 
-use std::{
-    os::unix::fs::PermissionsExt,
-    path::{Path, PathBuf},
-    process::Output,
-};
+use std::{os::unix::fs::PermissionsExt, path::Path, process::Output};
 
 use tokio::process::Command;
 
-// The test crate's child-process helper, shared by path (see bench.rs).
+// The test crate's child-process and data-dir helpers, shared by path (see bench.rs).
 #[path = "../../../tests/src/child.rs"]
 mod child;
+#[path = "../../../tests/src/files.rs"]
+mod files;
 
 /// `tokenmesh keys rotate` — Auth's whole start-up (data dir, database, keys),
 /// then one write — started with the permissive umask of a default shell.
@@ -32,23 +30,6 @@ async fn keys_rotate(data_dir: &Path, extra: &[&str]) -> Output {
         .expect("tokenmesh runs")
 }
 
-fn mode_of(path: &Path) -> u32 {
-    std::fs::metadata(path)
-        .expect("metadata")
-        .permissions()
-        .mode()
-        & 0o7777
-}
-
-fn files_under(dir: &Path) -> Vec<PathBuf> {
-    let mut files: Vec<PathBuf> = std::fs::read_dir(dir)
-        .expect("read dir")
-        .map(|entry| entry.expect("entry").path())
-        .collect();
-    files.sort();
-    files
-}
-
 #[tokio::test]
 async fn the_binary_makes_its_data_dir_0700_and_every_file_in_it_0600() {
     let parent = tempfile::tempdir().expect("tempdir");
@@ -61,18 +42,12 @@ async fn the_binary_makes_its_data_dir_0700_and_every_file_in_it_0600() {
             String::from_utf8_lossy(&output.stderr)
         );
     }
-    assert_eq!(format!("{:04o}", mode_of(&data_dir)), "0700");
-    let files = files_under(&data_dir);
+    let files = files::files_under(&data_dir);
     assert!(
         files.iter().any(|file| file.ends_with("auth.db")),
         "{files:?}"
     );
-    let loose: Vec<String> = files
-        .iter()
-        .filter(|file| mode_of(file) != 0o600)
-        .map(|file| format!("{} {:04o}", file.display(), mode_of(file)))
-        .collect();
-    assert_eq!(loose, Vec::<String>::new());
+    assert_eq!(files::exposure_of(&data_dir), ("0700".to_owned(), vec![]));
 }
 
 #[tokio::test]

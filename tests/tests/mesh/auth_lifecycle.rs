@@ -10,17 +10,17 @@ use tokenmesh_interceptor::Clock;
 use tokenmesh_proto::{
     auth::v1::{
         ChangePasswordRequest, DeactivateUserRequest, ExchangeTokenRequest, GetJwksRequest,
-        IssueServiceTokenRequest, LoginRequest, LogoutRequest, RefreshRequest,
-        RotateSigningKeyRequest, TokenResponse, auth_service_client::AuthServiceClient,
+        IssueServiceTokenRequest, LogoutRequest, RotateSigningKeyRequest,
     },
     orders::v1::ListOrdersRequest,
     products::v1::CheckEntitlementRequest,
 };
+use tokenmesh_tests::calls::{assert_status, login, refresh, with_bearer};
 use tokenmesh_tests::{
-    Bearer, ManualClock, Mesh, MeshBuilder, Minter, bearer_value, claims_of, client_secret,
-    eventually, header_of, on_sqlite_and_postgres,
+    Bearer, ManualClock, Mesh, MeshBuilder, Minter, claims_of, client_secret, eventually,
+    header_of, on_sqlite_and_postgres,
 };
-use tonic::{Code, Request, Status, transport::Channel};
+use tonic::Code;
 use tonic_types::StatusExt;
 
 /// How long a test waits for a revocation to reach Products and Orders before it
@@ -43,43 +43,6 @@ on_sqlite_and_postgres!(
     rotation_reaches_products_and_orders_without_restart_and_the_old_key_retires,
     admin_creates_users_with_checked_input,
 );
-
-async fn login(
-    auth: &mut AuthServiceClient<Channel>,
-    username: &str,
-    password: &str,
-) -> Result<TokenResponse, Status> {
-    auth.login(LoginRequest {
-        username: username.into(),
-        password: password.into(),
-    })
-    .await
-    .map(|response| response.into_inner())
-}
-
-async fn refresh(
-    auth: &mut AuthServiceClient<Channel>,
-    token: &str,
-) -> Result<TokenResponse, Status> {
-    auth.refresh(RefreshRequest {
-        refresh_token: token.into(),
-    })
-    .await
-    .map(|response| response.into_inner())
-}
-
-fn with_bearer<T>(message: T, token: &str) -> Request<T> {
-    let mut request = Request::new(message);
-    request
-        .metadata_mut()
-        .insert("authorization", bearer_value(token));
-    request
-}
-
-fn assert_status<T: std::fmt::Debug>(result: Result<T, Status>, code: Code, message: &str) {
-    let status = result.expect_err(message);
-    assert_eq!((status.code(), status.message()), (code, message));
-}
 
 /// Waits until Products and Orders both refuse `token` with `message`.
 async fn refused_everywhere(
@@ -137,7 +100,7 @@ async fn refresh_rotates_the_token_and_the_new_access_token_works(builder: MeshB
     assert_status(
         refresh(&mut auth, "not-a-token").await,
         Code::Unauthenticated,
-        "refresh token unknown",
+        "invalid refresh token",
     );
     mesh.shutdown().await;
 }
@@ -158,19 +121,19 @@ async fn a_replayed_refresh_token_revokes_its_whole_family(builder: MeshBuilder)
     assert_status(
         refresh(&mut auth, &stolen.refresh_token).await,
         Code::Unauthenticated,
-        "refresh token reused: the session is revoked",
+        "invalid refresh token",
     );
     // The newest token of the family dies with it…
     assert_status(
         refresh(&mut auth, &legitimate.refresh_token).await,
         Code::Unauthenticated,
-        "refresh token revoked",
+        "invalid refresh token",
     );
     // …and a replay of the replay stays refused.
     assert_status(
         refresh(&mut auth, &stolen.refresh_token).await,
         Code::Unauthenticated,
-        "refresh token revoked",
+        "invalid refresh token",
     );
     // Another login of the same user is another family.
     refresh(&mut auth, &other_device.refresh_token)
@@ -196,15 +159,7 @@ async fn concurrent_refreshes_of_one_token_have_exactly_one_winner(builder: Mesh
             Ok(tokens) => winners.push(tokens),
             Err(status) => {
                 assert_eq!(status.code(), Code::Unauthenticated);
-                assert!(
-                    [
-                        "refresh token reused: the session is revoked",
-                        "refresh token revoked"
-                    ]
-                    .contains(&status.message()),
-                    "{}",
-                    status.message()
-                );
+                assert_eq!(status.message(), "invalid refresh token");
             }
         }
     }
@@ -213,7 +168,7 @@ async fn concurrent_refreshes_of_one_token_have_exactly_one_winner(builder: Mesh
     assert_status(
         refresh(&mut auth, &winners[0].refresh_token).await,
         Code::Unauthenticated,
-        "refresh token revoked",
+        "invalid refresh token",
     );
     mesh.shutdown().await;
 }
@@ -232,7 +187,7 @@ async fn logout_ends_the_family_and_unknown_tokens_are_not_an_error(builder: Mes
     assert_status(
         refresh(&mut auth, &tokens.refresh_token).await,
         Code::Unauthenticated,
-        "refresh token revoked",
+        "invalid refresh token",
     );
     auth.logout(LogoutRequest {
         refresh_token: tokens.refresh_token.clone(),
@@ -294,7 +249,7 @@ async fn deactivation_kills_live_tokens_at_products_and_orders(builder: MeshBuil
     assert_status(
         refresh(&mut auth, &alice.refresh_token).await,
         Code::Unauthenticated,
-        "refresh token revoked",
+        "invalid refresh token",
     );
     assert_status(
         auth.deactivate_user(with_bearer(
@@ -377,7 +332,7 @@ async fn a_password_change_kills_old_tokens_but_not_the_next_login(builder: Mesh
     assert_status(
         refresh(&mut auth, &old.refresh_token).await,
         Code::Unauthenticated,
-        "refresh token revoked",
+        "invalid refresh token",
     );
     assert_status(
         login(&mut auth, "bob", "bob-demo").await,

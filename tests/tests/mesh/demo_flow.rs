@@ -1,7 +1,6 @@
 //! The demo flow end to end: login → list → order (grant, then RPC) → read back.
 
 use tokenmesh_proto::{
-    auth::v1::GetJwksRequest,
     orders::v1::{EntitlementSource, GetOrderRequest, ListOrdersRequest, PlaceOrderRequest},
     products::v1::{CheckEntitlementRequest, GetProductRequest, ListProductsRequest},
 };
@@ -271,13 +270,7 @@ async fn health_and_jwks_need_no_token() {
         .expect("health");
     assert_eq!(orders.into_inner().status(), ServingStatus::Serving);
 
-    let jwks = mesh
-        .auth()
-        .await
-        .get_jwks(GetJwksRequest {})
-        .await
-        .expect("jwks")
-        .into_inner();
+    let jwks = mesh.jwks().await;
     assert_eq!(jwks.keys.len(), 1);
     let key = &jwks.keys[0];
     assert_eq!(

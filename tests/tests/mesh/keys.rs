@@ -4,7 +4,7 @@
 use serde_json::Value;
 use std::time::Duration;
 use tokenmesh_proto::{
-    auth::v1::{GetJwksRequest, LoginRequest},
+    auth::v1::LoginRequest,
     orders::v1::{ListOrdersRequest, PlaceOrderRequest},
     products::v1::ListProductsRequest,
 };
@@ -24,13 +24,7 @@ async fn auth_signs_with_the_key_given_by_flag() {
     let expected_kid = Minter::from_pem(&pem).kid().to_owned();
     let mesh = Mesh::builder().auth_signing_key(&pem).start().await;
 
-    let jwks = mesh
-        .auth()
-        .await
-        .get_jwks(GetJwksRequest {})
-        .await
-        .expect("jwks")
-        .into_inner();
+    let jwks = mesh.jwks().await;
     assert_eq!(
         jwks.keys.iter().map(|k| k.kid.as_str()).collect::<Vec<_>>(),
         [expected_kid.as_str()]
@@ -64,12 +58,7 @@ async fn keys_and_data_survive_a_restart_and_demo_seeding_is_idempotent() {
 
     let mesh = mesh.restart().await;
     assert_eq!(header_kid(&mesh.login("alice").await), first_kid);
-    let mut products = mesh.products_as("alice").await;
-    let listed = products
-        .list_products(ListProductsRequest::default())
-        .await
-        .expect("list")
-        .into_inner();
+    let listed = mesh.catalogue_of("alice").await;
     assert_eq!(listed.products.len(), 3, "seeding twice adds nothing");
     let mut orders = mesh.orders_as("alice").await;
     let mine = orders
@@ -160,13 +149,7 @@ async fn jwks_over_http_matches_get_jwks_and_may_be_cached() {
     );
     let jwks: Value = serde_json::from_str(&body).expect("json body");
 
-    let grpc = mesh
-        .auth()
-        .await
-        .get_jwks(GetJwksRequest {})
-        .await
-        .expect("jwks")
-        .into_inner();
+    let grpc = mesh.jwks().await;
     let key = &grpc.keys[0];
     assert_eq!(
         jwks,

@@ -1,21 +1,9 @@
 //! PlaceOrder's rules: validation, entitlement by grant or by Products,
 //! idempotent retries, and nothing written when refused.
 
-use tokenmesh_proto::{
-    orders::v1::{EntitlementSource, ListOrdersRequest, PlaceOrderRequest},
-    products::v1::ListProductsRequest,
-};
-use tokenmesh_tests::{Mesh, Minter, OrdersClient, PRODUCTS_ISSUER};
+use tokenmesh_proto::orders::v1::{EntitlementSource, ListOrdersRequest};
+use tokenmesh_tests::{Mesh, Minter, OrdersClient, PRODUCTS_ISSUER, order};
 use tonic::Code;
-
-fn order(product_id: &str, quantity: i32, request_id: &str, grant: &str) -> PlaceOrderRequest {
-    PlaceOrderRequest {
-        product_id: product_id.into(),
-        quantity,
-        request_id: request_id.into(),
-        entitlement_token: grant.into(),
-    }
-}
 
 async fn order_count(orders: &mut OrdersClient) -> usize {
     orders
@@ -25,16 +13,6 @@ async fn order_count(orders: &mut OrdersClient) -> usize {
         .into_inner()
         .orders
         .len()
-}
-
-async fn grant_of(mesh: &Mesh, user: &str) -> String {
-    let mut products = mesh.products_as(user).await;
-    products
-        .list_products(ListProductsRequest::default())
-        .await
-        .expect("list")
-        .into_inner()
-        .entitlement_token
 }
 
 #[tokio::test]
@@ -66,7 +44,7 @@ async fn malformed_requests_are_invalid_argument_naming_the_field() {
 async fn unknown_product_is_not_found_and_unentitled_product_is_denied_with_nothing_written() {
     let mesh = Mesh::start().await;
     let mut orders = mesh.orders_as("alice").await;
-    let grant = grant_of(&mesh, "alice").await;
+    let grant = mesh.grant_of("alice").await;
 
     let unknown = orders
         .place_order(order("P-999", 1, "u-1", &grant))
@@ -91,7 +69,7 @@ async fn unknown_product_is_not_found_and_unentitled_product_is_denied_with_noth
 #[tokio::test]
 async fn bob_is_denied_with_alices_grant_and_nothing_is_written() {
     let mesh = Mesh::start().await;
-    let alices_grant = grant_of(&mesh, "alice").await;
+    let alices_grant = mesh.grant_of("alice").await;
     let mut bob = mesh.orders_as("bob").await;
 
     let denied = bob
@@ -121,7 +99,7 @@ async fn bob_is_denied_with_alices_grant_and_nothing_is_written() {
 async fn retrying_a_request_id_returns_the_same_order_and_writes_nothing_new() {
     let mesh = Mesh::start().await;
     let mut orders = mesh.orders_as("alice").await;
-    let grant = grant_of(&mesh, "alice").await;
+    let grant = mesh.grant_of("alice").await;
     let first = orders
         .place_order(order("P-100", 3, "retry-me", &grant))
         .await
@@ -164,7 +142,7 @@ async fn retrying_a_request_id_returns_the_same_order_and_writes_nothing_new() {
 async fn concurrent_retries_place_exactly_one_order() {
     let mesh = Mesh::start().await;
     let orders = mesh.orders_as("alice").await;
-    let grant = grant_of(&mesh, "alice").await;
+    let grant = mesh.grant_of("alice").await;
     let attempts = (0..8).map(|_| {
         let mut client = orders.clone();
         let request = order("P-102", 1, "race", &grant);

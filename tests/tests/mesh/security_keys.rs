@@ -3,11 +3,7 @@
 //! is never readable from the data dir or a database dump, a key rotation
 //! survives restarts, and discovery never echoes request headers.
 
-use std::{
-    os::unix::fs::PermissionsExt,
-    path::{Path, PathBuf},
-    time::Duration,
-};
+use std::{os::unix::fs::PermissionsExt, path::Path, time::Duration};
 
 use base64::{
     Engine,
@@ -15,12 +11,11 @@ use base64::{
 };
 use serde_json::Value;
 use tokenmesh_interceptor::Clock;
-use tokenmesh_proto::auth::v1::{
-    GetJwksRequest, RotateSigningKeyRequest, RotateSigningKeyResponse,
-};
+use tokenmesh_proto::auth::v1::{RotateSigningKeyRequest, RotateSigningKeyResponse};
 use tokenmesh_tests::{
-    ManualClock, Mesh, MeshBuilder, Minter, bearer_value, header_of, http_get,
-    on_sqlite_and_postgres,
+    ManualClock, Mesh, MeshBuilder, Minter, bearer_value,
+    files::{exposure_of, files_under},
+    header_of, http_exchange, http_get, on_sqlite_and_postgres,
 };
 use tonic::Request;
 
@@ -68,34 +63,11 @@ fn key_material(pem: &str) -> Vec<(String, Vec<u8>)> {
     forms
 }
 
-/// The files under `dir`, recursively, sorted.
-fn files_under(dir: &Path) -> Vec<PathBuf> {
-    let mut files = Vec::new();
-    for entry in std::fs::read_dir(dir).expect("read data dir") {
-        let path = entry.expect("dir entry").path();
-        if path.is_dir() {
-            files.extend(files_under(&path));
-        } else {
-            files.push(path);
-        }
-    }
-    files.sort();
-    files
-}
-
 fn name_in(dir: &Path, path: &Path) -> String {
     path.strip_prefix(dir)
         .expect("under dir")
         .display()
         .to_string()
-}
-
-fn mode_of(path: &Path) -> u32 {
-    std::fs::metadata(path)
-        .expect("metadata")
-        .permissions()
-        .mode()
-        & 0o7777
 }
 
 fn set_mode(path: &Path, mode: u32) {
@@ -134,14 +106,7 @@ async fn no_file_in_the_data_dir_holds_auths_private_key() {
 async fn the_data_dir_is_0700_and_every_file_in_it_0600() {
     let mesh = Mesh::start().await;
     mesh.login("alice").await;
-    let dir = mesh.data_dir();
-    assert_eq!(format!("{:04o}", mode_of(&dir)), "0700");
-    let loose: Vec<String> = files_under(&dir)
-        .iter()
-        .filter(|file| mode_of(file) != 0o600)
-        .map(|file| format!("{} {:04o}", name_in(&dir, file), mode_of(file)))
-        .collect();
-    assert_eq!(loose, Vec::<String>::new());
+    assert_eq!(exposure_of(&mesh.data_dir()), ("0700".to_owned(), vec![]));
     mesh.shutdown().await;
 }
 
@@ -275,12 +240,8 @@ fn kid_of(token: &str) -> String {
 
 async fn published_kids(mesh: &Mesh) -> (Vec<String>, Vec<String>) {
     let grpc = mesh
-        .auth()
+        .jwks()
         .await
-        .get_jwks(GetJwksRequest {})
-        .await
-        .expect("jwks")
-        .into_inner()
         .keys
         .into_iter()
         .map(|key| key.kid)
@@ -359,24 +320,14 @@ async fn a_key_given_by_flag_is_imported_once_and_never_reactivated(builder: Mes
 /// A GET on Auth's HTTP listener with the `Host` and `X-Forwarded-*` headers an
 /// attacker chose.
 async fn discovery_with_forged_host(mesh: &Mesh) -> Value {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let mut stream = tokio::net::TcpStream::connect(mesh.http_addr())
-        .await
-        .expect("connect");
     let request = "GET /.well-known/openid-configuration HTTP/1.1\r\n\
                    Host: evil.example\r\n\
                    X-Forwarded-Host: evil.example\r\n\
                    X-Forwarded-Proto: http\r\n\
                    Connection: close\r\n\r\n";
-    stream.write_all(request.as_bytes()).await.expect("request");
-    let mut response = String::new();
-    stream
-        .read_to_string(&mut response)
-        .await
-        .expect("response");
-    let (head, body) = response.split_once("\r\n\r\n").expect("head and body");
+    let (head, body) = http_exchange(mesh.http_addr(), request).await;
     assert!(head.starts_with("HTTP/1.1 200"), "{head}");
-    serde_json::from_str(body).expect("JSON")
+    serde_json::from_str(&body).expect("JSON")
 }
 
 #[tokio::test]

@@ -5,7 +5,6 @@
 use jsonwebtoken::{Algorithm, EncodingKey, Header};
 use serde_json::{Value, json};
 use tokenmesh_proto::{
-    auth::v1::GetJwksRequest,
     orders::v1::{
         ListOrdersRequest, PlaceOrderRequest, orders_service_client::OrdersServiceClient,
     },
@@ -208,13 +207,7 @@ async fn algorithm_confusion_is_unauthenticated() {
     let unsigned_caps = format!("{}.{}.", b64_json(&header_none_caps), b64_json(&claims));
 
     // HS256 keyed with Auth's public key: the classic RS/HS confusion.
-    let jwks = mesh
-        .auth()
-        .await
-        .get_jwks(GetJwksRequest {})
-        .await
-        .expect("jwks")
-        .into_inner();
+    let jwks = mesh.jwks().await;
     let public_x = jwks.keys[0].x.clone();
     let mut hs_header = Header::new(Algorithm::HS256);
     hs_header.typ = Some("at+jwt".into());

@@ -14,7 +14,10 @@ use tokenmesh_proto::{
     },
     names::{BEARER, audience, scope},
 };
-use tokenmesh_server::{Caller, KeyEncryptionKey, SigningKey, db::sqlite_url};
+use tokenmesh_server::{
+    Caller, ClientCredentials, Delegation, KeyEncryptionKey, ServiceClient, SigningKey,
+    db::sqlite_url,
+};
 use tonic::{Code, Request, Status};
 use tonic_types::StatusExt;
 
@@ -22,9 +25,31 @@ use crate::{AuthConfig, AuthService, SigningKeys, Store, keys::OwnKeys};
 
 const ISSUER: &str = "tokenmesh-auth-test";
 const CLIENT_SECRET: &str = "orders-secret";
+/// A user scope the fixture's `orders` may pass on to Products.
+const DELEGABLE: &str = "catalog:read";
 
-/// Auth over a fresh SQLite file, with `alice` (password `alice-password`) and
-/// the service client `orders`, which may exchange tokens for Auth and Products.
+/// `orders` as the fixture declares it: it may exchange users' tokens for
+/// Products, passing on [`DELEGABLE`] only, and — declared, but never honoured
+/// — for Auth with `admin`.
+const ORDERS_CLIENT: ServiceClient = ServiceClient {
+    id: "orders",
+    scopes: &[scope::TOKEN_EXCHANGE],
+    audiences: &[audience::AUTH, audience::PRODUCTS],
+    delegates: &[
+        Delegation {
+            audience: audience::PRODUCTS,
+            scopes: &[DELEGABLE],
+        },
+        Delegation {
+            audience: audience::AUTH,
+            scopes: &[scope::ADMIN],
+        },
+    ],
+};
+
+/// Auth over a fresh SQLite file, with `alice` (password `alice-password`),
+/// `carol` (`carol-password`, scopes admin, catalog:read, entitlements:check) and
+/// the service client [`ORDERS_CLIENT`].
 struct Fixture {
     auth: AuthService,
     _dir: TempDir,
@@ -55,9 +80,18 @@ impl Fixture {
         }))
         .await
         .expect("alice created");
-        let scopes = scope::TOKEN_EXCHANGE;
-        let audiences = format!("{} {}", audience::AUTH, audience::PRODUCTS);
-        auth.register_service_client("orders", CLIENT_SECRET, scopes, &audiences)
+        auth.create_user(Request::new(CreateUserRequest {
+            username: "carol".into(),
+            password: "carol-password".into(),
+            scopes: format!("{} {DELEGABLE} {}", scope::ADMIN, scope::ENTITLEMENTS_CHECK),
+        }))
+        .await
+        .expect("carol created");
+        let credentials = ClientCredentials {
+            client: ORDERS_CLIENT,
+            secret: CLIENT_SECRET.into(),
+        };
+        auth.register_service_client(&credentials)
             .await
             .expect("client registered");
         Self { auth, _dir: dir }
@@ -103,9 +137,20 @@ impl Fixture {
 
     /// `subject_token` exchanged for a Products token by the holder of `actor`.
     async fn exchange(&self, actor: &str, subject_token: &str) -> Result<TokenResponse, Status> {
+        self.exchange_for(actor, subject_token, audience::PRODUCTS)
+            .await
+    }
+
+    /// `subject_token` exchanged for `audience` by the holder of `actor`.
+    async fn exchange_for(
+        &self,
+        actor: &str,
+        subject_token: &str,
+        audience: &str,
+    ) -> Result<TokenResponse, Status> {
         let exchange = ExchangeTokenRequest {
             subject_token: subject_token.into(),
-            audience: audience::PRODUCTS.into(),
+            audience: audience.into(),
         };
         let request = self.sent_by_holder_of(actor, exchange).await;
         Ok(self.auth.exchange_token(request).await?.into_inner())
@@ -137,288 +182,5 @@ fn assert_status<T: std::fmt::Debug>(result: Result<T, Status>, code: Code, mess
     assert_eq!((status.code(), status.message()), (code, message));
 }
 
-#[tokio::test]
-async fn login_with_the_right_password_answers_a_bearer_token_pair() {
-    let fixture = Fixture::start().await;
-    let tokens = fixture.alice().await;
-    assert_eq!(tokens.token_type, BEARER);
-    assert_eq!(tokens.expires_in, 300);
-    assert!(!tokens.refresh_token.is_empty());
-    let claims = fixture
-        .verify(&tokens.access_token)
-        .await
-        .expect("Auth accepts its token");
-    assert_eq!(claims.subject(), "alice");
-    assert_eq!(claims.0.aud, audience::USER_TOKEN);
-}
-
-#[tokio::test]
-async fn login_with_a_wrong_password_or_an_unknown_user_is_unauthenticated() {
-    let fixture = Fixture::start().await;
-    for (username, password) in [("alice", "wrong-password"), ("mallory", "alice-password")] {
-        assert_status(
-            fixture.login(username, password).await,
-            Code::Unauthenticated,
-            "invalid username or password",
-        );
-    }
-    assert_status(
-        fixture.login("alice", "").await,
-        Code::InvalidArgument,
-        "password: required",
-    );
-}
-
-#[tokio::test]
-async fn a_refresh_rotates_the_token_and_a_replay_revokes_the_family() {
-    let fixture = Fixture::start().await;
-    let first = fixture.alice().await;
-    let second = fixture
-        .refresh(&first.refresh_token)
-        .await
-        .expect("rotated");
-    assert_ne!(second.refresh_token, first.refresh_token);
-    fixture
-        .verify(&second.access_token)
-        .await
-        .expect("the new access token works");
-    assert_status(
-        fixture.refresh(&first.refresh_token).await,
-        Code::Unauthenticated,
-        "refresh token reused: the session is revoked",
-    );
-    assert_status(
-        fixture.refresh(&second.refresh_token).await,
-        Code::Unauthenticated,
-        "refresh token revoked",
-    );
-    assert_status(
-        fixture.refresh("never-issued").await,
-        Code::Unauthenticated,
-        "refresh token unknown",
-    );
-}
-
-#[tokio::test]
-async fn logout_is_idempotent_and_ends_the_refresh_token() {
-    let fixture = Fixture::start().await;
-    let tokens = fixture.alice().await;
-    for presented in [
-        tokens.refresh_token.as_str(),
-        &tokens.refresh_token,
-        "unknown",
-    ] {
-        let request = LogoutRequest {
-            refresh_token: presented.into(),
-        };
-        fixture
-            .auth
-            .logout(Request::new(request))
-            .await
-            .expect("logout answers OK");
-    }
-    assert_status(
-        fixture.refresh(&tokens.refresh_token).await,
-        Code::Unauthenticated,
-        "refresh token revoked",
-    );
-}
-
-#[tokio::test]
-async fn a_deactivated_user_can_neither_log_in_nor_refresh() {
-    let fixture = Fixture::start().await;
-    let tokens = fixture.alice().await;
-    let request = DeactivateUserRequest {
-        username: "alice".into(),
-    };
-    let user = fixture
-        .auth
-        .deactivate_user(Request::new(request))
-        .await
-        .expect("deactivated")
-        .into_inner();
-    assert!(!user.active);
-    assert_status(
-        fixture.login("alice", "alice-password").await,
-        Code::Unauthenticated,
-        "invalid username or password",
-    );
-    assert_status(
-        fixture.refresh(&tokens.refresh_token).await,
-        Code::Unauthenticated,
-        "refresh token revoked",
-    );
-    assert_eq!(
-        fixture.verify(&tokens.access_token).await.map(|_| ()),
-        Err(AuthError::Revoked)
-    );
-}
-
-#[tokio::test]
-async fn a_password_change_revokes_tokens_minted_before_it() {
-    let fixture = Fixture::start().await;
-    let before = fixture.alice().await;
-    let change = ChangePasswordRequest {
-        current_password: "alice-password".into(),
-        new_password: "alice-new-password".into(),
-    };
-    let request = fixture
-        .sent_by_holder_of(&before.access_token, change)
-        .await;
-    fixture
-        .auth
-        .change_password(request)
-        .await
-        .expect("password changed");
-    assert_eq!(
-        fixture.verify(&before.access_token).await.map(|_| ()),
-        Err(AuthError::Revoked),
-        "Auth's own verifier refuses the old token"
-    );
-    assert_status(
-        fixture.refresh(&before.refresh_token).await,
-        Code::Unauthenticated,
-        "refresh token revoked",
-    );
-    assert_status(
-        fixture.login("alice", "alice-password").await,
-        Code::Unauthenticated,
-        "invalid username or password",
-    );
-    let after = fixture
-        .login("alice", "alice-new-password")
-        .await
-        .expect("the next login works");
-    fixture
-        .verify(&after.access_token)
-        .await
-        .expect("and its token is not caught by the revocation");
-}
-
-#[tokio::test]
-async fn an_exchange_narrows_the_audience_and_names_the_actor() {
-    let fixture = Fixture::start().await;
-    let alice = fixture.alice().await;
-    let actor = fixture.actor().await;
-    let exchanged = fixture
-        .exchange(&actor.access_token, &alice.access_token)
-        .await
-        .expect("exchanged");
-    assert!(exchanged.refresh_token.is_empty());
-    let subject = fixture.verify(&alice.access_token).await.expect("alice");
-    let claims = fixture
-        .verify_at_products(&exchanged.access_token)
-        .await
-        .expect("Products accepts the exchanged token");
-    assert_eq!(claims.subject(), "alice");
-    assert_eq!(claims.0.aud, [audience::PRODUCTS]);
-    assert_eq!(
-        claims.0.act.as_ref().map(|act| act.sub.as_str()),
-        Some("orders")
-    );
-    assert_eq!(claims.0.client_id, "orders");
-    assert!(claims.0.exp <= subject.0.exp);
-}
-
-#[tokio::test]
-async fn an_exchanged_token_cannot_be_exchanged_again() {
-    let fixture = Fixture::start().await;
-    let alice = fixture.alice().await;
-    let actor = fixture.actor().await;
-    let once = fixture
-        .exchange(&actor.access_token, &alice.access_token)
-        .await
-        .expect("the first exchange");
-    // Narrowed to Products, it no longer names Auth's audience.
-    assert_status(
-        fixture
-            .exchange(&actor.access_token, &once.access_token)
-            .await,
-        Code::InvalidArgument,
-        "subject_token: token audience does not include this service",
-    );
-}
-
-#[tokio::test]
-async fn a_service_token_needs_the_right_secret_and_an_allowed_audience() {
-    let fixture = Fixture::start().await;
-    assert_status(
-        fixture.service_token("wrong-secret", audience::AUTH).await,
-        Code::Unauthenticated,
-        "invalid client credentials",
-    );
-    assert_status(
-        fixture.service_token(CLIENT_SECRET, audience::ORDERS).await,
-        Code::PermissionDenied,
-        "audience orders is not allowed for this client",
-    );
-    let token = fixture
-        .service_token(CLIENT_SECRET, audience::PRODUCTS)
-        .await
-        .expect("allowed audience");
-    assert_eq!(token.scope, scope::TOKEN_EXCHANGE);
-    assert!(
-        token.refresh_token.is_empty(),
-        "client credentials: no refresh"
-    );
-}
-
-#[tokio::test]
-async fn failures_beyond_the_free_ones_are_throttled() {
-    let mut config = AuthConfig::new(ISSUER);
-    config.throttle.free_failures = 2;
-    config.throttle.base_delay = Duration::from_secs(30);
-    let fixture = Fixture::with_config(config).await;
-    // The failure that uses up the free ones starts the first delay.
-    for _ in 0..2 {
-        assert_status(
-            fixture.login("alice", "wrong-password").await,
-            Code::Unauthenticated,
-            "invalid username or password",
-        );
-    }
-    let status = fixture
-        .login("alice", "alice-password")
-        .await
-        .expect_err("throttled, even with the right password");
-    assert_eq!(
-        (status.code(), status.message()),
-        (
-            Code::ResourceExhausted,
-            "too many failed logins; retry later"
-        )
-    );
-    let retry = status
-        .get_details_retry_info()
-        .and_then(|info| info.retry_delay)
-        .expect("RetryInfo");
-    assert!(
-        retry > Duration::from_secs(20) && retry <= Duration::from_secs(30),
-        "{retry:?}"
-    );
-}
-
-#[tokio::test]
-async fn an_access_token_expires_when_the_clock_passes_its_lifetime_and_the_leeway() {
-    let clock = ManualClock::new();
-    let config = AuthConfig::new(ISSUER).with_clock(Arc::new(clock.clone()));
-    let ttl = config.access_token_ttl;
-    let fixture = Fixture::with_config(config).await;
-    let tokens = fixture.alice().await;
-    fixture
-        .verify(&tokens.access_token)
-        .await
-        .expect("valid at first");
-    // Auth's verifier allows the default 30 s of leeway on `exp`.
-    clock.advance(ttl + Duration::from_secs(30));
-    fixture
-        .verify(&tokens.access_token)
-        .await
-        .expect("still within the leeway");
-    clock.advance(Duration::from_secs(1));
-    let refused = fixture
-        .verify(&tokens.access_token)
-        .await
-        .expect_err("expired");
-    assert_eq!(refused.reason(), "TOKEN_EXPIRED");
-}
+mod exchange;
+mod logins;

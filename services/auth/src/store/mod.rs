@@ -19,25 +19,13 @@ mod users;
 
 use sqlx::AnyPool;
 
-pub use clients::ServiceClient;
+pub use clients::{DelegationRecord, ServiceClient};
 pub use keys::{Added, NewSigningKey, StoredKey};
 pub use revocations::{Epoch, Revocation};
-pub use sessions::{NewRefreshToken, Spend};
+pub use sessions::{NewRefreshToken, SessionRules, Spend};
 pub use users::{NewUserRecord, UserRecord};
 
-/// Why a store operation failed.
-#[derive(Debug, thiserror::Error)]
-pub enum StoreError {
-    /// The database failed.
-    #[error("database: {0}")]
-    Database(#[from] sqlx::Error),
-    /// Migrations failed.
-    #[error("migrations: {0}")]
-    Migrate(#[from] sqlx::migrate::MigrateError),
-    /// Too many concurrent writers kept colliding.
-    #[error("contention on {0}")]
-    Contention(&'static str),
-}
+pub use tokenmesh_server::db::StoreError;
 
 /// Auth's storage.
 #[derive(Debug, Clone)]

@@ -15,6 +15,8 @@ pub struct Revocation {
     pub subject: String,
     /// Set for single-token revocations.
     pub jti: String,
+    /// Set for session revocations.
+    pub session_id: String,
     /// Subject revocations: tokens issued before this are revoked.
     pub not_before: i64,
     /// When the entry stops mattering.
@@ -40,7 +42,7 @@ impl Store {
         limit: i64,
     ) -> Result<Vec<Revocation>, StoreError> {
         Ok(sqlx::query_as(
-            "SELECT seq, subject, jti, not_before, forget_after FROM revocations \
+            "SELECT seq, subject, jti, session_id, not_before, forget_after FROM revocations \
              WHERE seq > $1 AND forget_after >= $2 ORDER BY seq LIMIT $3",
         )
         .bind(since)
@@ -66,6 +68,23 @@ pub(super) async fn append_subject(
     .bind(subject)
     .bind(epoch.not_before)
     .bind(epoch.forget_after)
+    .execute(&mut **tx)
+    .await?;
+    Ok(())
+}
+
+/// Appends a session revocation at `MAX(seq) + 1`, as [`append_subject`] does.
+pub(super) async fn append_session(
+    tx: &mut Transaction<'_, Any>,
+    session_id: &str,
+    forget_after: i64,
+) -> Result<(), sqlx::Error> {
+    sqlx::query(
+        "INSERT INTO revocations (seq, subject, jti, session_id, not_before, forget_after) \
+         SELECT COALESCE(MAX(seq), 0) + 1, '', '', $1, 0, $2 FROM revocations",
+    )
+    .bind(session_id)
+    .bind(forget_after)
     .execute(&mut **tx)
     .await?;
     Ok(())

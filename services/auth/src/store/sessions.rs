@@ -1,10 +1,13 @@
 //! Sessions: one login's chain of refresh tokens (a family), stored as SHA-256
 //! hashes. Spending a token rotates it atomically; spending one twice revokes
-//! its family (reuse detection).
+//! its family and, on the feed, the access tokens minted from it (reuse
+//! detection). A login ends at an absolute cap however often it refreshes.
 
 use sqlx::{Any, Executor, Transaction};
 
-use super::{Store, StoreError};
+use tokenmesh_server::db::{appended, retry_feed_write};
+
+use super::{Store, StoreError, UserRecord, revocations};
 
 /// A refresh token to store: its hash (the caller hashes) and lifetime.
 #[derive(Debug, Clone)]
@@ -15,6 +18,16 @@ pub struct NewRefreshToken {
     pub issued_at: i64,
     /// When it stops being accepted.
     pub expires_at: i64,
+}
+
+/// The limits a spend or an end applies, in seconds.
+#[derive(Debug, Clone, Copy)]
+pub struct SessionRules {
+    /// A login ends this long after it started, however often it refreshes.
+    pub max_lifetime: i64,
+    /// A session revocation matters this long after it (until every access
+    /// token minted from the session has expired).
+    pub revocation_lifetime: i64,
 }
 
 /// What presenting a refresh token led to.
@@ -28,12 +41,20 @@ pub enum Spend {
         scopes: String,
         /// The owner's revocation epoch, for the new access token's `iat`.
         not_before: i64,
+        /// The login (refresh family), the new access token's `sid`.
+        family_id: String,
     },
-    /// The token had been spent before: the family is now revoked.
-    Reused,
+    /// The token had been spent before: the family and its access tokens are
+    /// now revoked (a session revocation on the feed).
+    Reused {
+        /// The login ended.
+        family_id: String,
+        /// When the session revocation stops mattering.
+        forget_after: i64,
+    },
     /// No such token.
     Unknown,
-    /// The token expired.
+    /// The token expired, or its login reached its absolute cap.
     Expired,
     /// The family was revoked (logout, deactivation, password change, reuse).
     Revoked,
@@ -44,6 +65,8 @@ pub enum Spend {
 struct Presented {
     family_id: String,
     expires_at: i64,
+    /// When the login started.
+    created_at: i64,
     username: String,
     scopes: String,
     not_before: i64,
@@ -52,35 +75,68 @@ struct Presented {
 }
 
 impl Store {
-    /// Starts a login: a new refresh family `family_id` holding `first`.
+    /// Starts a login of `user` as read with the password it checked: a new
+    /// refresh family `family_id` holding `first` — only if the user is still
+    /// active with the same credential version and epoch (compare-and-set).
+    /// The check locks the user's row until commit, so a concurrent cut-off
+    /// either comes first (false: nothing is stored) or revokes this family.
     pub async fn start_family(
         &self,
-        username: &str,
+        user: &UserRecord,
         family_id: &str,
         first: &NewRefreshToken,
-    ) -> Result<(), StoreError> {
+    ) -> Result<bool, StoreError> {
         let mut tx = self.pool.begin().await?;
+        let unchanged = sqlx::query(
+            "UPDATE users SET credential_version = credential_version \
+             WHERE username = $1 AND credential_version = $2 AND not_before = $3 AND active = 1",
+        )
+        .bind(&user.username)
+        .bind(user.credential_version)
+        .bind(user.not_before)
+        .execute(&mut *tx)
+        .await?
+        .rows_affected()
+            == 1;
+        if !unchanged {
+            return Ok(false);
+        }
         sqlx::query(
             "INSERT INTO refresh_families (family_id, username, created_at) VALUES ($1, $2, $3)",
         )
         .bind(family_id)
-        .bind(username)
+        .bind(&user.username)
         .bind(first.issued_at)
         .execute(&mut *tx)
         .await?;
         insert_refresh_token(&mut tx, family_id, first).await?;
         tx.commit().await?;
-        Ok(())
+        Ok(true)
     }
 
     /// Spends the refresh token `token_hash` at `successor.issued_at` and, if it
-    /// was live, stores `successor` in its family — atomically: exactly one of
-    /// concurrent spends wins. A second spend revokes the family.
+    /// was live and its login within `rules.max_lifetime`, stores `successor` in
+    /// its family (expiring no later than the login) — atomically: exactly one
+    /// of concurrent spends wins. A second spend revokes the family and appends
+    /// the session's revocation to the feed.
     pub async fn spend_refresh_token(
         &self,
         token_hash: &str,
         successor: &NewRefreshToken,
+        rules: SessionRules,
     ) -> Result<Spend, StoreError> {
+        let spent = retry_feed_write(|| self.spend_once(token_hash, successor, rules)).await?;
+        spent.ok_or(StoreError::Contention("revocation feed"))
+    }
+
+    /// One try of [`Store::spend_refresh_token`]: `None` when the feed append
+    /// lost its race.
+    async fn spend_once(
+        &self,
+        token_hash: &str,
+        successor: &NewRefreshToken,
+        rules: SessionRules,
+    ) -> Result<Option<Spend>, StoreError> {
         let now = successor.issued_at;
         let mut tx = self.pool.begin().await?;
         let spent = sqlx::query(
@@ -93,8 +149,20 @@ impl Store {
         .await?
         .rows_affected()
             == 1;
+        if spent {
+            // Lock the family until commit: a cut-off revoking it waits for this
+            // rotation (and then revokes the successor too), or wins and this
+            // spend finds the family dead below.
+            sqlx::query(
+                "UPDATE refresh_families SET revoked_at = NULL WHERE revoked_at IS NULL AND \
+                 family_id = (SELECT family_id FROM refresh_tokens WHERE token_hash = $1)",
+            )
+            .bind(token_hash)
+            .execute(&mut *tx)
+            .await?;
+        }
         let presented: Option<Presented> = sqlx::query_as(
-            "SELECT t.family_id, t.expires_at, f.username, u.scopes, u.not_before, \
+            "SELECT t.family_id, t.expires_at, f.created_at, f.username, u.scopes, u.not_before, \
                     CASE WHEN f.revoked_at IS NULL AND u.active = 1 THEN 0 ELSE 1 END AS dead \
              FROM refresh_tokens t \
              JOIN refresh_families f ON f.family_id = t.family_id \
@@ -105,31 +173,79 @@ impl Store {
         .fetch_optional(&mut *tx)
         .await?;
         let Some(presented) = presented else {
-            return Ok(Spend::Unknown);
+            return Ok(Some(Spend::Unknown));
         };
-        let outcome = if spent && presented.dead == 0 {
-            insert_refresh_token(&mut tx, &presented.family_id, successor).await?;
+        let login_ends = presented.created_at.saturating_add(rules.max_lifetime);
+        let outcome = if spent && presented.dead == 0 && now < login_ends {
+            let successor = NewRefreshToken {
+                expires_at: successor.expires_at.min(login_ends),
+                ..successor.clone()
+            };
+            insert_refresh_token(&mut tx, &presented.family_id, &successor).await?;
             Spend::Rotated {
                 username: presented.username,
                 scopes: presented.scopes,
                 not_before: presented.not_before,
+                family_id: presented.family_id,
             }
-        } else if spent || presented.dead == 1 {
+        } else if presented.dead == 1 {
             Spend::Revoked
-        } else if presented.expires_at <= now {
+        } else if spent || presented.expires_at <= now {
             Spend::Expired
         } else {
+            let forget_after = now.saturating_add(rules.revocation_lifetime);
             revoke_families(&mut *tx, Families::Id(&presented.family_id), now).await?;
-            Spend::Reused
+            let appended_row =
+                revocations::append_session(&mut tx, &presented.family_id, forget_after).await;
+            if appended(appended_row)?.is_none() {
+                return Ok(None);
+            }
+            Spend::Reused {
+                family_id: presented.family_id,
+                forget_after,
+            }
         };
         tx.commit().await?;
-        Ok(outcome)
+        Ok(Some(outcome))
     }
 
-    /// Ends the login `token_hash` belongs to; false if there is no such token.
-    pub async fn revoke_family_of(&self, token_hash: &str, now: i64) -> Result<bool, StoreError> {
-        let ended = revoke_families(&self.pool, Families::OfToken(token_hash), now).await?;
-        Ok(ended == 1)
+    /// Ends the login `token_hash` belongs to at `now` and appends the
+    /// session's revocation to the feed; its family id, or `None` if there was
+    /// no live login.
+    pub async fn end_family_of(
+        &self,
+        token_hash: &str,
+        now: i64,
+        rules: SessionRules,
+    ) -> Result<Option<String>, StoreError> {
+        let ended = retry_feed_write(|| self.end_once(token_hash, now, rules)).await?;
+        ended.ok_or(StoreError::Contention("revocation feed"))
+    }
+
+    /// One try of [`Store::end_family_of`]: `None` when the feed append lost
+    /// its race.
+    async fn end_once(
+        &self,
+        token_hash: &str,
+        now: i64,
+        rules: SessionRules,
+    ) -> Result<Option<Option<String>>, StoreError> {
+        let mut tx = self.pool.begin().await?;
+        if revoke_families(&mut *tx, Families::OfToken(token_hash), now).await? == 0 {
+            return Ok(Some(None));
+        }
+        let family_id: String =
+            sqlx::query_scalar("SELECT family_id FROM refresh_tokens WHERE token_hash = $1")
+                .bind(token_hash)
+                .fetch_one(&mut *tx)
+                .await?;
+        let forget_after = now.saturating_add(rules.revocation_lifetime);
+        let appended_row = revocations::append_session(&mut tx, &family_id, forget_after).await;
+        if appended(appended_row)?.is_none() {
+            return Ok(None);
+        }
+        tx.commit().await?;
+        Ok(Some(Some(family_id)))
     }
 }
 

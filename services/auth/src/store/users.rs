@@ -33,6 +33,8 @@ pub struct UserRecord {
     pub active: i64,
     /// Tokens issued before this (Unix seconds) are revoked.
     pub not_before: i64,
+    /// Bumped by every cut-off: a login commits only if it is unchanged.
+    pub credential_version: i64,
 }
 
 impl UserRecord {
@@ -53,7 +55,8 @@ impl Store {
     /// The user named `username`.
     pub async fn find_user(&self, username: &str) -> Result<Option<UserRecord>, StoreError> {
         Ok(sqlx::query_as(
-            "SELECT username, password_hash, scopes, active, not_before FROM users WHERE username = $1",
+            "SELECT username, password_hash, scopes, active, not_before, credential_version \
+             FROM users WHERE username = $1",
         )
         .bind(username)
         .fetch_optional(&self.pool)
@@ -76,32 +79,46 @@ impl Store {
     }
 
     /// Deactivates `username`: ends every login and revokes every token issued
-    /// before `epoch`. Returns false if there is no such user.
-    pub async fn deactivate(&self, username: &str, epoch: Epoch) -> Result<bool, StoreError> {
-        self.cut_off(username, CutOff::Deactivate, epoch).await
+    /// before the epoch it returns (`None`: no such user). See [`Store::cut_off`].
+    pub async fn deactivate(
+        &self,
+        username: &str,
+        next_epoch: impl Fn() -> Epoch,
+    ) -> Result<Option<Epoch>, StoreError> {
+        self.cut_off(username, CutOff::Deactivate, next_epoch).await
     }
 
     /// Replaces `username`'s password hash, ending every login and revoking
-    /// every token issued before `epoch`.
+    /// every token issued before the epoch it returns (`None`: no such user).
     pub async fn change_password(
         &self,
         username: &str,
         password_hash: &str,
-        epoch: Epoch,
-    ) -> Result<bool, StoreError> {
+        next_epoch: impl Fn() -> Epoch,
+    ) -> Result<Option<Epoch>, StoreError> {
         let change = CutOff::NewPassword {
             hash: password_hash,
         };
-        self.cut_off(username, change, epoch).await
+        self.cut_off(username, change, next_epoch).await
     }
 
+    /// A cut-off, ordered against every login and refresh in flight:
+    /// 1. bump the credential version, which locks the user's row until commit:
+    ///    a login that read the old version either committed before (its family
+    ///    is then revoked below) or fails its compare-and-set after;
+    /// 2. revoke the user's families, which waits for refreshes holding them;
+    /// 3. only then read the clock (`next_epoch`) for the epoch, so that every
+    ///    token minted by a login or refresh that won the race is older;
+    /// 4. raise `not_before` to it, strictly above the previous epoch (two
+    ///    cut-offs in one second must not share one).
     async fn cut_off(
         &self,
         username: &str,
         change: CutOff<'_>,
-        epoch: Epoch,
-    ) -> Result<bool, StoreError> {
-        let written = retry_feed_write(|| self.cut_off_once(username, change, epoch)).await?;
+        next_epoch: impl Fn() -> Epoch,
+    ) -> Result<Option<Epoch>, StoreError> {
+        let next_epoch = &next_epoch;
+        let written = retry_feed_write(|| self.cut_off_once(username, change, next_epoch)).await?;
         written.ok_or(StoreError::Contention("revocation feed"))
     }
 
@@ -110,37 +127,51 @@ impl Store {
         &self,
         username: &str,
         change: CutOff<'_>,
-        epoch: Epoch,
-    ) -> Result<Option<bool>, StoreError> {
+        next_epoch: &impl Fn() -> Epoch,
+    ) -> Result<Option<Option<Epoch>>, StoreError> {
         let mut tx = self.pool.begin().await?;
         let updated = match change {
-            CutOff::NewPassword { hash } => {
+            CutOff::NewPassword { hash } => sqlx::query(
+                "UPDATE users SET password_hash = $1, credential_version = credential_version + 1 \
+                     WHERE username = $2",
+            )
+            .bind(hash)
+            .bind(username)
+            .execute(&mut *tx)
+            .await?,
+            CutOff::Deactivate => {
                 sqlx::query(
-                    "UPDATE users SET password_hash = $1, not_before = $2 WHERE username = $3",
+                    "UPDATE users SET active = 0, credential_version = credential_version + 1 \
+                     WHERE username = $1",
                 )
-                .bind(hash)
-                .bind(epoch.not_before)
                 .bind(username)
                 .execute(&mut *tx)
                 .await?
             }
-            CutOff::Deactivate => {
-                sqlx::query("UPDATE users SET active = 0, not_before = $1 WHERE username = $2")
-                    .bind(epoch.not_before)
-                    .bind(username)
-                    .execute(&mut *tx)
-                    .await?
-            }
         };
         if updated.rows_affected() == 0 {
-            return Ok(Some(false));
+            return Ok(Some(None));
         }
         let user = sessions::Families::OfUser(username);
-        sessions::revoke_families(&mut *tx, user, epoch.not_before).await?;
+        sessions::revoke_families(&mut *tx, user, next_epoch().not_before).await?;
+        let candidate = next_epoch();
+        let not_before: i64 = sqlx::query_scalar(
+            "UPDATE users SET not_before = \
+               CASE WHEN not_before >= $1 THEN not_before + 1 ELSE $1 END \
+             WHERE username = $2 RETURNING not_before",
+        )
+        .bind(candidate.not_before)
+        .bind(username)
+        .fetch_one(&mut *tx)
+        .await?;
+        let epoch = Epoch {
+            not_before,
+            forget_after: candidate.forget_after + (not_before - candidate.not_before),
+        };
         if appended(revocations::append_subject(&mut tx, username, epoch).await)?.is_none() {
             return Ok(None);
         }
         tx.commit().await?;
-        Ok(Some(true))
+        Ok(Some(Some(epoch)))
     }
 }

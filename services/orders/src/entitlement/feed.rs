@@ -13,7 +13,7 @@ use tokenmesh_server::ServiceTokens;
 use tonic::{Status, transport::Channel};
 use tower::Layer;
 
-use super::{replica::Replica, rpc::RpcCache};
+use super::{Terms, replica::Replica, rpc::RpcCache};
 use crate::{OrdersError, store::ReplicaChange};
 
 /// What following the feed needs.
@@ -84,6 +84,7 @@ impl Feed {
                         .invalidate(&(change.subject.clone(), change.product_id.clone()))
                         .await;
                     ReplicaChange::Entitlement {
+                        terms: Terms::from_proto(change.terms.as_ref()),
                         subject: change.subject,
                         product_id: change.product_id,
                         granted: change.granted,

@@ -1,6 +1,8 @@
 //! The grant source: the entitlement grant Products signed and the caller sent in
-//! the request body. It proves entitlement but cannot disprove it, and a
-//! revocation the replica has seen since the grant was issued overrides it.
+//! the request body. It proves entitlement, and its terms (the `order` action,
+//! the limit) decide the order as any source's would; it cannot prove the
+//! absence of an entitlement. A revocation or change of terms the replica has
+//! seen since the grant was issued overrides it.
 
 use std::sync::Arc;
 
@@ -11,7 +13,10 @@ use tokenmesh_proto::{
     names::{GRANT_TOKEN_TYPE, action, audience},
 };
 
-use super::{Answer, Denial, Query, Source, SourceError, SourceKind, replica::Replica};
+use super::{
+    Answer, Query, Source, SourceError, SourceKind, Terms,
+    replica::{Issued, Replica, Since},
+};
 
 /// An entitlement grant from Products, of any claims version this build parses:
 /// v1 (`product_ids`) and v2 (`grants`). Unknown fields are ignored.
@@ -32,6 +37,8 @@ pub struct Grant {
     pub product_ids: Vec<String>,
     /// v2: per-product grants.
     pub grants: Vec<ProductGrant>,
+    /// v2: Products' feed position the grant reflects.
+    pub catalogue_revision: u64,
 }
 
 impl Claims for Grant {
@@ -130,26 +137,33 @@ impl Source for GrantSource {
         if grant.sub != query.subject {
             return inconclusive("issued to another subject");
         }
-        let covering = grant.upcast().into_iter().find(|g| {
-            g.product_id == query.product_id && g.actions.iter().any(|a| a == action::ORDER)
-        });
+        let covering = grant
+            .upcast()
+            .into_iter()
+            .find(|g| g.product_id == query.product_id);
         let Some(covering) = covering else {
             return inconclusive("does not cover this product");
         };
-        // A store error reads as "not revoked": the grant is honoured (fail-open).
-        let revoked = self
+        let terms = Terms::of_grant(&covering);
+        let issued = Issued {
+            at: grant.iat,
+            revision: grant.catalogue_revision,
+        };
+        // A store error reads as "no change": the grant is honoured (fail-open).
+        let since = self
             .replica
-            .revoked_since(query.subject, query.product_id, grant.iat)
+            .since(query.subject, query.product_id, issued)
             .await
-            .unwrap_or(false);
-        if revoked {
-            return inconclusive("revoked since it was issued");
+            .unwrap_or(Since::Unchanged);
+        match since {
+            Since::Revoked => return inconclusive("revoked since it was issued"),
+            // Granted again on the same terms: the grant still says what holds.
+            Since::Changed(now) if now != terms => {
+                return inconclusive("its terms changed since it was issued");
+            }
+            Since::Unchanged | Since::Changed(_) => {}
         }
-        let limit = covering.max_quantity;
-        if limit > 0 && i64::from(query.quantity) > i64::from(limit) {
-            return Ok(Answer::Deny(Denial::OverLimit(limit)));
-        }
-        Ok(Answer::Allow)
+        Ok(terms.answer(query.quantity))
     }
 }
 
@@ -161,9 +175,12 @@ mod tests {
     use tokenmesh_server::{SigningKey, now_unix};
 
     use super::*;
-    use crate::entitlement::{
-        Chain, Decision, Reason,
-        tests::{entitle, query, replica},
+    use crate::{
+        entitlement::{
+            Chain, Decision, Denial, Reason,
+            tests::{entitle, query, replica},
+        },
+        store::ReplicaChange,
     };
 
     const ISSUER: &str = "https://products.test";
@@ -308,14 +325,15 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn a_v2_grant_must_name_the_order_action() {
+    async fn a_v2_grant_without_the_order_action_refuses_the_order() {
         let fixture = setup(&[1, 2]).await;
         let grant = |actions: Value| {
             fixture.grant(json!({"grants": [{"product_id": "P-100", "actions": actions}]}))
         };
+        // The same answer the replica and Products give for a view-only entitlement.
         assert_eq!(
             fixture.answer(&grant(json!(["view"])), 1).await,
-            inconclusive("does not cover this product")
+            Answer::Deny(Denial::OrderNotAllowed)
         );
         assert_eq!(
             fixture
@@ -358,6 +376,44 @@ mod tests {
             fixture.answer(&grant, 1).await,
             Answer::Allow,
             "granted again"
+        );
+    }
+
+    #[tokio::test]
+    async fn terms_the_replica_saw_change_since_issue_override_the_grant() {
+        let fixture = setup(&[1, 2]).await;
+        let grant = fixture.grant(json!({"catalogue_revision": 3}));
+        let limited = Terms {
+            order: true,
+            max_quantity: 2,
+        };
+        let set = |terms: Terms| ReplicaChange::Entitlement {
+            subject: "alice".into(),
+            product_id: "P-100".into(),
+            granted: true,
+            changed_at: fixture.now,
+            terms,
+        };
+        let replica = &fixture.replica;
+        replica.apply(&set(limited), 3).await.expect("applied");
+        assert_eq!(
+            fixture.answer(&grant, 5).await,
+            Answer::Allow,
+            "the grant reflects position 3"
+        );
+        replica.apply(&set(limited), 4).await.expect("applied");
+        assert_eq!(
+            fixture.answer(&grant, 5).await,
+            inconclusive("its terms changed since it was issued")
+        );
+        replica
+            .apply(&set(Terms::default()), 5)
+            .await
+            .expect("applied");
+        assert_eq!(
+            fixture.answer(&grant, 5).await,
+            Answer::Allow,
+            "back to the terms the grant states"
         );
     }
 

@@ -6,6 +6,7 @@ mod feed;
 mod grant;
 mod replica;
 mod rpc;
+mod terms;
 #[cfg(test)]
 mod tests;
 
@@ -16,6 +17,7 @@ use tokio::task::JoinHandle;
 use tonic::Code;
 
 pub use grant::Grant;
+pub use terms::Terms;
 
 use crate::{OrdersDeps, Store, store::StoreError};
 
@@ -122,6 +124,8 @@ pub enum Denial {
     UnknownProduct,
     /// More than the entitlement's quantity limit.
     OverLimit(u32),
+    /// The entitlement does not include the `order` action.
+    OrderNotAllowed,
 }
 
 /// Why a source could not answer at all.

@@ -1,6 +1,7 @@
 //! The replica source: Orders' own copy of Products' catalogue and
-//! entitlements, kept by the feed. Conclusive once it has caught up with
-//! Products, and while the feed is connected or was heard within its bound.
+//! entitlements with their terms, kept by the feed. Conclusive once it has
+//! caught up with Products, and while the feed is connected or was heard
+//! within its bound.
 
 use std::sync::{
     Arc,
@@ -14,7 +15,31 @@ use crate::{
     store::{ReplicaChange, ReplicaEntry, StoreError},
 };
 
-use super::{Answer, Denial, Query, Source, SourceError, SourceKind};
+use super::{
+    Answer, Query, Source, SourceError, SourceKind,
+    terms::{Standing, Terms},
+};
+
+/// When a grant was issued, on Products' clock and feed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Issued {
+    /// `iat`, Unix seconds.
+    pub at: i64,
+    /// `catalogue_revision`: the feed position it reflects (0: not stated, as
+    /// in v1 grants).
+    pub revision: u64,
+}
+
+/// What the replica has seen of an entitlement since a grant was issued.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Since {
+    /// No change (or none the replica has applied yet).
+    Unchanged,
+    /// Revoked.
+    Revoked,
+    /// Granted again, or its terms set: now on these terms.
+    Changed(Terms),
+}
 
 /// Orders' replica of Products' catalogue and entitlements.
 #[derive(Debug)]
@@ -71,20 +96,35 @@ impl Replica {
         self.store.apply_replica_change(change, cursor).await
     }
 
-    /// Whether `subject`'s entitlement to `product_id` was revoked at or after
-    /// `issued_at` (both on Products' clock, in seconds: a grant issued in the
-    /// same second as a revocation is treated as older).
-    pub async fn revoked_since(
+    /// What changed in `subject`'s entitlement to `product_id` after a grant
+    /// `issued` then. By feed position when the grant states one; else by time,
+    /// both on Products' clock in seconds, a change in the grant's second
+    /// counting as newer.
+    pub async fn since(
         &self,
         subject: &str,
         product_id: &str,
-        issued_at: i64,
-    ) -> Result<bool, StoreError> {
+        issued: Issued,
+    ) -> Result<Since, StoreError> {
         let entry = self.store.replica_lookup(subject, product_id).await?;
-        Ok(matches!(
-            entry,
-            ReplicaEntry::Known { granted: false, changed_at } if changed_at >= issued_at
-        ))
+        let ReplicaEntry::Known {
+            granted,
+            changed_at,
+            seq,
+            terms,
+        } = entry
+        else {
+            return Ok(Since::Unchanged);
+        };
+        let newer = match (issued.revision, u64::try_from(seq).unwrap_or_default()) {
+            (revision, seq) if revision > 0 && seq > 0 => seq > revision,
+            _ => changed_at >= issued.at,
+        };
+        Ok(match (newer, granted) {
+            (false, _) => Since::Unchanged,
+            (true, false) => Since::Revoked,
+            (true, true) => Since::Changed(terms),
+        })
     }
 }
 
@@ -108,20 +148,31 @@ impl Source for Replica {
             .store
             .replica_lookup(query.subject, query.product_id)
             .await?;
-        Ok(match entry {
-            ReplicaEntry::UnknownProduct => Answer::Deny(Denial::UnknownProduct),
-            ReplicaEntry::Known { granted: true, .. } => Answer::Allow,
+        let standing = match entry {
+            ReplicaEntry::UnknownProduct => Standing::UnknownProduct,
+            ReplicaEntry::Known {
+                granted: true,
+                terms,
+                ..
+            } => Standing::Entitled(terms),
             ReplicaEntry::NeverGranted | ReplicaEntry::Known { granted: false, .. } => {
-                Answer::Deny(Denial::NotEntitled)
+                Standing::NotEntitled
             }
-        })
+        };
+        Ok(standing.answer(query.quantity))
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::entitlement::tests::{entitle, query, replica};
+    use crate::{
+        entitlement::{
+            Denial,
+            tests::{entitle, query, replica},
+        },
+        store::ReplicaChange,
+    };
 
     #[tokio::test]
     async fn until_caught_up_the_replica_cannot_tell() {
@@ -165,18 +216,74 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn a_revocation_counts_against_grants_issued_up_to_its_second() {
+    async fn the_replica_answers_with_the_terms_the_feed_carried() {
         let replica = replica().await;
-        assert!(
-            !replica
-                .revoked_since("alice", "P-100", 150)
-                .await
-                .expect("lookup")
+        let limited = Terms {
+            order: true,
+            max_quantity: 2,
+        };
+        set_terms(&replica, limited, 100, 2).await;
+        let ordering = |quantity| Query {
+            quantity,
+            ..query()
+        };
+        assert_eq!(
+            replica.answer(&ordering(2)).await.expect("answer"),
+            Answer::Allow
         );
+        assert_eq!(
+            replica.answer(&ordering(3)).await.expect("answer"),
+            Answer::Deny(Denial::OverLimit(2))
+        );
+        let view_only = Terms {
+            order: false,
+            max_quantity: 0,
+        };
+        set_terms(&replica, view_only, 100, 3).await;
+        assert_eq!(
+            replica.answer(&ordering(1)).await.expect("answer"),
+            Answer::Deny(Denial::OrderNotAllowed)
+        );
+    }
+
+    async fn set_terms(replica: &Replica, terms: Terms, changed_at: i64, cursor: i64) {
+        let change = ReplicaChange::Entitlement {
+            subject: "alice".into(),
+            product_id: "P-100".into(),
+            granted: true,
+            changed_at,
+            terms,
+        };
+        replica.apply(&change, cursor).await.expect("applied");
+    }
+
+    #[tokio::test]
+    async fn a_change_counts_against_grants_issued_up_to_its_second() {
+        let replica = replica().await;
+        let since = |at| replica.since("alice", "P-100", Issued { at, revision: 0 });
+        assert_eq!(since(150).await.expect("lookup"), Since::Unchanged);
         entitle(&replica, false, 200, 2).await;
-        let revoked_since = |issued_at| replica.revoked_since("alice", "P-100", issued_at);
-        assert!(revoked_since(199).await.expect("lookup"));
-        assert!(revoked_since(200).await.expect("lookup"), "the same second");
-        assert!(!revoked_since(201).await.expect("lookup"));
+        assert_eq!(since(199).await.expect("lookup"), Since::Revoked);
+        assert_eq!(
+            since(200).await.expect("lookup"),
+            Since::Revoked,
+            "the same second"
+        );
+        assert_eq!(since(201).await.expect("lookup"), Since::Unchanged);
+        set_terms(&replica, Terms::default(), 300, 3).await;
+        assert_eq!(
+            since(300).await.expect("lookup"),
+            Since::Changed(Terms::default())
+        );
+    }
+
+    #[tokio::test]
+    async fn a_grant_stating_its_revision_is_compared_by_feed_position() {
+        let replica = replica().await;
+        entitle(&replica, false, 200, 5).await;
+        let since = |revision| replica.since("alice", "P-100", Issued { at: 200, revision });
+        assert_eq!(since(4).await.expect("lookup"), Since::Revoked);
+        // Issued in the revocation's second, but after it: the position says so.
+        assert_eq!(since(5).await.expect("lookup"), Since::Unchanged);
     }
 }

@@ -1,6 +1,7 @@
 //! The rpc source: `CheckEntitlement` on Products, as Orders acting for the
 //! caller (RFC 8693 exchange), behind a short cache that the feed invalidates
-//! on every change it sees.
+//! on every change it sees. Products' answer carries the entitlement's terms;
+//! the order is decided from them as the other sources do.
 
 use std::{sync::Arc, time::Duration};
 
@@ -12,10 +13,13 @@ use tokenmesh_server::TokenExchanger;
 use tonic::{Code, Request, transport::Channel};
 use tower::Layer;
 
-use super::{Answer, Denial, Query, Source, SourceError, SourceKind};
+use super::{
+    Answer, Query, Source, SourceError, SourceKind,
+    terms::{Standing, Terms},
+};
 
-/// Products' answers by (subject, product id).
-pub type RpcCache = moka::future::Cache<(String, String), Answer>;
+/// Products' answers by (subject, product id): whatever the quantity asked.
+pub type RpcCache = moka::future::Cache<(String, String), Standing>;
 
 /// Answers by asking Products.
 #[derive(Debug)]
@@ -49,7 +53,7 @@ impl RpcSource {
         self.cache.clone()
     }
 
-    async fn check(&self, query: &Query<'_>) -> Result<Answer, Code> {
+    async fn check(&self, query: &Query<'_>) -> Result<Standing, Code> {
         let mut request = Request::new(CheckEntitlementRequest {
             subject: query.subject.to_owned(),
             product_id: query.product_id.to_owned(),
@@ -58,11 +62,11 @@ impl RpcSource {
             .extensions_mut()
             .insert(SubjectToken(query.access_token.into()));
         match self.products.clone().check_entitlement(request).await {
-            Ok(response) if response.get_ref().allowed => Ok(Answer::Allow),
-            Ok(_) => Ok(Answer::Deny(Denial::NotEntitled)),
-            Err(status) if status.code() == Code::NotFound => {
-                Ok(Answer::Deny(Denial::UnknownProduct))
-            }
+            Ok(response) if response.get_ref().allowed => Ok(Standing::Entitled(
+                Terms::from_proto(response.get_ref().terms.as_ref()),
+            )),
+            Ok(_) => Ok(Standing::NotEntitled),
+            Err(status) if status.code() == Code::NotFound => Ok(Standing::UnknownProduct),
             Err(status) => {
                 tracing::warn!(code = ?status.code(), message = status.message(), "CheckEntitlement failed");
                 Err(status.code())
@@ -78,7 +82,7 @@ impl Source for RpcSource {
     }
 
     async fn answer(&self, query: &Query<'_>) -> Result<Answer, SourceError> {
-        let answer = if self.ttl.is_zero() {
+        let standing = if self.ttl.is_zero() {
             self.check(query).await
         } else {
             let key = (query.subject.to_owned(), query.product_id.to_owned());
@@ -88,9 +92,10 @@ impl Source for RpcSource {
                 .await
                 .map_err(|code| *code)
         };
-        answer.map_err(|code| match code {
+        let standing = standing.map_err(|code| match code {
             Code::Unavailable => SourceError::Unavailable(code),
             code => SourceError::Failed(code),
-        })
+        })?;
+        Ok(standing.answer(query.quantity))
     }
 }

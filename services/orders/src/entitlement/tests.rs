@@ -9,8 +9,8 @@ use std::sync::{
 use tonic::Code;
 
 use super::{
-    Answer, Chain, Decision, Denial, Query, Reason, Source, SourceError, SourceKind, reasons,
-    replica,
+    Answer, Chain, Decision, Denial, Query, Reason, Source, SourceError, SourceKind, Terms,
+    reasons, replica,
 };
 use crate::{
     Store,
@@ -54,6 +54,7 @@ pub(super) async fn entitle(
         product_id: "P-100".into(),
         granted,
         changed_at,
+        terms: Terms::default(),
     };
     replica.apply(&change, cursor).await.expect("entitlement");
 }

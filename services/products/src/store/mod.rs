@@ -4,93 +4,16 @@
 //! up front) and appends its event in the same transaction: the feed never misses
 //! or invents a change.
 
-use sqlx::{Any, AnyPool, Row, Transaction, any::AnyRow};
+mod records;
+
+use sqlx::{Any, AnyPool, Transaction};
 use tokenmesh_server::db::{appended, retry_feed_write};
 
-/// What can go wrong in Products' storage.
-#[derive(Debug, thiserror::Error)]
-pub enum StoreError {
-    /// The database failed.
-    #[error("database: {0}")]
-    Database(#[from] sqlx::Error),
-    /// Migrations failed.
-    #[error("migrations: {0}")]
-    Migrate(#[from] sqlx::migrate::MigrateError),
-    /// Too many concurrent writers kept colliding.
-    #[error("contention on {0}")]
-    Contention(&'static str),
-}
+pub use records::{ChangeRecord, EntitlementRecord, FeedChange, ProductRecord};
+use records::{KIND_ENTITLEMENT, KIND_PRODUCT};
+pub use tokenmesh_server::db::StoreError;
 
-/// A product in the catalogue.
-#[derive(Debug, Clone, PartialEq, Eq, sqlx::FromRow)]
-pub struct ProductRecord {
-    /// Its id.
-    pub id: String,
-    /// Display name.
-    pub name: String,
-    /// Free text; empty if none.
-    pub description: String,
-    /// Price in cents.
-    pub price_cents: i64,
-}
-
-/// One entry of the change feed.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ChangeRecord {
-    /// Its position: the stream cursor.
-    pub seq: i64,
-    /// Unix seconds.
-    pub changed_at: i64,
-    /// What changed.
-    pub change: FeedChange,
-}
-
-/// What a feed entry records.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum FeedChange {
-    /// A product was added to the catalogue.
-    ProductCreated {
-        /// Its id.
-        product_id: String,
-    },
-    /// An entitlement was granted or revoked.
-    Entitlement {
-        /// Who.
-        subject: String,
-        /// To what.
-        product_id: String,
-        /// Granted (true) or revoked.
-        granted: bool,
-    },
-}
-
-/// `kind` of feed rows about the catalogue; every other row is about entitlements.
-const KIND_PRODUCT: &str = "product";
-/// `kind` of feed rows about entitlements.
-const KIND_ENTITLEMENT: &str = "entitlement";
-
-impl sqlx::FromRow<'_, AnyRow> for ChangeRecord {
-    fn from_row(row: &AnyRow) -> Result<Self, sqlx::Error> {
-        let product_id = row.try_get("product_id")?;
-        let kind: String = row.try_get("kind")?;
-        let change = if kind == KIND_PRODUCT {
-            FeedChange::ProductCreated { product_id }
-        } else {
-            FeedChange::Entitlement {
-                subject: row.try_get("subject")?,
-                product_id,
-                // A portable BIGINT 0/1: the Any driver decodes `bool` only from a
-                // boolean column, which SQLite does not have.
-                granted: row.try_get::<i64, _>("granted")? != 0,
-            }
-        };
-        Ok(Self {
-            seq: row.try_get("seq")?,
-            changed_at: row.try_get("changed_at")?,
-            change,
-        })
-    }
-}
+use crate::Terms;
 
 /// A write to the catalogue or the entitlements, and its feed event.
 #[derive(Debug, Clone, Copy)]
@@ -103,6 +26,11 @@ enum Change<'a> {
     Revoke {
         subject: &'a str,
         product_id: &'a str,
+    },
+    SetTerms {
+        subject: &'a str,
+        product_id: &'a str,
+        terms: &'a Terms,
     },
 }
 
@@ -146,24 +74,68 @@ impl Change<'_> {
                     .execute(&mut **tx)
                     .await?
             }
+            // Only an existing entitlement, and only if the terms differ: the
+            // feed gets an event for a real change alone.
+            Change::SetTerms {
+                subject,
+                product_id,
+                terms,
+            } => sqlx::query(
+                "UPDATE entitlements SET actions = $3, max_quantity = $4 \
+                     WHERE subject = $1 AND product_id = $2 AND (actions <> $3 OR max_quantity <> $4)",
+            )
+            .bind(subject)
+            .bind(product_id)
+            .bind(terms.actions_column())
+            .bind(i64::from(terms.max_quantity()))
+            .execute(&mut **tx)
+            .await?,
         };
         Ok(result.rows_affected() == 1)
     }
 
-    /// (kind, subject, product id, granted) of the feed row.
-    fn event(&self) -> (&'static str, &str, &str, bool) {
+    /// The feed row of the change.
+    fn event(&self) -> Event<'_> {
+        let entitlement = |subject, product_id, granted, terms| Event {
+            kind: KIND_ENTITLEMENT,
+            subject,
+            product_id,
+            granted,
+            terms,
+        };
         match *self {
-            Change::CreateProduct(product) => (KIND_PRODUCT, "", &product.id, true),
+            Change::CreateProduct(product) => Event {
+                kind: KIND_PRODUCT,
+                subject: "",
+                product_id: &product.id,
+                granted: true,
+                terms: Terms::default(),
+            },
+            // A new entitlement starts with the default terms (the column default).
             Change::Grant {
                 subject,
                 product_id,
-            } => (KIND_ENTITLEMENT, subject, product_id, true),
+            } => entitlement(subject, product_id, true, Terms::default()),
             Change::Revoke {
                 subject,
                 product_id,
-            } => (KIND_ENTITLEMENT, subject, product_id, false),
+            } => entitlement(subject, product_id, false, Terms::default()),
+            Change::SetTerms {
+                subject,
+                product_id,
+                terms,
+            } => entitlement(subject, product_id, true, terms.clone()),
         }
     }
+}
+
+/// The columns of one feed row.
+struct Event<'a> {
+    kind: &'static str,
+    subject: &'a str,
+    product_id: &'a str,
+    granted: bool,
+    terms: Terms,
 }
 
 /// Products' storage.
@@ -213,6 +185,22 @@ impl Store {
         .await
     }
 
+    /// Sets what `subject`'s entitlement to `product_id` allows; `changed` is
+    /// false if there is no such entitlement or it already has these terms.
+    pub async fn set_terms(
+        &self,
+        subject: &str,
+        product_id: &str,
+        terms: &Terms,
+    ) -> Result<Written, StoreError> {
+        self.write(Change::SetTerms {
+            subject,
+            product_id,
+            terms,
+        })
+        .await
+    }
+
     /// Applies `change` and appends its event in one transaction. The feed's
     /// cursor is MAX(seq) + 1: a concurrent writer may take the same number, and
     /// then the whole change is retried.
@@ -237,18 +225,22 @@ impl Store {
                 cursor: self.revision().await?,
             }));
         }
-        let (kind, subject, product_id, granted) = change.event();
+        let event = change.event();
         let seq = sqlx::query_scalar(
-                "INSERT INTO entitlement_events (seq, kind, subject, product_id, granted, changed_at) \
-                 SELECT COALESCE(MAX(seq), 0) + 1, $1, $2, $3, $4, $5 FROM entitlement_events RETURNING seq",
-            )
-            .bind(kind)
-            .bind(subject)
-            .bind(product_id)
-            .bind(i64::from(granted))
-            .bind(now)
-            .fetch_one(&mut *tx)
-            .await;
+            "INSERT INTO entitlement_events \
+                 (seq, kind, subject, product_id, granted, changed_at, actions, max_quantity) \
+             SELECT COALESCE(MAX(seq), 0) + 1, $1, $2, $3, $4, $5, $6, $7 FROM entitlement_events \
+             RETURNING seq",
+        )
+        .bind(event.kind)
+        .bind(event.subject)
+        .bind(event.product_id)
+        .bind(i64::from(event.granted))
+        .bind(now)
+        .bind(event.terms.actions_column())
+        .bind(i64::from(event.terms.max_quantity()))
+        .fetch_one(&mut *tx)
+        .await;
         let Some(cursor) = appended(seq)? else {
             return Ok(None);
         };
@@ -274,8 +266,8 @@ impl Store {
         limit: i64,
     ) -> Result<Vec<ChangeRecord>, StoreError> {
         let changes = sqlx::query_as(
-            "SELECT seq, kind, subject, product_id, granted, changed_at FROM entitlement_events \
-             WHERE seq > $1 ORDER BY seq LIMIT $2",
+            "SELECT seq, kind, subject, product_id, granted, changed_at, actions, max_quantity \
+             FROM entitlement_events WHERE seq > $1 ORDER BY seq LIMIT $2",
         )
         .bind(since)
         .bind(limit)
@@ -294,30 +286,42 @@ impl Store {
         Ok(product)
     }
 
-    /// Whether `subject` is entitled to `product_id`.
-    pub async fn is_entitled(&self, subject: &str, product_id: &str) -> Result<bool, StoreError> {
-        let found: Option<i64> =
-            sqlx::query_scalar("SELECT 1 FROM entitlements WHERE subject = $1 AND product_id = $2")
-                .bind(subject)
-                .bind(product_id)
-                .fetch_optional(&self.pool)
-                .await?;
-        Ok(found.is_some())
+    /// What `subject`'s entitlement to `product_id` allows, if there is one.
+    pub async fn entitlement(
+        &self,
+        subject: &str,
+        product_id: &str,
+    ) -> Result<Option<Terms>, StoreError> {
+        let found: Option<EntitlementRecord> = sqlx::query_as(
+            "SELECT product_id, actions, max_quantity FROM entitlements \
+             WHERE subject = $1 AND product_id = $2",
+        )
+        .bind(subject)
+        .bind(product_id)
+        .fetch_optional(&self.pool)
+        .await?;
+        Ok(found.map(|record| record.terms))
     }
 
-    /// Every product id `subject` is entitled to, in id order.
-    pub async fn entitled_product_ids(&self, subject: &str) -> Result<Vec<String>, StoreError> {
-        let ids = sqlx::query_scalar(
-            "SELECT product_id FROM entitlements WHERE subject = $1 ORDER BY product_id",
+    /// Whether `subject` is entitled to `product_id`.
+    pub async fn is_entitled(&self, subject: &str, product_id: &str) -> Result<bool, StoreError> {
+        Ok(self.entitlement(subject, product_id).await?.is_some())
+    }
+
+    /// Every entitlement of `subject`, in product id order.
+    pub async fn entitlements(&self, subject: &str) -> Result<Vec<EntitlementRecord>, StoreError> {
+        let entitlements = sqlx::query_as(
+            "SELECT product_id, actions, max_quantity FROM entitlements \
+             WHERE subject = $1 ORDER BY product_id",
         )
         .bind(subject)
         .fetch_all(&self.pool)
         .await?;
-        Ok(ids)
+        Ok(entitlements)
     }
 
     /// Up to `limit` products after `after` in id order: all products, or only
-    /// those `subject` is entitled to.
+    /// those `subject` is entitled to view.
     pub async fn list_products(
         &self,
         subject: Option<&str>,
@@ -339,11 +343,14 @@ impl Store {
                 sqlx::query_as(
                     "SELECT p.id, p.name, p.description, p.price_cents FROM products p \
                      JOIN entitlements e ON e.product_id = p.id \
-                     WHERE e.subject = $1 AND p.id > $2 ORDER BY p.id LIMIT $3",
+                     WHERE e.subject = $1 AND p.id > $2 \
+                     AND (' ' || e.actions || ' ') LIKE $4 ORDER BY p.id LIMIT $3",
                 )
                 .bind(subject)
                 .bind(after)
                 .bind(limit)
+                // `actions` holds known words separated by single spaces.
+                .bind(format!("% {} %", tokenmesh_proto::names::action::VIEW))
                 .fetch_all(&self.pool)
                 .await?
             }

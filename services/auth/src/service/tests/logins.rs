@@ -1,0 +1,222 @@
+//! Logins, refreshes, logouts and the cut-offs that end them: password
+//! changes, deactivations, the throttle and token lifetimes.
+
+use super::*;
+
+#[tokio::test]
+async fn login_with_the_right_password_answers_a_bearer_token_pair() {
+    let fixture = Fixture::start().await;
+    let tokens = fixture.alice().await;
+    assert_eq!(tokens.token_type, BEARER);
+    assert_eq!(tokens.expires_in, 300);
+    assert!(!tokens.refresh_token.is_empty());
+    let claims = fixture
+        .verify(&tokens.access_token)
+        .await
+        .expect("Auth accepts its token");
+    assert_eq!(claims.subject(), "alice");
+    assert_eq!(claims.0.aud, audience::USER_TOKEN);
+}
+
+#[tokio::test]
+async fn login_with_a_wrong_password_or_an_unknown_user_is_unauthenticated() {
+    let fixture = Fixture::start().await;
+    for (username, password) in [("alice", "wrong-password"), ("mallory", "alice-password")] {
+        assert_status(
+            fixture.login(username, password).await,
+            Code::Unauthenticated,
+            "invalid username or password",
+        );
+    }
+    assert_status(
+        fixture.login("alice", "").await,
+        Code::InvalidArgument,
+        "password: required",
+    );
+}
+
+#[tokio::test]
+async fn a_refresh_rotates_the_token_and_a_replay_revokes_the_family() {
+    let fixture = Fixture::start().await;
+    let first = fixture.alice().await;
+    let second = fixture
+        .refresh(&first.refresh_token)
+        .await
+        .expect("rotated");
+    assert_ne!(second.refresh_token, first.refresh_token);
+    fixture
+        .verify(&second.access_token)
+        .await
+        .expect("the new access token works");
+    assert_status(
+        fixture.refresh(&first.refresh_token).await,
+        Code::Unauthenticated,
+        "invalid refresh token",
+    );
+    assert_status(
+        fixture.refresh(&second.refresh_token).await,
+        Code::Unauthenticated,
+        "invalid refresh token",
+    );
+    assert_status(
+        fixture.refresh("never-issued").await,
+        Code::Unauthenticated,
+        "invalid refresh token",
+    );
+}
+
+#[tokio::test]
+async fn logout_is_idempotent_and_ends_the_refresh_token() {
+    let fixture = Fixture::start().await;
+    let tokens = fixture.alice().await;
+    for presented in [
+        tokens.refresh_token.as_str(),
+        &tokens.refresh_token,
+        "unknown",
+    ] {
+        let request = LogoutRequest {
+            refresh_token: presented.into(),
+        };
+        fixture
+            .auth
+            .logout(Request::new(request))
+            .await
+            .expect("logout answers OK");
+    }
+    assert_status(
+        fixture.refresh(&tokens.refresh_token).await,
+        Code::Unauthenticated,
+        "invalid refresh token",
+    );
+}
+
+#[tokio::test]
+async fn a_deactivated_user_can_neither_log_in_nor_refresh() {
+    let fixture = Fixture::start().await;
+    let tokens = fixture.alice().await;
+    let request = DeactivateUserRequest {
+        username: "alice".into(),
+    };
+    let user = fixture
+        .auth
+        .deactivate_user(Request::new(request))
+        .await
+        .expect("deactivated")
+        .into_inner();
+    assert!(!user.active);
+    assert_status(
+        fixture.login("alice", "alice-password").await,
+        Code::Unauthenticated,
+        "invalid username or password",
+    );
+    assert_status(
+        fixture.refresh(&tokens.refresh_token).await,
+        Code::Unauthenticated,
+        "invalid refresh token",
+    );
+    assert_eq!(
+        fixture.verify(&tokens.access_token).await.map(|_| ()),
+        Err(AuthError::Revoked)
+    );
+}
+
+#[tokio::test]
+async fn a_password_change_revokes_tokens_minted_before_it() {
+    let fixture = Fixture::start().await;
+    let before = fixture.alice().await;
+    let change = ChangePasswordRequest {
+        current_password: "alice-password".into(),
+        new_password: "alice-new-password".into(),
+    };
+    let request = fixture
+        .sent_by_holder_of(&before.access_token, change)
+        .await;
+    fixture
+        .auth
+        .change_password(request)
+        .await
+        .expect("password changed");
+    assert_eq!(
+        fixture.verify(&before.access_token).await.map(|_| ()),
+        Err(AuthError::Revoked),
+        "Auth's own verifier refuses the old token"
+    );
+    assert_status(
+        fixture.refresh(&before.refresh_token).await,
+        Code::Unauthenticated,
+        "invalid refresh token",
+    );
+    assert_status(
+        fixture.login("alice", "alice-password").await,
+        Code::Unauthenticated,
+        "invalid username or password",
+    );
+    let after = fixture
+        .login("alice", "alice-new-password")
+        .await
+        .expect("the next login works");
+    fixture
+        .verify(&after.access_token)
+        .await
+        .expect("and its token is not caught by the revocation");
+}
+
+#[tokio::test]
+async fn failures_beyond_the_free_ones_are_throttled() {
+    let mut config = AuthConfig::new(ISSUER);
+    config.throttle.free_failures = 2;
+    config.throttle.base_delay = Duration::from_secs(30);
+    let fixture = Fixture::with_config(config).await;
+    // The failure that uses up the free ones starts the first delay.
+    for _ in 0..2 {
+        assert_status(
+            fixture.login("alice", "wrong-password").await,
+            Code::Unauthenticated,
+            "invalid username or password",
+        );
+    }
+    let status = fixture
+        .login("alice", "alice-password")
+        .await
+        .expect_err("throttled, even with the right password");
+    assert_eq!(
+        (status.code(), status.message()),
+        (
+            Code::ResourceExhausted,
+            "too many failed logins; retry later"
+        )
+    );
+    let retry = status
+        .get_details_retry_info()
+        .and_then(|info| info.retry_delay)
+        .expect("RetryInfo");
+    assert!(
+        retry > Duration::from_secs(20) && retry <= Duration::from_secs(30),
+        "{retry:?}"
+    );
+}
+
+#[tokio::test]
+async fn an_access_token_expires_when_the_clock_passes_its_lifetime_and_the_leeway() {
+    let clock = ManualClock::new();
+    let config = AuthConfig::new(ISSUER).with_clock(Arc::new(clock.clone()));
+    let ttl = config.access_token_ttl;
+    let fixture = Fixture::with_config(config).await;
+    let tokens = fixture.alice().await;
+    fixture
+        .verify(&tokens.access_token)
+        .await
+        .expect("valid at first");
+    // Auth's verifier allows the default 30 s of leeway on `exp`.
+    clock.advance(ttl + Duration::from_secs(30));
+    fixture
+        .verify(&tokens.access_token)
+        .await
+        .expect("still within the leeway");
+    clock.advance(Duration::from_secs(1));
+    let refused = fixture
+        .verify(&tokens.access_token)
+        .await
+        .expect_err("expired");
+    assert_eq!(refused.reason(), "TOKEN_EXPIRED");
+}

@@ -1,0 +1,51 @@
+//! Auth's calls as the mesh tests make them, and the one way they assert a
+//! refusal: its code and its exact message.
+
+use tokenmesh_proto::auth::v1::{
+    LoginRequest, RefreshRequest, TokenResponse, auth_service_client::AuthServiceClient,
+};
+use tonic::{Code, Request, Status, transport::Channel};
+
+use crate::bearer_value;
+
+/// Login with `username` and `password`.
+pub async fn login(
+    auth: &mut AuthServiceClient<Channel>,
+    username: &str,
+    password: &str,
+) -> Result<TokenResponse, Status> {
+    auth.login(LoginRequest {
+        username: username.into(),
+        password: password.into(),
+    })
+    .await
+    .map(|response| response.into_inner())
+}
+
+/// Refresh with `token`.
+pub async fn refresh(
+    auth: &mut AuthServiceClient<Channel>,
+    token: &str,
+) -> Result<TokenResponse, Status> {
+    auth.refresh(RefreshRequest {
+        refresh_token: token.into(),
+    })
+    .await
+    .map(|response| response.into_inner())
+}
+
+/// `message` sent with `authorization: Bearer <token>`.
+pub fn with_bearer<T>(message: T, token: &str) -> Request<T> {
+    let mut request = Request::new(message);
+    request
+        .metadata_mut()
+        .insert("authorization", bearer_value(token));
+    request
+}
+
+/// `result` is a refusal with exactly `code` and `message`.
+#[track_caller]
+pub fn assert_status<T: std::fmt::Debug>(result: Result<T, Status>, code: Code, message: &str) {
+    let status = result.expect_err(message);
+    assert_eq!((status.code(), status.message()), (code, message));
+}

@@ -320,14 +320,12 @@ impl AccessTokens {
         follow_revocations(auth, tokens, &revocations);
         Self { keys, revocations }
     }
-}
 
-impl AccessTokens {
     /// Whether the revocations are current now (replayed, not stale): what a
     /// service's readiness and health follow.
     pub fn revocations_current(&self) -> impl Fn() -> bool + Send + Sync + 'static {
-        let freshness = self.revocations.freshness().cloned();
-        move || freshness.as_ref().is_none_or(|f| f.check().is_ok())
+        let revocations = self.revocations.clone();
+        move || revocations.current().is_ok()
     }
 }
 

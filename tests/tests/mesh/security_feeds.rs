@@ -17,9 +17,9 @@ use tokenmesh_proto::{
 };
 use tokenmesh_server::{Addr, Running};
 use tokenmesh_tests::{
-    ManualClock, Mesh, OrdersClient, SourceKind, bearer_value, client_secret, eventually,
+    ManualClock, Mesh, OrdersClient, SourceKind, calls::with_bearer, client_secret, eventually,
 };
-use tonic::{Code, Request, Status};
+use tonic::{Code, Status};
 use tonic_health::pb::{
     HealthCheckRequest, health_check_response::ServingStatus, health_client::HealthClient,
 };
@@ -32,14 +32,6 @@ const ORDERS: &str = "tokenmesh.orders.v1.OrdersService";
 const PAST_THE_BOUND: Duration = Duration::from_secs(301);
 /// How long a test waits for a service to notice what happened to a feed.
 const DEADLINE: Duration = Duration::from_secs(20);
-
-fn with_bearer<T>(message: T, token: &str) -> Request<T> {
-    let mut request = Request::new(message);
-    request
-        .metadata_mut()
-        .insert("authorization", bearer_value(token));
-    request
-}
 
 /// A second Products beside the mesh's, following the mesh's Auth with
 /// `secret` as its client secret, on `data_dir`, not seeding the demo; its

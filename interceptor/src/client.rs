@@ -1,22 +1,19 @@
 //! The client side: [`AttachTokenLayer`] puts `authorization: Bearer <token>` on
 //! every request of a tonic client, taking the token from a [`TokenSource`] —
 //! a fixed one ([`StaticToken`]) or one fetched and refreshed before it expires
-//! ([`RefreshingToken`] around a [`TokenFetcher`]).
+//! ([`RefreshingToken`] around a [`TokenFetcher`], in `refresh`).
 
 use std::{
     fmt,
     sync::Arc,
     task::{Context, Poll},
-    time::Duration,
 };
 
-use arc_swap::ArcSwapOption;
 use futures::{
     FutureExt,
     future::{BoxFuture, ready},
 };
 use http::{HeaderValue, Request, Response, header::AUTHORIZATION};
-use tokio::{sync::Mutex, time::Instant};
 use tonic::Status;
 use tower::{Layer, Service};
 
@@ -116,138 +113,6 @@ impl TokenSource for StaticToken {
         _: &'a http::Extensions,
     ) -> BoxFuture<'a, Result<BearerToken, TokenSourceError>> {
         ready(Ok(self.0.clone())).boxed()
-    }
-}
-
-/// A token as an issuer hands it out (OAuth 2.0 token response, RFC 6749 §5.1).
-#[derive(Clone)]
-pub struct IssuedToken {
-    /// The token.
-    pub access_token: String,
-    /// How long it lives from now (`expires_in`).
-    pub expires_in: Duration,
-}
-
-impl fmt::Debug for IssuedToken {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("IssuedToken")
-            .field("expires_in", &self.expires_in)
-            .finish_non_exhaustive()
-    }
-}
-
-/// Fetches a fresh token from an issuer: client credentials, a refresh token…
-/// Called by [`RefreshingToken`] only, never concurrently.
-pub trait TokenFetcher: Send + Sync + 'static {
-    /// Asks the issuer for a new token.
-    fn fetch(&self) -> BoxFuture<'_, Result<IssuedToken, TokenSourceError>>;
-}
-
-/// How long before expiry [`RefreshingToken`] refreshes, unless told otherwise
-/// (at most half the token's lifetime).
-pub const DEFAULT_REFRESH_BEFORE: Duration = Duration::from_secs(30);
-
-struct Current {
-    token: BearerToken,
-    refresh_at: Instant,
-    expires_at: Instant,
-}
-
-/// A [`TokenSource`] over a [`TokenFetcher`]: fetches on first use, refreshes
-/// once the token is within `refresh_before` of expiry (single-flight: one fetch
-/// however many requests need it, and requests never wait on a refresh while the
-/// current token is still valid), and keeps the current token if a refresh fails.
-pub struct RefreshingToken<F> {
-    fetcher: F,
-    current: ArcSwapOption<Current>,
-    refreshing: Mutex<()>,
-    refresh_before: Duration,
-}
-
-impl<F> fmt::Debug for RefreshingToken<F> {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("RefreshingToken")
-            .field("refresh_before", &self.refresh_before)
-            .finish_non_exhaustive()
-    }
-}
-
-impl<F: TokenFetcher> RefreshingToken<F> {
-    /// Tokens from `fetcher`, refreshed [`DEFAULT_REFRESH_BEFORE`] before expiry.
-    pub fn new(fetcher: F) -> Self {
-        Self {
-            fetcher,
-            current: ArcSwapOption::empty(),
-            refreshing: Mutex::new(()),
-            refresh_before: DEFAULT_REFRESH_BEFORE,
-        }
-    }
-
-    /// Refreshes `before` expiry instead (capped at half the token's lifetime).
-    pub fn refresh_before(mut self, before: Duration) -> Self {
-        self.refresh_before = before;
-        self
-    }
-
-    /// The current token, fetching or refreshing it if due.
-    pub async fn get(&self) -> Result<BearerToken, TokenSourceError> {
-        let now = Instant::now();
-        if let Some(current) = self.current.load_full() {
-            if now < current.refresh_at {
-                return Ok(current.token.clone());
-            }
-            // Due for refresh but still valid: one request refreshes, the others
-            // go on with the current token.
-            if now < current.expires_at {
-                let Ok(_refreshing) = self.refreshing.try_lock() else {
-                    return Ok(current.token.clone());
-                };
-                return self.refresh().await;
-            }
-        }
-        let _refreshing = self.refreshing.lock().await;
-        self.refresh().await
-    }
-
-    /// Fetches a new token unless another request just did; the caller holds
-    /// `refreshing`.
-    async fn refresh(&self) -> Result<BearerToken, TokenSourceError> {
-        let current = self.current.load_full();
-        if let Some(current) = &current
-            && Instant::now() < current.refresh_at
-        {
-            return Ok(current.token.clone());
-        }
-        match self.fetcher.fetch().await {
-            Ok(issued) => {
-                let token = BearerToken::new(&issued.access_token)?;
-                let now = Instant::now();
-                let early = self.refresh_before.min(issued.expires_in / 2);
-                self.current.store(Some(Arc::new(Current {
-                    token: token.clone(),
-                    refresh_at: now + issued.expires_in - early,
-                    expires_at: now + issued.expires_in,
-                })));
-                tracing::debug!(expires_in = ?issued.expires_in, "token refreshed");
-                Ok(token)
-            }
-            Err(error) => match current {
-                Some(current) if Instant::now() < current.expires_at => {
-                    tracing::warn!(%error, "token refresh failed; the current token is still valid");
-                    Ok(current.token.clone())
-                }
-                _ => Err(error),
-            },
-        }
-    }
-}
-
-impl<F: TokenFetcher> TokenSource for RefreshingToken<F> {
-    fn token<'a>(
-        &'a self,
-        _: &'a http::Extensions,
-    ) -> BoxFuture<'a, Result<BearerToken, TokenSourceError>> {
-        self.get().boxed()
     }
 }
 
@@ -351,7 +216,10 @@ where
 mod tests {
     use std::sync::atomic::{AtomicUsize, Ordering};
 
+    use std::time::Duration;
+
     use super::*;
+    use crate::{IssuedToken, RefreshingToken, TokenFetcher};
 
     struct Counting {
         fetches: Arc<AtomicUsize>,

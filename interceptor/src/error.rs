@@ -8,7 +8,7 @@ use tonic::{Code, Status};
 use tonic_types::{ErrorDetails, StatusExt};
 
 /// Every [`AuthError::reason`], for metrics.
-pub(crate) const REASONS: [&str; 16] = [
+pub(crate) const REASONS: [&str; 17] = [
     "TOKEN_MISSING",
     "TOKEN_MALFORMED",
     "TOKEN_TOO_LARGE",
@@ -22,6 +22,7 @@ pub(crate) const REASONS: [&str; 16] = [
     "AUDIENCE_MISMATCH",
     "CLAIM_MISSING",
     "TOKEN_REVOKED",
+    "REVOCATIONS_STALE",
     "CLAIMS_VERSION_UNSUPPORTED",
     "INSUFFICIENT_SCOPE",
     "METHOD_NOT_ALLOWED",
@@ -104,6 +105,10 @@ pub enum AuthError {
     /// The token, or every token of its subject issued before it, was revoked.
     #[error("token revoked")]
     Revoked,
+    /// The issuer's revocations cannot be known here: the feed was never
+    /// replayed, or has been silent past its bound. Fails closed.
+    #[error("revocation {0}: try again later")]
+    RevocationsStale(crate::Stale),
     /// The token is valid but lacks a scope this method requires.
     #[error("insufficient scope: this method requires `{0}`")]
     InsufficientScope(String),
@@ -135,6 +140,9 @@ impl From<AuthError> for Status {
             | AuthError::Revoked
             | AuthError::UnsupportedVersion { .. } => Code::Unauthenticated,
             AuthError::InsufficientScope(_) | AuthError::NoRule => Code::PermissionDenied,
+            // The token may be fine: this service cannot tell now, and another
+            // replica (or this one, later) may.
+            AuthError::RevocationsStale(_) => Code::Unavailable,
         };
         let mut metadata = HashMap::new();
         match &error {
@@ -154,7 +162,8 @@ impl From<AuthError> for Status {
 impl AuthError {
     /// A short stable name for logs, metrics and `ErrorInfo.reason`. Clients
     /// branch on it: `TOKEN_EXPIRED` → refresh; `TOKEN_REVOKED`, `KEY_UNKNOWN`,
-    /// `SIGNATURE_INVALID` → log in again; `INSUFFICIENT_SCOPE` → ask for access.
+    /// `SIGNATURE_INVALID` → log in again; `INSUFFICIENT_SCOPE` → ask for access;
+    /// `REVOCATIONS_STALE` → retry later or elsewhere, the token may be fine.
     pub fn reason(&self) -> &'static str {
         match self {
             AuthError::Missing => "TOKEN_MISSING",
@@ -171,6 +180,7 @@ impl AuthError {
             AuthError::AudienceMismatch => "AUDIENCE_MISMATCH",
             AuthError::MissingClaim(_) => "CLAIM_MISSING",
             AuthError::Revoked => "TOKEN_REVOKED",
+            AuthError::RevocationsStale(_) => "REVOCATIONS_STALE",
             AuthError::UnsupportedVersion { .. } => "CLAIMS_VERSION_UNSUPPORTED",
             AuthError::InsufficientScope(_) => "INSUFFICIENT_SCOPE",
             AuthError::NoRule => "METHOD_NOT_ALLOWED",
@@ -209,6 +219,7 @@ mod tests {
                 accepted: String::new(),
             },
             AuthError::Revoked,
+            AuthError::RevocationsStale(crate::Stale::NotReplayed),
             AuthError::InsufficientScope(String::new()),
             AuthError::NoRule,
         ];

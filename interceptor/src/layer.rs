@@ -49,6 +49,11 @@ impl<C: Claims> AuthLayer<C> {
         }
     }
 
+    /// The verifier (its revocation feed says whether the server may serve).
+    pub fn verifier(&self) -> &Arc<Verifier<C>> {
+        &self.shared.verifier
+    }
+
     /// What this layer has let through and refused, for `/metrics`.
     pub fn metrics(&self) -> Arc<AuthMetrics> {
         self.shared.metrics.clone()

@@ -20,6 +20,7 @@ mod cache;
 mod client;
 mod clock;
 mod error;
+mod freshness;
 #[cfg(feature = "http-jwks")]
 mod http;
 mod key_set;
@@ -27,20 +28,23 @@ mod keys;
 mod layer;
 mod metrics;
 mod policy;
+mod refresh;
 mod revocation;
 mod verifier;
 
 pub use client::{
-    AttachToken, AttachTokenLayer, BearerToken, DEFAULT_REFRESH_BEFORE, IssuedToken,
-    RefreshingToken, StaticToken, SubjectToken, TokenFetcher, TokenSource, TokenSourceError,
+    AttachToken, AttachTokenLayer, BearerToken, StaticToken, SubjectToken, TokenSource,
+    TokenSourceError,
 };
 pub use clock::{Clock, ManualClock, SharedClock, SystemClock, system_clock};
 pub use error::{AuthError, ERROR_DOMAIN};
+pub use freshness::{FeedFreshness, Stale};
 #[cfg(feature = "http-jwks")]
 pub use http::{HttpJwksSource, MAX_JWKS_BYTES};
 pub use keys::{KeySet, KeySource, KeySourceError, KeyStore, VerificationKey};
 pub use layer::{Auth, AuthLayer, bearer_token};
 pub use metrics::{Allowed, AuthMetrics};
 pub use policy::{Policy, PolicyError, RULE_OPTION, Rule};
+pub use refresh::{DEFAULT_REFRESH_BEFORE, IssuedToken, RefreshingToken, TokenFetcher};
 pub use revocation::RevocationSet;
 pub use verifier::{ASYMMETRIC, Claims, DEFAULT_CACHE_CAPACITY, Verifier, VerifierConfig};

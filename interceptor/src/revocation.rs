@@ -6,10 +6,12 @@
 use std::{
     collections::HashMap,
     sync::{
-        RwLock,
+        Arc, RwLock,
         atomic::{AtomicU64, Ordering},
     },
 };
+
+use crate::FeedFreshness;
 
 /// Revoked token ids and subject epochs, as fed by the issuer's revocation stream.
 #[derive(Debug, Default)]
@@ -17,6 +19,9 @@ pub struct RevocationSet {
     entries: RwLock<Entries>,
     /// The stream position this set has applied, to resume after a reconnect.
     cursor: AtomicU64,
+    /// For a set fed by a remote stream: whether it is current. `None`: the
+    /// set is the issuer's own, complete by construction.
+    freshness: Option<Arc<FeedFreshness>>,
 }
 
 #[derive(Debug, Default)]
@@ -30,9 +35,32 @@ struct Entries {
 }
 
 impl RevocationSet {
-    /// An empty set.
+    /// An empty set, complete by construction (the issuer's own).
     pub fn new() -> Self {
         Self::default()
+    }
+
+    /// An empty set fed by a remote stream: a verifier refuses tokens while
+    /// `freshness` says the set may be missing revocations.
+    pub fn followed(freshness: Arc<FeedFreshness>) -> Self {
+        Self {
+            freshness: Some(freshness),
+            ..Self::default()
+        }
+    }
+
+    /// Whether the set can clear a token now: the issuer's own always; a
+    /// followed one only while its feed is current (a set that may be missing
+    /// revocations cannot clear anyone).
+    pub fn current(&self) -> Result<(), crate::Stale> {
+        self.freshness
+            .as_ref()
+            .map_or(Ok(()), |freshness| freshness.check())
+    }
+
+    /// How current a followed set is; `None` for the issuer's own.
+    pub fn freshness(&self) -> Option<&Arc<FeedFreshness>> {
+        self.freshness.as_ref()
     }
 
     /// Revokes the token `jti`, which expires at `expires_at` (Unix seconds).

@@ -377,19 +377,23 @@ impl<C: Claims> Verifier<C> {
         }
     }
 
+    /// The revocations this verifier checks (health follows their feed).
+    pub fn revocations(&self) -> Option<&Arc<RevocationSet>> {
+        self.revocations.as_ref()
+    }
+
     fn check_revoked(&self, claims: &C) -> Result<(), AuthError> {
-        match &self.revocations {
-            Some(revocations)
-                if revocations.is_revoked(
-                    claims.subject(),
-                    claims.token_id(),
-                    claims.issued_at(),
-                ) || revocations.is_session_revoked(claims.session_id()) =>
-            {
-                Err(AuthError::Revoked)
-            }
-            _ => Ok(()),
+        let Some(revocations) = &self.revocations else {
+            return Ok(());
+        };
+        revocations.current().map_err(AuthError::RevocationsStale)?;
+        let (subject, jti, iat) = (claims.subject(), claims.token_id(), claims.issued_at());
+        if revocations.is_revoked(subject, jti, iat)
+            || revocations.is_session_revoked(claims.session_id())
+        {
+            return Err(AuthError::Revoked);
         }
+        Ok(())
     }
 }
 

@@ -85,7 +85,6 @@ impl Interceptor for Bearer {
 pub struct MeshBuilder {
     flags: Vec<String>,
     signing_key_pem: Option<String>,
-    follows_replica: bool,
     clock: Option<ManualClock>,
 }
 
@@ -169,10 +168,7 @@ impl MeshBuilder {
     }
 
     /// Orders asks these entitlement sources, in this order.
-    pub fn entitlement_sources(mut self, sources: &[SourceKind]) -> Self {
-        self.follows_replica = sources
-            .iter()
-            .any(|source| matches!(source, SourceKind::Grant | SourceKind::Replica));
+    pub fn entitlement_sources(self, sources: &[SourceKind]) -> Self {
         let names: Vec<&str> = sources
             .iter()
             .map(|source| match source {
@@ -252,7 +248,6 @@ impl MeshBuilder {
             _given_key_dir: given_key_dir,
             argv,
             args,
-            follows_replica: self.follows_replica,
             auth_key_pem: String::new(),
         };
         // Auth keeps its key only in its database, encrypted: read it as
@@ -280,7 +275,6 @@ pub struct Mesh {
     /// The command line, `up` first.
     argv: Vec<String>,
     args: UpArgs,
-    follows_replica: bool,
     /// The key Auth signed with when the mesh started (PKCS#8 PEM).
     auth_key_pem: String,
 }
@@ -296,7 +290,6 @@ impl Mesh {
         MeshBuilder {
             flags: Vec::new(),
             signing_key_pem: None,
-            follows_replica: true,
             clock: None,
         }
     }
@@ -514,6 +507,7 @@ impl Mesh {
             .expect("auth restarts");
         mesh.http = tokenmesh::mesh::serve_http(http, &mesh.env, mesh.auth.http_routes.take())
             .expect("HTTP restarts");
+        self.wait_for_replica().await;
     }
 
     /// Stops Products; Auth and Orders keep running.
@@ -533,6 +527,7 @@ impl Mesh {
         mesh.products = tokenmesh::mesh::start_products(&args, &mesh.env, mesh.auth.addr, listener)
             .await
             .expect("products starts");
+        self.wait_for_replica().await;
     }
 
     /// Restarts Orders on the same address and data.
@@ -547,18 +542,19 @@ impl Mesh {
         mesh.orders = tokenmesh::mesh::start_orders(&args, &mesh.env, peers, listener)
             .await
             .expect("orders restarts");
+        self.wait_for_replica().await;
     }
 
-    /// Waits until Orders' entitlement replica has caught up with Products (when
-    /// Orders follows the feed at all), so that which source decides is
-    /// deterministic.
+    /// Waits until Products and Orders are ready: Auth's revocations replayed
+    /// and current (they refuse every token before), and Orders' entitlement
+    /// replica caught up with Products when Orders follows the feed, so that
+    /// which source decides is deterministic.
     pub async fn wait_for_replica(&self) {
-        if self.follows_replica {
-            eventually(Duration::from_secs(10), || async {
-                self.inner().orders.is_ready().then_some(())
-            })
-            .await;
-        }
+        eventually(Duration::from_secs(30), || async {
+            let mesh = self.inner();
+            (mesh.products.is_ready() && mesh.orders.is_ready()).then_some(())
+        })
+        .await;
     }
 
     /// Opens Auth's store beside the running Auth, as `tokenmesh keys rotate`

@@ -7,9 +7,10 @@ use std::{pin::Pin, sync::Arc};
 use futures::Stream;
 use tokenmesh_interceptor::{RevocationSet, SharedClock};
 use tokenmesh_proto::auth::v1::{
-    RevocationEvent, SessionRevoked, SubjectRevoked, TokenRevoked, revocation_event::Revoked,
+    Heartbeat, RevocationEvent, SessionRevoked, SubjectRevoked, TokenRevoked,
+    revocation_event::Revoked,
 };
-use tokenmesh_server::Feed;
+use tokenmesh_server::{Feed, Markers};
 use tonic::Status;
 
 use crate::{
@@ -42,7 +43,7 @@ impl Revocations {
         }
         Ok(Self {
             set,
-            feed: Feed::new(),
+            feed: Feed::new(config.clock.clone()),
             store,
             clock: config.clock.clone(),
             lifetime: config.revocation_lifetime(),
@@ -87,12 +88,23 @@ impl Revocations {
         self.feed.close();
     }
 
-    /// The revocations after cursor `since`, then new ones as they come.
-    pub(crate) fn stream(&self, since: u64) -> RevocationStream {
+    /// The revocations after cursor `since`, a caught-up marker, then new ones
+    /// as they come, with heartbeats, until `expires_at` (the subscriber's token).
+    pub(crate) fn stream(&self, since: u64, expires_at: i64) -> RevocationStream {
         let since = i64::try_from(since).unwrap_or(i64::MAX);
         let store = self.store.clone();
         let clock = self.clock.clone();
-        let stream = self.feed.stream(since, move |cursor, limit| {
+        let markers = Markers {
+            caught_up: |cursor| RevocationEvent {
+                cursor: u64::try_from(cursor).unwrap_or_default(),
+                revoked: None,
+            },
+            heartbeat: |cursor| RevocationEvent {
+                cursor: u64::try_from(cursor).unwrap_or_default(),
+                revoked: Some(Revoked::Heartbeat(Heartbeat {})),
+            },
+        };
+        let fetch = move |cursor, limit: usize| {
             let store = store.clone();
             let now = clock.now_unix();
             async move {
@@ -102,8 +114,8 @@ impl Revocations {
                     .map_err(|error| Status::from(crate::AuthServiceError::from(error)))?;
                 Ok(rows.into_iter().map(|row| (row.seq, event(row))).collect())
             }
-        });
-        Box::pin(stream)
+        };
+        Box::pin(self.feed.stream(since, fetch, markers, expires_at))
     }
 }
 

@@ -193,7 +193,10 @@ impl auth_service_server::AuthService for AuthService {
         request: Request<WatchRevocationsRequest>,
     ) -> Result<Response<Self::WatchRevocationsStream>, Status> {
         let since = request.get_ref().since;
-        Ok(Response::new(self.inner.revocations.stream(since)))
+        let expires_at = caller(&request)?.expires_at();
+        Ok(Response::new(
+            self.inner.revocations.stream(since, expires_at),
+        ))
     }
 }
 

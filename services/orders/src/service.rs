@@ -2,7 +2,7 @@
 
 use std::sync::Arc;
 
-use tokenmesh_interceptor::{Claims, KeyStore, SharedClock};
+use tokenmesh_interceptor::{Claims, FeedFreshness, KeyStore, SharedClock};
 use tokenmesh_proto::{
     names::audience,
     orders::v1::{
@@ -73,9 +73,15 @@ impl OrdersService {
         }
     }
 
-    /// Whether the entitlement replica has caught up with Products since start.
+    /// Whether the entitlement replica has caught up with Products since start
+    /// (or no configured source reads it).
     pub fn replica_caught_up(&self) -> bool {
         self.entitlements.replica_caught_up()
+    }
+
+    /// How current the entitlement replica's feed is.
+    pub fn replica_freshness(&self) -> Arc<FeedFreshness> {
+        self.entitlements.replica_freshness().clone()
     }
 
     /// Serves Orders behind `gate` until `shutdown`. While it serves, the

@@ -29,6 +29,9 @@ pub const SERVICE_CLIENT: ServiceClient = ServiceClient {
     }],
 };
 
+/// The gRPC service Orders serves, as health and metrics name it.
+const SERVICE_NAME: &str = "tokenmesh.orders.v1.OrdersService";
+
 /// The flags only Orders reads.
 #[derive(Debug, Clone, clap::Args)]
 #[command(next_help_heading = "Orders")]
@@ -78,7 +81,8 @@ pub struct Peers {
 }
 
 /// Starts Orders on `listener`. [`Running::is_ready`] says whether its
-/// entitlement replica has caught up with Products.
+/// entitlement replica has caught up with Products and Auth's revocations
+/// are current.
 pub async fn start(
     args: &Args,
     secret: &ClientSecretArgs,
@@ -101,12 +105,15 @@ pub async fn start(
     let auth = env.channel(&peers.auth)?;
     let credentials = secret.credentials(env)?;
     let service_tokens = |audience| {
-        Arc::new(ServiceTokens::new(
-            auth.clone(),
-            credentials.client.id,
-            &credentials.secret,
-            audience,
-        ))
+        Arc::new(
+            ServiceTokens::new(
+                auth.clone(),
+                credentials.client.id,
+                &credentials.secret,
+                audience,
+            )
+            .with_clock(env.clock.clone()),
+        )
     };
     let deps = OrdersDeps {
         products,
@@ -125,15 +132,19 @@ pub async fn start(
             sources: args.entitlement_sources.clone(),
             grant_versions: args.grant_versions.clone(),
             rpc_cache_ttl: args.rpc_cache_ttl,
+            max_feed_silence: peers.verify.feed_silence_bound(),
         },
     };
     let orders = OrdersService::new(store, deps, config);
-    let access = AccessTokens::follow(auth, &credentials, peers.verify.key_refresh_interval);
+    env.metrics
+        .register_feed(SERVICE_NAME, "entitlements", &orders.replica_freshness());
+    let access = AccessTokens::follow(auth, &credentials, &peers.verify, env);
+    let revocations = access.revocations_current();
     let addr = listener.local_addr()?;
     let gate = Gate::new(listener, access, env);
     let readiness = orders.clone();
     Ok(
         Running::spawn(addr, move |shutdown| orders.serve(gate, shutdown))
-            .with_readiness(move || readiness.replica_caught_up()),
+            .with_readiness(move || readiness.replica_caught_up() && revocations()),
     )
 }

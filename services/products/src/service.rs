@@ -8,15 +8,15 @@ use tokenmesh_proto::{
     names::{action, audience, scope},
     products::v1::{
         CheckEntitlementRequest, CheckEntitlementResponse, CreateProductRequest, EntitlementChange,
-        EntitlementEvent, EntitlementRequest, EntitlementResponse, GetProductRequest,
+        EntitlementEvent, EntitlementRequest, EntitlementResponse, GetProductRequest, Heartbeat,
         ListProductsRequest, ListProductsResponse, Product, SetEntitlementLimitsRequest,
         WatchEntitlementsRequest, entitlement_event,
         products_service_server::{self, ProductsServiceServer},
     },
 };
 use tokenmesh_server::{
-    Feed, FieldViolation, Gate, Served, SigningKey, bounded, caller, paging::PageRequest, required,
-    shown,
+    Feed, FieldViolation, Gate, Markers, Served, SigningKey, bounded, caller, paging::PageRequest,
+    required, shown,
 };
 use tonic::{Request, Response, Status};
 use tracing::instrument;
@@ -80,8 +80,8 @@ impl ProductsService {
         Self {
             store,
             key,
+            feed: Arc::new(Feed::new(config.clock.clone())),
             config: Arc::new(config),
-            feed: Arc::new(Feed::new()),
         }
     }
 
@@ -367,12 +367,20 @@ impl products_service_server::ProductsService for ProductsService {
         request: Request<WatchEntitlementsRequest>,
     ) -> Result<Response<Self::WatchEntitlementsStream>, Status> {
         let since = i64::try_from(request.get_ref().since).unwrap_or(i64::MAX);
+        let expires_at = caller(&request)?.expires_at();
         let store = self.store.clone();
-        // After the replay, an event without a change marks "caught up".
-        let caught_up = |cursor: i64| EntitlementEvent {
-            cursor: u64::try_from(cursor).unwrap_or_default(),
-            changed_at: 0,
-            change: None,
+        let markers = Markers {
+            // After the replay, an event without a change marks "caught up".
+            caught_up: |cursor: i64| EntitlementEvent {
+                cursor: u64::try_from(cursor).unwrap_or_default(),
+                changed_at: 0,
+                change: None,
+            },
+            heartbeat: |cursor: i64| EntitlementEvent {
+                cursor: u64::try_from(cursor).unwrap_or_default(),
+                changed_at: 0,
+                change: Some(entitlement_event::Change::Heartbeat(Heartbeat {})),
+            },
         };
         let fetch = move |cursor, limit: usize| {
             let store = store.clone();
@@ -387,7 +395,7 @@ impl products_service_server::ProductsService for ProductsService {
                     .collect())
             }
         };
-        let stream = self.feed.stream_marked(since, fetch, Some(caught_up));
+        let stream = self.feed.stream(since, fetch, markers, expires_at);
         Ok(Response::new(Box::pin(stream)))
     }
 }

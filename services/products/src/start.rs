@@ -53,7 +53,8 @@ pub struct Peers {
     pub verify: VerifyArgs,
 }
 
-/// Starts Products on `listener`.
+/// Starts Products on `listener`. [`Running::is_ready`] says whether Auth's
+/// revocations are current (replayed, and not silent past the bound).
 pub async fn start(
     args: &Args,
     secret: &ClientSecretArgs,
@@ -83,11 +84,14 @@ pub async fn start(
     let access = AccessTokens::follow(
         env.channel(&peers.auth)?,
         &secret.credentials(env)?,
-        peers.verify.key_refresh_interval,
+        &peers.verify,
+        env,
     );
+    let revocations = access.revocations_current();
     let addr = listener.local_addr()?;
     let gate = Gate::new(listener, access, env);
-    Ok(Running::spawn(addr, move |shutdown| {
-        products.serve(gate, shutdown)
-    }))
+    Ok(
+        Running::spawn(addr, move |shutdown| products.serve(gate, shutdown))
+            .with_readiness(revocations),
+    )
 }

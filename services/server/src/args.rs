@@ -46,6 +46,24 @@ pub struct VerifyArgs {
     /// (this is how a retired key stops being trusted).
     #[arg(long, env = "TOKENMESH_KEY_REFRESH_INTERVAL", default_value = "60s", value_parser = humantime::parse_duration)]
     pub key_refresh_interval: Duration,
+    /// How long a service trusts Auth's revocations (and Orders its replica of
+    /// Products' entitlements) once their feed has gone quiet: past it, tokens
+    /// are refused with UNAVAILABLE (`REVOCATIONS_STALE`) and the replica hands
+    /// the decision to the next source. Default: the access-token lifetime
+    /// (`up`), or 5m, Auth's default lifetime (`serve`).
+    #[arg(long, env = "TOKENMESH_MAX_FEED_SILENCE", value_parser = humantime::parse_duration)]
+    pub max_feed_silence: Option<Duration>,
+}
+
+/// [`VerifyArgs::max_feed_silence`] when not given and the access-token
+/// lifetime is not known: Auth's default lifetime.
+pub const DEFAULT_MAX_FEED_SILENCE: Duration = Duration::from_secs(300);
+
+impl VerifyArgs {
+    /// The feed silence bound, given or [`DEFAULT_MAX_FEED_SILENCE`].
+    pub fn feed_silence_bound(&self) -> Duration {
+        self.max_feed_silence.unwrap_or(DEFAULT_MAX_FEED_SILENCE)
+    }
 }
 
 /// What every server bounds (see [`crate::limits::ServerLimits`]); the defaults

@@ -13,8 +13,8 @@ use std::{
 use futures::{FutureExt, future::BoxFuture};
 use sha2::{Digest, Sha256};
 use tokenmesh_interceptor::{
-    AttachToken, AttachTokenLayer, BearerToken, IssuedToken, RefreshingToken, RevocationSet,
-    SubjectToken, TokenFetcher, TokenSource, TokenSourceError,
+    AttachToken, AttachTokenLayer, BearerToken, FeedFreshness, IssuedToken, RefreshingToken,
+    RevocationSet, SubjectToken, TokenFetcher, TokenSource, TokenSourceError,
 };
 use tokenmesh_proto::auth::v1::{
     ExchangeTokenRequest, IssueServiceTokenRequest, WatchRevocationsRequest,
@@ -100,6 +100,13 @@ impl ServiceTokens {
                 audience: audience.to_owned(),
             },
         }))
+    }
+
+    /// Also renews when `clock` (the one its verifiers read) says the token is
+    /// due: a long-lived stream that ended at the token's expiry resubscribes
+    /// with a fresh one.
+    pub fn with_clock(self, clock: tokenmesh_interceptor::SharedClock) -> Self {
+        Self(self.0.with_clock(clock))
     }
 }
 
@@ -200,18 +207,28 @@ impl TokenSource for TokenExchanger {
 }
 
 /// Follows Auth's revocation feed into `revocations` until the set is dropped:
-/// reconnects with its cursor after any drop (Auth restart, network), with
-/// backoff, and prunes entries that can no longer match.
+/// reconnects with its cursor after any drop (Auth restart, network, token
+/// expiry), with backoff, prunes entries that can no longer match, and tells
+/// the set's [`FeedFreshness`] what it hears (the verifier refuses tokens
+/// until the first replay, and after a silence past its bound).
 pub fn follow_revocations(
     channel: Channel,
     credentials: Arc<ServiceTokens>,
     revocations: &Arc<RevocationSet>,
 ) -> tokio::task::JoinHandle<()> {
+    // A set nobody checks for freshness still gets a tracker, for the logs.
+    let freshness = revocations.freshness().cloned().unwrap_or_else(|| {
+        Arc::new(FeedFreshness::new(
+            tokenmesh_interceptor::system_clock(),
+            Duration::MAX,
+        ))
+    });
     let revocations: Weak<RevocationSet> = Arc::downgrade(revocations);
     let auth = AuthServiceClient::new(AttachTokenLayer::shared(credentials).layer(channel));
-    tokio::spawn(crate::follow("revocation", move || {
+    tokio::spawn(crate::follow("revocations", freshness.clone(), move || {
         let (mut auth, revocations) = (auth.clone(), revocations.clone());
-        async move { watch_once(&mut auth, &revocations).await }
+        let freshness = freshness.clone();
+        async move { watch_once(&mut auth, &revocations, &freshness).await }
     }))
 }
 
@@ -219,6 +236,7 @@ pub fn follow_revocations(
 async fn watch_once(
     auth: &mut AuthServiceClient<AttachToken<Channel>>,
     revocations: &Weak<RevocationSet>,
+    freshness: &FeedFreshness,
 ) -> Result<Option<usize>, Status> {
     let Some(since) = revocations.upgrade().map(|set| set.cursor()) else {
         return Ok(None);
@@ -228,7 +246,7 @@ async fn watch_once(
         .await?
         .into_inner();
     let mut applied = 0;
-    while let Some(event) = stream.message().await? {
+    while let Some(event) = crate::feed::next_event(&mut stream).await? {
         let Some(set) = revocations.upgrade() else {
             return Ok(None);
         };
@@ -240,8 +258,11 @@ async fn watch_once(
             Some(Revoked::Session(session)) => {
                 set.revoke_session(&session.session_id, session.forget_after)
             }
-            None => {}
+            Some(Revoked::Heartbeat(_)) => {}
+            // The replay has caught up: the set now holds every revocation.
+            None => freshness.replayed(),
         }
+        freshness.heard();
         set.set_cursor(event.cursor);
         set.prune(now_unix());
         applied += 1;

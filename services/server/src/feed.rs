@@ -1,11 +1,17 @@
 //! Resumable streams over an append-only table (revocations, entitlement
-//! changes). Server side, [`Feed`]: replay from the client's cursor, then follow
-//! live — woken at once by writes in this process, and by a short poll for writes
-//! by other replicas. Client side, [`follow`]: resubscribe after every drop.
+//! changes). Server side, [`Feed`]: replay from the client's cursor, mark the
+//! end of the replay, then follow live — woken at once by writes in this
+//! process, by a short poll for writes by other replicas — with a heartbeat
+//! whenever nothing else was sent for [`HEARTBEAT`], until the subscriber's
+//! token expires. Client side, [`follow`]: resubscribe after every drop.
 
-use std::time::Duration;
+use std::{sync::Arc, time::Duration};
 
-use tokio::sync::{mpsc, watch};
+use tokenmesh_interceptor::{FeedFreshness, SharedClock, system_clock};
+use tokio::{
+    sync::{mpsc, watch},
+    time::Instant,
+};
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::Status;
 
@@ -13,26 +19,45 @@ use tonic::Status;
 const POLL: Duration = Duration::from_millis(500);
 /// Rows read per query.
 const BATCH: usize = 500;
+/// A stream that has sent nothing for this long sends a heartbeat, so that its
+/// follower can tell "nothing happened" from "nothing arrives".
+pub const HEARTBEAT: Duration = Duration::from_secs(5);
+/// A follower that hears nothing, not even a heartbeat, for this long drops
+/// the stream and resubscribes.
+pub const SILENCE_TIMEOUT: Duration = Duration::from_secs(15);
 
-/// The wake-up and shutdown signals of one feed.
+/// The wake-up and shutdown signals of one feed, and the clock its
+/// subscribers' tokens expire on.
 #[derive(Debug)]
 pub struct Feed {
     wake: watch::Sender<u64>,
     closing: watch::Sender<bool>,
+    clock: SharedClock,
 }
 
 impl Default for Feed {
     fn default() -> Self {
-        Self::new()
+        Self::new(system_clock())
     }
 }
 
+/// What a stream sends besides rows: built from the cursor reached.
+#[derive(Debug, Clone, Copy)]
+pub struct Markers<T> {
+    /// Sent once, when the replay has caught up with the table: from then on
+    /// the subscriber holds everything up to the cursor.
+    pub caught_up: fn(i64) -> T,
+    /// Sent when nothing else was for [`HEARTBEAT`].
+    pub heartbeat: fn(i64) -> T,
+}
+
 impl Feed {
-    /// A feed with no subscriber yet.
-    pub fn new() -> Self {
+    /// A feed with no subscriber yet, whose subscribers' tokens expire on `clock`.
+    pub fn new(clock: SharedClock) -> Self {
         Self {
             wake: watch::Sender::new(0),
             closing: watch::Sender::new(false),
+            clock,
         }
     }
 
@@ -47,37 +72,33 @@ impl Feed {
         self.closing.send_replace(true);
     }
 
-    /// A stream of the rows after `since`, then of new rows as they come.
-    /// `fetch(cursor, limit)` returns rows after `cursor` in order, each with its
-    /// own cursor; an error ends the stream with that status.
-    pub fn stream<T, F, Fut>(&self, since: i64, fetch: F) -> ReceiverStream<Result<T, Status>>
-    where
-        T: Send + 'static,
-        F: FnMut(i64, usize) -> Fut + Send + 'static,
-        Fut: Future<Output = Result<Vec<(i64, T)>, Status>> + Send,
-    {
-        self.stream_marked(since, fetch, None)
-    }
-
-    /// Like [`Feed::stream`], and once the replay has caught up with the table,
-    /// sends `caught_up(cursor)` once, so a replica knows it is complete.
-    pub fn stream_marked<T, F, Fut>(
+    /// A stream of the rows after `since`, then `markers.caught_up`, then new
+    /// rows as they come, with heartbeats in between. `fetch(cursor, limit)`
+    /// returns rows after `cursor` in order, each with its own cursor; an error
+    /// ends the stream with that status. The stream ends cleanly at
+    /// `expires_at` (Unix seconds on the feed's clock: the subscriber's token
+    /// expiry), so a revoked or retired credential cannot keep it open; the
+    /// subscriber resubscribes with a fresh token.
+    pub fn stream<T, F, Fut>(
         &self,
         since: i64,
         mut fetch: F,
-        caught_up: Option<fn(i64) -> T>,
+        markers: Markers<T>,
+        expires_at: i64,
     ) -> ReceiverStream<Result<T, Status>>
     where
         T: Send + 'static,
         F: FnMut(i64, usize) -> Fut + Send + 'static,
         Fut: Future<Output = Result<Vec<(i64, T)>, Status>> + Send,
     {
-        let mut caught_up = caught_up;
+        let mut caught_up = Some(markers.caught_up);
         let mut wake = self.wake.subscribe();
         let mut closing = self.closing.subscribe();
+        let clock = self.clock.clone();
         let (sender, receiver) = mpsc::channel(64);
         tokio::spawn(async move {
             let mut cursor = since;
+            let mut sent_at = Instant::now();
             loop {
                 // Mark the current generation seen before reading, so a write that
                 // lands during the read still wakes the next wait.
@@ -95,13 +116,26 @@ impl Feed {
                     if sender.send(Ok(row)).await.is_err() {
                         return;
                     }
+                    sent_at = Instant::now();
                 }
                 if full {
                     continue;
                 }
-                if let Some(marker) = caught_up.take()
-                    && sender.send(Ok(marker(cursor))).await.is_err()
-                {
+                let marker = match caught_up.take() {
+                    Some(marker) => Some(marker),
+                    None if sent_at.elapsed() >= HEARTBEAT => Some(markers.heartbeat),
+                    None => None,
+                };
+                if let Some(marker) = marker {
+                    if sender.send(Ok(marker(cursor))).await.is_err() {
+                        return;
+                    }
+                    sent_at = Instant::now();
+                }
+                // Checked once what is due has been sent: a token accepted
+                // within the verifier's leeway still gets its replay.
+                if clock.now_unix() >= expires_at {
+                    tracing::debug!("feed subscriber's token expired: stream ends");
                     return;
                 }
                 tokio::select! {
@@ -116,27 +150,121 @@ impl Feed {
     }
 }
 
+/// The next event of a followed stream; a stream silent for
+/// [`SILENCE_TIMEOUT`] (no event, no heartbeat) is an error, so that a stuck
+/// connection is dropped and the feed's silence starts to count.
+pub async fn next_event<T>(stream: &mut tonic::Streaming<T>) -> Result<Option<T>, Status> {
+    tokio::time::timeout(SILENCE_TIMEOUT, stream.message())
+        .await
+        .map_err(|_| {
+            Status::deadline_exceeded(format!(
+                "no event or heartbeat for {} s",
+                SILENCE_TIMEOUT.as_secs()
+            ))
+        })?
+}
+
 /// Subscribes with `subscribe` again and again until it answers `Ok(None)` (its
-/// consumer is gone). A subscription that ended cleanly (the server closed it,
-/// e.g. on restart) is retried at once-ish; a failing one with a backoff growing
-/// to 2 s. `subscribe` resumes from its own cursor; `Ok(Some(n))` is how many
-/// events it applied.
-pub async fn follow<F, Fut>(feed: &'static str, mut subscribe: F)
+/// consumer is gone), telling `freshness` whenever a subscription ends (the
+/// subscriber tells it what it hears). A subscription that ended cleanly (the
+/// server closed it: restart, token expiry) is retried at once-ish; a failing
+/// or short-lived one with a backoff growing to 2 s. `subscribe` resumes from
+/// its own cursor; `Ok(Some(n))` is how many events it applied. Failures are
+/// logged with their reason: refusals (credentials) at `error`, the rest at
+/// `warn`, a repeat of the same reason only every [`LOG_EVERY`] attempts.
+pub async fn follow<F, Fut>(feed: &'static str, freshness: Arc<FeedFreshness>, mut subscribe: F)
 where
     F: FnMut() -> Fut,
     Fut: Future<Output = Result<Option<usize>, Status>>,
 {
     const FIRST: Duration = Duration::from_millis(50);
     let mut backoff = FIRST;
+    let mut failures = Failures::default();
     loop {
-        match subscribe().await {
-            Ok(None) => return,
-            Ok(Some(_)) => backoff = FIRST,
-            Err(status) => {
-                tracing::debug!(feed, code = ?status.code(), message = status.message(), "feed interrupted");
+        let started = Instant::now();
+        let subscription = subscribe();
+        tokio::pin!(subscription);
+        // Once events flow again after failures, say so (once).
+        let outcome = loop {
+            tokio::select! {
+                outcome = &mut subscription => break outcome,
+                _ = tokio::time::sleep(Duration::from_millis(200)), if failures.count > 0 => {
+                    if freshness.is_connected() {
+                        failures.recovered(feed);
+                    }
+                }
             }
+        };
+        if outcome.is_ok() {
+            // A clean end (restart, token expiry) is the server speaking too:
+            // silence counts from here should the next subscription fail.
+            freshness.heard();
+        }
+        freshness.disconnected();
+        match outcome {
+            Ok(None) => return,
+            Ok(Some(applied)) => {
+                failures.recovered(feed);
+                tracing::debug!(feed, applied, "feed stream ended: resubscribing");
+                // A stream that lived less than a heartbeat proved little: keep
+                // backing off (e.g. a token that expired on arrival).
+                if started.elapsed() >= HEARTBEAT {
+                    backoff = FIRST;
+                }
+            }
+            Err(status) => failures.failed(feed, &status, freshness.silent_secs()),
         }
         tokio::time::sleep(backoff).await;
         backoff = (backoff * 2).min(Duration::from_secs(2));
+    }
+}
+
+/// A repeated failure is logged once per this many attempts.
+const LOG_EVERY: u32 = 30;
+
+/// Consecutive failures of one follower, for logging without flooding.
+#[derive(Debug, Default)]
+struct Failures {
+    count: u32,
+    last: Option<(tonic::Code, String)>,
+}
+
+impl Failures {
+    fn failed(&mut self, feed: &'static str, status: &Status, silent_secs: Option<i64>) {
+        self.count += 1;
+        let reason = (status.code(), status.message().to_owned());
+        let repeated = self.last.as_ref() == Some(&reason);
+        if repeated && !self.count.is_multiple_of(LOG_EVERY) {
+            return;
+        }
+        let (code, message, failures) = (status.code(), status.message(), self.count);
+        let silent_secs = silent_secs.map_or_else(|| "never heard".to_owned(), |s| s.to_string());
+        match code {
+            // Our credentials or scopes are refused: no retry will fix that.
+            tonic::Code::Unauthenticated | tonic::Code::PermissionDenied => tracing::error!(
+                feed,
+                ?code,
+                message,
+                failures,
+                silent_secs,
+                "feed refused: check this service's client secret and scopes"
+            ),
+            _ => tracing::warn!(
+                feed,
+                ?code,
+                message,
+                failures,
+                silent_secs,
+                "feed unavailable"
+            ),
+        }
+        self.last = Some(reason);
+    }
+
+    fn recovered(&mut self, feed: &'static str) {
+        if self.count > 0 {
+            tracing::info!(feed, failures = self.count, "feed resumed");
+        }
+        *self = Self::default();
     }
 }

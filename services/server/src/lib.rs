@@ -27,7 +27,7 @@ pub mod validate;
 pub use addr::{Addr, AddrError};
 pub use auth_client::{ServiceTokens, TokenExchanger, follow_revocations};
 pub use caller::{ACCESS_CLAIMS_VERSION, Caller, caller};
-pub use feed::{Feed, follow};
+pub use feed::{Feed, HEARTBEAT, Markers, SILENCE_TIMEOUT, follow, next_event};
 pub use jwks::{GrpcJwksSource, jwk_json, jwk_to_jose};
 pub use limits::ServerLimits;
 pub use policy::{Gate, policy_for};

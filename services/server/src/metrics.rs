@@ -1,20 +1,26 @@
 //! `/metrics`: the Prometheus text of the auth layers registered in one
-//! [`Registry`], one series per service, outcome and reason. The binary makes
-//! one registry per process and hands it to every server it starts, so each mesh
-//! (and each test) counts only its own requests.
+//! [`Registry`], one series per service, outcome and reason, and how long each
+//! followed feed has been silent. The binary makes one registry per process
+//! and hands it to every server it starts, so each mesh (and each test) counts
+//! only its own requests.
 
 use std::{
+    collections::BTreeMap,
+    fmt::Write,
     future::Future,
     sync::{Arc, Mutex, Weak},
 };
 
 use axum::{Router, http::header::CONTENT_TYPE, routing::get};
-use tokenmesh_interceptor::AuthMetrics;
+use tokenmesh_interceptor::{AuthMetrics, FeedFreshness};
 use tokio::net::TcpListener;
 
 /// A service name and its layer's counters, weak so a stopped server's layer goes
 /// away.
 type Layers = Vec<(String, Weak<AuthMetrics>)>;
+
+/// A service name, a feed it follows and how current that feed is.
+type Feeds = Vec<(String, &'static str, Weak<FeedFreshness>)>;
 
 /// Samples a service exports beside its auth layer's counters (Auth's password
 /// checks, its throttles): Prometheus text, `# HELP`/`# TYPE` lines included.
@@ -23,12 +29,13 @@ pub trait Samples: Send + Sync {
     fn render(&self, out: &mut String);
 }
 
-/// The auth layers of the servers started with this registry, and the other
-/// samples their services export.
+/// The auth layers of the servers started with this registry, the other
+/// samples their services export, and the feeds they follow.
 #[derive(Debug, Clone, Default)]
 pub struct Registry {
     layers: Arc<Mutex<Layers>>,
     samples: Arc<Mutex<Vec<Weak<dyn Samples>>>>,
+    feeds: Arc<Mutex<Feeds>>,
 }
 
 impl Registry {
@@ -44,6 +51,14 @@ impl Registry {
         layers.push((service.to_owned(), Arc::downgrade(metrics)));
     }
 
+    /// Exposes how long `service`'s `feed` has been silent, as
+    /// `tokenmesh_feed_silence_seconds` (`+Inf` before it was ever heard).
+    pub fn register_feed(&self, service: &str, feed: &'static str, freshness: &Arc<FeedFreshness>) {
+        let mut feeds = self.feeds.lock().unwrap_or_else(|e| e.into_inner());
+        feeds.retain(|(_, _, freshness)| freshness.strong_count() > 0);
+        feeds.push((service.to_owned(), feed, Arc::downgrade(freshness)));
+    }
+
     /// Exposes `samples` while they live (held weakly, like the layers).
     pub fn register_samples(&self, samples: &Arc<dyn Samples>) {
         let mut all = self.samples.lock().unwrap_or_else(|e| e.into_inner());
@@ -51,8 +66,44 @@ impl Registry {
         all.push(Arc::downgrade(samples));
     }
 
-    /// The Prometheus text exposition of every live layer and sample source.
+    /// The Prometheus text exposition of every live layer, sample source and
+    /// feed.
     pub fn render(&self) -> String {
+        let mut out = self.render_layers();
+        self.render_feeds(&mut out);
+        out
+    }
+
+    /// The feed gauges; a feed registered twice (two servers of one service)
+    /// shows its longest silence.
+    fn render_feeds(&self, out: &mut String) {
+        let feeds = self.feeds.lock().unwrap_or_else(|e| e.into_inner());
+        // Never heard counts as the longest silence.
+        let mut silences: BTreeMap<(&str, &str), i64> = BTreeMap::new();
+        for (service, feed, freshness) in feeds.iter() {
+            let Some(freshness) = freshness.upgrade() else {
+                continue;
+            };
+            let silent = freshness.silent_secs().unwrap_or(i64::MAX);
+            let entry = silences.entry((service, feed)).or_insert(silent);
+            *entry = (*entry).max(silent);
+        }
+        out.push_str(FEED_HEADER);
+        for ((service, feed), silent) in silences {
+            let service = service.replace(['\\', '"', '\n'], "_");
+            let value = match silent {
+                i64::MAX => "+Inf".to_owned(),
+                seconds => seconds.to_string(),
+            };
+            let _ = writeln!(
+                out,
+                "tokenmesh_feed_silence_seconds{{service=\"{service}\",feed=\"{feed}\"}} {value}"
+            );
+        }
+    }
+
+    /// The layers' counters, then the other samples.
+    fn render_layers(&self) -> String {
         let layers = self.layers.lock().unwrap_or_else(|e| e.into_inner());
         let mut services: Vec<(&str, AuthMetrics)> = Vec::new();
         for (service, layer) in layers.iter() {
@@ -92,6 +143,8 @@ impl Registry {
         )
     }
 }
+
+const FEED_HEADER: &str = "# HELP tokenmesh_feed_silence_seconds Seconds since a followed feed was last heard (a change or a heartbeat); +Inf before the first.\n# TYPE tokenmesh_feed_silence_seconds gauge\n";
 
 /// Serves `registry`'s `/metrics`, and `routes` beside it (Auth's JWKS), on
 /// `listener` until `shutdown`.

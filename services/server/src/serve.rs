@@ -2,9 +2,9 @@
 //! behind the limits and the auth layer, with health and reflection beside it,
 //! until `shutdown` resolves.
 
-use std::{convert::Infallible, future::Future};
+use std::{convert::Infallible, future::Future, sync::Arc, time::Duration};
 
-use tokenmesh_interceptor::{AuthLayer, Claims};
+use tokenmesh_interceptor::{AuthLayer, Claims, FeedFreshness};
 
 use crate::Listener;
 use tonic::{
@@ -62,7 +62,9 @@ impl<S> Servable for S where
 
 /// Serves `service` on `listener` (TLS if it says so) until `shutdown` resolves,
 /// then drains in-flight requests, within `limits`. The auth layer's counters are
-/// registered in `metrics`. Health reports `service` as SERVING; reflection (v1 and v1alpha)
+/// registered in `metrics`. Health reports `service` as SERVING — when the
+/// layer's verifier follows a revocation feed, only while that feed is current
+/// (its silence is exported in `metrics`); reflection (v1 and v1alpha)
 /// advertises `service`, health and itself only.
 pub async fn serve<S, C>(
     listener: impl Into<Listener>,
@@ -77,7 +79,23 @@ where
     C: Claims,
 {
     let (health_reporter, health_service) = tonic_health::server::health_reporter();
-    health_reporter.set_serving::<S>().await;
+    // A verifier following a revocation feed serves only while the feed is
+    // current: NOT_SERVING until its first replay and while it is stale.
+    let freshness = auth
+        .verifier()
+        .revocations()
+        .and_then(|revocations| revocations.freshness())
+        .cloned();
+    let health = match freshness {
+        None => {
+            health_reporter.set_serving::<S>().await;
+            None
+        }
+        Some(freshness) => {
+            metrics.register_feed(S::NAME, "revocations", &freshness);
+            Some(tokio::spawn(report_health::<S>(health_reporter, freshness)))
+        }
+    };
 
     let reflection = || {
         tonic_reflection::server::Builder::configure()
@@ -107,7 +125,7 @@ where
     if let Some(tls) = tls {
         server = server.tls_config(tls)?;
     }
-    server
+    let served = server
         // One span per request, above the auth layer, so its outcome lands in it.
         // The path is client input: shown cut.
         .trace_fn(
@@ -127,6 +145,50 @@ where
             TcpIncoming::from(listener).with_nodelay(Some(true)),
             shutdown,
         )
-        .await?;
+        .await;
+    if let Some(health) = health {
+        health.abort();
+    }
+    served?;
     Ok(())
 }
+
+/// Keeps `S` and the server as a whole ("") SERVING exactly while `freshness`
+/// says the revocations are current: at once when the feed's state changes,
+/// within [`HEALTH_POLL`] when the clock makes it stale.
+async fn report_health<S: NamedService>(
+    reporter: tonic_health::server::HealthReporter,
+    freshness: Arc<FeedFreshness>,
+) {
+    use tonic_health::ServingStatus;
+    let mut reported = None;
+    loop {
+        let changed = freshness.changed();
+        let serving = freshness.check().is_ok();
+        if reported != Some(serving) {
+            let status = if serving {
+                ServingStatus::Serving
+            } else {
+                ServingStatus::NotServing
+            };
+            reporter.set_service_status("", status).await;
+            reporter.set_service_status(S::NAME, status).await;
+            if reported.is_some() {
+                tracing::info!(
+                    service = S::NAME,
+                    serving,
+                    "health changed with the revocation feed"
+                );
+            }
+            reported = Some(serving);
+        }
+        // Replay and connection changes at once; the clock's passing by polling.
+        tokio::select! {
+            _ = changed => {}
+            _ = tokio::time::sleep(HEALTH_POLL) => {}
+        }
+    }
+}
+
+/// How often health looks at the revocation feed's freshness.
+const HEALTH_POLL: Duration = Duration::from_millis(200);

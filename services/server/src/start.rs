@@ -13,7 +13,7 @@ use std::{
     time::Duration,
 };
 
-use tokenmesh_interceptor::{KeyStore, RevocationSet, SharedClock};
+use tokenmesh_interceptor::{FeedFreshness, KeyStore, RevocationSet, SharedClock};
 use tokio::{net::TcpListener, sync::watch, task::JoinHandle};
 use tonic::transport::{Channel, ClientTlsConfig, Endpoint};
 
@@ -294,20 +294,38 @@ pub struct AccessTokens {
 }
 
 impl AccessTokens {
-    /// Fetches Auth's keys from `auth` and follows its revocation feed as
-    /// `credentials`' client.
-    pub fn follow(auth: Channel, credentials: &ClientCredentials, refresh: Duration) -> Self {
+    /// Fetches Auth's keys from `auth` (refreshed as `verify` says) and follows
+    /// its revocation feed as `credentials`' client. The revocations count as
+    /// current once replayed, and until the feed has been silent for `verify`'s
+    /// bound on `env`'s clock.
+    pub fn follow(
+        auth: Channel,
+        credentials: &ClientCredentials,
+        verify: &crate::args::VerifyArgs,
+        env: &Environment,
+    ) -> Self {
         let keys = KeyStore::remote(GrpcJwksSource::auth(auth.clone()));
-        keys.spawn_refresher(refresh);
-        let revocations = Arc::new(RevocationSet::new());
-        let tokens = Arc::new(ServiceTokens::new(
-            auth.clone(),
-            credentials.client.id,
-            &credentials.secret,
-            tokenmesh_proto::names::audience::AUTH,
-        ));
+        keys.spawn_refresher(verify.key_refresh_interval);
+        let freshness = FeedFreshness::new(env.clock.clone(), verify.feed_silence_bound());
+        let revocations = Arc::new(RevocationSet::followed(Arc::new(freshness)));
+        let tokens = Arc::new(
+            ServiceTokens::new(
+                auth.clone(),
+                credentials.client.id,
+                &credentials.secret,
+                tokenmesh_proto::names::audience::AUTH,
+            )
+            .with_clock(env.clock.clone()),
+        );
         follow_revocations(auth, tokens, &revocations);
         Self { keys, revocations }
+    }
+
+    /// Whether the revocations are current now (replayed, not stale): what a
+    /// service's readiness and health follow.
+    pub fn revocations_current(&self) -> impl Fn() -> bool + Send + Sync + 'static {
+        let revocations = self.revocations.clone();
+        move || revocations.current().is_ok()
     }
 }
 

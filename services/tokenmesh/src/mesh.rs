@@ -7,6 +7,7 @@ use std::net::SocketAddr;
 use tokenmesh_interceptor::system_clock;
 use tokenmesh_server::{
     Addr, ClientCredentials, Environment, Listener, Running, ServeError, StartError,
+    args::VerifyArgs,
     metrics::Registry,
     start::{bind, local_addr},
 };
@@ -91,7 +92,7 @@ pub async fn start_products(
 ) -> Result<Running, StartError> {
     let peers = tokenmesh_products::Peers {
         auth: peer(args, auth),
-        verify: args.verify.clone(),
+        verify: verify_args(args),
     };
     tokenmesh_products::start(&args.products, &args.products_secret, &peers, env, listener).await
 }
@@ -106,9 +107,19 @@ pub async fn start_orders(
     let peers = tokenmesh_orders::Peers {
         auth: peer(args, auth),
         products: peer(args, products),
-        verify: args.verify.clone(),
+        verify: verify_args(args),
     };
     tokenmesh_orders::start(&args.orders, &args.orders_secret, &peers, env, listener).await
+}
+
+/// How Products and Orders verify in `up`: as flagged, and trusting a quiet
+/// feed for no longer than Auth's access-token lifetime unless told otherwise.
+fn verify_args(args: &UpArgs) -> VerifyArgs {
+    let mut verify = args.verify.clone();
+    verify
+        .max_feed_silence
+        .get_or_insert(args.auth.access_token_ttl);
+    verify
 }
 
 /// A peer in this process: over TLS when `up` serves TLS.

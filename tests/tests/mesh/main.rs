@@ -13,6 +13,7 @@ mod keys;
 mod metrics;
 mod orders;
 mod security_exchange;
+mod security_feeds;
 mod security_keys;
 mod security_limits;
 mod security_logins;

@@ -31,13 +31,17 @@ pub struct Feed {
 
 impl Feed {
     /// Follows the feed until the replica is dropped, resubscribing with
-    /// backoff. The replica stays conclusive while disconnected: with Products
-    /// down nothing can change, and it catches up again on reconnect.
+    /// backoff. The replica stays conclusive while disconnected only up to its
+    /// silence bound (Products may be changing without Orders hearing), and
+    /// catches up again on reconnect.
     pub async fn follow(self) {
         let client = ProductsServiceClient::new(
             AttachTokenLayer::shared(self.credentials.clone()).layer(self.products.clone()),
         );
-        tokenmesh_server::follow("entitlement", move || {
+        let Some(freshness) = self.replica.upgrade().map(|r| r.freshness().clone()) else {
+            return;
+        };
+        tokenmesh_server::follow("entitlements", freshness, move || {
             let (feed, mut client) = (self.clone(), client.clone());
             async move { feed.subscribe(&mut client).await }
         })
@@ -61,10 +65,11 @@ impl Feed {
             since: u64::try_from(since).unwrap_or_default(),
         };
         let mut stream = client.watch_entitlements(request).await?.into_inner();
-        while let Some(event) = stream.message().await? {
+        while let Some(event) = tokenmesh_server::next_event(&mut stream).await? {
             let Some(replica) = self.replica.upgrade() else {
                 return Ok(None);
             };
+            replica.freshness().heard();
             let cursor = i64::try_from(event.cursor).unwrap_or(i64::MAX);
             let change = match event.change {
                 None => {
@@ -72,6 +77,7 @@ impl Feed {
                     tracing::debug!(cursor, "entitlement replica caught up");
                     continue;
                 }
+                Some(Change::Heartbeat(_)) => continue,
                 Some(Change::ProductCreated(product_id)) => ReplicaChange::Product { product_id },
                 Some(Change::Entitlement(change)) => {
                     self.rpc_cache

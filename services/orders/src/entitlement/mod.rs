@@ -12,6 +12,7 @@ mod tests;
 
 use std::{fmt, str::FromStr, sync::Arc, time::Duration};
 
+use tokenmesh_interceptor::FeedFreshness;
 use tokio::task::JoinHandle;
 use tonic::Code;
 
@@ -65,6 +66,9 @@ pub struct ChainConfig {
     pub grant_versions: Vec<u32>,
     /// How long a `CheckEntitlement` answer is reused.
     pub rpc_cache_ttl: Duration,
+    /// How long the replica stays conclusive once Products' feed has gone
+    /// quiet; past it, the replica hands the decision to the next source.
+    pub max_feed_silence: Duration,
 }
 
 impl Default for ChainConfig {
@@ -73,6 +77,7 @@ impl Default for ChainConfig {
             sources: vec![SourceKind::Grant, SourceKind::Replica, SourceKind::Rpc],
             grant_versions: vec![1, 2],
             rpc_cache_ttl: Duration::from_secs(2),
+            max_feed_silence: Duration::from_secs(300),
         }
     }
 }
@@ -253,7 +258,8 @@ impl Entitlements {
     /// The sources `config` names, trusting grants from `grant_issuer`, over the
     /// replica in `store`, with `deps` for Products.
     pub fn new(config: &ChainConfig, grant_issuer: &str, store: Store, deps: &OrdersDeps) -> Self {
-        let replica = Arc::new(replica::Replica::new(store));
+        let freshness = FeedFreshness::new(deps.clock.clone(), config.max_feed_silence);
+        let replica = Arc::new(replica::Replica::new(store).with_freshness(Arc::new(freshness)));
         let rpc = Arc::new(rpc::RpcSource::new(
             deps.products.clone(),
             deps.exchanger.clone(),
@@ -302,9 +308,15 @@ impl Entitlements {
         self.chain.decide(query).await
     }
 
-    /// Whether the replica has caught up with Products' feed since Orders started.
+    /// Whether the replica has caught up with Products' feed since Orders
+    /// started, or no configured source reads it.
     pub fn replica_caught_up(&self) -> bool {
-        self.replica.caught_up()
+        self.feed.is_none() || self.replica.caught_up()
+    }
+
+    /// How current the replica's feed is.
+    pub fn replica_freshness(&self) -> &Arc<FeedFreshness> {
+        self.replica.freshness()
     }
 
     /// Starts following Products' feed into the replica, if a configured source

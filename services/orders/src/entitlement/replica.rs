@@ -1,9 +1,14 @@
 //! The replica source: Orders' own copy of Products' catalogue and
 //! entitlements with their terms, kept by the feed. Conclusive once it has
-//! caught up with Products, and it stays so while Products is down: nothing can
-//! change then.
+//! caught up with Products, and while the feed is connected or was heard
+//! within its bound.
 
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{
+    Arc,
+    atomic::{AtomicBool, Ordering},
+};
+
+use tokenmesh_interceptor::{FeedFreshness, system_clock};
 
 use crate::{
     Store,
@@ -43,15 +48,31 @@ pub struct Replica {
     /// Set once the feed has been replayed to its end since Orders started; kept
     /// through disconnects.
     caught_up: AtomicBool,
+    /// How current the feed is: past its silence bound, changes on Products
+    /// may be missing here.
+    freshness: Arc<FeedFreshness>,
 }
 
 impl Replica {
-    /// The replica kept in `store`, not caught up yet.
+    /// The replica kept in `store`, not caught up yet, trusting a quiet feed
+    /// forever (see [`Replica::with_freshness`]).
     pub fn new(store: Store) -> Self {
         Self {
             store,
             caught_up: AtomicBool::new(false),
+            freshness: Arc::new(FeedFreshness::new(system_clock(), std::time::Duration::MAX)),
         }
+    }
+
+    /// Conclusive only while `freshness` says the feed is current.
+    pub fn with_freshness(mut self, freshness: Arc<FeedFreshness>) -> Self {
+        self.freshness = freshness;
+        self
+    }
+
+    /// How current the feed is; the follower reports to it.
+    pub fn freshness(&self) -> &Arc<FeedFreshness> {
+        &self.freshness
     }
 
     /// Whether the feed has been replayed to its end since Orders started.
@@ -62,6 +83,7 @@ impl Replica {
     /// The feed has been replayed to its end.
     pub fn mark_caught_up(&self) {
         self.caught_up.store(true, Ordering::Release);
+        self.freshness.replayed();
     }
 
     /// The feed position applied so far.
@@ -117,6 +139,10 @@ impl Source for Replica {
             return Ok(Answer::Inconclusive(
                 "not caught up with Products yet".into(),
             ));
+        }
+        // Products may have changed since the feed went quiet.
+        if let Err(stale) = self.freshness.check() {
+            return Ok(Answer::Inconclusive(format!("Products' {stale}")));
         }
         let entry = self
             .store

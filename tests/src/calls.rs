@@ -1,10 +1,12 @@
 //! Auth's calls as the mesh tests make them, and the one way they assert a
 //! refusal: its code and its exact message.
 
+use tokenmesh_interceptor::ERROR_DOMAIN;
 use tokenmesh_proto::auth::v1::{
     LoginRequest, RefreshRequest, TokenResponse, auth_service_client::AuthServiceClient,
 };
 use tonic::{Code, Request, Status, transport::Channel};
+use tonic_types::StatusExt;
 
 use crate::bearer_value;
 
@@ -48,4 +50,26 @@ pub fn with_bearer<T>(message: T, token: &str) -> Request<T> {
 pub fn assert_status<T: std::fmt::Debug>(result: Result<T, Status>, code: Code, message: &str) {
     let status = result.expect_err(message);
     assert_eq!((status.code(), status.message()), (code, message));
+}
+
+/// `result` is a refusal by the auth layer: `code`, exactly `message`, and a
+/// `google.rpc.ErrorInfo` naming `reason` in tokenmesh's domain.
+#[track_caller]
+pub fn assert_refused_by_layer<T: std::fmt::Debug>(
+    result: Result<T, Status>,
+    code: Code,
+    reason: &str,
+    message: &str,
+) {
+    let status = result.expect_err(message);
+    let info = status.get_details_error_info().expect("error info");
+    assert_eq!(
+        (
+            status.code(),
+            status.message(),
+            info.reason.as_str(),
+            info.domain.as_str()
+        ),
+        (code, message, reason, ERROR_DOMAIN)
+    );
 }

@@ -413,6 +413,19 @@ impl Mesh {
         (products.map(|_| ()), orders.map(|_| ()))
     }
 
+    /// Waits (up to `deadline`) until Products and Orders both refuse `token`;
+    /// their two refusals.
+    pub async fn refusals_of(&self, token: &str, deadline: Duration) -> [Status; 2] {
+        let (refusals, _) = eventually(deadline, || async {
+            match self.accepted_by(token).await {
+                (Err(products), Err(orders)) => Some([products, orders]),
+                _ => None,
+            }
+        })
+        .await;
+        refusals
+    }
+
     /// A minter holding Auth's real signing key (the one it signed with when
     /// the mesh started).
     pub fn auth_minter(&self) -> Minter {

@@ -215,7 +215,7 @@ pub struct ServeProductsArgs {
     #[command(flatten)]
     pub follower: FollowerArgs,
     /// Seed the demo catalogue.
-    #[arg(long, env = "TOKENMESH_DEMO")]
+    #[arg(long, env = "TOKENMESH_DEMO", help_heading = "Products")]
     pub demo: bool,
     /// Products' settings.
     #[command(flatten)]

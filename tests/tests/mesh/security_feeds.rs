@@ -6,7 +6,6 @@
 
 use std::time::Duration;
 
-use tokenmesh_interceptor::ERROR_DOMAIN;
 use tokenmesh_proto::{
     auth::v1::{DeactivateUserRequest, IssueServiceTokenRequest, WatchRevocationsRequest},
     orders::v1::{EntitlementSource, Order, PlaceOrderRequest},
@@ -17,13 +16,14 @@ use tokenmesh_proto::{
 };
 use tokenmesh_server::{Addr, Running};
 use tokenmesh_tests::{
-    ManualClock, Mesh, OrdersClient, SourceKind, calls::with_bearer, client_secret, eventually,
+    ManualClock, Mesh, OrdersClient, SourceKind,
+    calls::{assert_refused_by_layer, with_bearer},
+    client_secret, eventually,
 };
 use tonic::{Code, Status};
 use tonic_health::pb::{
     HealthCheckRequest, health_check_response::ServingStatus, health_client::HealthClient,
 };
-use tonic_types::StatusExt;
 
 const PRODUCTS: &str = "tokenmesh.products.v1.ProductsService";
 const ORDERS: &str = "tokenmesh.orders.v1.OrdersService";
@@ -77,20 +77,6 @@ async fn list_products(addr: std::net::SocketAddr, token: &str) -> Result<(), St
         .map(|_| ())
 }
 
-fn assert_refused(result: Result<(), Status>, code: Code, reason: &str, message: &str) {
-    let status = result.expect_err(message);
-    let info = status.get_details_error_info().expect("error info");
-    assert_eq!(
-        (
-            status.code(),
-            status.message(),
-            info.reason.as_str(),
-            info.domain.as_str()
-        ),
-        (code, message, reason, ERROR_DOMAIN)
-    );
-}
-
 /// The attack: Products started with the wrong client secret cannot follow
 /// Auth's revocations; a deactivated user's token must not work there.
 #[tokio::test]
@@ -124,7 +110,7 @@ async fn a_products_whose_revocation_feed_is_refused_serves_no_token() {
         );
     }
     for token in [&alice, &admin] {
-        assert_refused(
+        assert_refused_by_layer(
             list_products(wrong.addr, token).await,
             Code::Unavailable,
             "REVOCATIONS_STALE",
@@ -152,16 +138,9 @@ async fn a_revocation_feed_silent_past_the_bound_refuses_tokens_as_stale() {
     products.expect("Products serves up to the bound");
     orders.expect("Orders serves up to the bound");
     clock.advance(Duration::from_secs(1));
-    let ((products, orders), _) = eventually(DEADLINE, || async {
-        match mesh.accepted_by(&alice).await {
-            (Err(products), Err(orders)) => Some((products, orders)),
-            _ => None,
-        }
-    })
-    .await;
-    for status in [products, orders] {
-        assert_refused(
-            Err(status),
+    for status in mesh.refusals_of(&alice, DEADLINE).await {
+        assert_refused_by_layer(
+            Err::<(), _>(status),
             Code::Unavailable,
             "REVOCATIONS_STALE",
             "revocation feed silent for 301 s, past its 300 s bound: try again later",
@@ -372,16 +351,9 @@ async fn feed_streams_end_when_their_token_expires_and_followers_resubscribe() {
         ))
         .await
         .expect("deactivated");
-    let ((products, orders), _) = eventually(DEADLINE, || async {
-        match mesh.accepted_by(&bob).await {
-            (Err(products), Err(orders)) => Some((products, orders)),
-            _ => None,
-        }
-    })
-    .await;
-    for status in [products, orders] {
-        assert_refused(
-            Err(status),
+    for status in mesh.refusals_of(&bob, DEADLINE).await {
+        assert_refused_by_layer(
+            Err::<(), _>(status),
             Code::Unauthenticated,
             "TOKEN_REVOKED",
             "token revoked",

@@ -10,7 +10,7 @@ use tokenmesh_proto::auth::v1::{
     Heartbeat, RevocationEvent, SessionRevoked, SubjectRevoked, TokenRevoked,
     revocation_event::Revoked,
 };
-use tokenmesh_server::{Feed, Markers};
+use tokenmesh_server::{Feed, Markers, apply_revocation};
 use tonic::Status;
 
 use crate::{
@@ -39,7 +39,9 @@ impl Revocations {
         let set = Arc::new(RevocationSet::new());
         let now = config.clock.now_unix();
         for revocation in store.revocations_since(0, now, i64::MAX).await? {
-            apply(&set, &revocation);
+            if let Some(revoked) = &event(revocation).revoked {
+                apply_revocation(&set, revoked);
+            }
         }
         Ok(Self {
             set,
@@ -116,20 +118,6 @@ impl Revocations {
             }
         };
         Box::pin(self.feed.stream(since, fetch, markers, expires_at))
-    }
-}
-
-fn apply(set: &RevocationSet, revocation: &Revocation) {
-    if !revocation.session_id.is_empty() {
-        set.revoke_session(&revocation.session_id, revocation.forget_after);
-    } else if revocation.jti.is_empty() {
-        set.revoke_subject(
-            &revocation.subject,
-            revocation.not_before,
-            revocation.forget_after,
-        );
-    } else {
-        set.revoke_token(&revocation.jti, revocation.forget_after);
     }
 }
 

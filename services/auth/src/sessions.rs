@@ -141,10 +141,9 @@ impl Sessions {
             .store
             .end_family_of(&hex_sha256(presented), now, self.rules)
             .await?;
-        let Some(family_id) = ended else {
+        let Some((family_id, forget_after)) = ended else {
             return Ok(false);
         };
-        let forget_after = now.saturating_add(self.rules.revocation_lifetime);
         self.revocations.session_revoked(&family_id, forget_after);
         Ok(true)
     }

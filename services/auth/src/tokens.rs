@@ -26,10 +26,13 @@ use crate::{
 /// SHA-256 of `text`, hex: how refresh tokens and client secrets (256-bit random
 /// strings, no password-grade KDF needed) are stored.
 pub(crate) fn hex_sha256(text: &str) -> String {
-    Sha256::digest(text.as_bytes())
-        .iter()
-        .map(|byte| format!("{byte:02x}"))
-        .collect()
+    use std::fmt::Write;
+    let mut hex = String::with_capacity(64);
+    for byte in Sha256::digest(text.as_bytes()) {
+        // Writing to a String cannot fail.
+        let _ = write!(hex, "{byte:02x}");
+    }
+    hex
 }
 
 /// What a minted access token says.

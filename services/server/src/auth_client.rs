@@ -250,22 +250,32 @@ async fn watch_once(
         let Some(set) = revocations.upgrade() else {
             return Ok(None);
         };
-        match event.revoked {
-            Some(Revoked::Subject(subject)) => {
-                set.revoke_subject(&subject.subject, subject.not_before, subject.forget_after)
-            }
-            Some(Revoked::Token(token)) => set.revoke_token(&token.jti, token.expires_at),
-            Some(Revoked::Session(session)) => {
-                set.revoke_session(&session.session_id, session.forget_after)
-            }
-            Some(Revoked::Heartbeat(_)) => {}
+        match &event.revoked {
+            Some(revoked) => apply_revocation(&set, revoked),
             // The replay has caught up: the set now holds every revocation.
             None => freshness.replayed(),
         }
         freshness.heard();
         set.set_cursor(event.cursor);
-        set.prune(now_unix());
+        // Pruning scans the whole set: once per replay and heartbeat, not per
+        // revocation (a replay of N events would cost N scans).
+        if matches!(event.revoked, None | Some(Revoked::Heartbeat(_))) {
+            set.prune(now_unix());
+        }
         applied += 1;
     }
     Ok(Some(applied))
+}
+
+/// Adds what `revoked` says to `set`; a heartbeat adds nothing. The one place
+/// a revocation event becomes a verifier's state, for followers and for Auth.
+pub fn apply_revocation(set: &RevocationSet, revoked: &Revoked) {
+    match revoked {
+        Revoked::Subject(subject) => {
+            set.revoke_subject(&subject.subject, subject.not_before, subject.forget_after)
+        }
+        Revoked::Token(token) => set.revoke_token(&token.jti, token.expires_at),
+        Revoked::Session(session) => set.revoke_session(&session.session_id, session.forget_after),
+        Revoked::Heartbeat(_) => {}
+    }
 }

@@ -25,7 +25,7 @@ pub mod tls;
 pub mod validate;
 
 pub use addr::{Addr, AddrError};
-pub use auth_client::{ServiceTokens, TokenExchanger, follow_revocations};
+pub use auth_client::{ServiceTokens, TokenExchanger, apply_revocation, follow_revocations};
 pub use caller::{ACCESS_CLAIMS_VERSION, Caller, caller};
 pub use feed::{Feed, HEARTBEAT, Markers, SILENCE_TIMEOUT, follow, next_event};
 pub use jwks::{GrpcJwksSource, jwk_json, jwk_to_jose};

@@ -210,14 +210,14 @@ impl Store {
     }
 
     /// Ends the login `token_hash` belongs to at `now` and appends the
-    /// session's revocation to the feed; its family id, or `None` if there was
-    /// no live login.
+    /// session's revocation to the feed; its family id and when the
+    /// revocation may be forgotten, or `None` if there was no live login.
     pub async fn end_family_of(
         &self,
         token_hash: &str,
         now: i64,
         rules: SessionRules,
-    ) -> Result<Option<String>, StoreError> {
+    ) -> Result<Option<(String, i64)>, StoreError> {
         let ended = retry_feed_write(|| self.end_once(token_hash, now, rules)).await?;
         ended.ok_or(StoreError::Contention("revocation feed"))
     }
@@ -229,7 +229,7 @@ impl Store {
         token_hash: &str,
         now: i64,
         rules: SessionRules,
-    ) -> Result<Option<Option<String>>, StoreError> {
+    ) -> Result<Option<Option<(String, i64)>>, StoreError> {
         let mut tx = self.pool.begin().await?;
         if revoke_families(&mut *tx, Families::OfToken(token_hash), now).await? == 0 {
             return Ok(Some(None));
@@ -245,7 +245,7 @@ impl Store {
             return Ok(None);
         }
         tx.commit().await?;
-        Ok(Some(Some(family_id)))
+        Ok(Some(Some((family_id, forget_after))))
     }
 }
 

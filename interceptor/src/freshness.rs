@@ -148,11 +148,6 @@ impl FeedFreshness {
             }),
         }
     }
-
-    /// The bound, in seconds.
-    pub fn bound_secs(&self) -> i64 {
-        self.bound
-    }
 }
 
 #[cfg(test)]

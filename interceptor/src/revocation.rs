@@ -83,15 +83,6 @@ impl RevocationSet {
         *entry = (*entry).max(forget_after);
     }
 
-    /// Whether the session `sid` is revoked (a token without one never is).
-    pub fn is_session_revoked(&self, sid: &str) -> bool {
-        if sid.is_empty() {
-            return false;
-        }
-        let entries = self.entries.read().unwrap_or_else(|e| e.into_inner());
-        entries.sessions.contains_key(sid)
-    }
-
     /// Revokes every token of `subject` issued before `not_before`; the entry can
     /// be forgotten after `forget_after` (when the last such token has expired).
     pub fn revoke_subject(&self, subject: &str, not_before: i64, forget_after: i64) {
@@ -104,13 +95,16 @@ impl RevocationSet {
         entry.1 = entry.1.max(forget_after);
     }
 
-    /// Whether a token of `subject` with id `jti`, issued at `issued_at`, is revoked.
-    pub fn is_revoked(&self, subject: &str, jti: &str, issued_at: i64) -> bool {
+    /// Whether a token of `subject` with id `jti`, of login session `sid`
+    /// (empty: none), issued at `issued_at`, is revoked: one read of the set
+    /// per verified call.
+    pub fn is_revoked(&self, subject: &str, jti: &str, sid: &str, issued_at: i64) -> bool {
         let entries = self.entries.read().unwrap_or_else(|e| e.into_inner());
-        if entries.tokens.is_empty() && entries.subjects.is_empty() {
+        if entries.tokens.is_empty() && entries.subjects.is_empty() && entries.sessions.is_empty() {
             return false;
         }
         (!jti.is_empty() && entries.tokens.contains_key(jti))
+            || (!sid.is_empty() && entries.sessions.contains_key(sid))
             || entries
                 .subjects
                 .get(subject)
@@ -164,19 +158,19 @@ mod tests {
     #[test]
     fn tokens_and_subject_epochs_revoke_and_are_forgotten_after_expiry() {
         let set = RevocationSet::new();
-        assert!(!set.is_revoked("alice", "j1", 100));
+        assert!(!set.is_revoked("alice", "j1", "", 100));
         set.revoke_token("j1", 500);
         set.revoke_subject("bob", 200, 600);
-        assert!(set.is_revoked("alice", "j1", 100));
-        assert!(!set.is_revoked("alice", "j2", 100));
-        assert!(set.is_revoked("bob", "j3", 199));
+        assert!(set.is_revoked("alice", "j1", "", 100));
+        assert!(!set.is_revoked("alice", "j2", "", 100));
+        assert!(set.is_revoked("bob", "j3", "", 199));
         assert!(
-            !set.is_revoked("bob", "j4", 200),
+            !set.is_revoked("bob", "j4", "", 200),
             "issued at the epoch: valid"
         );
         set.revoke_subject("bob", 150, 550);
         assert!(
-            set.is_revoked("bob", "j3", 199),
+            set.is_revoked("bob", "j3", "", 199),
             "an older epoch never lowers the bar"
         );
         set.prune(501);
@@ -190,9 +184,12 @@ mod tests {
         let set = RevocationSet::new();
         set.revoke_session("s1", 500);
         set.revoke_session("", 500);
-        assert!(set.is_session_revoked("s1"));
-        assert!(!set.is_session_revoked("s2"));
-        assert!(!set.is_session_revoked(""), "no sid: no session to revoke");
+        assert!(set.is_revoked("alice", "", "s1", 0));
+        assert!(!set.is_revoked("alice", "", "s2", 0));
+        assert!(
+            !set.is_revoked("alice", "", "", 0),
+            "no sid: no session to revoke"
+        );
         assert_eq!(set.sessions(), 1);
         set.prune(501);
         assert!(set.is_empty());

@@ -388,9 +388,7 @@ impl<C: Claims> Verifier<C> {
         };
         revocations.current().map_err(AuthError::RevocationsStale)?;
         let (subject, jti, iat) = (claims.subject(), claims.token_id(), claims.issued_at());
-        if revocations.is_revoked(subject, jti, iat)
-            || revocations.is_session_revoked(claims.session_id())
-        {
+        if revocations.is_revoked(subject, jti, claims.session_id(), iat) {
             return Err(AuthError::Revoked);
         }
         Ok(())

@@ -119,6 +119,12 @@ impl FeedFreshness {
         self.changed.notified()
     }
 
+    /// Whether the feed has been replayed to its end once (kept through
+    /// disconnects).
+    pub fn is_replayed(&self) -> bool {
+        self.replayed.load(Ordering::Acquire)
+    }
+
     /// Whether a stream is open and delivering.
     pub fn is_connected(&self) -> bool {
         self.connected.load(Ordering::Acquire)
@@ -134,7 +140,7 @@ impl FeedFreshness {
     /// current (its follower drops it when heartbeats stop); a broken one is
     /// trusted until its silence exceeds the bound.
     pub fn check(&self) -> Result<(), Stale> {
-        if !self.replayed.load(Ordering::Acquire) {
+        if !self.is_replayed() {
             return Err(Stale::NotReplayed);
         }
         if self.connected.load(Ordering::Acquire) {

@@ -209,20 +209,15 @@ impl TokenSource for TokenExchanger {
 /// Follows Auth's revocation feed into `revocations` until the set is dropped:
 /// reconnects with its cursor after any drop (Auth restart, network, token
 /// expiry), with backoff, prunes entries that can no longer match, and tells
-/// the set's [`FeedFreshness`] what it hears (the verifier refuses tokens
-/// until the first replay, and after a silence past its bound).
+/// `freshness` (the set's own, see [`RevocationSet::followed`]) what it hears:
+/// the verifier refuses tokens until the first replay, and after a silence
+/// past its bound.
 pub fn follow_revocations(
     channel: Channel,
     credentials: Arc<ServiceTokens>,
     revocations: &Arc<RevocationSet>,
+    freshness: Arc<FeedFreshness>,
 ) -> tokio::task::JoinHandle<()> {
-    // A set nobody checks for freshness still gets a tracker, for the logs.
-    let freshness = revocations.freshness().cloned().unwrap_or_else(|| {
-        Arc::new(FeedFreshness::new(
-            tokenmesh_interceptor::system_clock(),
-            Duration::MAX,
-        ))
-    });
     let revocations: Weak<RevocationSet> = Arc::downgrade(revocations);
     let auth = AuthServiceClient::new(AttachTokenLayer::shared(credentials).layer(channel));
     tokio::spawn(crate::follow("revocations", freshness.clone(), move || {

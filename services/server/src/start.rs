@@ -306,8 +306,11 @@ impl AccessTokens {
     ) -> Self {
         let keys = KeyStore::remote(GrpcJwksSource::auth(auth.clone()));
         keys.spawn_refresher(verify.key_refresh_interval);
-        let freshness = FeedFreshness::new(env.clock.clone(), verify.feed_silence_bound());
-        let revocations = Arc::new(RevocationSet::followed(Arc::new(freshness)));
+        let freshness = Arc::new(FeedFreshness::new(
+            env.clock.clone(),
+            verify.feed_silence_bound(),
+        ));
+        let revocations = Arc::new(RevocationSet::followed(freshness.clone()));
         let tokens = Arc::new(
             ServiceTokens::new(
                 auth.clone(),
@@ -317,7 +320,7 @@ impl AccessTokens {
             )
             .with_clock(env.clock.clone()),
         );
-        follow_revocations(auth, tokens, &revocations);
+        follow_revocations(auth, tokens, &revocations, freshness);
         Self { keys, revocations }
     }
 

@@ -3,10 +3,7 @@
 //! caught up with Products, and while the feed is connected or was heard
 //! within its bound.
 
-use std::sync::{
-    Arc,
-    atomic::{AtomicBool, Ordering},
-};
+use std::sync::Arc;
 
 use tokenmesh_interceptor::{FeedFreshness, system_clock};
 
@@ -45,11 +42,8 @@ pub enum Since {
 #[derive(Debug)]
 pub struct Replica {
     store: Store,
-    /// Set once the feed has been replayed to its end since Orders started; kept
-    /// through disconnects.
-    caught_up: AtomicBool,
-    /// How current the feed is: past its silence bound, changes on Products
-    /// may be missing here.
+    /// Whether the feed was replayed since Orders started, and how current it
+    /// is: past its silence bound, changes on Products may be missing here.
     freshness: Arc<FeedFreshness>,
 }
 
@@ -59,7 +53,6 @@ impl Replica {
     pub fn new(store: Store) -> Self {
         Self {
             store,
-            caught_up: AtomicBool::new(false),
             freshness: Arc::new(FeedFreshness::new(system_clock(), std::time::Duration::MAX)),
         }
     }
@@ -77,12 +70,11 @@ impl Replica {
 
     /// Whether the feed has been replayed to its end since Orders started.
     pub fn caught_up(&self) -> bool {
-        self.caught_up.load(Ordering::Acquire)
+        self.freshness.is_replayed()
     }
 
     /// The feed has been replayed to its end.
     pub fn mark_caught_up(&self) {
-        self.caught_up.store(true, Ordering::Release);
         self.freshness.replayed();
     }
 

@@ -12,11 +12,9 @@ use tokenmesh::{
     cli::{Cli, Command, FollowerArgs, KeysArgs, KeysCommand, ListenArgs, ServeCommand, UpArgs},
     mesh::{self, Mesh},
 };
-use tokenmesh_interceptor::system_clock;
 use tokenmesh_server::{
     Environment, Listener,
-    args::{StorageArgs, TlsArgs},
-    metrics::Registry,
+    args::TlsArgs,
     start::{bind, local_addr},
 };
 use tokio::net::TcpListener;
@@ -110,41 +108,18 @@ async fn up(args: &UpArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// The environment of a single-service process.
-fn environment(
-    storage: &StorageArgs,
-    demo: bool,
-    auth_issuer: &str,
-    peer_tls: Option<tonic::transport::ClientTlsConfig>,
-    limits: tokenmesh_server::ServerLimits,
-) -> Environment {
-    Environment {
-        data_dir: storage.data_dir.clone(),
-        database_url: storage.database_url.clone(),
-        demo,
-        auth_issuer: auth_issuer.to_owned(),
-        peer_tls,
-        metrics: Registry::new(),
-        clock: system_clock(),
-        limits,
-    }
-}
-
 async fn serve(command: ServeCommand) -> anyhow::Result<()> {
     let (mut running, env, http) = match command {
         ServeCommand::Auth(args) => {
             let limits = args.listen.limits.limits();
-            let env = environment(
+            let env = mesh::process_environment(
                 &args.storage,
                 args.demo,
                 &args.issuer.auth_issuer,
                 None,
                 limits,
             );
-            let clients = vec![
-                args.products_secret.credentials(&env)?,
-                args.orders_secret.credentials(&env)?,
-            ];
+            let clients = mesh::service_clients(&args.products_secret, &args.orders_secret, &env)?;
             let listener = listen(&args.listen, &args.tls).await?;
             // Bound before Auth starts: discovery names its address.
             let http = bind_http(args.listen.http_addr.as_ref()).await?;
@@ -201,7 +176,7 @@ async fn start_follower(
 ) -> anyhow::Result<(Environment, Listener, Option<TcpListener>)> {
     let peer_tls = args.tls.client(&args.peer_tls)?;
     let limits = args.listen.limits.limits();
-    let env = environment(
+    let env = mesh::process_environment(
         &args.storage,
         demo,
         &args.issuer.auth_issuer,
@@ -230,7 +205,7 @@ async fn bind_http(addr: Option<&tokenmesh_server::Addr>) -> anyhow::Result<Opti
 /// pick it up within seconds.
 async fn rotate_keys(args: KeysArgs) -> anyhow::Result<()> {
     // Serves nothing: the limits are never applied.
-    let env = environment(
+    let env = mesh::process_environment(
         &args.storage,
         false,
         &args.issuer.auth_issuer,

@@ -6,12 +6,13 @@ use std::net::SocketAddr;
 
 use tokenmesh_interceptor::system_clock;
 use tokenmesh_server::{
-    Addr, ClientCredentials, Environment, Listener, Running, ServeError, StartError,
-    args::VerifyArgs,
+    Addr, ClientCredentials, Environment, Listener, Running, ServeError, ServerLimits, StartError,
+    args::{StorageArgs, VerifyArgs},
     metrics::Registry,
     start::{bind, local_addr},
 };
 use tokio::net::TcpListener;
+use tonic::transport::ClientTlsConfig;
 
 use crate::cli::UpArgs;
 
@@ -31,30 +32,49 @@ pub struct Mesh {
 }
 
 /// The environment `up` gives its services: the data dir, Auth's issuer, peer
-/// TLS, a fresh metrics registry and the system clock.
+/// TLS and limits.
 pub fn environment(args: &UpArgs) -> Result<Environment, StartError> {
-    Ok(Environment {
-        data_dir: args.data_dir.clone(),
-        database_url: None,
-        demo: args.demo,
-        auth_issuer: args.issuer.auth_issuer.clone(),
-        peer_tls: args.tls.client(&args.peer_tls)?,
+    Ok(process_environment(
+        &StorageArgs {
+            data_dir: args.data_dir.clone(),
+            database_url: None,
+        },
+        args.demo,
+        &args.issuer.auth_issuer,
+        args.tls.client(&args.peer_tls)?,
+        args.limits.limits(),
+    ))
+}
+
+/// The environment of the services of one process (`up`, or one `serve`):
+/// a fresh metrics registry and the system clock.
+pub fn process_environment(
+    storage: &StorageArgs,
+    demo: bool,
+    auth_issuer: &str,
+    peer_tls: Option<ClientTlsConfig>,
+    limits: ServerLimits,
+) -> Environment {
+    Environment {
+        data_dir: storage.data_dir.clone(),
+        database_url: storage.database_url.clone(),
+        demo,
+        auth_issuer: auth_issuer.to_owned(),
+        peer_tls,
         metrics: Registry::new(),
         clock: system_clock(),
-        limits: args.limits.limits(),
-    })
+        limits,
+    }
 }
 
 /// The service clients Auth registers: those Products and Orders declare, with
 /// their secrets.
 pub fn service_clients(
-    args: &UpArgs,
+    products: &tokenmesh_products::ClientSecretArgs,
+    orders: &tokenmesh_orders::ClientSecretArgs,
     env: &Environment,
 ) -> Result<Vec<ClientCredentials>, StartError> {
-    Ok(vec![
-        args.products_secret.credentials(env)?,
-        args.orders_secret.credentials(env)?,
-    ])
+    Ok(vec![products.credentials(env)?, orders.credentials(env)?])
 }
 
 /// Binds `addr` for a gRPC server, with TLS when `up` serves it.
@@ -78,7 +98,7 @@ pub async fn start_auth(
     listener: Listener,
     http_addr: SocketAddr,
 ) -> Result<Running, StartError> {
-    let clients = service_clients(args, env)?;
+    let clients = service_clients(&args.products_secret, &args.orders_secret, env)?;
     let env = auth_environment(args, env);
     tokenmesh_auth::start(&args.auth, &env, &clients, listener, Some(http_addr)).await
 }

@@ -879,6 +879,7 @@ pub async fn http_exchange(addr: SocketAddr, request: &str) -> (String, String) 
 pub mod calls;
 mod child;
 pub mod files;
+pub mod replica;
 pub use child::{CHILD_DEADLINE, output_within_deadline};
 
 /// Runs each listed test — an `async fn(MeshBuilder)` in the calling module — on

@@ -5,7 +5,7 @@ use std::sync::Arc;
 
 use tokenmesh_proto::names::{audience, scope};
 use tokenmesh_server::{
-    AccessTokens, Addr, Environment, Gate, Listener, Running, ServiceClient, SigningKey,
+    AccessTokens, Environment, Gate, Listener, Peer, Running, ServiceClient, SigningKey,
     StartError, args::VerifyArgs,
 };
 
@@ -47,7 +47,7 @@ tokenmesh_server::client_secret_args! {
 #[derive(Debug, Clone)]
 pub struct Peers {
     /// Auth: its keys and revocation feed.
-    pub auth: Addr,
+    pub auth: Peer,
     /// The issuers' names (Products signs as `products_issuer`) and how often
     /// Auth's keys are refetched.
     pub verify: VerifyArgs,

@@ -878,7 +878,9 @@ pub async fn http_exchange(addr: SocketAddr, request: &str) -> (String, String) 
 
 pub mod calls;
 mod child;
+pub mod cluster;
 pub mod files;
+pub mod haproxy;
 pub mod replica;
 pub use child::{CHILD_DEADLINE, output_within_deadline};
 

@@ -22,6 +22,34 @@ pub enum StoreError {
     Contention(&'static str),
 }
 
+impl StoreError {
+    /// Whether the database was out of reach rather than the operation wrong: a
+    /// connection lost or refused (a restarted or failed-over server,
+    /// `pg_terminate_backend`), or no connection free in time. A retry may
+    /// succeed, so services answer it with UNAVAILABLE, not INTERNAL.
+    pub fn is_unavailable(&self) -> bool {
+        match self {
+            Self::Database(error) => match error {
+                sqlx::Error::Io(_) | sqlx::Error::PoolTimedOut | sqlx::Error::PoolClosed => true,
+                // SQLSTATE class 08 (connection exception) and 57P01–57P03
+                // (admin shutdown, crash shutdown, cannot connect now).
+                sqlx::Error::Database(error) => error
+                    .code()
+                    .is_some_and(|code| code.starts_with("08") || code.starts_with("57P0")),
+                _ => false,
+            },
+            Self::Migrate(_) | Self::Contention(_) => false,
+        }
+    }
+
+    /// The status of an unavailable database (see [`StoreError::is_unavailable`]),
+    /// logged once here.
+    pub fn unavailable_status(&self) -> tonic::Status {
+        tracing::warn!(error = %self, "database unavailable");
+        tonic::Status::unavailable("database unavailable; retry")
+    }
+}
+
 /// Opens a pool on `url` (`sqlite://…` or `postgres://…`). SQLite files are
 /// created if missing, readable by this user only, and switched to WAL, so
 /// readers never wait for a writer; deleted rows are overwritten

@@ -3,3 +3,5 @@
 //! HAProxy, through faults. Needs the binary built (`cargo build -p tokenmesh`).
 
 mod drain;
+mod faults;
+mod load;

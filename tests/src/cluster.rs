@@ -139,6 +139,9 @@ impl Cluster {
                 ],
             };
             args.extend(flags);
+            // Past HAProxy's check interval and timeout: a stopping replica
+            // leaves the rotation before it stops accepting.
+            args.extend(["--shutdown-delay".into(), "1s".into()]);
             // One after the other: the first creates what the others share.
             for i in 1..=n {
                 let replica =

@@ -89,7 +89,7 @@ defaults
     timeout connect 1s
     timeout client 60s
     timeout server 60s
-    timeout check 1s
+    timeout check 500ms
     # A request sent to a replica that died since its last check is sent to
     # another: only connection failures, before anything reached a server.
     retries 3
@@ -199,5 +199,12 @@ mod tests {
         assert!(hex.starts_with("505249202a20485454502f322e30")); // "PRI * HTTP/2.0"
         // The last frame: 5 bytes of DATA, END_STREAM, stream 1, an empty message.
         assert!(hex.ends_with(concat!("000005000100000001", "0000000000")));
+    }
+
+    #[test]
+    fn the_local_script_sends_the_same_check() {
+        let script = concat!(env!("CARGO_MANIFEST_DIR"), "/../deploy/local/replicas.sh");
+        let script = std::fs::read_to_string(script).expect("deploy/local/replicas.sh");
+        assert!(script.contains(&format!("CHECK={}\n", grpc_health_check_hex())));
     }
 }

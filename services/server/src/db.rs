@@ -163,3 +163,22 @@ pub fn appended<T>(result: Result<T, sqlx::Error>) -> Result<Option<T>, sqlx::Er
 pub fn is_unique_violation(error: &sqlx::Error) -> bool {
     matches!(error, sqlx::Error::Database(db) if db.is_unique_violation())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_lost_connection_is_unavailable_and_a_wrong_query_is_not() {
+        let lost = std::io::Error::from(std::io::ErrorKind::ConnectionReset);
+        assert!(StoreError::Database(sqlx::Error::Io(lost)).is_unavailable());
+        assert!(StoreError::Database(sqlx::Error::PoolTimedOut).is_unavailable());
+        assert!(!StoreError::Database(sqlx::Error::RowNotFound).is_unavailable());
+        assert!(!StoreError::Contention("orders").is_unavailable());
+        let status = StoreError::Database(sqlx::Error::PoolClosed).unavailable_status();
+        assert_eq!(
+            (status.code(), status.message()),
+            (tonic::Code::Unavailable, "database unavailable; retry")
+        );
+    }
+}

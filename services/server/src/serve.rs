@@ -62,8 +62,9 @@ impl<S> Servable for S where
 
 /// Serves `service` on `listener` (TLS if it says so) until `shutdown` resolves,
 /// within `limits`. Then, as Kubernetes expects of a pod it stops: health turns
-/// NOT_SERVING (the server, "", and `service`), the server stops accepting,
-/// in-flight calls finish, open streams end with `UNAVAILABLE`, and it returns. The auth layer's counters are
+/// NOT_SERVING (the server, "", and `service`); after `limits.shutdown_delay`
+/// the server stops accepting, in-flight calls finish, open streams end with
+/// `UNAVAILABLE`, and it returns. The auth layer's counters are
 /// registered in `metrics`. Health reports `service` as SERVING — when the
 /// layer's verifier follows a revocation feed, only while that feed is current
 /// (its silence is exported in `metrics`); reflection (v1 and v1alpha)
@@ -119,8 +120,11 @@ where
             .await;
         tracing::info!(
             service = S::NAME,
+            delay = ?limits.shutdown_delay,
             "stopping: health NOT_SERVING, draining in-flight calls, ending streams"
         );
+        // Still serving while load balancers see NOT_SERVING and move away.
+        tokio::time::sleep(limits.shutdown_delay).await;
         drain.start();
     };
 

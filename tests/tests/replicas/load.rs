@@ -194,7 +194,7 @@ impl Worker {
         };
         let placed_order: Order = retrying(shared, "PlaceOrder", place).await?;
         *placed += 1;
-        if *placed % 5 == 0 {
+        if placed.is_multiple_of(5) {
             // The same request again: the same order, never a second one.
             let again: Order = retrying(shared, "PlaceOrder", place).await?;
             if again.id != placed_order.id {

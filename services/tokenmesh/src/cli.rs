@@ -289,6 +289,7 @@ mod tests {
             "max-concurrent-streams",
             "max-header-list-size",
             "request-timeout",
+            "shutdown-delay",
             "tls-cert",
             "tls-client-ca",
             "tls-key",

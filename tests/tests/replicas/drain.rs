@@ -8,11 +8,29 @@ use tokenmesh_tests::{CHILD_DEADLINE, replica::Replica};
 use tonic::{Code, Request, Status, transport::Channel};
 use tonic_health::{
     ServingStatus,
-    pb::{HealthCheckRequest, health_client::HealthClient},
+    pb::{HealthCheckRequest, HealthCheckResponse, health_client::HealthClient},
 };
 
 /// A Login whose request message is held back until `released`: the call is
 /// open at the server (it holds a concurrency permit) until then.
+/// The watch's next message, failing at the deadline instead of hanging the
+/// suite (a server that never says NOT_SERVING, or never ends the stream).
+async fn next(
+    watch: &mut tonic::Streaming<HealthCheckResponse>,
+) -> Result<Option<HealthCheckResponse>, Status> {
+    tokio::time::timeout(CHILD_DEADLINE, watch.message())
+        .await
+        .expect("the watch answers before the deadline")
+}
+
+/// The limits' refusal of a call over `--max-concurrent-requests`.
+fn overloaded() -> (Code, String) {
+    (
+        Code::Unavailable,
+        "server overloaded; retry with backoff".to_owned(),
+    )
+}
+
 async fn held_login(
     channel: Channel,
     released: tokio::sync::oneshot::Receiver<()>,
@@ -71,36 +89,50 @@ async fn sigterm_turns_health_not_serving_then_drains_in_flight_calls_and_exits_
     let first = watch.message().await.expect("watch status").expect("one");
     assert_eq!(first.status, ServingStatus::Serving as i32);
 
-    let (release, released) = tokio::sync::oneshot::channel();
-    let login = tokio::spawn(held_login(channel.clone(), released));
-    // In flight at the server: its one permit is taken, so a check is shed.
+    // A Login held open at the server. It is in flight once it holds the one
+    // permit: then a check is shed. A check holding the permit when the login
+    // arrives sheds the login instead: then it is sent again.
     let start = tokio::time::Instant::now();
-    loop {
-        let checked = health.check(whole_server()).await;
-        match &checked {
-            Err(status)
-                if status.code() == Code::Unavailable
-                    && status.message() == "server overloaded; retry with backoff" =>
-            {
-                break;
+    let (release, login) = loop {
+        let (release, released) = tokio::sync::oneshot::channel();
+        let login = tokio::spawn(held_login(channel.clone(), released));
+        let in_flight = loop {
+            if login.is_finished() {
+                break false;
             }
-            _ => {}
+            match health.check(whole_server()).await {
+                Err(status) if (status.code(), status.message().to_owned()) == overloaded() => {
+                    break true;
+                }
+                _ => {}
+            }
+            assert!(
+                start.elapsed() < CHILD_DEADLINE,
+                "the login never got in flight"
+            );
+            tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+        };
+        if in_flight {
+            break (release, login);
         }
-        assert!(
-            start.elapsed() < CHILD_DEADLINE && !login.is_finished(),
-            "the held login is not in flight: last check {checked:?}, login finished: {}\n{}",
-            login.is_finished(),
-            auth.log()
+        let shed = login
+            .await
+            .expect("login task")
+            .expect_err("no message yet");
+        let shed = (shed.code(), shed.message().to_owned());
+        assert_eq!(
+            shed,
+            overloaded(),
+            "only a shed login ends before its message"
         );
-        tokio::time::sleep(std::time::Duration::from_millis(5)).await;
-    }
+    };
 
     auth.signal_terminate();
     // Health turns first, on the connection still open…
-    let next = watch.message().await.expect("watch status").expect("one");
-    assert_eq!(next.status, ServingStatus::NotServing as i32);
+    let turned = next(&mut watch).await.expect("watch status").expect("one");
+    assert_eq!(turned.status, ServingStatus::NotServing as i32);
     // …then the stream ends, so that it cannot hold the drain open.
-    let ended = watch.message().await.expect_err("the stream ends");
+    let ended = next(&mut watch).await.expect_err("the stream ends");
     assert_eq!(
         (ended.code(), ended.message()),
         (Code::Unavailable, "the server is shutting down")

@@ -33,8 +33,10 @@ done
 # Shared by every Auth replica: the key that seals the signing keys in the database.
 (umask 077; head -c 32 /dev/urandom | base64 > "$STATE/key-encryption-key")
 secret() { head -c 24 /dev/urandom | base64 | tr -d '/+='; }
-PRODUCTS_SECRET="$(secret)"
-ORDERS_SECRET="$(secret)"
+# In the environment, not on command lines other users can read (ps).
+TOKENMESH_PRODUCTS_CLIENT_SECRET="$(secret)"
+TOKENMESH_ORDERS_CLIENT_SECRET="$(secret)"
+export TOKENMESH_PRODUCTS_CLIENT_SECRET TOKENMESH_ORDERS_CLIENT_SECRET
 
 pids=()
 stop() {
@@ -58,7 +60,7 @@ start() { # start NAME ADDR ARGS… — one replica; returns once it serves
     local name="$1" addr="$2"; shift 2
     "$BIN" serve "$@" --listen "$addr" --shutdown-delay 1s >"$STATE/logs/$name.log" 2>&1 &
     pids+=("$!")
-    until grep -q "tokenmesh_server::serve: serving" "$STATE/logs/$name.log"; do
+    until grep -qs "tokenmesh_server::serve: serving" "$STATE/logs/$name.log"; do
         kill -0 "${pids[-1]}" 2>/dev/null || { cat "$STATE/logs/$name.log" >&2; exit 1; }
         sleep 0.1
     done
@@ -71,19 +73,17 @@ for i in $(seq 1 "$REPLICAS"); do
     start "auth-$i" "127.0.1.$i:50051" auth --demo \
         --data-dir "$STATE/auth" --database-url "$PG/tokenmesh_local_auth" \
         --key-encryption-key "$STATE/key-encryption-key" \
-        --products-client-secret "$PRODUCTS_SECRET" --orders-client-secret "$ORDERS_SECRET" \
         --refresh-rate-limit 0 --service-token-rate-limit 0
 done
 for i in $(seq 1 "$REPLICAS"); do
     start "products-$i" "127.0.2.$i:50052" products --demo \
         --data-dir "$STATE/products" --database-url "$PG/tokenmesh_local_products" \
-        --auth-url "$AUTH_REPLICAS" --products-client-secret "$PRODUCTS_SECRET"
+        --auth-url "$AUTH_REPLICAS"
 done
 for i in $(seq 1 "$REPLICAS"); do
     start "orders-$i" "127.0.3.$i:50053" orders \
         --data-dir "$STATE/orders" --database-url "$PG/tokenmesh_local_orders" \
-        --auth-url "$AUTH_REPLICAS" --products-url "$PRODUCTS_REPLICAS" \
-        --orders-client-secret "$ORDERS_SECRET"
+        --auth-url "$AUTH_REPLICAS" --products-url "$PRODUCTS_REPLICAS"
 done
 
 # HAProxy: HTTP/2 cleartext both sides, round-robin, and a real gRPC health
@@ -129,6 +129,12 @@ CFG
 } >"$STATE/haproxy.cfg"
 "$HAPROXY" -f "$STATE/haproxy.cfg" -db >"$STATE/logs/haproxy.log" 2>&1 &
 pids+=("$!")
+for port in 50051 50052 50053; do
+    until (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null; do
+        kill -0 "${pids[-1]}" 2>/dev/null || { cat "$STATE/logs/haproxy.log" >&2; exit 1; }
+        sleep 0.1
+    done
+done
 echo "HAProxy: auth 127.0.0.1:50051, products 127.0.0.1:50052, orders 127.0.0.1:50053"
 echo "logs in $STATE/logs; Ctrl-C stops everything"
 wait

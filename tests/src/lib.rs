@@ -879,7 +879,9 @@ pub async fn http_exchange(addr: SocketAddr, request: &str) -> (String, String) 
 pub mod calls;
 mod child;
 pub mod files;
+mod replica;
 pub use child::{CHILD_DEADLINE, output_within_deadline};
+pub use replica::Replica;
 
 /// Runs each listed test — an `async fn(MeshBuilder)` in the calling module — on
 /// SQLite and, when `TOKENMESH_TEST_DATABASE_URL` is set, on a fresh PostgreSQL

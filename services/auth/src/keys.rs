@@ -90,8 +90,11 @@ impl KeyRing {
         }
         if !vault.store.has_signing_key().await? {
             let (key, _) = SigningKey::generate_with(config.signing_algorithm)?;
-            vault.add(&key).await?;
-            tracing::info!(kid = key.kid(), "generated the first signing key");
+            if vault.add_first(&key).await? {
+                tracing::info!(kid = key.kid(), "generated the first signing key");
+            } else {
+                tracing::info!("another replica generated the first signing key: signing with it");
+            }
         }
         let state = vault.read(None).await?;
         Ok(Arc::new(Self {
@@ -186,6 +189,21 @@ impl Vault {
         Ok((added, expires))
     }
 
+    /// Stores `key`, sealed, as the first signing key; `false` if a key signs
+    /// already (another replica's, stored a moment ago).
+    async fn add_first(&self, key: &SigningKey) -> Result<bool, AuthServiceError> {
+        let sealed = self.kek.seal(key.kid(), key.pem().as_bytes())?;
+        let stored = NewSigningKey {
+            kid: key.kid(),
+            algorithm: key.algorithm().as_str(),
+            sealed_private_key: &sealed,
+        };
+        Ok(self
+            .store
+            .add_first_signing_key(stored, self.clock.now_unix())
+            .await?)
+    }
+
     /// The keys that sign or are published now; keys `current` holds are not
     /// decrypted again.
     async fn read(&self, current: Option<&RingState>) -> Result<RingState, AuthServiceError> {
@@ -237,19 +255,27 @@ fn check_kid(kid: &str, key: &SigningKey) -> Result<(), SigningKeyError> {
 }
 
 /// Auth's own published keys as a key source, so Auth verifies its tokens with
-/// the same machinery as every other service, rotation included.
+/// the same machinery as every other service, rotation included. Each fetch
+/// (scheduled, or on an unknown `kid`: a key another replica just rotated to)
+/// re-reads the store first, so this replica then signs with that key too.
 #[derive(Debug, Clone)]
 pub struct OwnKeys(pub Arc<KeyRing>);
 
 impl KeySource for OwnKeys {
     fn fetch(&self) -> BoxFuture<'_, Result<JwkSet, KeySourceError>> {
-        let keys = self
-            .0
-            .published()
-            .iter()
-            .filter_map(|jwk| jwk_to_jose(jwk).ok())
-            .collect();
-        async move { Ok(JwkSet { keys }) }.boxed()
+        async move {
+            if let Err(error) = self.0.reload().await {
+                tracing::warn!(%error, "reloading signing keys failed; keeping the last ones read");
+            }
+            let keys = self
+                .0
+                .published()
+                .iter()
+                .filter_map(|jwk| jwk_to_jose(jwk).ok())
+                .collect();
+            Ok(JwkSet { keys })
+        }
+        .boxed()
     }
 }
 

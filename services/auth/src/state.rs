@@ -149,6 +149,8 @@ impl AuthService {
         shutdown: impl Future<Output = ()> + Send,
     ) -> Result<(), tokenmesh_server::ServeError> {
         let maintenance = tokio::spawn(maintain(Arc::downgrade(&self.inner)));
+        // Other replicas' revocations reach this replica's own checks.
+        let own_revocations = self.inner.revocations.follow_table();
         let counters: Arc<dyn tokenmesh_server::metrics::Samples> = self.inner.counters.clone();
         metrics.register_samples(&counters);
         let inner = self.inner.clone();
@@ -164,6 +166,7 @@ impl AuthService {
         let result =
             tokenmesh_server::serve(listener, service, layer, metrics, limits, shutdown).await;
         maintenance.abort();
+        own_revocations.abort();
         result
     }
 }

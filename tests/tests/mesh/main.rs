@@ -12,6 +12,7 @@ mod jwks_http;
 mod keys;
 mod metrics;
 mod orders;
+mod replicas;
 mod security_exchange;
 mod security_feeds;
 mod security_keys;

@@ -3,6 +3,9 @@
 //! newest unretired key signs; a retired key stays published until
 //! `expires_at`. A key id, once stored, is never stored or activated again.
 
+use sqlx::{Any, Transaction};
+use tokenmesh_server::db::{appended, retry_feed_write};
+
 use super::{Store, StoreError};
 
 /// A stored signing key.
@@ -86,41 +89,71 @@ impl Store {
     /// Stores `key` and makes it the signing key from `now`, retiring the one
     /// that signed before: it stays published until `old_expires_at`. A key id
     /// stored before — signing, retired or expired — is left as it is: a retired
-    /// key never signs again.
+    /// key never signs again. The old key is retired before the new one is
+    /// inserted, so that the index allowing one signer settles a race with
+    /// another replica's rotation: the loser tries again, over the winner's key.
     pub async fn add_signing_key(
         &self,
         key: NewSigningKey<'_>,
         now: i64,
         old_expires_at: i64,
     ) -> Result<Added, StoreError> {
-        let mut tx = self.pool.begin().await?;
-        let inserted: Option<String> = sqlx::query_scalar(
-            "INSERT INTO signing_keys (kid, algorithm, sealed_private_key, created_at) \
-             VALUES ($1, $2, $3, $4) ON CONFLICT (kid) DO NOTHING RETURNING kid",
-        )
-        .bind(key.kid)
-        .bind(key.algorithm)
-        .bind(key.sealed_private_key)
-        .bind(now)
-        .fetch_optional(&mut *tx)
+        let added = retry_feed_write(|| async {
+            appended(self.try_add_signing_key(key, now, old_expires_at).await)
+        })
         .await?;
-        if inserted.is_none() {
-            tx.rollback().await?;
-            return Ok(Added::AlreadyStored);
-        }
+        added.ok_or(StoreError::Contention("signing_keys"))
+    }
+
+    async fn try_add_signing_key(
+        &self,
+        key: NewSigningKey<'_>,
+        now: i64,
+        old_expires_at: i64,
+    ) -> Result<Added, sqlx::Error> {
+        let mut tx = self.pool.begin().await?;
+        // The write first (SQLite's write lock up front); undone if the id was
+        // stored before.
         let retired: Vec<String> = sqlx::query_scalar(
             "UPDATE signing_keys SET retired_at = $1, expires_at = $2 \
-             WHERE retired_at IS NULL AND kid <> $3 RETURNING kid",
+             WHERE retired_at IS NULL RETURNING kid",
         )
         .bind(now)
         .bind(old_expires_at)
-        .bind(key.kid)
         .fetch_all(&mut *tx)
         .await?;
+        let stored: Option<String> =
+            sqlx::query_scalar("SELECT kid FROM signing_keys WHERE kid = $1")
+                .bind(key.kid)
+                .fetch_optional(&mut *tx)
+                .await?;
+        if stored.is_some() {
+            tx.rollback().await?;
+            return Ok(Added::AlreadyStored);
+        }
+        insert_signing_key(&mut tx, key, now).await?;
         tx.commit().await?;
         Ok(Added::Activated {
             retired: retired.into_iter().next(),
         })
+    }
+
+    /// Stores `key` as the first signing key, unless a key signs already —
+    /// possibly one another replica stored a moment ago: `false` then, and
+    /// that key is the one to sign with.
+    pub async fn add_first_signing_key(
+        &self,
+        key: NewSigningKey<'_>,
+        now: i64,
+    ) -> Result<bool, StoreError> {
+        let mut tx = self.pool.begin().await?;
+        let inserted = appended(insert_signing_key(&mut tx, key, now).await)?.is_some();
+        if inserted {
+            tx.commit().await?;
+        } else {
+            tx.rollback().await?;
+        }
+        Ok(inserted)
     }
 
     /// Keys stored before keys were sealed.
@@ -156,4 +189,24 @@ impl Store {
         }
         Ok(())
     }
+}
+
+/// Inserts `key` as the signing key; a unique violation (its id stored, or
+/// another key signing) comes back as is.
+async fn insert_signing_key(
+    tx: &mut Transaction<'_, Any>,
+    key: NewSigningKey<'_>,
+    now: i64,
+) -> Result<(), sqlx::Error> {
+    sqlx::query(
+        "INSERT INTO signing_keys (kid, algorithm, sealed_private_key, created_at) \
+         VALUES ($1, $2, $3, $4)",
+    )
+    .bind(key.kid)
+    .bind(key.algorithm)
+    .bind(key.sealed_private_key)
+    .bind(now)
+    .execute(&mut **tx)
+    .await?;
+    Ok(())
 }

@@ -98,10 +98,9 @@ impl Mesh {
             flags.extend(["--auth-database-url".into(), url]);
         }
         for client in ["products", "orders"] {
-            flags.extend([
-                format!("--{client}-client-secret"),
-                crate::client_secret(self, client),
-            ]);
+            // `=`: a random secret may start with `-`.
+            let secret = crate::client_secret(self, client);
+            flags.push(format!("--{client}-client-secret={secret}"));
         }
         if let Some(kek) = kek {
             flags.extend(["--key-encryption-key".into(), kek.display().to_string()]);

@@ -171,8 +171,8 @@ impl AuthService {
     }
 }
 
-/// Re-reads keys (rotation elsewhere) and prunes the revocation set, until Auth
-/// is gone.
+/// Re-reads keys (rotation elsewhere), prunes the revocation set and the login
+/// throttle's expired names, until Auth is gone.
 async fn maintain(inner: Weak<Inner>) {
     loop {
         let Some(strong) = inner.upgrade() else {
@@ -183,6 +183,9 @@ async fn maintain(inner: Weak<Inner>) {
             tracing::warn!(%error, "reloading signing keys failed");
         }
         strong.revocations.prune();
+        if let Err(error) = strong.users.prune_throttle().await {
+            tracing::warn!(%error, "pruning the login throttle failed");
+        }
         drop(strong);
         tokio::time::sleep(interval).await;
     }

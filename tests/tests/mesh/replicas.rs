@@ -11,14 +11,16 @@ use tokenmesh_proto::auth::v1::{
 use tokenmesh_server::KeyEncryptionKey;
 use tokenmesh_tests::calls::{assert_status, login, with_bearer};
 use tokenmesh_tests::{
-    MeshBuilder, Replica, TestDatabase, eventually, header_of, on_sqlite_and_postgres,
+    ManualClock, MeshBuilder, Replica, TestDatabase, eventually, header_of, on_sqlite_and_postgres,
 };
 use tonic::{Code, transport::Channel};
+use tonic_types::StatusExt;
 
 on_sqlite_and_postgres!(
     rotation_on_one_replica_is_seen_by_the_other,
     a_deactivated_admin_cannot_create_users_through_another_replica,
     a_replica_whose_key_encryption_key_cannot_open_the_keys_refuses_to_start,
+    failed_logins_split_across_replicas_hit_one_budget,
 );
 
 /// How long a test waits for something another replica wrote to arrive: a
@@ -227,5 +229,47 @@ async fn a_replica_whose_key_encryption_key_cannot_open_the_keys_refuses_to_star
             other.display()
         )
     );
+    mesh.shutdown().await;
+}
+
+/// The attack: guesses spread over two replicas, each of which counted only
+/// its own share, never reached the budget.
+async fn failed_logins_split_across_replicas_hit_one_budget(builder: MeshBuilder) {
+    const FREE_FAILURES: u32 = 4;
+    const DELAY: Duration = Duration::from_secs(60);
+    let clock = ManualClock::new();
+    let mesh = builder
+        .clock(clock.clone())
+        .login_throttle(FREE_FAILURES, DELAY)
+        .start()
+        .await;
+    let replica = mesh.start_auth_replica().await;
+    let mut replicas = [mesh.auth().await, replica.auth().await];
+    for guess in 0..FREE_FAILURES as usize {
+        assert_status(
+            login(&mut replicas[guess % 2], "Alice", "guess").await,
+            Code::Unauthenticated,
+            "invalid username or password",
+        );
+    }
+    for auth in &mut replicas {
+        let status = login(auth, "alice", "alice-demo")
+            .await
+            .expect_err("the budget is used up on every replica");
+        assert_eq!(
+            (status.code(), status.message()),
+            (
+                Code::ResourceExhausted,
+                "too many failed logins; retry later"
+            )
+        );
+        let retry = status.get_details_retry_info().expect("RetryInfo");
+        assert_eq!(retry.retry_delay, Some(DELAY), "on the mesh's clock");
+    }
+    clock.advance(DELAY);
+    login(&mut replicas[1], "alice", "alice-demo")
+        .await
+        .expect("the lock lapsed on the shared clock");
+    replica.stop().await;
     mesh.shutdown().await;
 }

@@ -15,6 +15,7 @@ mod clients;
 mod keys;
 mod revocations;
 mod sessions;
+mod throttle;
 mod users;
 
 use sqlx::AnyPool;
@@ -23,6 +24,7 @@ pub use clients::{DelegationRecord, ServiceClient};
 pub use keys::{Added, NewSigningKey, StoredKey};
 pub use revocations::{Epoch, Revocation};
 pub use sessions::{NewRefreshToken, SessionRules, Spend};
+pub use throttle::Reservation;
 pub use users::{NewUserRecord, UserRecord};
 
 pub use tokenmesh_server::db::StoreError;

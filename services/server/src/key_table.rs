@@ -1,12 +1,21 @@
-//! Signing keys, private keys sealed under the key-encryption key, so that every
-//! replica signs with the same key and a database dump alone yields none. The
-//! newest unretired key signs; a retired key stays published until
-//! `expires_at`. A key id, once stored, is never stored or activated again.
+//! A table of signing keys — Auth's, Products' grant keys — private keys sealed
+//! under the key-encryption key, so that every replica signs with the same key
+//! and a database dump alone yields none. The newest unretired key signs (a
+//! unique index allows one); a retired key stays published until `expires_at`.
+//! A key id, once stored, is never stored or activated again.
 
-use sqlx::{Any, Transaction};
-use tokenmesh_server::db::{appended, retry_feed_write};
+use sqlx::{Any, AnyPool, Transaction};
 
-use super::{Store, StoreError};
+use crate::db::{StoreError, appended, retry_feed_write};
+
+/// One service's signing-key table: `kid, algorithm, sealed_private_key,
+/// plaintext_pem, created_at, retired_at, expires_at`, with a unique index on
+/// `(retired_at IS NULL) WHERE retired_at IS NULL`.
+#[derive(Debug, Clone)]
+pub struct KeyTable {
+    pool: AnyPool,
+    table: &'static str,
+}
 
 /// A stored signing key.
 #[derive(Debug, Clone, sqlx::FromRow)]
@@ -41,7 +50,7 @@ pub struct NewSigningKey<'a> {
     pub sealed_private_key: &'a str,
 }
 
-/// What [`Store::add_signing_key`] did.
+/// What [`KeyTable::add_signing_key`] did.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Added {
     /// The key signs from now on; it retired this one, if any signed.
@@ -54,35 +63,40 @@ pub enum Added {
     AlreadyStored,
 }
 
-impl Store {
+impl KeyTable {
+    /// The table `table` in `pool`'s database.
+    pub fn new(pool: AnyPool, table: &'static str) -> Self {
+        Self { pool, table }
+    }
+
     /// Keys still signing or still published at `now`, newest first.
     pub async fn live_keys(&self, now: i64) -> Result<Vec<StoredKey>, StoreError> {
-        Ok(sqlx::query_as(
-            "SELECT kid, sealed_private_key, created_at, retired_at FROM signing_keys \
+        let sql = format!(
+            "SELECT kid, sealed_private_key, created_at, retired_at FROM {} \
              WHERE sealed_private_key IS NOT NULL AND (expires_at IS NULL OR expires_at > $1) \
              ORDER BY created_at DESC, kid",
-        )
-        .bind(now)
-        .fetch_all(&self.pool)
-        .await?)
+            self.table
+        );
+        Ok(sqlx::query_as(&sql).bind(now).fetch_all(&self.pool).await?)
     }
 
     /// Whether any key signs now.
     pub async fn has_signing_key(&self) -> Result<bool, StoreError> {
-        let signing: Option<String> =
-            sqlx::query_scalar("SELECT kid FROM signing_keys WHERE retired_at IS NULL LIMIT 1")
-                .fetch_optional(&self.pool)
-                .await?;
+        let sql = format!(
+            "SELECT kid FROM {} WHERE retired_at IS NULL LIMIT 1",
+            self.table
+        );
+        let signing: Option<String> = sqlx::query_scalar(&sql).fetch_optional(&self.pool).await?;
         Ok(signing.is_some())
     }
 
     /// Whether any key is stored sealed (under some key-encryption key).
     pub async fn has_sealed_keys(&self) -> Result<bool, StoreError> {
-        let sealed: Option<String> = sqlx::query_scalar(
-            "SELECT kid FROM signing_keys WHERE sealed_private_key IS NOT NULL LIMIT 1",
-        )
-        .fetch_optional(&self.pool)
-        .await?;
+        let sql = format!(
+            "SELECT kid FROM {} WHERE sealed_private_key IS NOT NULL LIMIT 1",
+            self.table
+        );
+        let sealed: Option<String> = sqlx::query_scalar(&sql).fetch_optional(&self.pool).await?;
         Ok(sealed.is_some())
     }
 
@@ -102,7 +116,7 @@ impl Store {
             appended(self.try_add_signing_key(key, now, old_expires_at).await)
         })
         .await?;
-        added.ok_or(StoreError::Contention("signing_keys"))
+        added.ok_or(StoreError::Contention(self.table))
     }
 
     async fn try_add_signing_key(
@@ -114,24 +128,26 @@ impl Store {
         let mut tx = self.pool.begin().await?;
         // The write first (SQLite's write lock up front); undone if the id was
         // stored before.
-        let retired: Vec<String> = sqlx::query_scalar(
-            "UPDATE signing_keys SET retired_at = $1, expires_at = $2 \
+        let retire = format!(
+            "UPDATE {} SET retired_at = $1, expires_at = $2 \
              WHERE retired_at IS NULL RETURNING kid",
-        )
-        .bind(now)
-        .bind(old_expires_at)
-        .fetch_all(&mut *tx)
-        .await?;
-        let stored: Option<String> =
-            sqlx::query_scalar("SELECT kid FROM signing_keys WHERE kid = $1")
-                .bind(key.kid)
-                .fetch_optional(&mut *tx)
-                .await?;
+            self.table
+        );
+        let retired: Vec<String> = sqlx::query_scalar(&retire)
+            .bind(now)
+            .bind(old_expires_at)
+            .fetch_all(&mut *tx)
+            .await?;
+        let find = format!("SELECT kid FROM {} WHERE kid = $1", self.table);
+        let stored: Option<String> = sqlx::query_scalar(&find)
+            .bind(key.kid)
+            .fetch_optional(&mut *tx)
+            .await?;
         if stored.is_some() {
             tx.rollback().await?;
             return Ok(Added::AlreadyStored);
         }
-        insert_signing_key(&mut tx, key, now).await?;
+        self.insert(&mut tx, key, now).await?;
         tx.commit().await?;
         Ok(Added::Activated {
             retired: retired.into_iter().next(),
@@ -147,7 +163,7 @@ impl Store {
         now: i64,
     ) -> Result<bool, StoreError> {
         let mut tx = self.pool.begin().await?;
-        let inserted = appended(insert_signing_key(&mut tx, key, now).await)?.is_some();
+        let inserted = appended(self.insert(&mut tx, key, now).await)?.is_some();
         if inserted {
             tx.commit().await?;
         } else {
@@ -156,24 +172,49 @@ impl Store {
         Ok(inserted)
     }
 
+    /// Inserts `key` as the signing key; a unique violation (its id stored, or
+    /// another key signing) comes back as is.
+    async fn insert(
+        &self,
+        tx: &mut Transaction<'_, Any>,
+        key: NewSigningKey<'_>,
+        now: i64,
+    ) -> Result<(), sqlx::Error> {
+        let sql = format!(
+            "INSERT INTO {} (kid, algorithm, sealed_private_key, created_at) \
+             VALUES ($1, $2, $3, $4)",
+            self.table
+        );
+        sqlx::query(&sql)
+            .bind(key.kid)
+            .bind(key.algorithm)
+            .bind(key.sealed_private_key)
+            .bind(now)
+            .execute(&mut **tx)
+            .await?;
+        Ok(())
+    }
+
     /// Keys stored before keys were sealed.
     pub async fn plaintext_keys(&self) -> Result<Vec<PlaintextKey>, StoreError> {
-        Ok(sqlx::query_as(
-            "SELECT kid, plaintext_pem FROM signing_keys WHERE plaintext_pem IS NOT NULL",
-        )
-        .fetch_all(&self.pool)
-        .await?)
+        let sql = format!(
+            "SELECT kid, plaintext_pem FROM {} WHERE plaintext_pem IS NOT NULL",
+            self.table
+        );
+        Ok(sqlx::query_as(&sql).fetch_all(&self.pool).await?)
     }
 
     /// Replaces the plaintext PEM of the key `kid` with its sealed form.
     pub async fn seal_plaintext_key(&self, kid: &str, sealed: &str) -> Result<(), StoreError> {
-        sqlx::query(
-            "UPDATE signing_keys SET sealed_private_key = $1, plaintext_pem = NULL WHERE kid = $2",
-        )
-        .bind(sealed)
-        .bind(kid)
-        .execute(&self.pool)
-        .await?;
+        let sql = format!(
+            "UPDATE {} SET sealed_private_key = $1, plaintext_pem = NULL WHERE kid = $2",
+            self.table
+        );
+        sqlx::query(&sql)
+            .bind(sealed)
+            .bind(kid)
+            .execute(&self.pool)
+            .await?;
         Ok(())
     }
 
@@ -189,24 +230,4 @@ impl Store {
         }
         Ok(())
     }
-}
-
-/// Inserts `key` as the signing key; a unique violation (its id stored, or
-/// another key signing) comes back as is.
-async fn insert_signing_key(
-    tx: &mut Transaction<'_, Any>,
-    key: NewSigningKey<'_>,
-    now: i64,
-) -> Result<(), sqlx::Error> {
-    sqlx::query(
-        "INSERT INTO signing_keys (kid, algorithm, sealed_private_key, created_at) \
-         VALUES ($1, $2, $3, $4)",
-    )
-    .bind(key.kid)
-    .bind(key.algorithm)
-    .bind(key.sealed_private_key)
-    .bind(now)
-    .execute(&mut **tx)
-    .await?;
-    Ok(())
 }

@@ -18,8 +18,32 @@ use crate::{Mesh, parse_up_args};
 #[derive(Debug)]
 pub struct Replica {
     server: Running,
-    http: Running,
+    /// Auth's HTTP routes (JWKS, discovery); `None` for Products.
+    http: Option<Running>,
     data_dir: tempfile::TempDir,
+}
+
+/// `up <flags> --data-dir <data_dir>` with `addr_flags` on free ports, parsed
+/// by the binary's own parser, and its environment on `clock`.
+fn replica_args(
+    data_dir: &Path,
+    flags: &[String],
+    addr_flags: &[&str],
+    clock: Option<SharedClock>,
+) -> Result<(tokenmesh::cli::UpArgs, tokenmesh_server::Environment), StartError> {
+    let mut argv: Vec<String> = vec!["up".into()];
+    argv.extend(flags.iter().cloned());
+    argv.extend(["--data-dir".into(), data_dir.display().to_string()]);
+    for flag in addr_flags {
+        argv.extend([format!("--{flag}"), "127.0.0.1:0".into()]);
+    }
+    let args = parse_up_args(&argv).expect("valid up flags");
+    let mut env = tokenmesh::mesh::environment(&args)?;
+    if let Some(clock) = clock {
+        env.clock = clock;
+    }
+    env.prepare_data_dir()?;
+    Ok((args, env))
 }
 
 impl Replica {
@@ -30,18 +54,7 @@ impl Replica {
         flags: &[String],
         clock: Option<SharedClock>,
     ) -> Result<Self, StartError> {
-        let mut argv: Vec<String> = vec!["up".into()];
-        argv.extend(flags.iter().cloned());
-        argv.extend(["--data-dir".into(), data_dir.path().display().to_string()]);
-        for flag in ["auth-addr", "http-addr"] {
-            argv.extend([format!("--{flag}"), "127.0.0.1:0".into()]);
-        }
-        let args = parse_up_args(&argv).expect("valid up flags");
-        let mut env = tokenmesh::mesh::environment(&args)?;
-        if let Some(clock) = clock {
-            env.clock = clock;
-        }
-        env.prepare_data_dir()?;
+        let (args, env) = replica_args(data_dir.path(), flags, &["auth-addr", "http-addr"], clock)?;
         let listener = tokenmesh::mesh::listener(&args, &args.auth_addr).await?;
         let http_listener = bind(&args.http_addr).await?;
         let http_addr = tokenmesh_server::start::local_addr(&http_listener)?;
@@ -49,9 +62,34 @@ impl Replica {
         let http = tokenmesh::mesh::serve_http(http_listener, &env, server.http_routes.take())?;
         Ok(Self {
             server,
-            http,
+            http: Some(http),
             data_dir,
         })
+    }
+
+    /// Starts Products as `tokenmesh up <flags>` would, in `data_dir`, on a
+    /// free port, on the database `database_url`, calling Auth at `auth`.
+    pub async fn start_products(
+        data_dir: tempfile::TempDir,
+        flags: &[String],
+        clock: Option<SharedClock>,
+        database_url: &str,
+        auth: SocketAddr,
+    ) -> Result<Self, StartError> {
+        let (args, mut env) = replica_args(data_dir.path(), flags, &["products-addr"], clock)?;
+        env.database_url = Some(database_url.to_owned());
+        let listener = tokenmesh::mesh::listener(&args, &args.products_addr).await?;
+        let server = tokenmesh::mesh::start_products(&args, &env, auth, listener).await?;
+        Ok(Self {
+            server,
+            http: None,
+            data_dir,
+        })
+    }
+
+    /// Whether the replica is ready (Products: Auth's revocations replayed).
+    pub fn is_ready(&self) -> bool {
+        self.server.is_ready()
     }
 
     /// Where the replica listens.
@@ -72,7 +110,9 @@ impl Replica {
     /// Stops the replica and waits for it.
     pub async fn stop(mut self) {
         self.server.stop().await.expect("replica stops");
-        self.http.stop().await.expect("replica's HTTP stops");
+        if let Some(http) = &mut self.http {
+            http.stop().await.expect("replica's HTTP stops");
+        }
     }
 }
 
@@ -87,7 +127,7 @@ impl Mesh {
         while let Some(arg) = argv.next() {
             match arg.as_str() {
                 // The replica's own data dir and ports.
-                "--data-dir" | "--auth-addr" | "--http-addr" => {
+                "--data-dir" | "--auth-addr" | "--products-addr" | "--http-addr" => {
                     argv.next();
                 }
                 _ => flags.push(arg.clone()),
@@ -106,6 +146,28 @@ impl Mesh {
             flags.extend(["--key-encryption-key".into(), kek.display().to_string()]);
         }
         flags
+    }
+
+    /// Starts another Products replica on this mesh's store (its SQLite file),
+    /// key-encryption key and clock, following this mesh's Auth.
+    pub async fn start_products_replica(&self) -> Replica {
+        let mut flags = self.auth_replica_flags(Some(&self.key_encryption_key()));
+        // Products' flags need no Auth database.
+        if let Some(at) = flags.iter().position(|flag| flag == "--auth-database-url") {
+            flags.drain(at..at + 2);
+        }
+        let url = tokenmesh_server::db::sqlite_url(&self.data_dir().join("products.db"));
+        let clock = self.inner().env.clock.clone();
+        let data_dir = tempfile::tempdir().expect("temp data dir");
+        let replica =
+            Replica::start_products(data_dir, &flags, Some(clock), &url, self.auth_addr())
+                .await
+                .expect("products replica starts");
+        crate::eventually(std::time::Duration::from_secs(30), || async {
+            replica.is_ready().then_some(())
+        })
+        .await;
+        replica
     }
 
     /// The key-encryption key Auth's data dir holds.

@@ -39,13 +39,9 @@ pub struct Args {
     /// Default: Auth generates its first key straight into the database.
     #[arg(long, env = "TOKENMESH_AUTH_SIGNING_KEY", value_name = "FILE")]
     pub auth_signing_key: Option<PathBuf>,
-    /// Key-encryption key: 32 random bytes in base64, mode 0600, e.g.
-    /// `(umask 077; openssl rand -base64 32 > FILE)`. Encrypts Auth's private
-    /// keys in its database (AES-256-GCM); every replica needs the same one.
-    /// Keep it out of database backups. Default: `key-encryption-key` in the data
-    /// dir, generated on first start.
-    #[arg(long, env = "TOKENMESH_KEY_ENCRYPTION_KEY_FILE", value_name = "FILE")]
-    pub key_encryption_key: Option<PathBuf>,
+    /// The key-encryption key (shared with Products in `tokenmesh up`).
+    #[command(flatten)]
+    pub kek: tokenmesh_server::args::KekArgs,
     /// Base URL where clients reach Auth's HTTP routes (e.g.
     /// `https://auth.example.com`): the discovery document's `jwks_uri` is built
     /// from it, never from request headers. Default: the HTTP listen address,
@@ -116,7 +112,7 @@ async fn open_with(
         .await
         .map_err(|error| store_error(error.into()))?;
     let kek = tokenmesh_server::key_ring::key_encryption_key(
-        args.key_encryption_key.as_deref(),
+        args.kek.key_encryption_key.as_deref(),
         &env.data_dir,
         KEY_ENCRYPTION_KEY_FILE,
         &store.signing_keys(),

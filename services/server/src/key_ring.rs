@@ -146,6 +146,23 @@ impl KeyRing {
         Ok(())
     }
 
+    /// Reloads every `interval` until the ring is dropped: rotation by another
+    /// replica is seen within an interval.
+    pub fn spawn_reloader(self: &Arc<Self>, interval: Duration) -> tokio::task::JoinHandle<()> {
+        let ring = Arc::downgrade(self);
+        tokio::spawn(async move {
+            loop {
+                tokio::time::sleep(interval).await;
+                let Some(ring) = ring.upgrade() else {
+                    return;
+                };
+                if let Err(error) = ring.reload().await {
+                    tracing::warn!(%error, "reloading signing keys failed");
+                }
+            }
+        })
+    }
+
     /// The key that signs now.
     pub fn signer(&self) -> Arc<SigningKey> {
         self.state.load().signer.clone()

@@ -220,6 +220,9 @@ pub struct ServeProductsArgs {
     /// Products' settings.
     #[command(flatten)]
     pub products: tokenmesh_products::Args,
+    /// The key-encryption key of its grant keys.
+    #[command(flatten)]
+    pub kek: tokenmesh_server::args::KekArgs,
     /// Its client secret.
     #[command(flatten)]
     pub secret: tokenmesh_products::ClientSecretArgs,

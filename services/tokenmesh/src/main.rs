@@ -134,9 +134,15 @@ async fn serve(command: ServeCommand) -> anyhow::Result<()> {
                 auth: args.follower.auth_url.clone(),
                 verify: args.follower.verify.clone(),
             };
-            let running =
-                tokenmesh_products::start(&args.products, &args.secret, &peers, &env, listener)
-                    .await?;
+            let running = tokenmesh_products::start(
+                &args.products,
+                &args.kek,
+                &args.secret,
+                &peers,
+                &env,
+                listener,
+            )
+            .await?;
             (running, env, http)
         }
         ServeCommand::Orders(args) => {

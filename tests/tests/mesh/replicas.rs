@@ -1,17 +1,23 @@
-//! Two replicas of Auth on one store agree on everything shared: one signing
-//! key set (generated once, under the store's one-signer index), rotation,
-//! revocations enforced by every replica's own checks, and one login throttle.
+//! Two replicas of a service on one store agree on everything shared: Auth's
+//! one signing key set (generated once, under the store's one-signer index),
+//! rotation, revocations enforced by every replica's own checks, one login
+//! throttle; Products' one set of grant keys.
 
 use std::time::Duration;
 
-use tokenmesh_proto::auth::v1::{
-    CreateUserRequest, DeactivateUserRequest, GetJwksRequest, RotateSigningKeyRequest,
-    auth_service_client::AuthServiceClient,
+use tokenmesh_proto::{
+    auth::v1::{
+        CreateUserRequest, DeactivateUserRequest, GetJwksRequest, RotateSigningKeyRequest,
+        auth_service_client::AuthServiceClient,
+    },
+    orders::v1::EntitlementSource,
+    products::v1::{ListProductsRequest, products_service_client::ProductsServiceClient},
 };
 use tokenmesh_server::KeyEncryptionKey;
 use tokenmesh_tests::calls::{assert_status, login, with_bearer};
 use tokenmesh_tests::{
-    ManualClock, MeshBuilder, Replica, TestDatabase, eventually, header_of, on_sqlite_and_postgres,
+    Bearer, ManualClock, Mesh, MeshBuilder, Replica, SourceKind, TestDatabase, eventually,
+    header_of, on_sqlite_and_postgres, order,
 };
 use tonic::{Code, transport::Channel};
 use tonic_types::StatusExt;
@@ -270,6 +276,58 @@ async fn failed_logins_split_across_replicas_hit_one_budget(builder: MeshBuilder
     login(&mut replicas[1], "alice", "alice-demo")
         .await
         .expect("the lock lapsed on the shared clock");
+    replica.stop().await;
+    mesh.shutdown().await;
+}
+
+/// Orders follows the first Products replica's keys; a grant the second one
+/// signed must verify there: before, each replica signed with a key of its
+/// own data dir, and the grant source silently never decided.
+#[tokio::test]
+async fn a_grant_from_another_products_replica_is_accepted_by_orders() {
+    let mesh = Mesh::builder()
+        .entitlement_sources(&[SourceKind::Grant])
+        .start()
+        .await;
+    let replica = mesh.start_products_replica().await;
+    let token = mesh.login("alice").await;
+    let mut second = ProductsServiceClient::with_interceptor(
+        Mesh::channel(replica.addr()).await,
+        Bearer::token(&token),
+    );
+    let grant = second
+        .list_products(ListProductsRequest::default())
+        .await
+        .expect("listed at replica 2")
+        .into_inner()
+        .entitlement_token;
+    assert_eq!(
+        kid_of(&grant),
+        mesh.products_minter().kid(),
+        "one grant key"
+    );
+    let jwks = second
+        .get_jwks(GetJwksRequest {})
+        .await
+        .expect("replica 2's keys")
+        .into_inner();
+    let first_jwks = mesh
+        .products(Bearer::token(&token))
+        .await
+        .get_jwks(GetJwksRequest {})
+        .await
+        .expect("replica 1's keys")
+        .into_inner();
+    assert_eq!(jwks, first_jwks, "both publish the same live keys");
+
+    let placed = mesh
+        .orders(Bearer::token(&token))
+        .await
+        .place_order(order("P-100", 1, "grant-from-replica-2", &grant))
+        .await
+        .expect("Orders verifies replica 2's grant")
+        .into_inner();
+    assert_eq!(placed.entitlement_source(), EntitlementSource::Grant);
     replica.stop().await;
     mesh.shutdown().await;
 }

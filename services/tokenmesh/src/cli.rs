@@ -327,6 +327,7 @@ mod tests {
                 "demo",
                 "grant-max-bytes",
                 "grant-version",
+                "key-encryption-key",
                 "key-refresh-interval",
                 "max-feed-silence",
                 "products-client-secret",

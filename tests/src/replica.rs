@@ -151,18 +151,24 @@ impl Mesh {
     /// Starts another Products replica on this mesh's store (its SQLite file),
     /// key-encryption key and clock, following this mesh's Auth.
     pub async fn start_products_replica(&self) -> Replica {
+        let url = tokenmesh_server::db::sqlite_url(&self.data_dir().join("products.db"));
+        self.start_products_on(&url).await
+    }
+
+    /// Starts a Products replica on the database `url` with this mesh's
+    /// key-encryption key, clock and client secret, following this mesh's
+    /// Auth; waits until it is ready.
+    pub async fn start_products_on(&self, url: &str) -> Replica {
         let mut flags = self.auth_replica_flags(Some(&self.key_encryption_key()));
         // Products' flags need no Auth database.
         if let Some(at) = flags.iter().position(|flag| flag == "--auth-database-url") {
             flags.drain(at..at + 2);
         }
-        let url = tokenmesh_server::db::sqlite_url(&self.data_dir().join("products.db"));
         let clock = self.inner().env.clock.clone();
         let data_dir = tempfile::tempdir().expect("temp data dir");
-        let replica =
-            Replica::start_products(data_dir, &flags, Some(clock), &url, self.auth_addr())
-                .await
-                .expect("products replica starts");
+        let replica = Replica::start_products(data_dir, &flags, Some(clock), url, self.auth_addr())
+            .await
+            .expect("products replica starts");
         crate::eventually(std::time::Duration::from_secs(30), || async {
             replica.is_ready().then_some(())
         })

@@ -331,3 +331,59 @@ async fn a_grant_from_another_products_replica_is_accepted_by_orders() {
     replica.stop().await;
     mesh.shutdown().await;
 }
+
+/// Two Products replicas started at once on the empty database `url` (the
+/// mesh's own Products is on SQLite in its data dir) publish one grant key, and
+/// each signs with it.
+async fn products_replicas_started_at_once_share_one_grant_key(mesh: &Mesh, url: &str) {
+    let (first, second) = tokio::join!(mesh.start_products_on(url), mesh.start_products_on(url));
+    let token = mesh.login("alice").await;
+    let mut kids = Vec::new();
+    for replica in [&first, &second] {
+        let mut products = ProductsServiceClient::with_interceptor(
+            Mesh::channel(replica.addr()).await,
+            Bearer::token(&token),
+        );
+        let jwks = products
+            .get_jwks(GetJwksRequest {})
+            .await
+            .expect("keys")
+            .into_inner();
+        let published: Vec<String> = jwks.keys.into_iter().map(|key| key.kid).collect();
+        let grant = products
+            .list_products(ListProductsRequest::default())
+            .await
+            .expect("listed")
+            .into_inner()
+            .entitlement_token;
+        assert_eq!(published, [kid_of(&grant)], "one key, and it signs");
+        kids.push(kid_of(&grant));
+    }
+    assert_eq!(kids[0], kids[1], "both replicas sign with one key");
+    first.stop().await;
+    second.stop().await;
+}
+
+#[tokio::test]
+async fn products_replicas_started_at_once_on_an_empty_sqlite_database_share_one_grant_key() {
+    let mesh = Mesh::start().await;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let url = tokenmesh_server::db::sqlite_url(&dir.path().join("products.db"));
+    // Migrated but empty: sqlx takes no lock to migrate an SQLite file.
+    tokenmesh_products::Store::open(&url)
+        .await
+        .expect("migrated");
+    products_replicas_started_at_once_share_one_grant_key(&mesh, &url).await;
+    mesh.shutdown().await;
+}
+
+#[tokio::test]
+async fn products_replicas_started_at_once_on_an_empty_postgres_database_share_one_grant_key() {
+    let Some(database) = TestDatabase::create().await else {
+        return;
+    };
+    let mesh = Mesh::start().await;
+    products_replicas_started_at_once_share_one_grant_key(&mesh, &database.url).await;
+    mesh.shutdown().await;
+    database.drop_database().await;
+}

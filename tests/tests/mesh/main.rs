@@ -13,6 +13,7 @@ mod keys;
 mod metrics;
 mod orders;
 mod replicas;
+mod replicas_products;
 mod security_exchange;
 mod security_feeds;
 mod security_keys;

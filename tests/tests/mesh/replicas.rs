@@ -1,23 +1,18 @@
-//! Two replicas of a service on one store agree on everything shared: Auth's
-//! one signing key set (generated once, under the store's one-signer index),
-//! rotation, revocations enforced by every replica's own checks, one login
-//! throttle; Products' one set of grant keys.
+//! Two Auth replicas on one store agree on everything shared: one signing key
+//! set (generated once, under the store's one-signer index), rotation,
+//! revocations enforced by every replica's own checks, one login throttle.
+//! Products' grant keys: `replicas_products`.
 
 use std::time::Duration;
 
-use tokenmesh_proto::{
-    auth::v1::{
-        CreateUserRequest, DeactivateUserRequest, GetJwksRequest, RotateSigningKeyRequest,
-        auth_service_client::AuthServiceClient,
-    },
-    orders::v1::EntitlementSource,
-    products::v1::{ListProductsRequest, products_service_client::ProductsServiceClient},
+use tokenmesh_proto::auth::v1::{
+    CreateUserRequest, DeactivateUserRequest, GetJwksRequest, RotateSigningKeyRequest,
+    auth_service_client::AuthServiceClient,
 };
 use tokenmesh_server::KeyEncryptionKey;
 use tokenmesh_tests::calls::{assert_status, login, with_bearer};
 use tokenmesh_tests::{
-    Bearer, ManualClock, Mesh, MeshBuilder, Replica, SourceKind, TestDatabase, eventually,
-    header_of, on_sqlite_and_postgres, order,
+    ManualClock, MeshBuilder, Replica, TestDatabase, eventually, header_of, on_sqlite_and_postgres,
 };
 use tonic::{Code, transport::Channel};
 use tonic_types::StatusExt;
@@ -31,9 +26,9 @@ on_sqlite_and_postgres!(
 
 /// How long a test waits for something another replica wrote to arrive: a
 /// bound for what never arrives, not a speed goal.
-const DEADLINE: Duration = Duration::from_secs(60);
+pub(crate) const DEADLINE: Duration = Duration::from_secs(60);
 
-fn kid_of(token: &str) -> String {
+pub(crate) fn kid_of(token: &str) -> String {
     header_of(token)["kid"].as_str().expect("kid").to_owned()
 }
 
@@ -278,112 +273,4 @@ async fn failed_logins_split_across_replicas_hit_one_budget(builder: MeshBuilder
         .expect("the lock lapsed on the shared clock");
     replica.stop().await;
     mesh.shutdown().await;
-}
-
-/// Orders follows the first Products replica's keys; a grant the second one
-/// signed must verify there: before, each replica signed with a key of its
-/// own data dir, and the grant source silently never decided.
-#[tokio::test]
-async fn a_grant_from_another_products_replica_is_accepted_by_orders() {
-    let mesh = Mesh::builder()
-        .entitlement_sources(&[SourceKind::Grant])
-        .start()
-        .await;
-    let replica = mesh.start_products_replica().await;
-    let token = mesh.login("alice").await;
-    let mut second = ProductsServiceClient::with_interceptor(
-        Mesh::channel(replica.addr()).await,
-        Bearer::token(&token),
-    );
-    let grant = second
-        .list_products(ListProductsRequest::default())
-        .await
-        .expect("listed at replica 2")
-        .into_inner()
-        .entitlement_token;
-    assert_eq!(
-        kid_of(&grant),
-        mesh.products_minter().kid(),
-        "one grant key"
-    );
-    let jwks = second
-        .get_jwks(GetJwksRequest {})
-        .await
-        .expect("replica 2's keys")
-        .into_inner();
-    let first_jwks = mesh
-        .products(Bearer::token(&token))
-        .await
-        .get_jwks(GetJwksRequest {})
-        .await
-        .expect("replica 1's keys")
-        .into_inner();
-    assert_eq!(jwks, first_jwks, "both publish the same live keys");
-
-    let placed = mesh
-        .orders(Bearer::token(&token))
-        .await
-        .place_order(order("P-100", 1, "grant-from-replica-2", &grant))
-        .await
-        .expect("Orders verifies replica 2's grant")
-        .into_inner();
-    assert_eq!(placed.entitlement_source(), EntitlementSource::Grant);
-    replica.stop().await;
-    mesh.shutdown().await;
-}
-
-/// Two Products replicas started at once on the empty database `url` (the
-/// mesh's own Products is on SQLite in its data dir) publish one grant key, and
-/// each signs with it.
-async fn products_replicas_started_at_once_share_one_grant_key(mesh: &Mesh, url: &str) {
-    let (first, second) = tokio::join!(mesh.start_products_on(url), mesh.start_products_on(url));
-    let token = mesh.login("alice").await;
-    let mut kids = Vec::new();
-    for replica in [&first, &second] {
-        let mut products = ProductsServiceClient::with_interceptor(
-            Mesh::channel(replica.addr()).await,
-            Bearer::token(&token),
-        );
-        let jwks = products
-            .get_jwks(GetJwksRequest {})
-            .await
-            .expect("keys")
-            .into_inner();
-        let published: Vec<String> = jwks.keys.into_iter().map(|key| key.kid).collect();
-        let grant = products
-            .list_products(ListProductsRequest::default())
-            .await
-            .expect("listed")
-            .into_inner()
-            .entitlement_token;
-        assert_eq!(published, [kid_of(&grant)], "one key, and it signs");
-        kids.push(kid_of(&grant));
-    }
-    assert_eq!(kids[0], kids[1], "both replicas sign with one key");
-    first.stop().await;
-    second.stop().await;
-}
-
-#[tokio::test]
-async fn products_replicas_started_at_once_on_an_empty_sqlite_database_share_one_grant_key() {
-    let mesh = Mesh::start().await;
-    let dir = tempfile::tempdir().expect("tempdir");
-    let url = tokenmesh_server::db::sqlite_url(&dir.path().join("products.db"));
-    // Migrated but empty: sqlx takes no lock to migrate an SQLite file.
-    tokenmesh_products::Store::open(&url)
-        .await
-        .expect("migrated");
-    products_replicas_started_at_once_share_one_grant_key(&mesh, &url).await;
-    mesh.shutdown().await;
-}
-
-#[tokio::test]
-async fn products_replicas_started_at_once_on_an_empty_postgres_database_share_one_grant_key() {
-    let Some(database) = TestDatabase::create().await else {
-        return;
-    };
-    let mesh = Mesh::start().await;
-    products_replicas_started_at_once_share_one_grant_key(&mesh, &database.url).await;
-    mesh.shutdown().await;
-    database.drop_database().await;
 }

@@ -159,14 +159,8 @@ impl Mesh {
     /// key-encryption key, clock and client secret, following this mesh's
     /// Auth; waits until it is ready.
     pub async fn start_products_on(&self, url: &str) -> Replica {
-        let mut flags = self.auth_replica_flags(Some(&self.key_encryption_key()));
-        // Products' flags need no Auth database.
-        if let Some(at) = flags.iter().position(|flag| flag == "--auth-database-url") {
-            flags.drain(at..at + 2);
-        }
-        let clock = self.inner().env.clock.clone();
-        let data_dir = tempfile::tempdir().expect("temp data dir");
-        let replica = Replica::start_products(data_dir, &flags, Some(clock), url, self.auth_addr())
+        let replica = self
+            .try_start_products_on(url, &self.key_encryption_key())
             .await
             .expect("products replica starts");
         crate::eventually(std::time::Duration::from_secs(30), || async {
@@ -174,6 +168,24 @@ impl Mesh {
         })
         .await;
         replica
+    }
+
+    /// Starts a Products replica on the database `url` with the key-encryption
+    /// key `kek` and this mesh's clock and client secret, following this mesh's
+    /// Auth; the error if it refuses.
+    pub async fn try_start_products_on(
+        &self,
+        url: &str,
+        kek: &Path,
+    ) -> Result<Replica, StartError> {
+        let mut flags = self.auth_replica_flags(Some(kek));
+        // Products' flags need no Auth database.
+        if let Some(at) = flags.iter().position(|flag| flag == "--auth-database-url") {
+            flags.drain(at..at + 2);
+        }
+        let clock = self.inner().env.clock.clone();
+        let data_dir = tempfile::tempdir().expect("temp data dir");
+        Replica::start_products(data_dir, &flags, Some(clock), url, self.auth_addr()).await
     }
 
     /// The key-encryption key Auth's data dir holds.

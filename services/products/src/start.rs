@@ -82,12 +82,13 @@ pub async fn open_keys(
 ) -> Result<Arc<KeyRing>, StartError> {
     let legacy_path = env.data_dir.join(LEGACY_GRANT_KEY_FILE);
     let legacy = load_if_present(&legacy_path)?;
+    let database = tokenmesh_server::db::redacted(&env.database_url("products.db"));
     let key_error = |error: KeyRingError| match error {
         KeyRingError::KeyEncryption(error) => StartError::KeyEncryptionKey(error),
         KeyRingError::Signing(error) => StartError::SigningKey(error),
         error => StartError::Store {
             service: audience::PRODUCTS,
-            database: "grant keys".into(),
+            database: database.clone(),
             source: error.into(),
         },
     };

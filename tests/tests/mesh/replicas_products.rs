@@ -175,3 +175,26 @@ async fn products_replicas_started_at_once_on_an_empty_postgres_database_share_o
     mesh.shutdown().await;
     database.drop_database().await;
 }
+
+#[tokio::test]
+async fn a_products_replica_whose_key_encryption_key_cannot_open_the_grant_keys_refuses_to_start() {
+    let mesh = Mesh::start().await;
+    let kek_dir = tempfile::tempdir().expect("tempdir");
+    let other = kek_dir.path().join("other-kek");
+    tokenmesh_server::KeyEncryptionKey::create(&other).expect("kek");
+    let url = tokenmesh_server::db::sqlite_url(&mesh.data_dir().join("products.db"));
+    let error = mesh
+        .try_start_products_on(&url, &other)
+        .await
+        .expect_err("another key-encryption key");
+    assert_eq!(
+        error.to_string(),
+        format!(
+            "signing key {}: cannot be decrypted with the key-encryption key {}: not the \
+             key that encrypted it, or the stored key was altered",
+            mesh.products_minter().kid(),
+            other.display()
+        )
+    );
+    mesh.shutdown().await;
+}

@@ -22,7 +22,7 @@ use sqlx::AnyPool;
 pub use clients::{DelegationRecord, ServiceClient};
 pub use revocations::{Epoch, Revocation};
 pub use sessions::{NewRefreshToken, SessionRules, Spend};
-pub use throttle::Reservation;
+pub use throttle::{Lock, Reservation};
 pub use users::{NewUserRecord, UserRecord};
 
 pub use tokenmesh_server::db::StoreError;

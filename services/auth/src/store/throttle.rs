@@ -5,6 +5,19 @@
 
 use super::{Store, StoreError};
 
+/// How a failure locks a name.
+#[derive(Debug, Clone, Copy)]
+pub struct Lock {
+    /// Now, Unix milliseconds.
+    pub now_ms: i64,
+    /// Failures allowed before each failure locks.
+    pub free_failures: i64,
+    /// The delay of the first failure that locks, in milliseconds.
+    pub first_delay_ms: i64,
+    /// The longest delay, in milliseconds.
+    pub max_delay_ms: i64,
+}
+
 /// The times and limits of one reservation.
 #[derive(Debug, Clone, Copy)]
 pub struct Reservation {
@@ -31,14 +44,16 @@ impl Store {
     ) -> Result<bool, StoreError> {
         let reserved: Option<String> = sqlx::query_scalar(
             "INSERT INTO login_throttle \
-                 (name_hash, failures, in_flight, reserved_at, locked_until, expires_at) \
-             VALUES ($1, 0, 1, $2, 0, $6) \
+                 (name_hash, failures, in_flight, reserved_at, delay_ms, locked_until, expires_at) \
+             VALUES ($1, 0, 1, $2, 0, 0, $6) \
              ON CONFLICT (name_hash) DO UPDATE SET \
                  failures = CASE WHEN login_throttle.expires_at <= $2 THEN 0 \
                             ELSE login_throttle.failures END, \
                  in_flight = CASE WHEN login_throttle.expires_at <= $2 \
                                     OR login_throttle.reserved_at < $5 THEN 1 \
                              ELSE login_throttle.in_flight + 1 END, \
+                 delay_ms = CASE WHEN login_throttle.expires_at <= $2 THEN 0 \
+                            ELSE login_throttle.delay_ms END, \
                  locked_until = CASE WHEN login_throttle.expires_at <= $2 THEN 0 \
                                 ELSE login_throttle.locked_until END, \
                  reserved_at = $2, \
@@ -72,32 +87,35 @@ impl Store {
         Ok(until.unwrap_or(0))
     }
 
-    /// Settles an attempt as failed: the failures since the last success,
-    /// this one included.
-    pub async fn login_attempt_failed(&self, name_hash: &str) -> Result<i64, StoreError> {
-        let failures: Option<i64> = sqlx::query_scalar(
+    /// Settles an attempt as failed, in one statement (no reservation slips in
+    /// between the count and its lock): once the free failures are used up,
+    /// each failure locks the name for `lock.first_delay_ms`, then twice the
+    /// last delay, up to `lock.max_delay_ms`. The delay imposed, if any
+    /// (milliseconds; 0: none).
+    pub async fn login_attempt_failed(
+        &self,
+        name_hash: &str,
+        lock: Lock,
+    ) -> Result<i64, StoreError> {
+        const DELAY: &str = "CASE WHEN failures + 1 < $3 THEN 0 \
+             WHEN delay_ms = 0 THEN $4 \
+             WHEN delay_ms * 2 > $5 THEN $5 ELSE delay_ms * 2 END";
+        let delay: Option<i64> = sqlx::query_scalar(&format!(
             "UPDATE login_throttle SET failures = failures + 1, \
-                 in_flight = CASE WHEN in_flight > 0 THEN in_flight - 1 ELSE 0 END \
-             WHERE name_hash = $1 RETURNING failures",
-        )
+                 in_flight = CASE WHEN in_flight > 0 THEN in_flight - 1 ELSE 0 END, \
+                 delay_ms = {DELAY}, \
+                 locked_until = CASE WHEN failures + 1 < $3 THEN locked_until \
+                                ELSE $2 + ({DELAY}) END \
+             WHERE name_hash = $1 RETURNING delay_ms"
+        ))
         .bind(name_hash)
+        .bind(lock.now_ms)
+        .bind(lock.free_failures)
+        .bind(lock.first_delay_ms)
+        .bind(lock.max_delay_ms)
         .fetch_optional(&self.pool)
         .await?;
-        Ok(failures.unwrap_or(1))
-    }
-
-    /// Locks `name_hash` until `until` (Unix milliseconds), unless it is
-    /// locked longer already.
-    pub async fn lock_login(&self, name_hash: &str, until: i64) -> Result<(), StoreError> {
-        sqlx::query(
-            "UPDATE login_throttle SET locked_until = $2 \
-             WHERE name_hash = $1 AND locked_until < $2",
-        )
-        .bind(name_hash)
-        .bind(until)
-        .execute(&self.pool)
-        .await?;
-        Ok(())
+        Ok(delay.unwrap_or(0))
     }
 
     /// Settles an attempt: a success (`failures` and the lock forgotten) or a
@@ -111,6 +129,7 @@ impl Store {
             "UPDATE login_throttle SET \
                  in_flight = CASE WHEN in_flight > 0 THEN in_flight - 1 ELSE 0 END, \
                  failures = CASE WHEN $2 = 1 THEN 0 ELSE failures END, \
+                 delay_ms = CASE WHEN $2 = 1 THEN 0 ELSE delay_ms END, \
                  locked_until = CASE WHEN $2 = 1 THEN 0 ELSE locked_until END \
              WHERE name_hash = $1",
         )

@@ -15,7 +15,7 @@ use tokenmesh_interceptor::SharedClock;
 
 use crate::{
     config::secs,
-    store::{Reservation, Store, StoreError},
+    store::{Lock, Reservation, Store, StoreError},
 };
 
 /// How throttling behaves.
@@ -120,23 +120,28 @@ impl Attempt {
     /// Counts a failure; returns the delay it imposes, if any.
     pub async fn failed(mut self) -> Result<Option<Duration>, StoreError> {
         self.settled = true;
-        let failures = self.store.login_attempt_failed(&self.name_hash).await?;
-        let over = failures - i64::from(self.config.free_failures);
-        if over < 0 {
-            return Ok(None);
-        }
-        let over = u32::try_from(over.min(20)).unwrap_or(20);
-        let delay = self
-            .config
+        let config = self.config;
+        // The first failure that locks is the `max(free, 1)`-th: it waits
+        // `base_delay` doubled once per failure past the free ones.
+        let first_over = config.free_failures.max(1) - config.free_failures;
+        let first = config
             .base_delay
-            .saturating_mul(2u32.saturating_pow(over))
-            .min(self.config.max_delay);
-        let now_ms = self.clock.now_unix().saturating_mul(1000);
-        let delay_ms = i64::try_from(delay.as_millis()).unwrap_or(i64::MAX);
-        self.store
-            .lock_login(&self.name_hash, now_ms.saturating_add(delay_ms))
+            .saturating_mul(2u32.saturating_pow(first_over))
+            .min(config.max_delay);
+        let lock = Lock {
+            now_ms: self.clock.now_unix().saturating_mul(1000),
+            free_failures: i64::from(config.free_failures),
+            first_delay_ms: millis(first),
+            max_delay_ms: millis(config.max_delay),
+        };
+        let delay = self
+            .store
+            .login_attempt_failed(&self.name_hash, lock)
             .await?;
-        Ok(Some(delay))
+        Ok(u64::try_from(delay)
+            .ok()
+            .filter(|ms| *ms > 0)
+            .map(Duration::from_millis))
     }
 
     /// Forgets the name's failures after a success.
@@ -173,6 +178,10 @@ pub(crate) fn key(name: &str) -> Key {
         hasher.update(c.encode_utf8(&mut buffer).as_bytes());
     }
     hasher.finalize().into()
+}
+
+fn millis(duration: Duration) -> i64 {
+    i64::try_from(duration.as_millis()).unwrap_or(i64::MAX)
 }
 
 /// [`key`] in hex, as the store keeps it.

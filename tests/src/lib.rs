@@ -249,10 +249,12 @@ impl MeshBuilder {
             argv,
             args,
             auth_key_pem: String::new(),
+            products_key_pem: String::new(),
         };
         // Auth keeps its key only in its database, encrypted: read it as
-        // `tokenmesh keys rotate` would open it.
+        // `tokenmesh keys rotate` would open it; Products' grant key too.
         mesh.auth_key_pem = mesh.auth_offline().await.signing_key().pem().to_owned();
+        mesh.products_key_pem = mesh.products_keys().await.signer().pem().to_owned();
         mesh.wait_for_replica().await;
         mesh
     }
@@ -277,6 +279,8 @@ pub struct Mesh {
     args: UpArgs,
     /// The key Auth signed with when the mesh started (PKCS#8 PEM).
     auth_key_pem: String,
+    /// The key Products signed grants with when the mesh started.
+    products_key_pem: String,
 }
 
 impl Mesh {
@@ -432,9 +436,23 @@ impl Mesh {
         Minter::from_pem(&self.auth_key_pem)
     }
 
-    /// A minter holding Products' real grant key.
+    /// A minter holding Products' real grant key (the one it signed with when
+    /// the mesh started).
     pub fn products_minter(&self) -> Minter {
-        Minter::from_pem_file(&self.data_dir.path().join("products-signing-key.pem"))
+        Minter::from_pem(&self.products_key_pem)
+    }
+
+    /// Products' grant keys, read from its database beside the running
+    /// Products.
+    pub async fn products_keys(&self) -> Arc<tokenmesh_server::KeyRing> {
+        let env = &self.inner().env;
+        let store = tokenmesh_products::Store::open(&env.database_url("products.db"))
+            .await
+            .expect("opens Products' store");
+        let config = tokenmesh_products::ProductsConfig::new(PRODUCTS_ISSUER);
+        tokenmesh_products::open_keys(&self.args.auth.kek, env, &store, &config)
+            .await
+            .expect("opens Products' grant keys")
     }
 
     /// The mesh's `/metrics` text, from its own registry (other meshes in this
@@ -879,7 +897,9 @@ pub async fn http_exchange(addr: SocketAddr, request: &str) -> (String, String) 
 pub mod calls;
 mod child;
 pub mod files;
+mod replica;
 pub use child::{CHILD_DEADLINE, output_within_deadline};
+pub use replica::Replica;
 
 /// Runs each listed test — an `async fn(MeshBuilder)` in the calling module — on
 /// SQLite and, when `TOKENMESH_TEST_DATABASE_URL` is set, on a fresh PostgreSQL

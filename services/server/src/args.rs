@@ -21,6 +21,19 @@ pub struct StorageArgs {
     pub database_url: Option<String>,
 }
 
+/// The key that encrypts a service's private keys in its database.
+#[derive(Debug, Clone, Default, Args)]
+pub struct KekArgs {
+    /// Key-encryption key: 32 random bytes in base64, mode 0600, e.g.
+    /// `(umask 077; openssl rand -base64 32 > FILE)`. Encrypts the service's
+    /// private keys in its database (AES-256-GCM); every replica needs the same
+    /// one, and a replica whose key cannot open the stored keys refuses to
+    /// start. Keep it out of database backups. Default: `key-encryption-key` in
+    /// the data dir, generated on first start while the database holds no key.
+    #[arg(long, env = "TOKENMESH_KEY_ENCRYPTION_KEY_FILE", value_name = "FILE")]
+    pub key_encryption_key: Option<PathBuf>,
+}
+
 /// `iss` of Auth's access tokens: Auth signs it, every verifier checks it.
 #[derive(Debug, Clone, Args)]
 #[command(next_help_heading = "Tokens")]

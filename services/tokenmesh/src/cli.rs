@@ -43,6 +43,22 @@ pub enum KeysCommand {
     /// seconds, verifiers on the first token it signs. The old key stays published
     /// until every token it signed has expired.
     Rotate(KeysArgs),
+    /// Start signing Products' entitlement grants with a new key now; running
+    /// Products replicas pick it up within seconds, Orders on the first grant
+    /// it signs. The old key stays published until every grant it signed has
+    /// expired.
+    RotateGrantKey(GrantKeysArgs),
+}
+
+/// Where Products' grant keys are stored.
+#[derive(Debug, Clone, Args)]
+pub struct GrantKeysArgs {
+    /// Products' data dir and database.
+    #[command(flatten)]
+    pub storage: StorageArgs,
+    /// The key-encryption key the grant keys are sealed under.
+    #[command(flatten)]
+    pub kek: tokenmesh_server::args::KekArgs,
 }
 
 /// Where Auth's keys are stored.
@@ -220,6 +236,9 @@ pub struct ServeProductsArgs {
     /// Products' settings.
     #[command(flatten)]
     pub products: tokenmesh_products::Args,
+    /// The key-encryption key of its grant keys.
+    #[command(flatten)]
+    pub kek: tokenmesh_server::args::KekArgs,
     /// Its client secret.
     #[command(flatten)]
     pub secret: tokenmesh_products::ClientSecretArgs,
@@ -324,6 +343,7 @@ mod tests {
                 "demo",
                 "grant-max-bytes",
                 "grant-version",
+                "key-encryption-key",
                 "key-refresh-interval",
                 "max-feed-silence",
                 "products-client-secret",

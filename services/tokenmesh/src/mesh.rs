@@ -114,7 +114,16 @@ pub async fn start_products(
         auth: peer(args, auth),
         verify: verify_args(args),
     };
-    tokenmesh_products::start(&args.products, &args.products_secret, &peers, env, listener).await
+    // One process, one data dir: Products shares Auth's key-encryption key.
+    tokenmesh_products::start(
+        &args.products,
+        &args.auth.kek,
+        &args.products_secret,
+        &peers,
+        env,
+        listener,
+    )
+    .await
 }
 
 /// Starts Orders on `listener`, calling Auth at `auth` and Products at `products`.

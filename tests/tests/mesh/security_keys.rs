@@ -125,7 +125,6 @@ async fn a_key_or_secret_file_open_to_others_is_refused_naming_it() {
     let dir = mesh.data_dir();
     mesh.stop().await;
     for name in [
-        "products-signing-key.pem",
         "products-client-secret",
         "orders-client-secret",
         "key-encryption-key",

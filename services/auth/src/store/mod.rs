@@ -12,17 +12,17 @@
 //! decode from an integer column, so flags such as `users.active` stay `i64`.
 
 mod clients;
-mod keys;
 mod revocations;
 mod sessions;
+mod throttle;
 mod users;
 
 use sqlx::AnyPool;
 
 pub use clients::{DelegationRecord, ServiceClient};
-pub use keys::{Added, NewSigningKey, StoredKey};
 pub use revocations::{Epoch, Revocation};
 pub use sessions::{NewRefreshToken, SessionRules, Spend};
+pub use throttle::{Lock, Reservation};
 pub use users::{NewUserRecord, UserRecord};
 
 pub use tokenmesh_server::db::StoreError;
@@ -34,6 +34,11 @@ pub struct Store {
 }
 
 impl Store {
+    /// The signing keys' table, for the key ring.
+    pub fn signing_keys(&self) -> tokenmesh_server::KeyTable {
+        tokenmesh_server::KeyTable::new(self.pool.clone(), "signing_keys")
+    }
+
     /// Connects to `database_url` and brings the schema up to date.
     pub async fn open(database_url: &str) -> Result<Self, StoreError> {
         let pool = tokenmesh_server::db::connect(database_url).await?;

@@ -154,6 +154,11 @@ pub struct Written {
 }
 
 impl Store {
+    /// The grant keys' table, for the key ring.
+    pub fn grant_keys(&self) -> tokenmesh_server::KeyTable {
+        tokenmesh_server::KeyTable::new(self.pool.clone(), "grant_signing_keys")
+    }
+
     /// Connects to `database_url` and brings the schema up to date.
     pub async fn open(database_url: &str) -> Result<Self, StoreError> {
         let pool = tokenmesh_server::db::connect(database_url).await?;

@@ -112,7 +112,7 @@ async fn open_with(
         .await
         .map_err(|error| store_error(error.into()))?;
     let kek = tokenmesh_server::key_ring::key_encryption_key(
-        args.kek.key_encryption_key.as_deref(),
+        &args.kek,
         &env.data_dir,
         KEY_ENCRYPTION_KEY_FILE,
         &store.signing_keys(),

@@ -93,14 +93,9 @@ pub async fn open_keys(
         },
     };
     let table = store.grant_keys();
-    let kek = key_encryption_key(
-        kek.key_encryption_key.as_deref(),
-        &env.data_dir,
-        KEY_ENCRYPTION_KEY_FILE,
-        &table,
-    )
-    .await
-    .map_err(key_error)?;
+    let kek = key_encryption_key(kek, &env.data_dir, KEY_ENCRYPTION_KEY_FILE, &table)
+        .await
+        .map_err(key_error)?;
     let ring = RingConfig {
         algorithm: SigningAlgorithm::EdDSA,
         publish_retired_for: config.grant_ttl + RETIRED_KEY_GRACE,

@@ -32,6 +32,36 @@ pub struct KekArgs {
     /// the data dir, generated on first start while the database holds no key.
     #[arg(long, env = "TOKENMESH_KEY_ENCRYPTION_KEY_FILE", value_name = "FILE")]
     pub key_encryption_key: Option<PathBuf>,
+    /// The key-encryption key itself (32 random bytes in base64), for where a
+    /// file is awkward: a Kubernetes Secret handed over as an environment
+    /// variable. Give it in the variable, not the flag: a flag's value is
+    /// visible to every local user in the process list.
+    #[arg(
+        long,
+        env = "TOKENMESH_KEY_ENCRYPTION_KEY",
+        value_name = "BASE64",
+        hide_env_values = true,
+        conflicts_with = "key_encryption_key"
+    )]
+    pub key_encryption_key_base64: Option<KekText>,
+}
+
+/// A key-encryption key given as text: never shown by `Debug`.
+#[derive(Clone)]
+pub struct KekText(pub String);
+
+impl std::fmt::Debug for KekText {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("KekText(***)")
+    }
+}
+
+impl std::str::FromStr for KekText {
+    type Err = std::convert::Infallible;
+
+    fn from_str(text: &str) -> Result<Self, Self::Err> {
+        Ok(Self(text.to_owned()))
+    }
 }
 
 /// `iss` of Auth's access tokens: Auth signs it, every verifier checks it.

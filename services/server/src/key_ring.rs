@@ -313,17 +313,22 @@ fn check_kid(kid: &str, key: &SigningKey) -> Result<(), SigningKeyError> {
     )))
 }
 
-/// The key-encryption key in `given` (a flag), or the one in `data_dir`'s
-/// `file` — generated there only while `table` holds no sealed key: a database
-/// copied without its KEK, or a replica started in a data dir of its own, is
-/// refused rather than handed a key that cannot open what is stored.
+/// The key-encryption key `args` give (a file, or the key itself in
+/// `TOKENMESH_KEY_ENCRYPTION_KEY`), or the one in `data_dir`'s `file` —
+/// generated there only while `table` holds no sealed key: a database copied
+/// without its KEK, or a replica started in a data dir of its own, is refused
+/// rather than handed a key that cannot open what is stored.
 pub async fn key_encryption_key(
-    given: Option<&Path>,
+    args: &crate::args::KekArgs,
     data_dir: &Path,
     file: &str,
     table: &KeyTable,
 ) -> Result<KeyEncryptionKey, KeyRingError> {
-    if let Some(path) = given {
+    if let Some(text) = &args.key_encryption_key_base64 {
+        let source = Path::new("$TOKENMESH_KEY_ENCRYPTION_KEY");
+        return Ok(KeyEncryptionKey::from_base64(&text.0, source)?);
+    }
+    if let Some(path) = &args.key_encryption_key {
         return Ok(KeyEncryptionKey::load(path)?);
     }
     let path = data_dir.join(file);

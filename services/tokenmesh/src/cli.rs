@@ -87,7 +87,12 @@ pub struct UpArgs {
     /// metrics, `/metrics`.
     #[arg(long, env = "TOKENMESH_HTTP_ADDR", default_value = "127.0.0.1:8080")]
     pub http_addr: Addr,
-    /// Auth's database (`postgres://…`). Default: SQLite in the data dir.
+    /// The database of all three services (`postgres://…`), each in its own
+    /// schema: `auth`, `products`, `orders`. Default: SQLite in the data dir.
+    #[arg(long, env = "TOKENMESH_DATABASE_URL")]
+    pub database_url: Option<String>,
+    /// Auth's database, instead of `--database-url` (`postgres://…`, schema
+    /// `auth`). Default: `--database-url`, or SQLite in the data dir.
     #[arg(long, env = "TOKENMESH_AUTH_DATABASE_URL")]
     pub auth_database_url: Option<String>,
     /// `iss` of access tokens.

@@ -9,6 +9,11 @@
 #[path = "mesh/main.rs"]
 mod mesh;
 
+/// What only PostgreSQL has: schemas shared in one database.
+#[cfg(postgres_suite)]
+#[path = "postgres/schemas.rs"]
+mod schemas;
+
 /// Without a PostgreSQL server there is nothing to run: say so (CI must have one).
 #[cfg(not(postgres_suite))]
 #[test]

@@ -130,3 +130,37 @@ async fn replicas_of_every_service_opening_one_empty_database_at_once_all_come_u
     assert_one_schema_per_service(url).await;
     database.drop_database().await;
 }
+
+/// The schemas in the database at `url`, of those the services use.
+async fn service_schemas(url: &str) -> Vec<String> {
+    let mut connection = PgConnection::connect(url).await.expect("connects");
+    let schemas = sqlx::query_scalar(
+        "SELECT nspname::text FROM pg_namespace \
+         WHERE nspname IN ('auth', 'products', 'orders') ORDER BY nspname",
+    )
+    .fetch_all(&mut connection)
+    .await
+    .expect("schemas");
+    connection.close().await.expect("closes");
+    schemas
+}
+
+#[tokio::test]
+async fn auth_database_url_moves_auth_alone_to_another_database() {
+    let auth_database = TestDatabase::create()
+        .await
+        .expect("the PostgreSQL suite has a server");
+    let mesh = Mesh::builder()
+        .auth_database_url(Some(auth_database.url.clone()))
+        .start()
+        .await;
+    mesh.login("alice").await;
+    let shared = mesh
+        .database_url()
+        .expect("the PostgreSQL suite")
+        .to_owned();
+    assert_eq!(service_schemas(&shared).await, ["orders", "products"]);
+    assert_eq!(service_schemas(&auth_database.url).await, ["auth"]);
+    mesh.shutdown().await;
+    auth_database.drop_database().await;
+}

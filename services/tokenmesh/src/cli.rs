@@ -89,7 +89,7 @@ pub struct UpArgs {
     pub http_addr: Addr,
     /// The database of all three services (`postgres://…`), each in its own
     /// schema: `auth`, `products`, `orders`. Default: SQLite in the data dir.
-    #[arg(long, env = "TOKENMESH_DATABASE_URL")]
+    #[arg(long, env = "TOKENMESH_DATABASE_URL", value_parser = shared_database_url)]
     pub database_url: Option<String>,
     /// Auth's database, instead of `--database-url` (`postgres://…`, schema
     /// `auth`). Default: `--database-url`, or SQLite in the data dir.
@@ -125,6 +125,20 @@ pub struct UpArgs {
     /// Orders' client secret.
     #[command(flatten)]
     pub orders_secret: tokenmesh_orders::ClientSecretArgs,
+}
+
+/// `up --database-url`: PostgreSQL only. SQLite has no schemas, so three
+/// services in one file would mix their tables and migration histories.
+fn shared_database_url(url: &str) -> Result<String, String> {
+    if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+        Ok(url.to_owned())
+    } else {
+        Err(
+            "the three services share it, each in its own schema: give a postgres:// URL \
+             (for SQLite leave it out: each service gets its own file in the data dir)"
+                .to_owned(),
+        )
+    }
 }
 
 /// `tokenmesh serve …`: one service per process, for running split.
@@ -263,6 +277,28 @@ mod tests {
     #[test]
     fn the_command_line_is_well_formed() {
         Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn up_shares_only_a_postgresql_database_between_the_services() {
+        let up = |url: &str| {
+            Cli::try_parse_from(["tokenmesh", "up", "--database-url", url]).map(|cli| {
+                match cli.command {
+                    Command::Up(args) => args.database_url,
+                    _ => None,
+                }
+            })
+        };
+        let url = "postgres://tokenmesh@db/tokenmesh";
+        assert_eq!(up(url).expect("accepted"), Some(url.to_owned()));
+        let refused = up("sqlite://mesh.db").expect_err("SQLite refused");
+        assert_eq!(refused.kind(), clap::error::ErrorKind::ValueValidation);
+        assert!(
+            refused.to_string().contains(
+                "the three services share it, each in its own schema: give a postgres:// URL"
+            ),
+            "{refused}"
+        );
     }
 
     fn long_flags(path: &[&str]) -> Vec<String> {

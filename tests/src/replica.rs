@@ -133,7 +133,7 @@ impl Mesh {
                 _ => flags.push(arg.clone()),
             }
         }
-        if self.args.auth_database_url.is_none() {
+        if self.args.auth_database_url.is_none() && self.args.database_url.is_none() {
             let url = tokenmesh_server::db::sqlite_url(&self.data_dir().join("auth.db"));
             flags.extend(["--auth-database-url".into(), url]);
         }
@@ -148,11 +148,19 @@ impl Mesh {
         flags
     }
 
-    /// Starts another Products replica on this mesh's store (its SQLite file),
-    /// key-encryption key and clock, following this mesh's Auth.
+    /// Starts another Products replica on this mesh's store (its PostgreSQL
+    /// database, or its SQLite file), key-encryption key and clock, following
+    /// this mesh's Auth.
     pub async fn start_products_replica(&self) -> Replica {
-        let url = tokenmesh_server::db::sqlite_url(&self.data_dir().join("products.db"));
-        self.start_products_on(&url).await
+        self.start_products_on(&self.products_database_url()).await
+    }
+
+    /// Products' database: the mesh's PostgreSQL database, or its SQLite file.
+    pub fn products_database_url(&self) -> String {
+        match self.database_url() {
+            Some(url) => url.to_owned(),
+            None => tokenmesh_server::db::sqlite_url(&self.data_dir().join("products.db")),
+        }
     }
 
     /// Starts a Products replica on the database `url` with this mesh's

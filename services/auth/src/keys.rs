@@ -100,7 +100,7 @@ mod tests {
             include_str!("../migrations/0001_users_and_refresh_tokens.sql"),
         )
         .expect("first migration");
-        let pool = connect(url).await.expect("connects");
+        let pool = connect(url, crate::store::SCHEMA).await.expect("connects");
         Migrator::new(migrations.as_path())
             .await
             .expect("migrator")

@@ -16,7 +16,10 @@ pub struct StorageArgs {
     /// Where keys, secrets and the SQLite database live (created 0700).
     #[arg(long, env = "TOKENMESH_DATA_DIR", default_value = "./tokenmesh-data")]
     pub data_dir: PathBuf,
-    /// Database URL (`sqlite://…` or `postgres://…`). Default: SQLite in the data dir.
+    /// Database URL (`sqlite://…` or `postgres://…`). Default: SQLite in the data
+    /// dir. On PostgreSQL the service keeps its tables in a schema named after it
+    /// (`auth`, `products`, `orders`), so every service (and every replica) may
+    /// be given the same database.
     #[arg(long, env = "TOKENMESH_DATABASE_URL")]
     pub database_url: Option<String>,
 }

@@ -23,6 +23,8 @@ pub mod sealing;
 mod serve;
 mod signing;
 pub mod start;
+#[cfg(feature = "testing")]
+pub mod testing;
 pub mod tls;
 pub mod validate;
 

@@ -9,7 +9,7 @@ use tokenmesh_proto::{
 };
 use tokenmesh_tests::{Bearer, Mesh, SourceKind, TestDatabase, eventually, order};
 
-use crate::replicas::{DEADLINE, kid_of};
+use super::replicas::{DEADLINE, kid_of};
 
 /// Orders follows the first Products replica's keys; a grant the second one
 /// signed must verify there: before, each replica signed with a key of its
@@ -182,7 +182,7 @@ async fn a_products_replica_whose_key_encryption_key_cannot_open_the_grant_keys_
     let kek_dir = tempfile::tempdir().expect("tempdir");
     let other = kek_dir.path().join("other-kek");
     tokenmesh_server::KeyEncryptionKey::create(&other).expect("kek");
-    let url = tokenmesh_server::db::sqlite_url(&mesh.data_dir().join("products.db"));
+    let url = mesh.products_database_url();
     let error = mesh
         .try_start_products_on(&url, &other)
         .await

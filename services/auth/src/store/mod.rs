@@ -27,6 +27,10 @@ pub use users::{NewUserRecord, UserRecord};
 
 pub use tokenmesh_server::db::StoreError;
 
+/// Auth's PostgreSQL schema: its tables and migrations live there, so it can
+/// share a database with the other services.
+pub const SCHEMA: &str = "auth";
+
 /// Auth's storage.
 #[derive(Debug, Clone)]
 pub struct Store {
@@ -39,9 +43,10 @@ impl Store {
         tokenmesh_server::KeyTable::new(self.pool.clone(), "signing_keys")
     }
 
-    /// Connects to `database_url` and brings the schema up to date.
+    /// Connects to `database_url` and brings the schema up to date (on
+    /// PostgreSQL, in the schema [`SCHEMA`]).
     pub async fn open(database_url: &str) -> Result<Self, StoreError> {
-        let pool = tokenmesh_server::db::connect(database_url).await?;
+        let pool = tokenmesh_server::db::connect(database_url, SCHEMA).await?;
         sqlx::migrate!("./migrations").run(&pool).await?;
         Ok(Self { pool })
     }

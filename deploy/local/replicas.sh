@@ -30,7 +30,8 @@ for service in auth products orders; do
     psql -q "$PG/postgres" -c "DROP DATABASE IF EXISTS tokenmesh_local_$service WITH (FORCE)"
     psql -q "$PG/postgres" -c "CREATE DATABASE tokenmesh_local_$service"
 done
-# Shared by every Auth replica: the key that seals the signing keys in the database.
+# Shared by every Auth and Products replica: the key that seals their signing
+# keys in the database.
 (umask 077; head -c 32 /dev/urandom | base64 > "$STATE/key-encryption-key")
 secret() { head -c 24 /dev/urandom | base64 | tr -d '/+='; }
 # In the environment, not on command lines other users can read (ps).
@@ -68,7 +69,7 @@ start() { # start NAME ADDR ARGS… — one replica; returns once it serves
 }
 
 # One after the other: the first replica of a service creates what the others
-# share (Auth's signing key in the database, Products' grant key in its data dir).
+# share (the signing keys in the database, the demo data).
 for i in $(seq 1 "$REPLICAS"); do
     start "auth-$i" "127.0.1.$i:50051" auth --demo \
         --data-dir "$STATE/auth" --database-url "$PG/tokenmesh_local_auth" \
@@ -78,6 +79,7 @@ done
 for i in $(seq 1 "$REPLICAS"); do
     start "products-$i" "127.0.2.$i:50052" products --demo \
         --data-dir "$STATE/products" --database-url "$PG/tokenmesh_local_products" \
+        --key-encryption-key "$STATE/key-encryption-key" \
         --auth-url "$AUTH_REPLICAS"
 done
 for i in $(seq 1 "$REPLICAS"); do

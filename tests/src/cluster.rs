@@ -19,7 +19,7 @@ use tonic_health::{
 use crate::{
     CHILD_DEADLINE, TestDatabase,
     haproxy::{Backend, Proxy, free_port},
-    replica::Replica,
+    replica_process::ReplicaProcess,
 };
 
 /// The three services, in the order they start.
@@ -56,7 +56,7 @@ impl Service {
 #[derive(Debug)]
 pub struct Cluster {
     /// Replicas per service, indexed by [`Service`].
-    replicas: [Vec<Replica>; 3],
+    replicas: [Vec<ReplicaProcess>; 3],
     frontends: [SocketAddr; 3],
     /// The proxy in front.
     pub proxy: Proxy,
@@ -75,7 +75,8 @@ impl Cluster {
         }
         let dir = tempfile::tempdir().expect("tempdir");
         let path = |name: &str| dir.path().join(name).display().to_string();
-        // Every Auth replica must seal and unseal the same signing keys.
+        // Every replica of Auth (and of Products) must seal and unseal the same
+        // signing keys.
         let kek = path("key-encryption-key");
         let key = base64::Engine::encode(
             &base64::engine::general_purpose::STANDARD,
@@ -91,8 +92,8 @@ impl Cluster {
             next_ip += 1;
             IpAddr::V4(Ipv4Addr::new(127, 0, 0, next_ip - 1))
         };
-        let mut replicas: [Vec<Replica>; 3] = Default::default();
-        let list = |replicas: &[Replica]| {
+        let mut replicas: [Vec<ReplicaProcess>; 3] = Default::default();
+        let list = |replicas: &[ReplicaProcess]| {
             let addrs: Vec<String> = replicas.iter().map(|r| r.addr.to_string()).collect();
             addrs.join(",")
         };
@@ -101,8 +102,8 @@ impl Cluster {
             let mut args = vec![
                 name.to_owned(),
                 "--data-dir".into(),
-                // Shared by the service's replicas: Products' grant key is
-                // still a file (one replica creates it, the others read it).
+                // Shared by the service's replicas (nothing in it is needed
+                // once keys live in the database; harmless until then).
                 path(name),
                 "--database-url".into(),
                 databases[service.index()].url.clone(),
@@ -124,6 +125,9 @@ impl Cluster {
                 ],
                 Service::Products => vec![
                     "--demo".into(),
+                    // Its grant keys are sealed in its database under it too.
+                    "--key-encryption-key".into(),
+                    kek.clone(),
                     "--auth-url".into(),
                     list(&replicas[0]),
                     "--products-client-secret".into(),
@@ -145,7 +149,8 @@ impl Cluster {
             // One after the other: the first creates what the others share.
             for i in 1..=n {
                 let replica =
-                    Replica::start(&format!("{name}-{i}"), dir.path(), args.clone(), ip()).await;
+                    ReplicaProcess::start(&format!("{name}-{i}"), dir.path(), args.clone(), ip())
+                        .await;
                 replica.wait_serving().await;
                 replicas[service.index()].push(replica);
             }
@@ -174,17 +179,17 @@ impl Cluster {
     }
 
     /// The replicas of `service`.
-    pub fn replicas(&self, service: Service) -> &[Replica] {
+    pub fn replicas(&self, service: Service) -> &[ReplicaProcess] {
         &self.replicas[service.index()]
     }
 
-    /// Replica `i` of `service`.
-    pub fn replica(&mut self, service: Service, i: usize) -> &mut Replica {
+    /// ReplicaProcess `i` of `service`.
+    pub fn replica(&mut self, service: Service, i: usize) -> &mut ReplicaProcess {
         &mut self.replicas[service.index()][i]
     }
 
     /// Every replica of every service.
-    pub fn all(&self) -> impl Iterator<Item = &Replica> {
+    pub fn all(&self) -> impl Iterator<Item = &ReplicaProcess> {
         self.replicas.iter().flatten()
     }
 
@@ -233,15 +238,18 @@ impl Cluster {
     pub async fn terminate_database_connections(&self) -> i64 {
         let mut terminated = 0;
         for database in &self.databases {
-            let mut admin = <sqlx::AnyConnection as sqlx::Connection>::connect(&database.admin_url)
+            let url = database.url.split('?').next().unwrap_or_default();
+            let name = url.rsplit('/').next().unwrap_or_default();
+            let mut connection = <sqlx::AnyConnection as sqlx::Connection>::connect(&database.url)
                 .await
                 .expect("PostgreSQL reachable");
+            // Every other connection to the database: the services' pools.
             let (count,): (i64,) = sqlx::query_as(
                 "SELECT COUNT(pg_terminate_backend(pid)) FROM pg_stat_activity \
                  WHERE datname = $1 AND pid <> pg_backend_pid()",
             )
-            .bind(&database.name)
-            .fetch_one(&mut admin)
+            .bind(name)
+            .fetch_one(&mut connection)
             .await
             .expect("pg_terminate_backend");
             terminated += count;

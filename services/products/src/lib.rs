@@ -13,10 +13,12 @@ mod terms;
 
 pub use error::ProductsError;
 pub use service::{ProductsConfig, ProductsService};
-pub use store::{ChangeRecord, EntitlementRecord, FeedChange, ProductRecord, Store, StoreError};
+pub use store::{
+    ChangeRecord, EntitlementRecord, FeedChange, ProductRecord, SCHEMA, Store, StoreError,
+};
 pub use terms::Terms;
 // Kept for the crates that name them here; their home is `tokenmesh_proto::names`.
-pub use start::{Args, ClientSecretArgs, Peers, SERVICE_CLIENT, start};
+pub use start::{Args, ClientSecretArgs, Peers, SERVICE_CLIENT, open_keys, start};
 pub use tokenmesh_proto::names::{
     GRANT_TOKEN_TYPE,
     scope::{

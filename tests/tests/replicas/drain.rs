@@ -4,7 +4,7 @@
 use std::net::{IpAddr, Ipv4Addr};
 
 use tokenmesh_proto::auth::v1::{LoginRequest, TokenResponse};
-use tokenmesh_tests::{CHILD_DEADLINE, replica::Replica};
+use tokenmesh_tests::{CHILD_DEADLINE, replica_process::ReplicaProcess};
 use tonic::{Code, Request, Status, transport::Channel};
 use tonic_health::{
     ServingStatus,
@@ -75,7 +75,7 @@ async fn sigterm_turns_health_not_serving_then_drains_in_flight_calls_and_exits_
     ];
     let args = args.into_iter().map(String::from).collect();
     let localhost = IpAddr::V4(Ipv4Addr::LOCALHOST);
-    let mut auth = Replica::start("auth", dir.path(), args, localhost).await;
+    let mut auth = ReplicaProcess::start("auth", dir.path(), args, localhost).await;
     auth.wait_serving().await;
 
     let channel = auth.channel();

@@ -17,7 +17,7 @@ use tokenmesh_tests::{
     calls::with_bearer,
     cluster::{Cluster, Service},
     eventually,
-    replica::Replica,
+    replica_process::ReplicaProcess,
 };
 use tonic::{Code, Status};
 
@@ -189,7 +189,7 @@ async fn deactivated_user_is_refused_by_every_replica(cluster: &Cluster) -> std:
     start.elapsed()
 }
 
-fn followers(cluster: &Cluster) -> impl Iterator<Item = &Replica> {
+fn followers(cluster: &Cluster) -> impl Iterator<Item = &ReplicaProcess> {
     cluster
         .replicas(Service::Products)
         .iter()
@@ -197,7 +197,7 @@ fn followers(cluster: &Cluster) -> impl Iterator<Item = &Replica> {
 }
 
 /// Whether `replica` (Products or Orders, asked directly) accepts `token`.
-async fn accepts(replica: &Replica, token: &str) -> Result<(), Status> {
+async fn accepts(replica: &ReplicaProcess, token: &str) -> Result<(), Status> {
     if replica.name.starts_with("products") {
         let mut products = ProductsServiceClient::new(replica.channel());
         let request = with_bearer(ListProductsRequest::default(), token);

@@ -4,6 +4,8 @@
 
 use sqlx::{Any, Transaction};
 
+use tokenmesh_server::db::lock_feed;
+
 use super::{Store, StoreError};
 
 /// One revocation of the feed.
@@ -54,13 +56,15 @@ impl Store {
 }
 
 /// Appends a subject revocation at `MAX(seq) + 1` (inside a cut-off's
-/// transaction). A concurrent writer may take the same number: the unique
-/// violation comes back as is, for the caller to retry.
+/// transaction, as its last write: see [`lock_feed`]). A concurrent writer may
+/// still take the same number: the unique violation comes back as is, for the
+/// caller to retry.
 pub(super) async fn append_subject(
     tx: &mut Transaction<'_, Any>,
     subject: &str,
     epoch: Epoch,
 ) -> Result<(), sqlx::Error> {
+    lock_feed(tx, "revocations").await?;
     sqlx::query(
         "INSERT INTO revocations (seq, subject, jti, not_before, forget_after) \
          SELECT COALESCE(MAX(seq), 0) + 1, $1, '', $2, $3 FROM revocations",
@@ -79,6 +83,7 @@ pub(super) async fn append_session(
     session_id: &str,
     forget_after: i64,
 ) -> Result<(), sqlx::Error> {
+    lock_feed(tx, "revocations").await?;
     sqlx::query(
         "INSERT INTO revocations (seq, subject, jti, session_id, not_before, forget_after) \
          SELECT COALESCE(MAX(seq), 0) + 1, '', '', $1, 0, $2 FROM revocations",

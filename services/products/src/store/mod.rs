@@ -7,7 +7,7 @@
 mod records;
 
 use sqlx::{Any, AnyPool, Transaction};
-use tokenmesh_server::db::{appended, retry_feed_write};
+use tokenmesh_server::db::{appended, lock_feed, retry_feed_write};
 
 pub use records::{ChangeRecord, EntitlementRecord, FeedChange, ProductRecord};
 use records::{KIND_ENTITLEMENT, KIND_PRODUCT};
@@ -138,6 +138,10 @@ struct Event<'a> {
     terms: Terms,
 }
 
+/// Products' PostgreSQL schema: its tables and migrations live there, so it can
+/// share a database with the other services.
+pub const SCHEMA: &str = "products";
+
 /// Products' storage.
 #[derive(Debug, Clone)]
 pub struct Store {
@@ -154,9 +158,15 @@ pub struct Written {
 }
 
 impl Store {
-    /// Connects to `database_url` and brings the schema up to date.
+    /// The grant keys' table, for the key ring.
+    pub fn grant_keys(&self) -> tokenmesh_server::KeyTable {
+        tokenmesh_server::KeyTable::new(self.pool.clone(), "grant_signing_keys")
+    }
+
+    /// Connects to `database_url` and brings the schema up to date (on
+    /// PostgreSQL, in the schema [`SCHEMA`]).
     pub async fn open(database_url: &str) -> Result<Self, StoreError> {
-        let pool = tokenmesh_server::db::connect(database_url).await?;
+        let pool = tokenmesh_server::db::connect(database_url, SCHEMA).await?;
         sqlx::migrate!("./migrations").run(&pool).await?;
         Ok(Self { pool })
     }
@@ -226,6 +236,7 @@ impl Store {
             }));
         }
         let event = change.event();
+        lock_feed(&mut tx, "entitlement_events").await?;
         let seq = sqlx::query_scalar(
             "INSERT INTO entitlement_events \
                  (seq, kind, subject, product_id, granted, changed_at, actions, max_quantity) \

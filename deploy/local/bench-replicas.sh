@@ -12,7 +12,8 @@ cd "$(dirname "$0")/../.."
 BIN="${TOKENMESH_BIN:-target/release/tokenmesh}"
 DURATION="${DURATION:-10s}"
 STATE="${STATE:-$PWD/tokenmesh-replicas}"
-[ -x "$BIN" ] || cargo build --release -p tokenmesh --bin tokenmesh
+# Up to date unless a binary is named (cargo does nothing when it is current).
+[ -n "${TOKENMESH_BIN:-}" ] || cargo build --release -p tokenmesh --bin tokenmesh
 export TOKENMESH_BIN="$BIN" STATE
 
 bench() { # bench ADDR METHOD [ARGS…]: the report's header and row

@@ -22,7 +22,8 @@ BIN="${TOKENMESH_BIN:-target/release/tokenmesh}"
 HAPROXY="${HAPROXY:-/usr/sbin/haproxy}"
 
 [ -x "$HAPROXY" ] || { echo "HAProxy missing: apt-get install -y haproxy" >&2; exit 1; }
-[ -x "$BIN" ] || cargo build --release -p tokenmesh --bin tokenmesh
+# Up to date unless a binary is named (cargo does nothing when it is current).
+[ -n "${TOKENMESH_BIN:-}" ] || cargo build --release -p tokenmesh --bin tokenmesh
 
 rm -rf "$STATE"
 mkdir -p -m 700 "$STATE/logs"

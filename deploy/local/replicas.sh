@@ -105,9 +105,10 @@ defaults
     timeout client 60s
     timeout server 60s
     timeout check 500ms
+    # Resend to another replica only what never reached one (no Refresh replays).
     retries 3
     option redispatch 1
-    retry-on conn-failure empty-response
+    retry-on conn-failure
 CFG
     for entry in auth:50051:"$AUTH_REPLICAS" products:50052:"$PRODUCTS_REPLICAS" orders:50053:"$ORDERS_REPLICAS"; do
         IFS=: read -r name port replicas <<<"$entry"

@@ -91,10 +91,11 @@ defaults
     timeout server 60s
     timeout check 500ms
     # A request sent to a replica that died since its last check is sent to
-    # another: only connection failures, before anything reached a server.
+    # another — only on a failed connection, when nothing reached a server: a
+    # Refresh that did reach one must not be replayed (reuse detection).
     retries 3
     option redispatch 1
-    retry-on conn-failure empty-response
+    retry-on conn-failure
 ",
     );
     for Backend {

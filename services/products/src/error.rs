@@ -47,6 +47,7 @@ impl From<ProductsError> for Status {
             | ProductsError::ViewNotAllowed(_)
             | ProductsError::CheckScopeRequired(_) => Status::permission_denied(error.to_string()),
             ProductsError::ProductExists(_) => Status::already_exists(error.to_string()),
+            ProductsError::Store(error) if error.is_unavailable() => error.unavailable_status(),
             ProductsError::Store(_) | ProductsError::Signing(_) => {
                 tracing::error!(%error, "internal error");
                 Status::internal("internal error")

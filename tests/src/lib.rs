@@ -192,6 +192,13 @@ impl MeshBuilder {
         self.flag("grant-max-bytes", bytes)
     }
 
+    /// Products keeps entitlement changes this long before compacting them, and
+    /// compacts this often.
+    pub fn entitlement_feed_compaction(self, retention: Duration, every: Duration) -> Self {
+        self.duration("entitlement-feed-retention", retention)
+            .duration("feed-compaction-interval", every)
+    }
+
     /// Orders reuses CheckEntitlement answers this long (0: never).
     pub fn rpc_cache_ttl(self, ttl: Duration) -> Self {
         if ttl.is_zero() {
@@ -521,6 +528,31 @@ impl Mesh {
         mesh.http = tokenmesh::mesh::serve_http(http, &mesh.env, mesh.auth.http_routes.take())
             .expect("HTTP restarts");
         self.wait_for_replica().await;
+    }
+
+    /// Starts a second Auth replica on a free port: this mesh's flags, data dir
+    /// and database, with feed streams that poll every `feed_poll`.
+    pub async fn start_auth_replica(&self, feed_poll: Duration) -> tokenmesh_server::Running {
+        let mesh = self.inner();
+        let env = tokenmesh_server::Environment {
+            feed_poll: Some(feed_poll),
+            ..mesh.env.clone()
+        };
+        let listener = tokenmesh::mesh::listener(
+            &self.args,
+            &std::net::SocketAddr::from(([127, 0, 0, 1], 0)).into(),
+        )
+        .await
+        .expect("binds a free port");
+        tokenmesh::mesh::start_auth(&self.args, &env, listener, mesh.http.addr)
+            .await
+            .expect("second auth starts")
+    }
+
+    /// Stops Orders; Auth and Products keep running.
+    pub async fn stop_orders(&mut self) {
+        let mesh = self.inner_mut();
+        mesh.orders.stop().await.expect("orders stops");
     }
 
     /// Stops Products; Auth and Orders keep running.

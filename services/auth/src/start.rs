@@ -129,6 +129,7 @@ async fn open_with(
     config.refresh_rate_limit = args.refresh_rate_limit;
     config.service_token_rate_limit = args.service_token_rate_limit;
     config.public_url = public_url;
+    config.wakeups = env.wakeups(&url, crate::config::WAKEUP_CHANNELS);
     config.throttle = ThrottleConfig {
         free_failures: args.login_throttle_failures,
         base_delay: args.login_throttle_delay,

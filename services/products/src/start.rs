@@ -1,15 +1,15 @@
 //! Products' own flags, the service client it needs at Auth, and its start-up,
 //! the same for `tokenmesh up` and `tokenmesh serve products`.
 
-use std::sync::Arc;
+use std::{sync::Arc, time::Duration};
 
 use tokenmesh_proto::names::{audience, scope};
 use tokenmesh_server::{
     AccessTokens, Addr, Environment, Gate, Listener, Running, ServiceClient, SigningKey,
-    StartError, args::VerifyArgs,
+    StartError, args::VerifyArgs, wakeups::ENTITLEMENTS,
 };
 
-use crate::{ProductsConfig, ProductsService, Store};
+use crate::{Compaction, ProductsConfig, ProductsService, Store};
 
 /// What Products needs at Auth: follow the revocation feed.
 pub const SERVICE_CLIENT: ServiceClient = ServiceClient {
@@ -32,6 +32,14 @@ pub struct Args {
     /// and Orders decides through its other sources.
     #[arg(long, env = "TOKENMESH_GRANT_MAX_BYTES", default_value_t = 4096)]
     pub grant_max_bytes: usize,
+    /// How long entitlement changes stay in the feed; older ones are compacted
+    /// into the snapshot (never sooner than a grant expires, plus 60 s). A
+    /// replica further behind re-syncs from the snapshot.
+    #[arg(long, env = "TOKENMESH_ENTITLEMENT_FEED_RETENTION", default_value = "24h", value_parser = humantime::parse_duration)]
+    pub entitlement_feed_retention: Duration,
+    /// How often a replica compacts the entitlement feed.
+    #[arg(long, env = "TOKENMESH_FEED_COMPACTION_INTERVAL", default_value = "60s", value_parser = humantime::parse_duration)]
+    pub feed_compaction_interval: Duration,
 }
 
 tokenmesh_server::client_secret_args! {
@@ -72,7 +80,8 @@ pub async fn start(
     };
     let store = Store::open(&url)
         .await
-        .map_err(|error| store_error(error.into()))?;
+        .map_err(|error| store_error(error.into()))?
+        .with_clock(env.clock.clone());
     if env.demo {
         crate::seed_demo(&store).await.map_err(store_error)?;
     }
@@ -80,6 +89,11 @@ pub async fn start(
     config.grant_version = args.grant_version;
     config.grant_max_bytes = args.grant_max_bytes;
     config.clock = env.clock.clone();
+    config.wakeups = env.wakeups(&url, &[ENTITLEMENTS]);
+    config.compaction = Compaction {
+        retention: args.entitlement_feed_retention,
+        interval: args.feed_compaction_interval,
+    };
     let products = ProductsService::new(store, Arc::new(key), config);
     let access = AccessTokens::follow(
         env.channel(&peers.auth)?,

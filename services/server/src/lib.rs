@@ -23,6 +23,7 @@ mod signing;
 pub mod start;
 pub mod tls;
 pub mod validate;
+pub mod wakeups;
 
 pub use addr::{Addr, AddrError};
 pub use auth_client::{ServiceTokens, TokenExchanger, apply_revocation, follow_revocations};
@@ -41,6 +42,7 @@ pub use start::{
 };
 pub use tls::{Listener, TlsError};
 pub use validate::{FieldViolation, bounded, required, shown};
+pub use wakeups::Wakeups;
 
 use std::time::{SystemTime, UNIX_EPOCH};
 

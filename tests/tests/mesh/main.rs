@@ -7,6 +7,7 @@ mod client_layer;
 mod demo_flow;
 mod entitlements;
 mod errors;
+mod feeds_scale;
 mod grpcurl;
 mod jwks_http;
 mod keys;

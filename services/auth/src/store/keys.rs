@@ -117,6 +117,8 @@ impl Store {
         .bind(key.kid)
         .fetch_all(&mut *tx)
         .await?;
+        // Every replica reloads its keys on commit.
+        tokenmesh_server::wakeups::notify(&mut tx, tokenmesh_server::wakeups::SIGNING_KEYS).await?;
         tx.commit().await?;
         Ok(Added::Activated {
             retired: retired.into_iter().next(),

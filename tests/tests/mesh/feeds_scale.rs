@@ -8,7 +8,7 @@ use std::{collections::BTreeSet, time::Duration};
 
 use tokenmesh_proto::{
     auth::v1::{
-        DeactivateUserRequest, IssueServiceTokenRequest, WatchRevocationsRequest,
+        DeactivateUserRequest, IssueServiceTokenRequest, RevocationEvent, WatchRevocationsRequest,
         auth_service_client::AuthServiceClient, revocation_event::Revoked,
     },
     products::v1::{
@@ -16,6 +16,7 @@ use tokenmesh_proto::{
         products_service_client::ProductsServiceClient,
     },
 };
+use tokenmesh_server::Running;
 use tokenmesh_tests::{
     ManualClock, Mesh, SourceKind, TestDatabase,
     calls::{assert_status, with_bearer},
@@ -46,6 +47,53 @@ async fn service_token(
     .access_token
 }
 
+/// A revocation stream from Auth replica `replica`, replayed to its end.
+async fn follow(mesh: &Mesh, replica: &Running) -> tonic::Streaming<RevocationEvent> {
+    let mut auth = AuthServiceClient::new(Mesh::channel(replica.addr).await);
+    let token = service_token(mesh, &mut auth, "products", "auth").await;
+    let mut stream = auth
+        .watch_revocations(with_bearer(WatchRevocationsRequest { since: 0 }, &token))
+        .await
+        .expect("watch revocations")
+        .into_inner();
+    // The caught-up event carries no revocation.
+    while let Some(event) = stream.message().await.expect("replay") {
+        if event.revoked.is_none() {
+            break;
+        }
+    }
+    stream
+}
+
+/// Deactivates `username` through the mesh's own Auth (replica A).
+async fn deactivate_through_a(mesh: &Mesh, username: &str) {
+    let admin = mesh.login("admin").await;
+    mesh.auth()
+        .await
+        .deactivate_user(with_bearer(
+            DeactivateUserRequest {
+                username: username.into(),
+            },
+            &admin,
+        ))
+        .await
+        .expect("deactivated through replica A");
+}
+
+/// The subject of the next subject revocation on `stream`.
+async fn next_subject(stream: &mut tonic::Streaming<RevocationEvent>) -> String {
+    tokio::time::timeout(DEADLINE, async {
+        loop {
+            let event = stream.message().await.expect("stream").expect("open");
+            if let Some(Revoked::Subject(subject)) = event.revoked {
+                break subject.subject;
+            }
+        }
+    })
+    .await
+    .expect("heard without waiting for a poll")
+}
+
 #[tokio::test]
 async fn a_revocation_through_one_auth_replica_wakes_a_follower_of_another_without_the_poll() {
     let Some(database) = TestDatabase::create().await else {
@@ -57,44 +105,54 @@ async fn a_revocation_through_one_auth_replica_wakes_a_follower_of_another_witho
         .await;
     // Replica B reads its table only when woken: a day between polls.
     let mut replica_b = mesh.start_auth_replica(NO_POLL).await;
-    let mut auth_b = AuthServiceClient::new(Mesh::channel(replica_b.addr).await);
-    let token = service_token(&mesh, &mut auth_b, "products", "auth").await;
-    let mut stream = auth_b
-        .watch_revocations(with_bearer(WatchRevocationsRequest { since: 0 }, &token))
-        .await
-        .expect("watch revocations at B")
-        .into_inner();
-    // Replayed to the end (the caught-up event carries no revocation).
-    while let Some(event) = stream.message().await.expect("replay") {
-        if event.revoked.is_none() {
-            break;
-        }
-    }
+    let mut stream = follow(&mesh, &replica_b).await;
+    deactivate_through_a(&mesh, "bob").await;
+    assert_eq!(next_subject(&mut stream).await, "bob");
+    drop(stream);
+    replica_b.stop().await.expect("B stops");
+    mesh.shutdown().await;
+    database.drop_database().await;
+}
 
-    let admin = mesh.login("admin").await;
-    mesh.auth()
+#[tokio::test]
+async fn a_listener_whose_connection_was_killed_reconnects_and_misses_no_revocation() {
+    let Some(database) = TestDatabase::create().await else {
+        return;
+    };
+    let mesh = Mesh::builder()
+        .auth_database_url(Some(database.url.clone()))
+        .start()
+        .await;
+    let mut replica_b = mesh.start_auth_replica(NO_POLL).await;
+    let mut stream = follow(&mesh, &replica_b).await;
+    sqlx::any::install_default_drivers();
+    // The server's own database: the test's cannot refuse connections to itself.
+    let admin_url = std::env::var("TOKENMESH_TEST_DATABASE_URL").expect("set: the database exists");
+    let pool = sqlx::AnyPool::connect(&admin_url).await.expect("server");
+    let name = database.url.rsplit('/').next().expect("database name");
+    // Listeners cannot reconnect for now (open connections keep working).
+    sqlx::query(&format!("ALTER DATABASE {name} ALLOW_CONNECTIONS false"))
+        .execute(&pool)
         .await
-        .deactivate_user(with_bearer(
-            DeactivateUserRequest {
-                username: "bob".into(),
-            },
-            &admin,
-        ))
-        .await
-        .expect("deactivated through replica A");
-
-    let heard = tokio::time::timeout(DEADLINE, async {
-        loop {
-            let event = stream.message().await.expect("stream").expect("open");
-            match event.revoked {
-                Some(Revoked::Subject(subject)) => break subject.subject,
-                _ => continue,
-            }
-        }
-    })
+        .expect("connections refused");
+    let killed: Vec<bool> = sqlx::query_scalar(
+        "SELECT pg_terminate_backend(pid) FROM pg_stat_activity \
+         WHERE datname = $1 AND query LIKE 'LISTEN%'",
+    )
+    .bind(name)
+    .fetch_all(&pool)
     .await
-    .expect("B's follower heard A's revocation without waiting for a poll");
-    assert_eq!(heard, "bob");
+    .expect("listeners killed");
+    assert_eq!(killed, [true, true], "replica A's and B's listeners");
+    // Its notification reaches no one: B learns of it only by reading its
+    // table when its listener is back.
+    deactivate_through_a(&mesh, "bob").await;
+    sqlx::query(&format!("ALTER DATABASE {name} ALLOW_CONNECTIONS true"))
+        .execute(&pool)
+        .await
+        .expect("connections allowed");
+    assert_eq!(next_subject(&mut stream).await, "bob");
+    pool.close().await;
     drop(stream);
     replica_b.stop().await.expect("B stops");
     mesh.shutdown().await;

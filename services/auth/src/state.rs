@@ -203,7 +203,7 @@ async fn maintain(inner: Weak<Inner>) {
         drop(strong);
         tokio::select! {
             _ = tokio::time::sleep(interval) => {}
-            _ = rotated.changed() => {}
+            Ok(()) = rotated.changed() => {}
         }
     }
 }

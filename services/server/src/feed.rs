@@ -146,7 +146,8 @@ impl Feed {
                     return;
                 }
                 tokio::select! {
-                    _ = wake.changed() => {}
+                    // A closed channel (its wake-ups gone) leaves the poll.
+                    Ok(()) = wake.changed() => {}
                     _ = tokio::time::sleep(poll) => {}
                     _ = closing.wait_for(|closing| *closing) => return,
                     _ = sender.closed() => return,

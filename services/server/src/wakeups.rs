@@ -78,7 +78,8 @@ impl Wakeups {
         wakeups
     }
 
-    /// The ticks of `channel` (a channel not declared never ticks).
+    /// The ticks of `channel`; a channel not declared is closed at once
+    /// (`changed()` fails): readers then rely on their poll.
     pub fn subscribe(&self, channel: &'static str) -> watch::Receiver<u64> {
         match self.inner.channels.get(channel) {
             Some(sender) => sender.subscribe(),
@@ -145,7 +146,10 @@ async fn listen(url: String, inner: std::sync::Weak<Inner>, mut alive: watch::Re
         let mut listener = match connected {
             Ok(listener) => listener,
             Err(error) => {
-                tracing::warn!(%error, "feed wake-ups: cannot listen on PostgreSQL; polling meanwhile");
+                // Once per outage, not once per attempt.
+                if backoff == FIRST {
+                    tracing::warn!(%error, "feed wake-ups: cannot listen on PostgreSQL; polling meanwhile");
+                }
                 tokio::select! {
                     _ = tokio::time::sleep(backoff) => {}
                     _ = alive.changed() => return,
@@ -184,4 +188,26 @@ async fn connect(url: &str, channels: &[&'static str]) -> sqlx::Result<PgListene
     let mut listener = PgListener::connect(url).await?;
     listener.listen_all(channels.iter().copied()).await?;
     Ok(listener)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn a_wake_ticks_its_channel_only_and_an_undeclared_channel_is_closed() {
+        let wakeups = Wakeups::for_database("sqlite::memory:", &[REVOCATIONS, SIGNING_KEYS], None);
+        assert_eq!(wakeups.poll(), SQLITE_POLL);
+        let mut revocations = wakeups.subscribe(REVOCATIONS);
+        let keys = wakeups.subscribe(SIGNING_KEYS);
+        wakeups.wake(REVOCATIONS);
+        assert!(revocations.has_changed().expect("open"));
+        assert!(!keys.has_changed().expect("open"));
+        revocations.borrow_and_update();
+        wakeups.clone().wake(SIGNING_KEYS);
+        assert!(keys.has_changed().expect("open"));
+        assert!(!revocations.has_changed().expect("open"));
+        let mut undeclared = wakeups.subscribe(ENTITLEMENTS);
+        assert!(undeclared.changed().await.is_err());
+    }
 }

@@ -34,7 +34,7 @@ pub use limits::ServerLimits;
 pub use policy::{Gate, policy_for};
 pub use private_file::ExposedFile;
 pub use sealing::{KekError, KeyEncryptionKey};
-pub use serve::{Servable, ServeError, Served, serve};
+pub use serve::{LIVENESS, Servable, ServeError, Served, serve};
 pub use signing::{SigningAlgorithm, SigningKey, SigningKeyError};
 pub use start::{
     AccessTokens, ClientCredentials, Delegation, Environment, Running, ServiceClient, Shutdown,

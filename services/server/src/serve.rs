@@ -28,6 +28,12 @@ pub enum ServeError {
     Http(std::io::Error),
 }
 
+/// The health name a liveness probe checks: SERVING for as long as the server
+/// runs, whatever the revocation feed says. A stale feed takes a replica out of
+/// rotation (readiness, the server-wide "" and the service's own name); it is no
+/// reason to restart it.
+pub const LIVENESS: &str = "liveness";
+
 /// What [`serve`] returns once the server has stopped.
 pub type Served = Result<(), ServeError>;
 
@@ -79,6 +85,9 @@ where
     C: Claims,
 {
     let (health_reporter, health_service) = tonic_health::server::health_reporter();
+    health_reporter
+        .set_service_status(LIVENESS, tonic_health::ServingStatus::Serving)
+        .await;
     // A verifier following a revocation feed serves only while the feed is
     // current: NOT_SERVING until its first replay and while it is stale.
     let freshness = auth

@@ -109,6 +109,11 @@ async fn a_products_whose_revocation_feed_is_refused_serves_no_token() {
             "{service:?}"
         );
     }
+    // Out of rotation, not dead: a liveness probe must not restart it.
+    assert_eq!(
+        health(wrong.addr, tokenmesh_server::LIVENESS).await,
+        ServingStatus::Serving
+    );
     for token in [&alice, &admin] {
         assert_refused_by_layer(
             list_products(wrong.addr, token).await,

@@ -534,17 +534,15 @@ impl Mesh {
     /// and database, with feed streams that poll every `feed_poll`.
     pub async fn start_auth_replica(&self, feed_poll: Duration) -> tokenmesh_server::Running {
         let mesh = self.inner();
-        let env = tokenmesh_server::Environment {
-            feed_poll: Some(feed_poll),
-            ..mesh.env.clone()
-        };
+        let mut args = self.args.clone();
+        args.auth.revocation_feed_poll = Some(feed_poll);
         let listener = tokenmesh::mesh::listener(
             &self.args,
             &std::net::SocketAddr::from(([127, 0, 0, 1], 0)).into(),
         )
         .await
         .expect("binds a free port");
-        tokenmesh::mesh::start_auth(&self.args, &env, listener, mesh.http.addr)
+        tokenmesh::mesh::start_auth(&args, &mesh.env, listener, mesh.http.addr)
             .await
             .expect("second auth starts")
     }

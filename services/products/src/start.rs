@@ -40,6 +40,11 @@ pub struct Args {
     /// How often a replica compacts the entitlement feed.
     #[arg(long, env = "TOKENMESH_FEED_COMPACTION_INTERVAL", default_value = "60s", value_parser = humantime::parse_duration)]
     pub feed_compaction_interval: Duration,
+    /// How often an entitlement stream reads its table even when nothing woke
+    /// it. Default: 500ms on SQLite; 5s on PostgreSQL, where every replica's
+    /// writes wake it at once (LISTEN/NOTIFY) and the poll is only a fallback.
+    #[arg(long, env = "TOKENMESH_ENTITLEMENT_FEED_POLL", value_parser = humantime::parse_duration)]
+    pub entitlement_feed_poll: Option<Duration>,
 }
 
 tokenmesh_server::client_secret_args! {
@@ -89,7 +94,8 @@ pub async fn start(
     config.grant_version = args.grant_version;
     config.grant_max_bytes = args.grant_max_bytes;
     config.clock = env.clock.clone();
-    config.wakeups = env.wakeups(&url, &[ENTITLEMENTS]);
+    config.wakeups =
+        tokenmesh_server::Wakeups::for_database(&url, &[ENTITLEMENTS], args.entitlement_feed_poll);
     config.compaction = Compaction {
         retention: args.entitlement_feed_retention,
         interval: args.feed_compaction_interval,

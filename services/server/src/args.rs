@@ -19,11 +19,6 @@ pub struct StorageArgs {
     /// Database URL (`sqlite://…` or `postgres://…`). Default: SQLite in the data dir.
     #[arg(long, env = "TOKENMESH_DATABASE_URL")]
     pub database_url: Option<String>,
-    /// How often a feed stream reads its table even when nothing woke it.
-    /// Default: 500ms on SQLite; 5s on PostgreSQL, where every replica's
-    /// writes wake it at once (LISTEN/NOTIFY) and the poll is only a fallback.
-    #[arg(long, env = "TOKENMESH_FEED_POLL_INTERVAL", value_parser = humantime::parse_duration)]
-    pub feed_poll_interval: Option<std::time::Duration>,
 }
 
 /// `iss` of Auth's access tokens: Auth signs it, every verifier checks it.

@@ -114,9 +114,6 @@ pub struct Environment {
     pub clock: SharedClock,
     /// What every server bounds: concurrency, time, streams, headers.
     pub limits: crate::ServerLimits,
-    /// How often feed streams poll their table; `None`: the database's default
-    /// (see [`crate::Wakeups::for_database`]).
-    pub feed_poll: Option<std::time::Duration>,
 }
 
 impl Environment {
@@ -125,11 +122,6 @@ impl Environment {
         self.database_url
             .clone()
             .unwrap_or_else(|| sqlite_url(&self.data_dir.join(file)))
-    }
-
-    /// The wake-ups of a service whose database is `url`, on `channels`.
-    pub fn wakeups(&self, url: &str, channels: &[&'static str]) -> crate::Wakeups {
-        crate::Wakeups::for_database(url, channels, self.feed_poll)
     }
 
     /// Creates the data dir (and parents), readable by this user only.

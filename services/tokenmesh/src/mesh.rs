@@ -38,7 +38,6 @@ pub fn environment(args: &UpArgs) -> Result<Environment, StartError> {
         &StorageArgs {
             data_dir: args.data_dir.clone(),
             database_url: None,
-            feed_poll_interval: None,
         },
         args.demo,
         &args.issuer.auth_issuer,
@@ -65,7 +64,6 @@ pub fn process_environment(
         metrics: Registry::new(),
         clock: system_clock(),
         limits,
-        feed_poll: storage.feed_poll_interval,
     }
 }
 

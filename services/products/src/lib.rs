@@ -14,7 +14,9 @@ mod watch;
 
 pub use error::ProductsError;
 pub use service::{ProductsConfig, ProductsService};
-pub use store::{ChangeRecord, EntitlementRecord, FeedChange, ProductRecord, Store, StoreError};
+pub use store::{
+    ChangeRecord, EntitlementRecord, FeedChange, ProductRecord, SnapshotAfter, Store, StoreError,
+};
 pub use terms::Terms;
 pub use watch::Compaction;
 // Kept for the crates that name them here; their home is `tokenmesh_proto::names`.

@@ -8,6 +8,7 @@ mod demo_flow;
 mod entitlements;
 mod errors;
 mod feeds_scale;
+mod feeds_storage;
 mod grpcurl;
 mod jwks_http;
 mod keys;

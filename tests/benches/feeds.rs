@@ -13,11 +13,11 @@
 // A benchmark's report is its output.
 #![allow(clippy::print_stdout)]
 
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use hdrhistogram::Histogram;
 use tokenmesh_proto::{
-    auth::v1::{CreateUserRequest, DeactivateUserRequest, auth_service_client::AuthServiceClient},
+    auth::v1::{CreateUserRequest, DeactivateUserRequest},
     orders::v1::ListOrdersRequest,
     products::v1::ListProductsRequest,
 };
@@ -74,13 +74,8 @@ async fn propagation(revocations: usize) {
         .start()
         .await;
     // Default poll (5 s on PostgreSQL): a wake-up must come by NOTIFY.
-    let mut replica_b = tokio::time::timeout(
-        Duration::from_secs(30),
-        mesh.start_auth_replica(Duration::from_secs(5)),
-    )
-    .await
-    .expect("B starts");
-    let mut auth_b = AuthServiceClient::new(Mesh::channel(replica_b.addr).await);
+    let replica_b = mesh.start_auth_replica_with(&[]).await;
+    let mut auth_b = replica_b.auth().await;
     let admin = mesh.login("admin").await;
     let mut tokens = Vec::with_capacity(revocations);
     for i in 0..revocations {
@@ -157,7 +152,7 @@ async fn propagation(revocations: usize) {
         ms(latencies.value_at_quantile(0.99)),
         ms(latencies.max()),
     );
-    replica_b.stop().await.expect("B stops");
+    replica_b.stop().await;
     mesh.shutdown().await;
     database.drop_database().await;
 }

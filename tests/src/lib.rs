@@ -1,5 +1,6 @@
 //! Fixtures for the integration tests: [`Mesh`] starts the real services on
-//! `127.0.0.1:0` through the same code as `tokenmesh up`, with a fresh data dir;
+//! `127.0.0.1:0` through the same code as `tokenmesh up`, with a fresh data dir
+//! and, in the `mesh_postgres` binary, a fresh PostgreSQL database ([`Storage`]);
 //! clients are the generated tonic stubs; [`Minter`] forges tokens with the
 //! mesh's own keys (or others) to test what the verifiers refuse.
 
@@ -86,9 +87,51 @@ pub struct MeshBuilder {
     flags: Vec<String>,
     signing_key_pem: Option<String>,
     clock: Option<ManualClock>,
+    storage: Storage,
+}
+
+/// Where a test mesh keeps its services' state.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Storage {
+    /// SQLite files in the data dir (`tokenmesh up`'s default).
+    Sqlite,
+    /// One fresh PostgreSQL database on the server `TOKENMESH_TEST_DATABASE_URL`
+    /// names, shared by the three services (each in its schema), dropped with
+    /// the mesh.
+    Postgres,
+}
+
+/// The test binary whose meshes run on PostgreSQL: `tests/mesh_postgres.rs`,
+/// the mesh suite compiled a second time.
+const POSTGRES_SUITE: &str = "mesh_postgres";
+
+impl Storage {
+    /// This test binary's storage: PostgreSQL in `mesh_postgres`, SQLite in
+    /// every other. Every `tests/mesh` test thus runs on both without naming
+    /// either (the binary's file name is `<target>-<hash>`).
+    pub fn of_this_binary() -> Self {
+        let binary = std::env::current_exe().ok();
+        let name = binary
+            .as_deref()
+            .and_then(Path::file_stem)
+            .and_then(|stem| stem.to_str())
+            .unwrap_or_default();
+        match name.rsplit_once('-') {
+            Some((target, _hash)) if target == POSTGRES_SUITE => Self::Postgres,
+            _ if name == POSTGRES_SUITE => Self::Postgres,
+            _ => Self::Sqlite,
+        }
+    }
 }
 
 impl MeshBuilder {
+    /// Runs on SQLite even in the PostgreSQL suite: for tests about SQLite's
+    /// files in the data dir (their modes, what a copy of them holds).
+    pub fn sqlite_only(mut self) -> Self {
+        self.storage = Storage::Sqlite;
+        self
+    }
+
     /// Every service reads the time from `clock`: the test moves it instead of
     /// sleeping until something expires.
     pub fn clock(mut self, clock: ManualClock) -> Self {
@@ -123,7 +166,7 @@ impl MeshBuilder {
         self.flag("public-url", url)
     }
 
-    /// Auth stores its state in this database instead of SQLite.
+    /// Auth stores its state in this database instead of the mesh's.
     pub fn auth_database_url(self, url: Option<String>) -> Self {
         match url {
             Some(url) => self.flag("auth-database-url", url),
@@ -223,6 +266,16 @@ impl MeshBuilder {
     /// Starts the demo mesh.
     pub async fn start(mut self) -> Mesh {
         let data_dir = tempfile::tempdir().expect("temp data dir");
+        let database = match self.storage {
+            Storage::Sqlite => None,
+            Storage::Postgres => Some(TestDatabase::create().await.expect(
+                "the PostgreSQL suite is built only when TOKENMESH_TEST_DATABASE_URL is set: \
+                 set it when running it too",
+            )),
+        };
+        if let Some(database) = &database {
+            self = self.flag("database-url", &database.url);
+        }
         // An operator's key file: outside the data dir, readable by its owner only.
         let given_key_dir = match self.signing_key_pem.take() {
             Some(pem) => {
@@ -256,10 +309,13 @@ impl MeshBuilder {
             argv,
             args,
             auth_key_pem: String::new(),
+            products_key_pem: String::new(),
+            database,
         };
         // Auth keeps its key only in its database, encrypted: read it as
-        // `tokenmesh keys rotate` would open it.
+        // `tokenmesh keys rotate` would open it; Products' grant key too.
         mesh.auth_key_pem = mesh.auth_offline().await.signing_key().pem().to_owned();
+        mesh.products_key_pem = mesh.products_keys().await.signer().pem().to_owned();
         mesh.wait_for_replica().await;
         mesh
     }
@@ -284,6 +340,11 @@ pub struct Mesh {
     args: UpArgs,
     /// The key Auth signed with when the mesh started (PKCS#8 PEM).
     auth_key_pem: String,
+    /// The key Products signed grants with when the mesh started.
+    products_key_pem: String,
+    /// The PostgreSQL database of every service, if not SQLite; declared
+    /// after `mesh` so that a panicking test drops it after the services.
+    database: Option<TestDatabase>,
 }
 
 impl Mesh {
@@ -298,6 +359,7 @@ impl Mesh {
             flags: Vec::new(),
             signing_key_pem: None,
             clock: None,
+            storage: Storage::of_this_binary(),
         }
     }
 
@@ -439,9 +501,23 @@ impl Mesh {
         Minter::from_pem(&self.auth_key_pem)
     }
 
-    /// A minter holding Products' real grant key.
+    /// A minter holding Products' real grant key (the one it signed with when
+    /// the mesh started).
     pub fn products_minter(&self) -> Minter {
-        Minter::from_pem_file(&self.data_dir.path().join("products-signing-key.pem"))
+        Minter::from_pem(&self.products_key_pem)
+    }
+
+    /// Products' grant keys, read from its database beside the running
+    /// Products.
+    pub async fn products_keys(&self) -> Arc<tokenmesh_server::KeyRing> {
+        let env = &self.inner().env;
+        let store = tokenmesh_products::Store::open(&env.database_url("products.db"))
+            .await
+            .expect("opens Products' store");
+        let config = tokenmesh_products::ProductsConfig::new(PRODUCTS_ISSUER);
+        tokenmesh_products::open_keys(&self.args.auth.kek, env, &store, &config)
+            .await
+            .expect("opens Products' grant keys")
     }
 
     /// The mesh's `/metrics` text, from its own registry (other meshes in this
@@ -530,23 +606,6 @@ impl Mesh {
         self.wait_for_replica().await;
     }
 
-    /// Starts a second Auth replica on a free port: this mesh's flags, data dir
-    /// and database, with feed streams that poll every `feed_poll`.
-    pub async fn start_auth_replica(&self, feed_poll: Duration) -> tokenmesh_server::Running {
-        let mesh = self.inner();
-        let mut args = self.args.clone();
-        args.auth.revocation_feed_poll = Some(feed_poll);
-        let listener = tokenmesh::mesh::listener(
-            &self.args,
-            &std::net::SocketAddr::from(([127, 0, 0, 1], 0)).into(),
-        )
-        .await
-        .expect("binds a free port");
-        tokenmesh::mesh::start_auth(&args, &mesh.env, listener, mesh.http.addr)
-            .await
-            .expect("second auth starts")
-    }
-
     /// Stops Orders; Auth and Products keep running.
     pub async fn stop_orders(&mut self) {
         let mesh = self.inner_mut();
@@ -614,10 +673,26 @@ impl Mesh {
         &self.args
     }
 
-    /// Stops the services and waits for them.
+    /// Where the services keep their state.
+    pub fn storage(&self) -> Storage {
+        match self.database {
+            Some(_) => Storage::Postgres,
+            None => Storage::Sqlite,
+        }
+    }
+
+    /// The PostgreSQL database every service uses, if not SQLite.
+    pub fn database_url(&self) -> Option<&str> {
+        self.database.as_ref().map(|database| database.url.as_str())
+    }
+
+    /// Stops the services and waits for them, then drops their database.
     pub async fn shutdown(mut self) {
         if let Some(mesh) = self.mesh.take() {
             mesh.shutdown().await.expect("clean shutdown");
+        }
+        if let Some(database) = self.database.take() {
+            database.drop_database().await;
         }
     }
 }
@@ -727,112 +802,7 @@ pub fn bearer_value(token: &str) -> MetadataValue<tonic::metadata::Ascii> {
     format!("Bearer {token}").parse().expect("ascii")
 }
 
-/// A fresh PostgreSQL database for one test, on the server named by
-/// `TOKENMESH_TEST_DATABASE_URL`. It is dropped when this value is, even when the
-/// test panics; [`TestDatabase::drop_database`] drops it explicitly and fails
-/// loudly if it cannot.
-#[derive(Debug)]
-pub struct TestDatabase {
-    /// Its URL.
-    pub url: String,
-    admin_url: String,
-    name: String,
-    dropped: bool,
-}
-
-impl TestDatabase {
-    /// Creates the database; `None` (and a loud SKIPPED line) when the variable is
-    /// not set. CI sets it, so there a missing variable is a failure.
-    pub async fn create() -> Option<Self> {
-        Self::create_from("TOKENMESH_TEST_DATABASE_URL").await
-    }
-
-    /// Like [`TestDatabase::create`], on the server named by `variable`.
-    pub async fn create_from(variable: &str) -> Option<Self> {
-        let Ok(admin_url) = std::env::var(variable) else {
-            assert!(
-                std::env::var_os("CI").is_none(),
-                "CI must set {variable} (.ci/run sets TOKENMESH_TEST_DATABASE_URL)"
-            );
-            eprintln!("SKIPPED: PostgreSQL test; set {variable} to run it");
-            return None;
-        };
-        sqlx::any::install_default_drivers();
-        let name = format!(
-            "tokenmesh_test_{}",
-            tokenmesh_server::random_token(9)
-                .to_lowercase()
-                .replace(['-', '_'], "x")
-        );
-        let mut admin = <sqlx::AnyConnection as sqlx::Connection>::connect(&admin_url)
-            .await
-            .expect("PostgreSQL reachable");
-        sqlx::query(&format!("CREATE DATABASE {name}"))
-            .execute(&mut admin)
-            .await
-            .expect("create database");
-        let (base, query) = admin_url
-            .split_once('?')
-            .map_or((admin_url.as_str(), None), |(b, q)| (b, Some(q)));
-        let (server, _) = base.rsplit_once('/').expect("URL has a database path");
-        let url = match query {
-            Some(query) => format!("{server}/{name}?{query}"),
-            None => format!("{server}/{name}"),
-        };
-        Some(Self {
-            url,
-            admin_url,
-            name,
-            dropped: false,
-        })
-    }
-
-    /// Drops the database (connections of the stopped mesh are forced out).
-    pub async fn drop_database(mut self) {
-        Self::drop_named(&self.admin_url, &self.name)
-            .await
-            .expect("drop database");
-        self.dropped = true;
-    }
-
-    async fn drop_named(admin_url: &str, name: &str) -> Result<(), sqlx::Error> {
-        let mut admin = <sqlx::AnyConnection as sqlx::Connection>::connect(admin_url).await?;
-        sqlx::query(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
-            .execute(&mut admin)
-            .await?;
-        Ok(())
-    }
-}
-
-impl Drop for TestDatabase {
-    /// A test that panicked never reached `drop_database`: drop the database
-    /// here, on a thread of its own with its own runtime (this may run inside
-    /// the test's runtime, which is unwinding). Never panics: a panic while
-    /// unwinding would abort the whole test binary.
-    fn drop(&mut self) {
-        if self.dropped {
-            return;
-        }
-        let (admin_url, name) = (self.admin_url.clone(), self.name.clone());
-        let dropped = std::thread::spawn(move || {
-            tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-                .map_err(|error| error.to_string())?
-                .block_on(Self::drop_named(&admin_url, &name))
-                .map_err(|error| error.to_string())
-        })
-        .join();
-        match dropped {
-            Ok(Ok(())) => {}
-            Ok(Err(error)) => eprintln!("test database {} not dropped: {error}", self.name),
-            Err(_) => eprintln!(
-                "test database {} not dropped: the thread panicked",
-                self.name
-            ),
-        }
-    }
-}
+pub use tokenmesh_server::testing::TestDatabase;
 
 /// The JSON of a JWT's payload (not verified: for asserting what was issued).
 pub fn claims_of(token: &str) -> Value {
@@ -909,29 +879,22 @@ pub async fn http_exchange(addr: SocketAddr, request: &str) -> (String, String) 
 pub mod calls;
 mod child;
 pub mod files;
+mod replica;
 pub use child::{CHILD_DEADLINE, output_within_deadline};
+pub use replica::Replica;
 
-/// Runs each listed test — an `async fn(MeshBuilder)` in the calling module — on
-/// SQLite and, when `TOKENMESH_TEST_DATABASE_URL` is set, on a fresh PostgreSQL
-/// database for Auth.
+/// Runs each listed test — an `async fn(MeshBuilder)` in the calling module —
+/// with [`Mesh::builder`]: on SQLite in the `mesh` binary and on PostgreSQL in
+/// `mesh_postgres`, like every other mesh test. (It predates that; a plain
+/// `#[tokio::test]` calling [`Mesh::builder`] does the same.)
 #[macro_export]
 macro_rules! on_sqlite_and_postgres {
     ($($name:ident),* $(,)?) => {
-        mod sqlite {
+        mod on_this_binarys_store {
             $(
                 #[tokio::test]
                 async fn $name() {
                     super::$name($crate::Mesh::builder()).await;
-                }
-            )*
-        }
-        mod postgres {
-            $(
-                #[tokio::test]
-                async fn $name() {
-                    let Some(database) = $crate::TestDatabase::create().await else { return };
-                    super::$name($crate::Mesh::builder().auth_database_url(Some(database.url.clone()))).await;
-                    database.drop_database().await;
                 }
             )*
         }

@@ -53,8 +53,8 @@ pub struct AuthConfig {
     /// Where clients reach Auth's HTTP routes: discovery's `jwks_uri` is built
     /// from it, never from a request. `None`: no discovery document.
     pub public_url: Option<crate::PublicUrl>,
-    /// Where Auth reads the time (tests move a `ManualClock`). The login
-    /// throttle's delays are measured on tokio's monotonic clock instead.
+    /// Where Auth reads the time (tests move a `ManualClock`), the login
+    /// throttle's delays included.
     pub clock: SharedClock,
     /// What wakes the revocation feed and the key reload: writes here and, on
     /// PostgreSQL, every replica's (channels `revocations`, `signing_keys`).

@@ -30,7 +30,7 @@ pub use http::PublicUrl;
 pub use keys::SigningKeys;
 pub use start::{Args, open, start};
 pub use state::{AuthService, MAX_REQUEST_BYTES, MAX_RESPONSE_BYTES};
-pub use store::{Store, StoreError};
+pub use store::{SCHEMA, Store, StoreError};
 pub use users::{NewUser, ThrottleConfig};
 
 use tokenmesh_interceptor::system_clock;

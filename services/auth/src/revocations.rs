@@ -1,11 +1,19 @@
 //! Revocations as Auth keeps them: the in-memory [`RevocationSet`] its own
 //! verifier checks, the epochs cut-offs write, and the WatchRevocations feed that
-//! carries them to every other verifier.
+//! carries them to every other verifier — and, in process, to this replica's own
+//! set, so that a revocation written by another Auth replica is enforced here too.
 
-use std::{pin::Pin, sync::Arc};
+use std::{
+    pin::Pin,
+    sync::{
+        Arc, Weak,
+        atomic::{AtomicBool, Ordering},
+    },
+    time::Duration,
+};
 
-use futures::Stream;
-use tokenmesh_interceptor::{RevocationSet, SharedClock};
+use futures::{Stream, StreamExt};
+use tokenmesh_interceptor::{FeedFreshness, RevocationSet, SharedClock};
 use tokenmesh_proto::auth::v1::{
     Heartbeat, RevocationEvent, SessionRevoked, SubjectRevoked, TokenRevoked,
     revocation_event::Revoked,
@@ -27,6 +35,8 @@ pub(crate) type RevocationStream =
 pub(crate) struct Revocations {
     set: Arc<RevocationSet>,
     feed: Feed,
+    /// Set once the feed is closed: the own-set follower stops resubscribing.
+    closed: AtomicBool,
     store: Store,
     clock: SharedClock,
     /// Seconds a subject entry matters after its epoch.
@@ -39,13 +49,16 @@ impl Revocations {
         let set = Arc::new(RevocationSet::new());
         let now = config.clock.now_unix();
         for revocation in store.revocations_since(0, now, i64::MAX).await? {
-            if let Some(revoked) = &event(revocation).revoked {
+            let event = event(revocation);
+            if let Some(revoked) = &event.revoked {
                 apply_revocation(&set, revoked);
             }
+            set.set_cursor(event.cursor);
         }
         Ok(Self {
             set,
             feed: Feed::new(config.clock.clone(), config.wakeups.clone(), REVOCATIONS),
+            closed: AtomicBool::new(false),
             store,
             clock: config.clock.clone(),
             lifetime: config.revocation_lifetime(),
@@ -85,6 +98,12 @@ impl Revocations {
         self.set.prune(self.clock.now_unix());
     }
 
+    /// The table behind the feed (tests read it).
+    #[cfg(test)]
+    pub(crate) fn store(&self) -> &Store {
+        &self.store
+    }
+
     /// Deletes the stored rows that no longer matter (see the store's rule);
     /// answers how many.
     pub(crate) async fn prune_stored(&self) -> Result<u64, StoreError> {
@@ -93,7 +112,26 @@ impl Revocations {
 
     /// Ends every stream (server shutdown: open streams would hold the drain).
     pub(crate) fn close(&self) {
+        self.closed.store(true, Ordering::Release);
         self.feed.close();
+    }
+
+    /// Follows the revocations table — through the same feed other verifiers
+    /// follow — into this replica's own set, until `self` is gone or closed:
+    /// another replica's revocations are found by the feed's wake-ups or its poll.
+    pub(crate) fn follow_table(self: &Arc<Self>) -> tokio::task::JoinHandle<()> {
+        let revocations: Weak<Self> = Arc::downgrade(self);
+        // Auth's own set is not gated on freshness (it is the table's reader,
+        // not a remote follower): the value only feeds `follow`'s logging.
+        let freshness = Arc::new(FeedFreshness::new(self.clock.clone(), Duration::MAX));
+        tokio::spawn(tokenmesh_server::follow(
+            "own revocations",
+            freshness,
+            move || {
+                let revocations = revocations.clone();
+                async move { follow_once(&revocations).await }
+            },
+        ))
     }
 
     /// The revocations after cursor `since`, a caught-up marker, then new ones
@@ -125,6 +163,30 @@ impl Revocations {
         };
         Box::pin(self.feed.stream(since, fetch, markers, expires_at))
     }
+}
+
+/// One in-process subscription from the set's cursor; `Ok(None)` once Auth is
+/// gone or its feed closed.
+async fn follow_once(revocations: &Weak<Revocations>) -> Result<Option<usize>, Status> {
+    let mut stream = match revocations.upgrade() {
+        Some(revocations) if !revocations.closed.load(Ordering::Acquire) => {
+            revocations.stream(revocations.set.cursor(), i64::MAX)
+        }
+        _ => return Ok(None),
+    };
+    let mut applied = 0;
+    while let Some(event) = stream.next().await {
+        let event = event?;
+        let Some(revocations) = revocations.upgrade() else {
+            return Ok(None);
+        };
+        if let Some(revoked) = &event.revoked {
+            apply_revocation(&revocations.set, revoked);
+        }
+        revocations.set.set_cursor(event.cursor);
+        applied += 1;
+    }
+    Ok(Some(applied))
 }
 
 fn event(revocation: Revocation) -> RevocationEvent {

@@ -10,8 +10,8 @@ use std::{
 };
 
 use tokenmesh_server::{
-    ClientCredentials, Environment, KekError, KeyEncryptionKey, Listener, Running,
-    SigningAlgorithm, SigningKey, SigningKeyError, StartError,
+    ClientCredentials, Environment, Listener, Running, SigningAlgorithm, SigningKey,
+    SigningKeyError, StartError,
 };
 
 use crate::{
@@ -39,13 +39,9 @@ pub struct Args {
     /// Default: Auth generates its first key straight into the database.
     #[arg(long, env = "TOKENMESH_AUTH_SIGNING_KEY", value_name = "FILE")]
     pub auth_signing_key: Option<PathBuf>,
-    /// Key-encryption key: 32 random bytes in base64, mode 0600, e.g.
-    /// `(umask 077; openssl rand -base64 32 > FILE)`. Encrypts Auth's private
-    /// keys in its database (AES-256-GCM); every replica needs the same one.
-    /// Keep it out of database backups. Default: `key-encryption-key` in the data
-    /// dir, generated on first start.
-    #[arg(long, env = "TOKENMESH_KEY_ENCRYPTION_KEY_FILE", value_name = "FILE")]
-    pub key_encryption_key: Option<PathBuf>,
+    /// The key-encryption key (shared with Products in `tokenmesh up`).
+    #[command(flatten)]
+    pub kek: tokenmesh_server::args::KekArgs,
     /// Base URL where clients reach Auth's HTTP routes (e.g.
     /// `https://auth.example.com`): the discovery document's `jwks_uri` is built
     /// from it, never from request headers. Default: the HTTP listen address,
@@ -120,9 +116,14 @@ async fn open_with(
     let store = Store::open(&url)
         .await
         .map_err(|error| store_error(error.into()))?;
-    let kek = key_encryption_key(args, env, &store)
-        .await
-        .map_err(store_error)?;
+    let kek = tokenmesh_server::key_ring::key_encryption_key(
+        &args.kek,
+        &env.data_dir,
+        KEY_ENCRYPTION_KEY_FILE,
+        &store.signing_keys(),
+    )
+    .await
+    .map_err(|error| store_error(error.into()))?;
     if env.demo {
         crate::seed_demo(&store).await.map_err(store_error)?;
     }
@@ -175,29 +176,6 @@ fn load_if_present(path: &Path) -> Result<Option<SigningKey>, SigningKeyError> {
             Ok(None)
         }
         Err(error) => Err(error),
-    }
-}
-
-/// The key-encryption key given by flag, or the data dir's — generated there
-/// only while the store holds no sealed key: a database copied without its
-/// KEK is refused, not handed a new one.
-async fn key_encryption_key(
-    args: &Args,
-    env: &Environment,
-    store: &Store,
-) -> Result<KeyEncryptionKey, AuthServiceError> {
-    if let Some(path) = &args.key_encryption_key {
-        return Ok(KeyEncryptionKey::load(path)?);
-    }
-    let path = env.data_dir.join(KEY_ENCRYPTION_KEY_FILE);
-    match KeyEncryptionKey::load(&path) {
-        Err(KekError::Io { source, .. }) if source.kind() == std::io::ErrorKind::NotFound => {
-            if store.has_sealed_keys().await? {
-                return Err(KekError::Missing { path }.into());
-            }
-            Ok(KeyEncryptionKey::create(&path)?)
-        }
-        loaded => Ok(loaded?),
     }
 }
 

@@ -17,7 +17,7 @@ use tokenmesh_server::{Caller, ClientCredentials, SigningKey, wakeups::SIGNING_K
 use crate::{
     AuthConfig, AuthServiceError, Store,
     counters::Counters,
-    keys::{KeyRing, OwnKeys, SigningKeys},
+    keys::{OwnKeys, SigningKeys, open_ring},
     limits::Limits,
     revocations::Revocations,
     sessions::Sessions,
@@ -42,7 +42,7 @@ pub struct AuthService {
 #[derive(Debug)]
 pub(crate) struct Inner {
     pub(crate) config: AuthConfig,
-    pub(crate) keys: Arc<KeyRing>,
+    pub(crate) keys: Arc<tokenmesh_server::KeyRing>,
     pub(crate) users: Users,
     pub(crate) sessions: Sessions,
     /// Rate limits of Refresh, Logout and IssueServiceToken.
@@ -58,13 +58,13 @@ pub(crate) struct Inner {
 
 impl AuthService {
     /// Auth over `store`, its private keys sealed under `keys.kek`; keys in
-    /// `keys.import` are imported once each (see [`KeyRing::open`]).
+    /// `keys.import` are imported once each (see [`tokenmesh_server::KeyRing::open`]).
     pub async fn open(
         store: Store,
         keys: SigningKeys,
         config: AuthConfig,
     ) -> Result<Self, AuthServiceError> {
-        let keys = KeyRing::open(store.clone(), keys, &config).await?;
+        let keys = open_ring(&store, keys, &config).await?;
         let revocations = Arc::new(Revocations::load(store.clone(), &config).await?);
         let verifier = Arc::new(
             Verifier::<Caller>::new(
@@ -137,7 +137,7 @@ impl AuthService {
 
     /// Starts signing with a new key now.
     pub async fn rotate_signing_key(&self) -> Result<RotateSigningKeyResponse, AuthServiceError> {
-        self.inner.keys.rotate().await
+        crate::keys::rotate(&self.inner.keys).await
     }
 
     /// Serves Auth on `listener` within `limits` until `shutdown`.
@@ -149,6 +149,8 @@ impl AuthService {
         shutdown: impl Future<Output = ()> + Send,
     ) -> Result<(), tokenmesh_server::ServeError> {
         let maintenance = tokio::spawn(maintain(Arc::downgrade(&self.inner)));
+        // Other replicas' revocations reach this replica's own checks.
+        let own_revocations = self.inner.revocations.follow_table();
         let counters: Arc<dyn tokenmesh_server::metrics::Samples> = self.inner.counters.clone();
         metrics.register_samples(&counters);
         let inner = self.inner.clone();
@@ -164,6 +166,7 @@ impl AuthService {
         let result =
             tokenmesh_server::serve(listener, service, layer, metrics, limits, shutdown).await;
         maintenance.abort();
+        own_revocations.abort();
         result
     }
 }
@@ -172,8 +175,9 @@ impl AuthService {
 const PRUNE_STORED_EVERY: std::time::Duration = std::time::Duration::from_secs(60);
 
 /// Re-reads keys (rotation elsewhere: at once on a `signing_keys` wake-up, else
-/// every reload interval) and prunes the revocation set, and the stored
-/// revocations every [`PRUNE_STORED_EVERY`], until Auth is gone.
+/// every reload interval), prunes the revocation set and the login throttle's
+/// expired names, and the stored revocations every [`PRUNE_STORED_EVERY`],
+/// until Auth is gone.
 async fn maintain(inner: Weak<Inner>) {
     let mut pruned_at: Option<tokio::time::Instant> = None;
     let Some(mut rotated) = inner
@@ -192,6 +196,9 @@ async fn maintain(inner: Weak<Inner>) {
             tracing::warn!(%error, "reloading signing keys failed");
         }
         strong.revocations.prune();
+        if let Err(error) = strong.users.prune_throttle().await {
+            tracing::warn!(%error, "pruning the login throttle failed");
+        }
         if pruned_at.is_none_or(|at| at.elapsed() >= PRUNE_STORED_EVERY) {
             pruned_at = Some(tokio::time::Instant::now());
             match strong.revocations.prune_stored().await {

@@ -19,7 +19,6 @@ use tokenmesh_server::{
 use crate::{
     AuthConfig, AuthServiceError,
     config::secs,
-    keys::KeyRing,
     store::{DelegationRecord, ServiceClient, Store},
 };
 
@@ -80,7 +79,7 @@ impl Minted {
 #[derive(Debug)]
 pub(crate) struct Tokens {
     store: Store,
-    keys: Arc<KeyRing>,
+    keys: Arc<tokenmesh_server::KeyRing>,
     verifier: Arc<Verifier<Caller>>,
     issuer: String,
     audiences: Vec<String>,
@@ -93,7 +92,7 @@ impl Tokens {
     /// Minting with `keys` as `config` says; `verifier` checks subject tokens.
     pub(crate) fn new(
         store: Store,
-        keys: Arc<KeyRing>,
+        keys: Arc<tokenmesh_server::KeyRing>,
         verifier: Arc<Verifier<Caller>>,
         config: &AuthConfig,
     ) -> Self {

@@ -57,8 +57,8 @@ impl Users {
         counters: Arc<Counters>,
     ) -> Self {
         Self {
+            throttle: Throttle::new(throttle, store.clone(), clock.clone()),
             store,
-            throttle: Throttle::new(throttle),
             clock,
             revocations,
             counters,
@@ -88,7 +88,7 @@ impl Users {
     ) -> Result<UserRecord, AuthServiceError> {
         // The slot is taken before any work: concurrent guesses cannot all pass
         // a check made before the first of them has failed.
-        let attempt = match self.throttle.reserve(username).await {
+        let attempt = match self.throttle.reserve(username).await? {
             Ok(attempt) => attempt,
             Err(retry_after) => {
                 self.counters.throttled(Throttled::Login);
@@ -101,16 +101,21 @@ impl Users {
         let matches = password::verify(password, stored_hash).await?;
         match user {
             Some(user) if matches && user.is_active() => {
-                attempt.succeeded();
+                attempt.succeeded().await?;
                 Ok(user)
             }
             _ => {
-                if let Some(retry_after) = attempt.failed() {
+                if let Some(retry_after) = attempt.failed().await? {
                     tracing::info!(?retry_after, "login throttled");
                 }
                 Err(AuthServiceError::InvalidCredentials)
             }
         }
+    }
+
+    /// Forgets the throttle's names untouched past their expiry.
+    pub(crate) async fn prune_throttle(&self) -> Result<u64, AuthServiceError> {
+        Ok(self.throttle.prune().await?)
     }
 
     /// Creates `user` after checking the name and the password's length.

@@ -15,4 +15,4 @@ pub use entitlement::{ChainConfig, Grant, SourceKind, Terms};
 pub use error::OrdersError;
 pub use service::{OrdersConfig, OrdersDeps, OrdersService};
 pub use start::{Args, ClientSecretArgs, Peers, SERVICE_CLIENT, start};
-pub use store::{ReplicaChange, ReplicaEntry, Store, StoreError};
+pub use store::{ReplicaChange, ReplicaEntry, SCHEMA, Store, StoreError};

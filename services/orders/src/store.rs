@@ -9,6 +9,10 @@ use crate::{SourceKind, entitlement::Terms};
 
 pub use tokenmesh_server::db::StoreError;
 
+/// Orders' PostgreSQL schema: its tables and migrations live there, so it can
+/// share a database with the other services.
+pub const SCHEMA: &str = "orders";
+
 /// Orders' storage.
 #[derive(Debug, Clone)]
 pub struct Store {
@@ -99,9 +103,10 @@ fn now_micros() -> i64 {
 }
 
 impl Store {
-    /// Connects to `database_url` and brings the schema up to date.
+    /// Connects to `database_url` and brings the schema up to date (on
+    /// PostgreSQL, in the schema [`SCHEMA`]).
     pub async fn open(database_url: &str) -> Result<Self, StoreError> {
-        let pool = tokenmesh_server::db::connect(database_url).await?;
+        let pool = tokenmesh_server::db::connect(database_url, SCHEMA).await?;
         sqlx::migrate!("./migrations").run(&pool).await?;
         Ok(Self { pool })
     }

@@ -14,7 +14,7 @@ use tokenmesh_proto::{
     },
 };
 use tokenmesh_server::{
-    Feed, FieldViolation, Gate, Served, SigningKey, Wakeups, bounded, caller,
+    Feed, FieldViolation, Gate, KeyRing, Served, Wakeups, bounded, caller,
     paging::PageRequest,
     required, shown,
     wakeups::{ENTITLEMENTS, SQLITE_POLL},
@@ -77,18 +77,19 @@ impl ProductsConfig {
 #[derive(Debug, Clone)]
 pub struct ProductsService {
     store: Store,
-    key: Arc<SigningKey>,
+    keys: Arc<KeyRing>,
     config: Arc<ProductsConfig>,
     /// The entitlement feed's streams.
     feed: Arc<Feed>,
 }
 
 impl ProductsService {
-    /// Products over `store`, signing grants with `key`.
-    pub fn new(store: Store, key: Arc<SigningKey>, config: ProductsConfig) -> Self {
+    /// Products over `store`, signing grants with the key `keys` signs with
+    /// and publishing every live one.
+    pub fn new(store: Store, keys: Arc<KeyRing>, config: ProductsConfig) -> Self {
         Self {
             store,
-            key,
+            keys,
             feed: Arc::new(Feed::new(
                 config.clock.clone(),
                 config.wakeups.clone(),
@@ -187,7 +188,7 @@ impl products_service_server::ProductsService for ProductsService {
             .map_err(ProductsError::from)?;
         let (records, next_page_token) = page.finish(records, |product| product.id.clone());
         let (entitlement_token, grant_status) =
-            crate::grant::issue(&self.store, &self.key, &self.config, subject).await?;
+            crate::grant::issue(&self.store, &self.keys.signer(), &self.config, subject).await?;
         Ok(Response::new(ListProductsResponse {
             products: records.into_iter().map(product).collect(),
             next_page_token,
@@ -249,7 +250,7 @@ impl products_service_server::ProductsService for ProductsService {
     #[instrument(skip_all)]
     async fn get_jwks(&self, _request: Request<GetJwksRequest>) -> Result<Response<Jwks>, Status> {
         Ok(Response::new(Jwks {
-            keys: vec![self.key.public_jwk().clone()],
+            keys: self.keys.published(),
         }))
     }
 

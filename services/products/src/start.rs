@@ -1,12 +1,16 @@
-//! Products' own flags, the service client it needs at Auth, and its start-up,
-//! the same for `tokenmesh up` and `tokenmesh serve products`.
+//! Products' own flags, the service client it needs at Auth, its grant keys
+//! (sealed in its database, one set for every replica) and its start-up, the
+//! same for `tokenmesh up` and `tokenmesh serve products`.
 
-use std::{sync::Arc, time::Duration};
+use std::{path::Path, sync::Arc, time::Duration};
 
 use tokenmesh_proto::names::{audience, scope};
 use tokenmesh_server::{
-    AccessTokens, Addr, Environment, Gate, Listener, Running, ServiceClient, SigningKey,
-    StartError, args::VerifyArgs, wakeups::ENTITLEMENTS,
+    AccessTokens, Addr, Environment, Gate, KeyRing, KeyRingError, Listener, RingConfig, Running,
+    ServiceClient, SigningAlgorithm, SigningKey, SigningKeyError, SigningKeys, StartError,
+    args::{KekArgs, VerifyArgs},
+    key_ring::key_encryption_key,
+    wakeups::ENTITLEMENTS,
 };
 
 use crate::{Compaction, ProductsConfig, ProductsService, Store};
@@ -66,17 +70,94 @@ pub struct Peers {
     pub verify: VerifyArgs,
 }
 
-/// Starts Products on `listener`. [`Running::is_ready`] says whether Auth's
-/// revocations are current (replayed, and not silent past the bound).
+/// The key-encryption key's file in the data dir, when not given (Auth's too,
+/// in `tokenmesh up`).
+const KEY_ENCRYPTION_KEY_FILE: &str = "key-encryption-key";
+
+/// Where versions before grant keys were stored in the database kept Products'
+/// key, in plaintext: imported once, then removed.
+const LEGACY_GRANT_KEY_FILE: &str = "products-signing-key.pem";
+
+/// How often the grant keys are re-read (a rotation by another replica).
+const KEY_RELOAD_INTERVAL: Duration = Duration::from_secs(2);
+
+/// How long a retired grant key stays published after its last grant expired:
+/// the verifiers' leeway.
+const RETIRED_KEY_GRACE: Duration = Duration::from_secs(60);
+
+/// Opens Products' grant keys in `store`, sealed under the key-encryption key
+/// `kek` gives (or the data dir's): the legacy key file, if any, is imported
+/// once and removed. `tokenmesh keys` and tests read the keys with it too.
+pub async fn open_keys(
+    kek: &KekArgs,
+    env: &Environment,
+    store: &Store,
+    config: &ProductsConfig,
+) -> Result<Arc<KeyRing>, StartError> {
+    let legacy_path = env.data_dir.join(LEGACY_GRANT_KEY_FILE);
+    let legacy = load_if_present(&legacy_path)?;
+    let database = tokenmesh_server::db::redacted(&env.database_url("products.db"));
+    let key_error = |error: KeyRingError| match error {
+        KeyRingError::KeyEncryption(error) => StartError::KeyEncryptionKey(error),
+        KeyRingError::Signing(error) => StartError::SigningKey(error),
+        error => StartError::Store {
+            service: audience::PRODUCTS,
+            database: database.clone(),
+            source: error.into(),
+        },
+    };
+    let table = store.grant_keys();
+    let kek = key_encryption_key(kek, &env.data_dir, KEY_ENCRYPTION_KEY_FILE, &table)
+        .await
+        .map_err(key_error)?;
+    let ring = RingConfig {
+        algorithm: SigningAlgorithm::EdDSA,
+        publish_retired_for: config.grant_ttl + RETIRED_KEY_GRACE,
+        clock: config.clock.clone(),
+    };
+    let keys = SigningKeys {
+        kek,
+        import: legacy.into_iter().collect(),
+    };
+    let ring = KeyRing::open(table, keys, ring).await.map_err(key_error)?;
+    if legacy_path.exists() {
+        std::fs::remove_file(&legacy_path).map_err(StartError::io(format!(
+            "removing {} (imported into the database, encrypted)",
+            legacy_path.display()
+        )))?;
+        tracing::warn!(
+            path = %legacy_path.display(),
+            "imported the grant key file of an earlier version into the database, encrypted, and removed the file"
+        );
+    }
+    Ok(ring)
+}
+
+/// The key at `path` (0600), or `None` if there is no file.
+fn load_if_present(path: &Path) -> Result<Option<SigningKey>, SigningKeyError> {
+    match SigningKey::load(path) {
+        Ok(key) => Ok(Some(key)),
+        Err(SigningKeyError::Io { source, .. })
+            if source.kind() == std::io::ErrorKind::NotFound =>
+        {
+            Ok(None)
+        }
+        Err(error) => Err(error),
+    }
+}
+
+/// Starts Products on `listener`, its grant keys sealed under `kek`'s key.
+/// [`Running::is_ready`] says whether Auth's revocations are current
+/// (replayed, and not silent past the bound).
 pub async fn start(
     args: &Args,
+    kek: &KekArgs,
     secret: &ClientSecretArgs,
     peers: &Peers,
     env: &Environment,
     listener: Listener,
 ) -> Result<Running, StartError> {
     env.prepare_data_dir()?;
-    let key = SigningKey::load_or_generate(&env.data_dir.join("products-signing-key.pem"))?;
     let url = env.database_url("products.db");
     let store_error = |source: crate::ProductsError| StartError::Store {
         service: audience::PRODUCTS,
@@ -100,7 +181,9 @@ pub async fn start(
         retention: args.entitlement_feed_retention,
         interval: args.feed_compaction_interval,
     };
-    let products = ProductsService::new(store, Arc::new(key), config);
+    let keys = open_keys(kek, env, &store, &config).await?;
+    let reloader = keys.spawn_reloader(KEY_RELOAD_INTERVAL);
+    let products = ProductsService::new(store, keys, config);
     let access = AccessTokens::follow(
         env.channel(&peers.auth)?,
         &secret.credentials(env)?,
@@ -110,8 +193,10 @@ pub async fn start(
     let revocations = access.revocations_current();
     let addr = listener.local_addr()?;
     let gate = Gate::new(listener, access, env);
-    Ok(
-        Running::spawn(addr, move |shutdown| products.serve(gate, shutdown))
-            .with_readiness(revocations),
-    )
+    Ok(Running::spawn(addr, move |shutdown| async move {
+        let served = products.serve(gate, shutdown).await;
+        reloader.abort();
+        served
+    })
+    .with_readiness(revocations))
 }

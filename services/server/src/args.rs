@@ -16,9 +16,55 @@ pub struct StorageArgs {
     /// Where keys, secrets and the SQLite database live (created 0700).
     #[arg(long, env = "TOKENMESH_DATA_DIR", default_value = "./tokenmesh-data")]
     pub data_dir: PathBuf,
-    /// Database URL (`sqlite://…` or `postgres://…`). Default: SQLite in the data dir.
+    /// Database URL (`sqlite://…` or `postgres://…`). Default: SQLite in the data
+    /// dir. On PostgreSQL the service keeps its tables in a schema named after it
+    /// (`auth`, `products`, `orders`), so every service (and every replica) may
+    /// be given the same database.
     #[arg(long, env = "TOKENMESH_DATABASE_URL")]
     pub database_url: Option<String>,
+}
+
+/// The key that encrypts a service's private keys in its database.
+#[derive(Debug, Clone, Default, Args)]
+pub struct KekArgs {
+    /// Key-encryption key: 32 random bytes in base64, mode 0600, e.g.
+    /// `(umask 077; openssl rand -base64 32 > FILE)`. Encrypts the service's
+    /// private keys in its database (AES-256-GCM); every replica needs the same
+    /// one, and a replica whose key cannot open the stored keys refuses to
+    /// start. Keep it out of database backups. Default: `key-encryption-key` in
+    /// the data dir, generated on first start while the database holds no key.
+    #[arg(long, env = "TOKENMESH_KEY_ENCRYPTION_KEY_FILE", value_name = "FILE")]
+    pub key_encryption_key: Option<PathBuf>,
+    /// The key-encryption key itself (32 random bytes in base64), for where a
+    /// file is awkward: a Kubernetes Secret handed over as an environment
+    /// variable. Give it in the variable, not the flag: a flag's value is
+    /// visible to every local user in the process list.
+    #[arg(
+        long,
+        env = "TOKENMESH_KEY_ENCRYPTION_KEY",
+        value_name = "BASE64",
+        hide_env_values = true,
+        conflicts_with = "key_encryption_key"
+    )]
+    pub key_encryption_key_base64: Option<KekText>,
+}
+
+/// A key-encryption key given as text: never shown by `Debug`.
+#[derive(Clone)]
+pub struct KekText(pub String);
+
+impl std::fmt::Debug for KekText {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("KekText(***)")
+    }
+}
+
+impl std::str::FromStr for KekText {
+    type Err = std::convert::Infallible;
+
+    fn from_str(text: &str) -> Result<Self, Self::Err> {
+        Ok(Self(text.to_owned()))
+    }
 }
 
 /// `iss` of Auth's access tokens: Auth signs it, every verifier checks it.

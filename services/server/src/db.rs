@@ -1,10 +1,14 @@
 //! Database pools. One code path for SQLite (embedded default) and PostgreSQL:
-//! sqlx's `Any` driver, with SQL that both dialects accept.
+//! sqlx's `Any` driver, with SQL that both dialects accept. On PostgreSQL each
+//! service lives in its own schema (`auth`, `products`, `orders`), so all three
+//! can share one database; their `_sqlx_migrations` tables never meet.
 
 use std::{path::Path, str::FromStr};
 
 use futures::FutureExt;
-use sqlx::{AnyPool, Executor, any::AnyPoolOptions, sqlite::SqliteConnectOptions};
+use sqlx::{
+    AnyConnection, AnyPool, Connection, Executor, any::AnyPoolOptions, sqlite::SqliteConnectOptions,
+};
 
 use crate::private_file::restrict_to_owner;
 
@@ -22,15 +26,26 @@ pub enum StoreError {
     Contention(&'static str),
 }
 
-/// Opens a pool on `url` (`sqlite://…` or `postgres://…`). SQLite files are
-/// created if missing, readable by this user only, and switched to WAL, so
-/// readers never wait for a writer; deleted rows are overwritten
-/// (`secure_delete`), so that what was deleted cannot be read back from the file.
-pub async fn connect(url: &str) -> Result<AnyPool, sqlx::Error> {
+/// Opens `schema`'s pool on `url` (`sqlite://…` or `postgres://…`).
+///
+/// On PostgreSQL the schema is created if missing and is the only one on every
+/// connection's `search_path`, so the service's tables and its
+/// `_sqlx_migrations` live there, whatever else shares the database. SQLite has
+/// one file per service and ignores `schema`: its files are created if missing,
+/// readable by this user only, and switched to WAL, so readers never wait for a
+/// writer; deleted rows are overwritten (`secure_delete`), so that what was
+/// deleted cannot be read back from the file.
+pub async fn connect(url: &str, schema: &'static str) -> Result<AnyPool, sqlx::Error> {
     sqlx::any::install_default_drivers();
+    assert!(
+        !schema.is_empty() && schema.bytes().all(|b| b.is_ascii_lowercase() || b == b'_'),
+        "schema names are lowercase identifiers"
+    );
     let sqlite = url.starts_with("sqlite:");
     if sqlite {
         make_sqlite_files_private(url)?;
+    } else {
+        create_schema(url, schema).await?;
     }
     let pool = AnyPoolOptions::new()
         .max_connections(if sqlite { 1 } else { 16 })
@@ -38,6 +53,10 @@ pub async fn connect(url: &str) -> Result<AnyPool, sqlx::Error> {
             async move {
                 if sqlite {
                     connection.execute("PRAGMA secure_delete = ON").await?;
+                } else {
+                    connection
+                        .execute(format!("SET search_path TO \"{schema}\"").as_str())
+                        .await?;
                 }
                 Ok(())
             }
@@ -51,6 +70,26 @@ pub async fn connect(url: &str) -> Result<AnyPool, sqlx::Error> {
             .await?;
     }
     Ok(pool)
+}
+
+/// Creates `schema` if missing. Two replicas starting at once would both try
+/// (`IF NOT EXISTS` does not stop the loser of that race failing on the
+/// catalogue's unique index), so the creation holds a transaction-scoped
+/// advisory lock; migrations then take sqlx's own lock.
+async fn create_schema(url: &str, schema: &str) -> Result<(), sqlx::Error> {
+    /// The advisory lock key of schema creation ("tokenmesh" in ASCII, folded).
+    const SCHEMA_LOCK: i64 = 0x746f_6b65_6e6d_6573;
+    let mut connection = AnyConnection::connect(url).await?;
+    let mut transaction = connection.begin().await?;
+    sqlx::query("SELECT 1 FROM pg_advisory_xact_lock($1)")
+        .bind(SCHEMA_LOCK)
+        .execute(&mut *transaction)
+        .await?;
+    transaction
+        .execute(format!("CREATE SCHEMA IF NOT EXISTS \"{schema}\"").as_str())
+        .await?;
+    transaction.commit().await?;
+    connection.close().await
 }
 
 /// Creates the SQLite database file 0600 before SQLite does (it would make it
@@ -119,6 +158,25 @@ where
         }
     }
     Ok(None)
+}
+
+/// Makes this transaction's append to the feed `table` wait until every other
+/// appender has committed; call it right before the append, the transaction's
+/// last write. On PostgreSQL concurrent appenders otherwise all read the same
+/// `MAX(seq)`, and under load one loses that race [`FEED_APPEND_ATTEMPTS`]
+/// times (16 concurrent grants were answered INTERNAL). The lock mode conflicts
+/// with writers of the table only, not readers. SQLite has one writer
+/// connection: nothing to do.
+pub async fn lock_feed(
+    transaction: &mut AnyConnection,
+    table: &'static str,
+) -> Result<(), sqlx::Error> {
+    if transaction.backend_name() == "PostgreSQL" {
+        transaction
+            .execute(format!("LOCK TABLE {table} IN SHARE ROW EXCLUSIVE MODE").as_str())
+            .await?;
+    }
+    Ok(())
 }
 
 /// A feed append's result: `Ok(None)` when another writer took the sequence

@@ -12,6 +12,8 @@ mod caller;
 pub mod db;
 mod feed;
 mod jwks;
+pub mod key_ring;
+pub mod key_table;
 pub mod limits;
 pub mod metrics;
 pub mod paging;
@@ -21,6 +23,8 @@ pub mod sealing;
 mod serve;
 mod signing;
 pub mod start;
+#[cfg(feature = "testing")]
+pub mod testing;
 pub mod tls;
 pub mod validate;
 pub mod wakeups;
@@ -30,6 +34,8 @@ pub use auth_client::{ServiceTokens, TokenExchanger, apply_revocation, follow_re
 pub use caller::{ACCESS_CLAIMS_VERSION, Caller, caller};
 pub use feed::{Feed, HEARTBEAT, Markers, SILENCE_TIMEOUT, follow, next_event};
 pub use jwks::{GrpcJwksSource, jwk_json, jwk_to_jose};
+pub use key_ring::{KeyRing, KeyRingError, RingConfig, Rotated, SigningKeys};
+pub use key_table::KeyTable;
 pub use limits::ServerLimits;
 pub use policy::{Gate, policy_for};
 pub use private_file::ExposedFile;

@@ -99,15 +99,23 @@ impl KeyEncryptionKey {
             PrivateFileError::Io { path, source } => KekError::Io { path, source },
             PrivateFileError::Exposed(exposed) => KekError::Exposed(exposed),
         })?;
-        let malformed = || KekError::Malformed {
+        let text = std::str::from_utf8(&text).map_err(|_| KekError::Malformed {
             path: path.to_owned(),
+        })?;
+        Self::from_base64(text, path)
+    }
+
+    /// The KEK in `text`, 32 bytes in base64, named `source` in messages (a
+    /// file, or the variable it came from).
+    pub fn from_base64(text: &str, source: &Path) -> Result<Self, KekError> {
+        let malformed = || KekError::Malformed {
+            path: source.to_owned(),
         };
-        let text = std::str::from_utf8(&text).map_err(|_| malformed())?;
         let bytes = STANDARD.decode(text.trim()).map_err(|_| malformed())?;
         if bytes.len() != KEK_LEN {
             return Err(malformed());
         }
-        Self::from_bytes(&bytes, path)
+        Self::from_bytes(&bytes, source)
     }
 
     /// Loads the KEK in `path`, or creates a random one there (0600) when there

@@ -43,6 +43,22 @@ pub enum KeysCommand {
     /// seconds, verifiers on the first token it signs. The old key stays published
     /// until every token it signed has expired.
     Rotate(KeysArgs),
+    /// Start signing Products' entitlement grants with a new key now; running
+    /// Products replicas pick it up within seconds, Orders on the first grant
+    /// it signs. The old key stays published until every grant it signed has
+    /// expired.
+    RotateGrantKey(GrantKeysArgs),
+}
+
+/// Where Products' grant keys are stored.
+#[derive(Debug, Clone, Args)]
+pub struct GrantKeysArgs {
+    /// Products' data dir and database.
+    #[command(flatten)]
+    pub storage: StorageArgs,
+    /// The key-encryption key the grant keys are sealed under.
+    #[command(flatten)]
+    pub kek: tokenmesh_server::args::KekArgs,
 }
 
 /// Where Auth's keys are stored.
@@ -87,7 +103,12 @@ pub struct UpArgs {
     /// metrics, `/metrics`.
     #[arg(long, env = "TOKENMESH_HTTP_ADDR", default_value = "127.0.0.1:8080")]
     pub http_addr: Addr,
-    /// Auth's database (`postgres://…`). Default: SQLite in the data dir.
+    /// The database of all three services (`postgres://…`), each in its own
+    /// schema: `auth`, `products`, `orders`. Default: SQLite in the data dir.
+    #[arg(long, env = "TOKENMESH_DATABASE_URL", value_parser = shared_database_url)]
+    pub database_url: Option<String>,
+    /// Auth's database, instead of `--database-url` (`postgres://…`, schema
+    /// `auth`). Default: `--database-url`, or SQLite in the data dir.
     #[arg(long, env = "TOKENMESH_AUTH_DATABASE_URL")]
     pub auth_database_url: Option<String>,
     /// `iss` of access tokens.
@@ -120,6 +141,20 @@ pub struct UpArgs {
     /// Orders' client secret.
     #[command(flatten)]
     pub orders_secret: tokenmesh_orders::ClientSecretArgs,
+}
+
+/// `up --database-url`: PostgreSQL only. SQLite has no schemas, so three
+/// services in one file would mix their tables and migration histories.
+fn shared_database_url(url: &str) -> Result<String, String> {
+    if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+        Ok(url.to_owned())
+    } else {
+        Err(
+            "the three services share it, each in its own schema: give a postgres:// URL \
+             (for SQLite leave it out: each service gets its own file in the data dir)"
+                .to_owned(),
+        )
+    }
 }
 
 /// `tokenmesh serve …`: one service per process, for running split.
@@ -220,6 +255,9 @@ pub struct ServeProductsArgs {
     /// Products' settings.
     #[command(flatten)]
     pub products: tokenmesh_products::Args,
+    /// The key-encryption key of its grant keys.
+    #[command(flatten)]
+    pub kek: tokenmesh_server::args::KekArgs,
     /// Its client secret.
     #[command(flatten)]
     pub secret: tokenmesh_products::ClientSecretArgs,
@@ -258,6 +296,28 @@ mod tests {
     #[test]
     fn the_command_line_is_well_formed() {
         Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn up_shares_only_a_postgresql_database_between_the_services() {
+        let up = |url: &str| {
+            Cli::try_parse_from(["tokenmesh", "up", "--database-url", url]).map(|cli| {
+                match cli.command {
+                    Command::Up(args) => args.database_url,
+                    _ => None,
+                }
+            })
+        };
+        let url = "postgres://tokenmesh@db/tokenmesh";
+        assert_eq!(up(url).expect("accepted"), Some(url.to_owned()));
+        let refused = up("sqlite://mesh.db").expect_err("SQLite refused");
+        assert_eq!(refused.kind(), clap::error::ErrorKind::ValueValidation);
+        assert!(
+            refused.to_string().contains(
+                "the three services share it, each in its own schema: give a postgres:// URL"
+            ),
+            "{refused}"
+        );
     }
 
     fn long_flags(path: &[&str]) -> Vec<String> {
@@ -304,6 +364,7 @@ mod tests {
                 "auth-signing-key",
                 "demo",
                 "key-encryption-key",
+                "key-encryption-key-base64",
                 "login-throttle-delay",
                 "login-throttle-failures",
                 "orders-client-secret",
@@ -328,6 +389,8 @@ mod tests {
                 "feed-compaction-interval",
                 "grant-max-bytes",
                 "grant-version",
+                "key-encryption-key",
+                "key-encryption-key-base64",
                 "key-refresh-interval",
                 "max-feed-silence",
                 "products-client-secret",

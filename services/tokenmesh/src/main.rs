@@ -9,7 +9,10 @@ use std::{
 use anyhow::Context;
 use clap::Parser;
 use tokenmesh::{
-    cli::{Cli, Command, FollowerArgs, KeysArgs, KeysCommand, ListenArgs, ServeCommand, UpArgs},
+    cli::{
+        Cli, Command, FollowerArgs, GrantKeysArgs, KeysArgs, KeysCommand, ListenArgs, ServeCommand,
+        UpArgs,
+    },
     mesh::{self, Mesh},
 };
 use tokenmesh_server::{
@@ -66,6 +69,7 @@ async fn run() -> anyhow::Result<()> {
         Command::Up(args) => up(&args).await,
         Command::Serve(command) => serve(command).await,
         Command::Keys(KeysCommand::Rotate(args)) => rotate_keys(args).await,
+        Command::Keys(KeysCommand::RotateGrantKey(args)) => rotate_grant_key(args).await,
         Command::Bench(args) => Ok(tokenmesh_bench::cli::main(args).await?),
     }
 }
@@ -134,9 +138,15 @@ async fn serve(command: ServeCommand) -> anyhow::Result<()> {
                 auth: args.follower.auth_url.clone(),
                 verify: args.follower.verify.clone(),
             };
-            let running =
-                tokenmesh_products::start(&args.products, &args.secret, &peers, &env, listener)
-                    .await?;
+            let running = tokenmesh_products::start(
+                &args.products,
+                &args.kek,
+                &args.secret,
+                &peers,
+                &env,
+                listener,
+            )
+            .await?;
             (running, env, http)
         }
         ServeCommand::Orders(args) => {
@@ -191,6 +201,36 @@ async fn start_follower(
 /// Binds the gRPC listener of `serve`, with TLS when configured.
 async fn listen(listen: &ListenArgs, tls: &TlsArgs) -> anyhow::Result<Listener> {
     Ok(Listener::new(bind(&listen.listen).await?, tls.server()?))
+}
+
+/// `tokenmesh keys rotate-grant-key`: a new grant key in Products' store;
+/// running replicas pick it up within seconds.
+async fn rotate_grant_key(args: GrantKeysArgs) -> anyhow::Result<()> {
+    // Serves nothing and verifies nothing: no limits, no issuer.
+    let env = mesh::process_environment(
+        &args.storage,
+        false,
+        "",
+        None,
+        tokenmesh_server::ServerLimits::default(),
+    );
+    env.prepare_data_dir()?;
+    let store = tokenmesh_products::Store::open(&env.database_url("products.db"))
+        .await
+        .context("opening Products' store")?;
+    let config = tokenmesh_products::ProductsConfig::new("");
+    let keys = tokenmesh_products::open_keys(&args.kek, &env, &store, &config).await?;
+    let rotated = keys.rotate().await?;
+    let mut out = io::stdout().lock();
+    writeln!(out, "signing grants with {}", rotated.kid)?;
+    if let Some(retired) = rotated.retired_kid {
+        writeln!(
+            out,
+            "retired {retired}: published until {} (Unix time)",
+            rotated.retired_kid_expires_at
+        )?;
+    }
+    Ok(())
 }
 
 /// Binds the HTTP listener of `serve`, if it has one.

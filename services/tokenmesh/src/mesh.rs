@@ -31,13 +31,13 @@ pub struct Mesh {
     pub http: Running,
 }
 
-/// The environment `up` gives its services: the data dir, Auth's issuer, peer
-/// TLS and limits.
+/// The environment `up` gives its services: the data dir, the database (each
+/// service in its schema), Auth's issuer, peer TLS and limits.
 pub fn environment(args: &UpArgs) -> Result<Environment, StartError> {
     Ok(process_environment(
         &StorageArgs {
             data_dir: args.data_dir.clone(),
-            database_url: None,
+            database_url: args.database_url.clone(),
         },
         args.demo,
         &args.issuer.auth_issuer,
@@ -85,7 +85,10 @@ pub async fn listener(args: &UpArgs, addr: &Addr) -> Result<Listener, StartError
 /// Auth's environment: `env` with Auth's own database URL, if given.
 pub fn auth_environment(args: &UpArgs, env: &Environment) -> Environment {
     Environment {
-        database_url: args.auth_database_url.clone(),
+        database_url: args
+            .auth_database_url
+            .clone()
+            .or_else(|| env.database_url.clone()),
         ..env.clone()
     }
 }
@@ -114,7 +117,16 @@ pub async fn start_products(
         auth: peer(args, auth),
         verify: verify_args(args),
     };
-    tokenmesh_products::start(&args.products, &args.products_secret, &peers, env, listener).await
+    // One process, one data dir: Products shares Auth's key-encryption key.
+    tokenmesh_products::start(
+        &args.products,
+        &args.auth.kek,
+        &args.products_secret,
+        &peers,
+        env,
+        listener,
+    )
+    .await
 }
 
 /// Starts Orders on `listener`, calling Auth at `auth` and Products at `products`.

@@ -16,9 +16,8 @@ use tokenmesh_proto::{
         products_service_client::ProductsServiceClient,
     },
 };
-use tokenmesh_server::Running;
 use tokenmesh_tests::{
-    ManualClock, Mesh, SourceKind, TestDatabase,
+    ManualClock, Mesh, Replica, SourceKind, TestDatabase,
     calls::{assert_status, with_bearer},
     client_secret, eventually, order,
 };
@@ -27,7 +26,7 @@ use tonic::{Code, Status};
 /// How long a test waits for something that happens at once.
 const DEADLINE: Duration = Duration::from_secs(30);
 /// A poll that never comes within a test.
-const NO_POLL: Duration = Duration::from_secs(24 * 3600);
+const NO_POLL: [&str; 2] = ["--revocation-feed-poll", "24h"];
 
 /// A service token of demo client `client` for `audience`, from Auth at `auth`.
 async fn service_token(
@@ -48,8 +47,8 @@ async fn service_token(
 }
 
 /// A revocation stream from Auth replica `replica`, replayed to its end.
-async fn follow(mesh: &Mesh, replica: &Running) -> tonic::Streaming<RevocationEvent> {
-    let mut auth = AuthServiceClient::new(Mesh::channel(replica.addr).await);
+async fn follow(mesh: &Mesh, replica: &Replica) -> tonic::Streaming<RevocationEvent> {
+    let mut auth = replica.auth().await;
     let token = service_token(mesh, &mut auth, "products", "auth").await;
     let mut stream = auth
         .watch_revocations(with_bearer(WatchRevocationsRequest { since: 0 }, &token))
@@ -104,12 +103,12 @@ async fn a_revocation_through_one_auth_replica_wakes_a_follower_of_another_witho
         .start()
         .await;
     // Replica B reads its table only when woken: a day between polls.
-    let mut replica_b = mesh.start_auth_replica(NO_POLL).await;
+    let replica_b = mesh.start_auth_replica_with(&NO_POLL).await;
     let mut stream = follow(&mesh, &replica_b).await;
     deactivate_through_a(&mesh, "bob").await;
     assert_eq!(next_subject(&mut stream).await, "bob");
     drop(stream);
-    replica_b.stop().await.expect("B stops");
+    replica_b.stop().await;
     mesh.shutdown().await;
     database.drop_database().await;
 }
@@ -123,7 +122,7 @@ async fn a_listener_whose_connection_was_killed_reconnects_and_misses_no_revocat
         .auth_database_url(Some(database.url.clone()))
         .start()
         .await;
-    let mut replica_b = mesh.start_auth_replica(NO_POLL).await;
+    let replica_b = mesh.start_auth_replica_with(&NO_POLL).await;
     let mut stream = follow(&mesh, &replica_b).await;
     sqlx::any::install_default_drivers();
     // The server's own database: the test's cannot refuse connections to itself.
@@ -154,7 +153,7 @@ async fn a_listener_whose_connection_was_killed_reconnects_and_misses_no_revocat
     assert_eq!(next_subject(&mut stream).await, "bob");
     pool.close().await;
     drop(stream);
-    replica_b.stop().await.expect("B stops");
+    replica_b.stop().await;
     mesh.shutdown().await;
     database.drop_database().await;
 }
@@ -214,13 +213,23 @@ fn pairs(list: &[(&str, &str)]) -> BTreeSet<(String, String)> {
 /// The entitlements Orders' replica holds as granted, read from its database.
 async fn replica_entitlements(mesh: &Mesh) -> BTreeSet<(String, String)> {
     sqlx::any::install_default_drivers();
-    let url = tokenmesh_server::db::sqlite_url(&mesh.data_dir().join("orders.db"));
+    let (url, table) = match mesh.database_url() {
+        Some(url) => (
+            url.to_owned(),
+            format!("{}.replica_entitlements", tokenmesh_orders::SCHEMA),
+        ),
+        None => (
+            tokenmesh_server::db::sqlite_url(&mesh.data_dir().join("orders.db")),
+            "replica_entitlements".to_owned(),
+        ),
+    };
     let pool = sqlx::AnyPool::connect(&url).await.expect("orders database");
-    let rows: Vec<(String, String)> =
-        sqlx::query_as("SELECT subject, product_id FROM replica_entitlements WHERE granted = 1")
-            .fetch_all(&pool)
-            .await
-            .expect("replica rows");
+    let rows: Vec<(String, String)> = sqlx::query_as(&format!(
+        "SELECT subject, product_id FROM {table} WHERE granted = 1"
+    ))
+    .fetch_all(&pool)
+    .await
+    .expect("replica rows");
     pool.close().await;
     rows.into_iter().collect()
 }

@@ -265,3 +265,34 @@ async fn keys_rotate_from_the_command_line_reaches_the_running_auth() {
         .expect("Products fetched the new key");
     mesh.shutdown().await;
 }
+
+/// Deployments from before grant keys lived in Products' database keep their
+/// key: the file is imported once, encrypted, and removed.
+#[tokio::test]
+async fn a_products_key_file_of_an_earlier_version_is_imported_once_and_removed() {
+    let mut mesh = Mesh::start().await;
+    let first_kid = header_kid(&mesh.grant_of("alice").await);
+    mesh.stop().await;
+    let (key, pem) = tokenmesh_server::SigningKey::generate().expect("key");
+    let path = mesh.data_dir().join("products-signing-key.pem");
+    tokenmesh_server::start::write_private_file(&path, pem.as_bytes()).expect("legacy file");
+    mesh.try_start_again().await.expect("starts");
+    assert!(!path.exists(), "the file is removed once imported");
+    assert_eq!(header_kid(&mesh.grant_of("alice").await), key.kid());
+    let mut published: Vec<String> = mesh
+        .products(Bearer::none())
+        .await
+        .get_jwks(tokenmesh_proto::auth::v1::GetJwksRequest {})
+        .await
+        .expect("Products' keys")
+        .into_inner()
+        .keys
+        .into_iter()
+        .map(|key| key.kid)
+        .collect();
+    published.sort();
+    let mut expected = vec![first_kid, key.kid().to_owned()];
+    expected.sort();
+    assert_eq!(published, expected, "the key it replaced stays published");
+    mesh.shutdown().await;
+}

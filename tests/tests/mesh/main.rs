@@ -14,6 +14,8 @@ mod jwks_http;
 mod keys;
 mod metrics;
 mod orders;
+mod replicas;
+mod replicas_products;
 mod security_exchange;
 mod security_feeds;
 mod security_keys;

@@ -1,5 +1,5 @@
 //! The handlers called directly, tonic-health style: no socket, Auth over SQLite
-//! in a temp dir. Authenticated handlers find the caller's claims in the request
+//! and over PostgreSQL (`on_each_store!`). Authenticated handlers find the caller's claims in the request
 //! extensions, put there as the auth layer does.
 
 use std::{sync::Arc, time::Duration};
@@ -16,7 +16,6 @@ use tokenmesh_proto::{
 };
 use tokenmesh_server::{
     Caller, ClientCredentials, Delegation, KeyEncryptionKey, ServiceClient, SigningKey,
-    db::sqlite_url,
 };
 use tonic::{Code, Request, Status};
 use tonic_types::StatusExt;
@@ -47,7 +46,7 @@ const ORDERS_CLIENT: ServiceClient = ServiceClient {
     ],
 };
 
-/// Auth over a fresh SQLite file, with `alice` (password `alice-password`),
+/// Auth over the fresh database at a URL, with `alice` (password `alice-password`),
 /// `carol` (`carol-password`, scopes admin, catalog:read, entitlements:check) and
 /// the service client [`ORDERS_CLIENT`].
 struct Fixture {
@@ -56,15 +55,13 @@ struct Fixture {
 }
 
 impl Fixture {
-    async fn start() -> Self {
-        Self::with_config(AuthConfig::new(ISSUER)).await
+    async fn start(url: &str) -> Self {
+        Self::with_config(url, AuthConfig::new(ISSUER)).await
     }
 
-    async fn with_config(config: AuthConfig) -> Self {
+    async fn with_config(url: &str, config: AuthConfig) -> Self {
         let dir = tempfile::tempdir().expect("temp dir");
-        let store = Store::open(&sqlite_url(&dir.path().join("auth.db")))
-            .await
-            .expect("store opens");
+        let store = Store::open(url).await.expect("store opens");
         let (key, _) = SigningKey::generate().expect("key");
         let keys = SigningKeys {
             kek: KeyEncryptionKey::from_bytes(&[7; 32], &dir.path().join("kek")).expect("kek"),

@@ -12,20 +12,24 @@
 //! decode from an integer column, so flags such as `users.active` stay `i64`.
 
 mod clients;
-mod keys;
 mod revocations;
 mod sessions;
+mod throttle;
 mod users;
 
 use sqlx::AnyPool;
 
 pub use clients::{DelegationRecord, ServiceClient};
-pub use keys::{Added, NewSigningKey, StoredKey};
 pub use revocations::{Epoch, Revocation};
 pub use sessions::{NewRefreshToken, SessionRules, Spend};
+pub use throttle::{Lock, Reservation};
 pub use users::{NewUserRecord, UserRecord};
 
 pub use tokenmesh_server::db::StoreError;
+
+/// Auth's PostgreSQL schema: its tables and migrations live there, so it can
+/// share a database with the other services.
+pub const SCHEMA: &str = "auth";
 
 /// Auth's storage.
 #[derive(Debug, Clone)]
@@ -34,9 +38,15 @@ pub struct Store {
 }
 
 impl Store {
-    /// Connects to `database_url` and brings the schema up to date.
+    /// The signing keys' table, for the key ring.
+    pub fn signing_keys(&self) -> tokenmesh_server::KeyTable {
+        tokenmesh_server::KeyTable::new(self.pool.clone(), "signing_keys")
+    }
+
+    /// Connects to `database_url` and brings the schema up to date (on
+    /// PostgreSQL, in the schema [`SCHEMA`]).
     pub async fn open(database_url: &str) -> Result<Self, StoreError> {
-        let pool = tokenmesh_server::db::connect(database_url).await?;
+        let pool = tokenmesh_server::db::connect(database_url, SCHEMA).await?;
         sqlx::migrate!("./migrations").run(&pool).await?;
         Ok(Self { pool })
     }

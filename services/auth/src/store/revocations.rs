@@ -10,7 +10,10 @@
 //! is always kept, so that a new row never reuses a cursor a follower holds.
 
 use sqlx::{Any, Transaction};
-use tokenmesh_server::wakeups::{REVOCATIONS, notify};
+use tokenmesh_server::{
+    db::lock_feed,
+    wakeups::{REVOCATIONS, notify},
+};
 
 use super::{Store, StoreError};
 
@@ -77,14 +80,15 @@ impl Store {
 }
 
 /// Appends a subject revocation at `MAX(seq) + 1` (inside a cut-off's
-/// transaction) and notifies the feed's listeners on commit. A concurrent
-/// writer may take the same number: the unique violation comes back as is, for
-/// the caller to retry.
+/// transaction, as its last write: see [`lock_feed`]) and notifies the feed's
+/// listeners on commit. A concurrent writer may still take the same number:
+/// the unique violation comes back as is, for the caller to retry.
 pub(super) async fn append_subject(
     tx: &mut Transaction<'_, Any>,
     subject: &str,
     epoch: Epoch,
 ) -> Result<(), sqlx::Error> {
+    lock_feed(tx, "revocations").await?;
     sqlx::query(
         "INSERT INTO revocations (seq, subject, jti, not_before, forget_after) \
          SELECT COALESCE(MAX(seq), 0) + 1, $1, '', $2, $3 FROM revocations",
@@ -103,6 +107,7 @@ pub(super) async fn append_session(
     session_id: &str,
     forget_after: i64,
 ) -> Result<(), sqlx::Error> {
+    lock_feed(tx, "revocations").await?;
     sqlx::query(
         "INSERT INTO revocations (seq, subject, jti, session_id, not_before, forget_after) \
          SELECT COALESCE(MAX(seq), 0) + 1, '', '', $1, 0, $2 FROM revocations",

@@ -1,19 +1,22 @@
-//! Throttling of credential checks: after a few consecutive failures for a key
-//! (a username, a client id), further attempts wait an exponentially growing
-//! delay. An attempt reserves its slot before any hashing, so a burst of
-//! concurrent guesses is evaluated only up to the failure budget. Unknown names
-//! are throttled exactly like known ones, so the answer reveals nothing.
+//! Throttling of login attempts: after a few consecutive failures for a
+//! username, further attempts wait an exponentially growing delay. An attempt
+//! reserves its slot before any hashing, so a burst of concurrent guesses is
+//! evaluated only up to the failure budget. Unknown names are throttled exactly
+//! like known ones, so the answer reveals nothing.
 //!
-//! Entries live in a bounded cache (moka) keyed by a SHA-256 of the normalised
-//! name: a flood of distinct names costs bounded memory.
+//! The budget lives in the database, keyed by a SHA-256 of the normalised name,
+//! so that failures spread over every Auth replica count as one; locks are
+//! measured on Auth's clock, and untouched rows expire and are pruned.
 
-use std::{
-    sync::{Arc, Mutex},
-    time::Duration,
-};
+use std::time::Duration;
 
 use sha2::{Digest, Sha256};
-use tokio::time::Instant;
+use tokenmesh_interceptor::SharedClock;
+
+use crate::{
+    config::secs,
+    store::{Lock, Reservation, Store, StoreError},
+};
 
 /// How throttling behaves.
 #[derive(Debug, Clone, Copy)]
@@ -36,80 +39,69 @@ impl Default for ThrottleConfig {
     }
 }
 
-/// Names tracked at most (about 150 bytes each with the cache's own bookkeeping):
-/// beyond, moka evicts the least useful (its admission policy keeps the
-/// frequently tried names over a flood of one-off ones).
-const MAX_ENTRIES: u64 = 100_000;
-
-/// An entry idle this long is forgotten (unless its delay is longer).
+/// A name untouched this long is forgotten (unless its delay is longer).
 const IDLE_FORGET: Duration = Duration::from_secs(3600);
 
-/// A key's state: failures since the last success, attempts being evaluated.
-#[derive(Debug, Default)]
-struct Failures {
-    count: u32,
-    in_flight: u32,
-    locked_until: Option<Instant>,
-}
+/// A reservation older than this is presumed lost with the replica that made
+/// it (no password check takes that long).
+const STALE_RESERVATION: Duration = Duration::from_secs(60);
 
 /// A key of the throttle: SHA-256 of its normalised name.
 pub(crate) type Key = [u8; 32];
 
-/// Per-name failure counts (in memory, per Auth replica).
+/// Per-name failure counts, shared by every replica through the store.
 #[derive(Debug)]
 pub struct Throttle {
     config: ThrottleConfig,
-    entries: moka::future::Cache<Key, Arc<Mutex<Failures>>>,
+    store: Store,
+    clock: SharedClock,
 }
 
 impl Throttle {
-    /// A throttle with `config`.
-    pub fn new(config: ThrottleConfig) -> Self {
-        Self::with_capacity(config, MAX_ENTRIES)
-    }
-
-    /// A throttle tracking at most `capacity` names.
-    fn with_capacity(config: ThrottleConfig, capacity: u64) -> Self {
+    /// A throttle with `config` over `store`, on `clock`.
+    pub fn new(config: ThrottleConfig, store: Store, clock: SharedClock) -> Self {
         Self {
             config,
-            entries: moka::future::Cache::builder()
-                .max_capacity(capacity)
-                .time_to_idle(IDLE_FORGET.max(config.max_delay.saturating_mul(2)))
-                .build(),
+            store,
+            clock,
         }
     }
 
     /// Reserves an attempt for `name` before it is evaluated, or `Err(how long
     /// to wait)`: while `name` is locked, or while the attempts in flight
     /// would, if they all failed, use up the failure budget.
-    pub async fn reserve(&self, name: &str) -> Result<Attempt, Duration> {
-        let entry = self
-            .entries
-            .get_with(key(name), async { Arc::default() })
-            .await;
-        {
-            let mut failures = entry.lock().unwrap_or_else(|e| e.into_inner());
-            let now = Instant::now();
-            if let Some(until) = failures.locked_until.filter(|until| *until > now) {
-                return Err(until - now);
-            }
-            // Before the budget is used up, as many attempts as it has left;
-            // after (each failure then locks), one at a time.
-            let slots = self
-                .config
-                .free_failures
-                .saturating_sub(failures.count)
-                .max(1);
-            if failures.in_flight >= slots {
-                return Err(self.config.base_delay);
-            }
-            failures.in_flight += 1;
+    pub async fn reserve(&self, name: &str) -> Result<Result<Attempt, Duration>, StoreError> {
+        let name_hash = hex_key(name);
+        let now = self.clock.now_unix();
+        let now_ms = now.saturating_mul(1000);
+        let forget = IDLE_FORGET.max(self.config.max_delay.saturating_mul(2));
+        let at = Reservation {
+            now,
+            now_ms,
+            free_failures: i64::from(self.config.free_failures),
+            stale_before: now.saturating_sub(secs(STALE_RESERVATION)),
+            expires_at: now.saturating_add(secs(forget)),
+        };
+        if self.store.reserve_login_attempt(&name_hash, at).await? {
+            return Ok(Ok(Attempt {
+                name_hash,
+                store: self.store.clone(),
+                clock: self.clock.clone(),
+                config: self.config,
+                settled: false,
+            }));
         }
-        Ok(Attempt {
-            entry,
-            config: self.config,
-            settled: false,
-        })
+        let locked_until = self.store.login_locked_until(&name_hash).await?;
+        let wait = match u64::try_from(locked_until.saturating_sub(now_ms)) {
+            Ok(ms) if ms > 0 => Duration::from_millis(ms),
+            _ => self.config.base_delay,
+        };
+        Ok(Err(wait))
+    }
+
+    /// Forgets the names untouched past their expiry.
+    pub async fn prune(&self) -> Result<u64, StoreError> {
+        self.store.prune_login_throttle(self.clock.now_unix()).await
     }
 }
 
@@ -117,43 +109,62 @@ impl Throttle {
 /// it frees its slot without counting.
 #[derive(Debug)]
 pub struct Attempt {
-    entry: Arc<Mutex<Failures>>,
+    name_hash: String,
+    store: Store,
+    clock: SharedClock,
     config: ThrottleConfig,
     settled: bool,
 }
 
 impl Attempt {
     /// Counts a failure; returns the delay it imposes, if any.
-    pub fn failed(mut self) -> Option<Duration> {
+    pub async fn failed(mut self) -> Result<Option<Duration>, StoreError> {
         self.settled = true;
-        let mut failures = self.entry.lock().unwrap_or_else(|e| e.into_inner());
-        failures.in_flight = failures.in_flight.saturating_sub(1);
-        failures.count = failures.count.saturating_add(1);
-        let over = failures.count.checked_sub(self.config.free_failures)?;
-        let delay = self
-            .config
+        let config = self.config;
+        // The first failure that locks is the `max(free, 1)`-th: it waits
+        // `base_delay` doubled once per failure past the free ones.
+        let first_over = config.free_failures.max(1) - config.free_failures;
+        let first = config
             .base_delay
-            .saturating_mul(2u32.saturating_pow(over.min(20)))
-            .min(self.config.max_delay);
-        failures.locked_until = Some(Instant::now() + delay);
-        Some(delay)
+            .saturating_mul(2u32.saturating_pow(first_over))
+            .min(config.max_delay);
+        let lock = Lock {
+            now_ms: self.clock.now_unix().saturating_mul(1000),
+            free_failures: i64::from(config.free_failures),
+            first_delay_ms: millis(first),
+            max_delay_ms: millis(config.max_delay),
+        };
+        let delay = self
+            .store
+            .login_attempt_failed(&self.name_hash, lock)
+            .await?;
+        Ok(u64::try_from(delay)
+            .ok()
+            .filter(|ms| *ms > 0)
+            .map(Duration::from_millis))
     }
 
     /// Forgets the name's failures after a success.
-    pub fn succeeded(mut self) {
+    pub async fn succeeded(mut self) -> Result<(), StoreError> {
         self.settled = true;
-        let mut failures = self.entry.lock().unwrap_or_else(|e| e.into_inner());
-        failures.in_flight = failures.in_flight.saturating_sub(1);
-        failures.count = 0;
-        failures.locked_until = None;
+        self.store.login_attempt_ended(&self.name_hash, true).await
     }
 }
 
 impl Drop for Attempt {
     fn drop(&mut self) {
-        if !self.settled {
-            let mut failures = self.entry.lock().unwrap_or_else(|e| e.into_inner());
-            failures.in_flight = failures.in_flight.saturating_sub(1);
+        if self.settled {
+            return;
+        }
+        // Cancelled mid-check: free the slot in the background (a reservation
+        // that is never freed goes stale after STALE_RESERVATION anyway).
+        if let Ok(runtime) = tokio::runtime::Handle::try_current() {
+            let (store, name_hash) = (self.store.clone(), std::mem::take(&mut self.name_hash));
+            runtime.spawn(async move {
+                if let Err(error) = store.login_attempt_ended(&name_hash, false).await {
+                    tracing::warn!(%error, "freeing a cancelled login attempt's slot failed");
+                }
+            });
         }
     }
 }
@@ -169,72 +180,129 @@ pub(crate) fn key(name: &str) -> Key {
     hasher.finalize().into()
 }
 
+fn millis(duration: Duration) -> i64 {
+    i64::try_from(duration.as_millis()).unwrap_or(i64::MAX)
+}
+
+/// [`key`] in hex, as the store keeps it.
+fn hex_key(name: &str) -> String {
+    use std::fmt::Write;
+    let mut hex = String::with_capacity(64);
+    for byte in key(name) {
+        // Writing to a String cannot fail.
+        let _ = write!(hex, "{byte:02x}");
+    }
+    hex
+}
+
 #[cfg(test)]
 mod tests {
+    use std::sync::Arc;
+
+    use tokenmesh_interceptor::ManualClock;
+    use tokenmesh_server::db::sqlite_url;
+
     use super::*;
 
-    fn throttle(free_failures: u32) -> Throttle {
-        Throttle::new(ThrottleConfig {
+    /// A throttle on a fresh SQLite store, and the clock it reads.
+    async fn throttle(free_failures: u32) -> (Throttle, ManualClock, tempfile::TempDir) {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store = Store::open(&sqlite_url(&dir.path().join("auth.db")))
+            .await
+            .expect("store");
+        let clock = ManualClock::new();
+        let config = ThrottleConfig {
             free_failures,
             base_delay: Duration::from_secs(1),
             max_delay: Duration::from_secs(3),
-        })
+        };
+        (
+            Throttle::new(config, store, Arc::new(clock.clone())),
+            clock,
+            dir,
+        )
     }
 
-    #[tokio::test(start_paused = true)]
+    async fn reserve(throttle: &Throttle, name: &str) -> Result<Attempt, Duration> {
+        throttle.reserve(name).await.expect("store")
+    }
+
+    #[tokio::test]
     async fn delays_start_after_the_free_failures_and_double() {
-        let throttle = throttle(2);
-        assert_eq!(throttle.reserve("a").await.expect("free").failed(), None);
-        let second = throttle.reserve("a").await.expect("free");
-        assert_eq!(second.failed(), Some(Duration::from_secs(1)));
+        let (throttle, clock, _dir) = throttle(2).await;
+        let first = reserve(&throttle, "a").await.expect("free");
+        assert_eq!(first.failed().await.expect("store"), None);
+        let second = reserve(&throttle, "a").await.expect("free");
         assert_eq!(
-            throttle.reserve("a").await.map(drop),
+            second.failed().await.expect("store"),
+            Some(Duration::from_secs(1))
+        );
+        assert_eq!(
+            reserve(&throttle, "a").await.map(drop),
             Err(Duration::from_secs(1))
         );
-        tokio::time::advance(Duration::from_secs(1)).await;
-        let third = throttle.reserve("A").await.expect("lock lapsed");
-        assert_eq!(third.failed(), Some(Duration::from_secs(2)), "one name");
-        tokio::time::advance(Duration::from_secs(2)).await;
-        let fourth = throttle.reserve("a").await.expect("lock lapsed");
-        assert_eq!(fourth.failed(), Some(Duration::from_secs(3)), "capped");
-        assert!(throttle.reserve("b").await.is_ok(), "per name");
-        tokio::time::advance(Duration::from_secs(3)).await;
-        throttle
-            .reserve("a")
-            .await
-            .expect("lock lapsed")
-            .succeeded();
-        assert!(throttle.reserve("a").await.is_ok());
+        clock.advance(Duration::from_secs(1));
+        let third = reserve(&throttle, "A").await.expect("lock lapsed");
+        assert_eq!(
+            third.failed().await.expect("store"),
+            Some(Duration::from_secs(2)),
+            "one name"
+        );
+        clock.advance(Duration::from_secs(2));
+        let fourth = reserve(&throttle, "a").await.expect("lock lapsed");
+        assert_eq!(
+            fourth.failed().await.expect("store"),
+            Some(Duration::from_secs(3)),
+            "capped"
+        );
+        assert!(reserve(&throttle, "b").await.is_ok(), "per name");
+        clock.advance(Duration::from_secs(3));
+        let fifth = reserve(&throttle, "a").await.expect("lock lapsed");
+        fifth.succeeded().await.expect("store");
+        assert!(reserve(&throttle, "a").await.is_ok());
     }
 
-    #[tokio::test(start_paused = true)]
+    #[tokio::test]
     async fn attempts_in_flight_hold_the_budget_until_they_settle() {
-        let throttle = throttle(2);
-        let first = throttle.reserve("a").await.expect("slot 1");
-        let second = throttle.reserve("a").await.expect("slot 2");
+        let (throttle, _clock, _dir) = throttle(2).await;
+        let first = reserve(&throttle, "a").await.expect("slot 1");
+        let second = reserve(&throttle, "a").await.expect("slot 2");
         assert_eq!(
-            throttle.reserve("a").await.map(drop),
+            reserve(&throttle, "a").await.map(drop),
             Err(Duration::from_secs(1)),
             "both slots in flight"
         );
         drop(first);
-        let third = throttle
-            .reserve("a")
-            .await
-            .expect("a cancelled attempt frees its slot");
-        second.succeeded();
-        third.failed();
-        assert!(throttle.reserve("a").await.is_ok());
+        let third = freed_slot(&throttle).await;
+        second.succeeded().await.expect("store");
+        third.failed().await.expect("store");
+        assert!(reserve(&throttle, "a").await.is_ok());
+    }
+
+    /// A cancelled attempt frees its slot in the background: the next
+    /// reservation succeeds once it has.
+    async fn freed_slot(throttle: &Throttle) -> Attempt {
+        for _ in 0..1000 {
+            if let Ok(attempt) = reserve(throttle, "a").await {
+                return attempt;
+            }
+            tokio::task::yield_now().await;
+        }
+        panic!("a cancelled attempt never freed its slot");
     }
 
     #[tokio::test]
-    async fn a_flood_of_distinct_names_stays_within_the_capacity() {
-        let throttle = Throttle::with_capacity(ThrottleConfig::default(), 100);
-        for n in 0..5_000 {
-            let name = format!("{n}-{}", "x".repeat(1_000));
-            throttle.reserve(&name).await.expect("fresh name").failed();
-        }
-        throttle.entries.run_pending_tasks().await;
-        assert!(throttle.entries.entry_count() <= 100);
+    async fn a_lost_reservation_goes_stale_and_untouched_names_are_pruned() {
+        let (throttle, clock, _dir) = throttle(1).await;
+        let lost = reserve(&throttle, "a").await.expect("slot");
+        std::mem::forget(lost);
+        assert!(reserve(&throttle, "a").await.is_err(), "its slot is held");
+        clock.advance(STALE_RESERVATION + Duration::from_secs(1));
+        let again = reserve(&throttle, "a").await.expect("stale slot reclaimed");
+        again.failed().await.expect("store");
+        assert_eq!(throttle.prune().await.expect("store"), 0, "not yet expired");
+        clock.advance(IDLE_FORGET);
+        assert_eq!(throttle.prune().await.expect("store"), 1);
+        assert!(reserve(&throttle, "a").await.is_ok(), "forgotten");
     }
 }

@@ -171,14 +171,21 @@ mod tests {
     use crate::{
         entitlement::{
             Denial,
-            tests::{entitle, query, replica},
+            tests::{entitle, query, replica_on},
         },
         store::ReplicaChange,
     };
 
-    #[tokio::test]
-    async fn until_caught_up_the_replica_cannot_tell() {
-        let store = Store::open("sqlite::memory:").await.expect("store");
+    tokenmesh_server::on_each_store!(
+        until_caught_up_the_replica_cannot_tell,
+        the_replica_answers_from_what_the_feed_applied,
+        the_replica_answers_with_the_terms_the_feed_carried,
+        a_change_counts_against_grants_issued_up_to_its_second,
+        a_grant_stating_its_revision_is_compared_by_feed_position,
+    );
+
+    async fn until_caught_up_the_replica_cannot_tell(url: &str) {
+        let store = Store::open(url).await.expect("store");
         let replica = Replica::new(store);
         assert!(!replica.caught_up());
         assert_eq!(
@@ -187,9 +194,8 @@ mod tests {
         );
     }
 
-    #[tokio::test]
-    async fn the_replica_answers_from_what_the_feed_applied() {
-        let replica = replica().await;
+    async fn the_replica_answers_from_what_the_feed_applied(url: &str) {
+        let replica = replica_on(url).await;
         let unknown = Query {
             product_id: "P-999",
             ..query()
@@ -217,9 +223,8 @@ mod tests {
         assert_eq!(replica.cursor().await.expect("cursor"), 3);
     }
 
-    #[tokio::test]
-    async fn the_replica_answers_with_the_terms_the_feed_carried() {
-        let replica = replica().await;
+    async fn the_replica_answers_with_the_terms_the_feed_carried(url: &str) {
+        let replica = replica_on(url).await;
         let limited = Terms {
             order: true,
             max_quantity: 2,
@@ -259,9 +264,8 @@ mod tests {
         replica.apply(&change, cursor).await.expect("applied");
     }
 
-    #[tokio::test]
-    async fn a_change_counts_against_grants_issued_up_to_its_second() {
-        let replica = replica().await;
+    async fn a_change_counts_against_grants_issued_up_to_its_second(url: &str) {
+        let replica = replica_on(url).await;
         let since = |at| replica.since("alice", "P-100", Issued { at, revision: 0 });
         assert_eq!(since(150).await.expect("lookup"), Since::Unchanged);
         entitle(&replica, false, 200, 2).await;
@@ -279,9 +283,8 @@ mod tests {
         );
     }
 
-    #[tokio::test]
-    async fn a_grant_stating_its_revision_is_compared_by_feed_position() {
-        let replica = replica().await;
+    async fn a_grant_stating_its_revision_is_compared_by_feed_position(url: &str) {
+        let replica = replica_on(url).await;
         entitle(&replica, false, 200, 5).await;
         let since = |revision| replica.since("alice", "P-100", Issued { at: 200, revision });
         assert_eq!(since(4).await.expect("lookup"), Since::Revoked);

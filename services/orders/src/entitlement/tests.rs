@@ -32,7 +32,12 @@ pub(super) fn query() -> Query<'static> {
 
 /// A replica in a fresh in-memory database, caught up, that knows P-100.
 pub(super) async fn replica() -> replica::Replica {
-    let store = Store::open("sqlite::memory:").await.expect("store");
+    replica_on("sqlite::memory:").await
+}
+
+/// A replica in the fresh database at `url`, caught up, that knows P-100.
+pub(super) async fn replica_on(url: &str) -> replica::Replica {
+    let store = Store::open(url).await.expect("store");
     let replica = replica::Replica::new(store);
     let product = ReplicaChange::Product {
         product_id: "P-100".into(),

@@ -10,7 +10,7 @@ mod records;
 use sqlx::{Any, AnyPool, Transaction};
 use tokenmesh_interceptor::{SharedClock, system_clock};
 use tokenmesh_server::{
-    db::{appended, retry_feed_write},
+    db::{appended, lock_feed, retry_feed_write},
     wakeups::{ENTITLEMENTS, notify},
 };
 
@@ -144,6 +144,10 @@ struct Event<'a> {
     terms: Terms,
 }
 
+/// Products' PostgreSQL schema: its tables and migrations live there, so it can
+/// share a database with the other services.
+pub const SCHEMA: &str = "products";
+
 /// Products' storage.
 #[derive(Debug, Clone)]
 pub struct Store {
@@ -162,9 +166,15 @@ pub struct Written {
 }
 
 impl Store {
-    /// Connects to `database_url` and brings the schema up to date.
+    /// The grant keys' table, for the key ring.
+    pub fn grant_keys(&self) -> tokenmesh_server::KeyTable {
+        tokenmesh_server::KeyTable::new(self.pool.clone(), "grant_signing_keys")
+    }
+
+    /// Connects to `database_url` and brings the schema up to date (on
+    /// PostgreSQL, in the schema [`SCHEMA`]).
     pub async fn open(database_url: &str) -> Result<Self, StoreError> {
-        let pool = tokenmesh_server::db::connect(database_url).await?;
+        let pool = tokenmesh_server::db::connect(database_url, SCHEMA).await?;
         sqlx::migrate!("./migrations").run(&pool).await?;
         Ok(Self {
             pool,
@@ -243,6 +253,7 @@ impl Store {
             }));
         }
         let event = change.event();
+        lock_feed(&mut tx, "entitlement_events").await?;
         let seq = sqlx::query_scalar(
             "INSERT INTO entitlement_events \
                  (seq, kind, subject, product_id, granted, changed_at, actions, max_quantity) \

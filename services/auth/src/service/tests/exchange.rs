@@ -3,9 +3,15 @@
 
 use super::*;
 
-#[tokio::test]
-async fn an_exchange_narrows_the_audience_and_names_the_actor() {
-    let fixture = Fixture::start().await;
+tokenmesh_server::on_each_store!(
+    an_exchange_narrows_the_audience_and_names_the_actor,
+    an_exchanged_token_cannot_be_exchanged_again,
+    an_exchange_passes_on_only_the_scopes_declared_for_the_audience,
+    a_service_token_needs_the_right_secret_and_an_allowed_audience,
+);
+
+async fn an_exchange_narrows_the_audience_and_names_the_actor(url: &str) {
+    let fixture = Fixture::start(url).await;
     let alice = fixture.alice().await;
     let actor = fixture.actor().await;
     let exchanged = fixture
@@ -28,9 +34,8 @@ async fn an_exchange_narrows_the_audience_and_names_the_actor() {
     assert!(claims.0.exp <= subject.0.exp);
 }
 
-#[tokio::test]
-async fn an_exchanged_token_cannot_be_exchanged_again() {
-    let fixture = Fixture::start().await;
+async fn an_exchanged_token_cannot_be_exchanged_again(url: &str) {
+    let fixture = Fixture::start(url).await;
     let alice = fixture.alice().await;
     let actor = fixture.actor().await;
     let once = fixture
@@ -47,9 +52,8 @@ async fn an_exchanged_token_cannot_be_exchanged_again() {
     );
 }
 
-#[tokio::test]
-async fn an_exchange_passes_on_only_the_scopes_declared_for_the_audience() {
-    let fixture = Fixture::start().await;
+async fn an_exchange_passes_on_only_the_scopes_declared_for_the_audience(url: &str) {
+    let fixture = Fixture::start(url).await;
     let carol = fixture
         .login("carol", "carol-password")
         .await
@@ -83,9 +87,8 @@ async fn an_exchange_passes_on_only_the_scopes_declared_for_the_audience() {
     );
 }
 
-#[tokio::test]
-async fn a_service_token_needs_the_right_secret_and_an_allowed_audience() {
-    let fixture = Fixture::start().await;
+async fn a_service_token_needs_the_right_secret_and_an_allowed_audience(url: &str) {
+    let fixture = Fixture::start(url).await;
     assert_status(
         fixture.service_token("wrong-secret", audience::AUTH).await,
         Code::Unauthenticated,

@@ -3,9 +3,19 @@
 
 use super::*;
 
-#[tokio::test]
-async fn login_with_the_right_password_answers_a_bearer_token_pair() {
-    let fixture = Fixture::start().await;
+tokenmesh_server::on_each_store!(
+    login_with_the_right_password_answers_a_bearer_token_pair,
+    login_with_a_wrong_password_or_an_unknown_user_is_unauthenticated,
+    a_refresh_rotates_the_token_and_a_replay_revokes_the_family,
+    logout_is_idempotent_and_ends_the_refresh_token,
+    a_deactivated_user_can_neither_log_in_nor_refresh,
+    a_password_change_revokes_tokens_minted_before_it,
+    failures_beyond_the_free_ones_are_throttled,
+    an_access_token_expires_when_the_clock_passes_its_lifetime_and_the_leeway,
+);
+
+async fn login_with_the_right_password_answers_a_bearer_token_pair(url: &str) {
+    let fixture = Fixture::start(url).await;
     let tokens = fixture.alice().await;
     assert_eq!(tokens.token_type, BEARER);
     assert_eq!(tokens.expires_in, 300);
@@ -18,9 +28,8 @@ async fn login_with_the_right_password_answers_a_bearer_token_pair() {
     assert_eq!(claims.0.aud, audience::USER_TOKEN);
 }
 
-#[tokio::test]
-async fn login_with_a_wrong_password_or_an_unknown_user_is_unauthenticated() {
-    let fixture = Fixture::start().await;
+async fn login_with_a_wrong_password_or_an_unknown_user_is_unauthenticated(url: &str) {
+    let fixture = Fixture::start(url).await;
     for (username, password) in [("alice", "wrong-password"), ("mallory", "alice-password")] {
         assert_status(
             fixture.login(username, password).await,
@@ -35,9 +44,8 @@ async fn login_with_a_wrong_password_or_an_unknown_user_is_unauthenticated() {
     );
 }
 
-#[tokio::test]
-async fn a_refresh_rotates_the_token_and_a_replay_revokes_the_family() {
-    let fixture = Fixture::start().await;
+async fn a_refresh_rotates_the_token_and_a_replay_revokes_the_family(url: &str) {
+    let fixture = Fixture::start(url).await;
     let first = fixture.alice().await;
     let second = fixture
         .refresh(&first.refresh_token)
@@ -65,9 +73,8 @@ async fn a_refresh_rotates_the_token_and_a_replay_revokes_the_family() {
     );
 }
 
-#[tokio::test]
-async fn logout_is_idempotent_and_ends_the_refresh_token() {
-    let fixture = Fixture::start().await;
+async fn logout_is_idempotent_and_ends_the_refresh_token(url: &str) {
+    let fixture = Fixture::start(url).await;
     let tokens = fixture.alice().await;
     for presented in [
         tokens.refresh_token.as_str(),
@@ -90,9 +97,8 @@ async fn logout_is_idempotent_and_ends_the_refresh_token() {
     );
 }
 
-#[tokio::test]
-async fn a_deactivated_user_can_neither_log_in_nor_refresh() {
-    let fixture = Fixture::start().await;
+async fn a_deactivated_user_can_neither_log_in_nor_refresh(url: &str) {
+    let fixture = Fixture::start(url).await;
     let tokens = fixture.alice().await;
     let request = DeactivateUserRequest {
         username: "alice".into(),
@@ -120,9 +126,8 @@ async fn a_deactivated_user_can_neither_log_in_nor_refresh() {
     );
 }
 
-#[tokio::test]
-async fn a_password_change_revokes_tokens_minted_before_it() {
-    let fixture = Fixture::start().await;
+async fn a_password_change_revokes_tokens_minted_before_it(url: &str) {
+    let fixture = Fixture::start(url).await;
     let before = fixture.alice().await;
     let change = ChangePasswordRequest {
         current_password: "alice-password".into(),
@@ -161,12 +166,11 @@ async fn a_password_change_revokes_tokens_minted_before_it() {
         .expect("and its token is not caught by the revocation");
 }
 
-#[tokio::test]
-async fn failures_beyond_the_free_ones_are_throttled() {
+async fn failures_beyond_the_free_ones_are_throttled(url: &str) {
     let mut config = AuthConfig::new(ISSUER);
     config.throttle.free_failures = 2;
     config.throttle.base_delay = Duration::from_secs(30);
-    let fixture = Fixture::with_config(config).await;
+    let fixture = Fixture::with_config(url, config).await;
     // The failure that uses up the free ones starts the first delay.
     for _ in 0..2 {
         assert_status(
@@ -196,12 +200,11 @@ async fn failures_beyond_the_free_ones_are_throttled() {
     );
 }
 
-#[tokio::test]
-async fn an_access_token_expires_when_the_clock_passes_its_lifetime_and_the_leeway() {
+async fn an_access_token_expires_when_the_clock_passes_its_lifetime_and_the_leeway(url: &str) {
     let clock = ManualClock::new();
     let config = AuthConfig::new(ISSUER).with_clock(Arc::new(clock.clone()));
     let ttl = config.access_token_ttl;
-    let fixture = Fixture::with_config(config).await;
+    let fixture = Fixture::with_config(url, config).await;
     let tokens = fixture.alice().await;
     fixture
         .verify(&tokens.access_token)

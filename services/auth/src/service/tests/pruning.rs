@@ -7,10 +7,11 @@ use super::*;
 
 /// Every stored revocation's cursor, expired or not.
 async fn stored(fixture: &Fixture) -> Vec<i64> {
-    let store = Store::open(&sqlite_url(&fixture._dir.path().join("auth.db")))
-        .await
-        .expect("store opens");
-    let rows = store
+    let rows = fixture
+        .auth
+        .inner
+        .revocations
+        .store()
         .revocations_since(0, i64::MIN, 100)
         .await
         .expect("rows");
@@ -33,14 +34,17 @@ async fn prune(fixture: &Fixture) -> u64 {
     revocations.prune_stored().await.expect("pruned")
 }
 
-#[tokio::test]
-async fn stored_revocations_are_pruned_only_once_no_token_they_match_can_be_valid() {
+tokenmesh_server::on_each_store!(
+    stored_revocations_are_pruned_only_once_no_token_they_match_can_be_valid
+);
+
+async fn stored_revocations_are_pruned_only_once_no_token_they_match_can_be_valid(url: &str) {
     let clock = ManualClock::new();
     let config = AuthConfig::new(ISSUER).with_clock(Arc::new(clock.clone()));
     // A token issued just before a revocation lives this long at the most
     // lenient verifier (60 s of leeway).
     let matters = config.access_token_ttl + Duration::from_secs(60);
-    let fixture = Fixture::with_config(config).await;
+    let fixture = Fixture::with_config(url, config).await;
     let alice = fixture.alice().await;
     log_out(&fixture, &alice.refresh_token).await;
     let request = DeactivateUserRequest {

@@ -4,11 +4,12 @@
 //! Orders follow replica A; each user is deactivated through replica B, and the
 //! time from sending DeactivateUser to the user's token being refused by both
 //! Products and Orders is recorded: p50, p99, max.
-//! `catchup` (SQLite): Products holds N entitlements; Orders' replica restarts
-//! empty (snapshot) and with its state kept (tail): time to ready.
+//! `catchup` (SQLite, then PostgreSQL when the variable is set): Products holds
+//! N entitlements; Orders' replica restarts empty (snapshot) and with its
+//! state kept (tail): time to ready.
 //!
 //! `TOKENMESH_TEST_DATABASE_URL=postgres://… cargo bench -p tokenmesh-tests --bench feeds -- propagation --revocations 200`
-//! `cargo bench -p tokenmesh-tests --bench feeds -- catchup --entitlements 100000`
+//! `TOKENMESH_TEST_DATABASE_URL=postgres://… cargo bench -p tokenmesh-tests --bench feeds -- catchup --entitlements 100000`
 
 // A benchmark's report is its output.
 #![allow(clippy::print_stdout)]
@@ -45,7 +46,11 @@ async fn main() {
         propagation(arg("--revocations", 200) as usize).await;
     }
     if wants("catchup") {
-        catch_up(arg("--entitlements", 100_000) as i64).await;
+        let entitlements = arg("--entitlements", 100_000) as i64;
+        catch_up(Mesh::start().await, entitlements).await;
+        if std::env::var_os("TOKENMESH_TEST_DATABASE_URL").is_some() {
+            catch_up(Mesh::builder().postgres().start().await, entitlements).await;
+        }
     }
 }
 
@@ -157,28 +162,40 @@ async fn propagation(revocations: usize) {
     database.drop_database().await;
 }
 
-async fn sqlite(mesh: &Mesh, file: &str) -> sqlx::AnyPool {
+/// A connection to `service`'s database (SQLite file `file`, or its schema in
+/// the mesh's PostgreSQL database), and the prefix naming its tables.
+async fn database(mesh: &Mesh, file: &str, schema: &str) -> (sqlx::AnyPool, String) {
     sqlx::any::install_default_drivers();
-    let url = tokenmesh_server::db::sqlite_url(&mesh.data_dir().join(file));
-    sqlx::any::AnyPoolOptions::new()
+    let (url, prefix) = match mesh.database_url() {
+        Some(url) => (url.to_owned(), format!("{schema}.")),
+        None => (
+            tokenmesh_server::db::sqlite_url(&mesh.data_dir().join(file)),
+            String::new(),
+        ),
+    };
+    let pool = sqlx::any::AnyPoolOptions::new()
         .max_connections(1)
         .connect(&url)
         .await
-        .expect("database")
+        .expect("database");
+    (pool, prefix)
 }
 
-async fn catch_up(entitlements: i64) {
-    let mut mesh = Mesh::start().await;
+async fn catch_up(mut mesh: Mesh, entitlements: i64) {
+    let store = match mesh.database_url() {
+        Some(_) => "PostgreSQL",
+        None => "SQLite",
+    };
     mesh.stop_orders().await;
     // N entitlements (subjects user-0… × the 5 demo products), and their
     // feed events after the demo's 9, written straight into Products' tables.
-    let products = sqlite(&mesh, "products.db").await;
+    let (products, p) = database(&mesh, "products.db", tokenmesh_products::SCHEMA).await;
     let last = entitlements - 1;
     let now = tokenmesh_server::now_unix();
     let mut tx = products.begin().await.expect("tx");
     sqlx::query(&format!(
         "WITH RECURSIVE n(i) AS (SELECT 0 UNION ALL SELECT i + 1 FROM n WHERE i < {last}) \
-         INSERT INTO entitlements (subject, product_id, granted_at, actions, max_quantity) \
+         INSERT INTO {p}entitlements (subject, product_id, granted_at, actions, max_quantity) \
          SELECT 'user-' || (i / 5), 'P-10' || (i % 5), {now}, 'view order', 0 FROM n"
     ))
     .execute(&mut *tx)
@@ -186,7 +203,7 @@ async fn catch_up(entitlements: i64) {
     .expect("entitlements");
     sqlx::query(&format!(
         "WITH RECURSIVE n(i) AS (SELECT 0 UNION ALL SELECT i + 1 FROM n WHERE i < {last}) \
-         INSERT INTO entitlement_events \
+         INSERT INTO {p}entitlement_events \
              (seq, kind, subject, product_id, granted, changed_at, actions, max_quantity) \
          SELECT 10 + i, 'entitlement', 'user-' || (i / 5), 'P-10' || (i % 5), 1, {now}, 'view order', 0 FROM n"
     ))
@@ -198,9 +215,9 @@ async fn catch_up(entitlements: i64) {
 
     // An empty replica (a new Orders, or one whose cursor was compacted away):
     // the snapshot, applied in one transaction.
-    let orders = sqlite(&mesh, "orders.db").await;
+    let (orders, o) = database(&mesh, "orders.db", tokenmesh_orders::SCHEMA).await;
     for table in ["replica_cursor", "replica_entitlements", "replica_products"] {
-        sqlx::query(&format!("DELETE FROM {table}"))
+        sqlx::query(&format!("DELETE FROM {o}{table}"))
             .execute(&orders)
             .await
             .expect("emptied");
@@ -208,7 +225,7 @@ async fn catch_up(entitlements: i64) {
     let started = Instant::now();
     mesh.restart_orders().await;
     let from_snapshot = started.elapsed();
-    let held: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM replica_entitlements")
+    let held: i64 = sqlx::query_scalar(&format!("SELECT COUNT(*) FROM {o}replica_entitlements"))
         .fetch_one(&orders)
         .await
         .expect("count");
@@ -217,7 +234,7 @@ async fn catch_up(entitlements: i64) {
     mesh.restart_orders().await;
     let from_state = started.elapsed();
     println!(
-        "catch-up (SQLite) at {entitlements} entitlements: restart to ready from the snapshot {:.2} s ({held} entitlements held); from the kept state + tail {:.3} s",
+        "catch-up ({store}) at {entitlements} entitlements: restart to ready from the snapshot {:.2} s ({held} entitlements held); from the kept state + tail {:.3} s",
         from_snapshot.as_secs_f64(),
         from_state.as_secs_f64(),
     );

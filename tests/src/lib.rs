@@ -125,6 +125,13 @@ impl Storage {
 }
 
 impl MeshBuilder {
+    /// Runs every service on a fresh PostgreSQL database (each in its schema)
+    /// in any binary: for benchmarks that compare the stores.
+    pub fn postgres(mut self) -> Self {
+        self.storage = Storage::Postgres;
+        self
+    }
+
     /// Runs on SQLite even in the PostgreSQL suite: for tests about SQLite's
     /// files in the data dir (their modes, what a copy of them holds).
     pub fn sqlite_only(mut self) -> Self {

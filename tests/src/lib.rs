@@ -885,8 +885,11 @@ pub async fn http_exchange(addr: SocketAddr, request: &str) -> (String, String) 
 
 pub mod calls;
 mod child;
+pub mod cluster;
 pub mod files;
+pub mod haproxy;
 mod replica;
+pub mod replica_process;
 pub use child::{CHILD_DEADLINE, output_within_deadline};
 pub use replica::Replica;
 

@@ -93,6 +93,7 @@ impl From<AuthServiceError> for Status {
                 Status::permission_denied(error.to_string())
             }
             AuthServiceError::InvalidSubjectToken(_) => Status::invalid_argument(error.to_string()),
+            AuthServiceError::Store(error) if error.is_unavailable() => error.unavailable_status(),
             AuthServiceError::Store(_)
             | AuthServiceError::PasswordHash(_)
             | AuthServiceError::Signing(_)

@@ -65,6 +65,7 @@ impl From<OrdersError> for Status {
             }
             OrdersError::RequestIdReused(_) => Status::already_exists(error.to_string()),
             OrdersError::Undecided(_) => Status::unavailable(error.to_string()),
+            OrdersError::Store(error) if error.is_unavailable() => error.unavailable_status(),
             OrdersError::Store(_) => {
                 tracing::error!(%error, "internal error");
                 Status::internal("internal error")

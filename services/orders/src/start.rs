@@ -6,7 +6,7 @@ use std::{sync::Arc, time::Duration};
 use tokenmesh_interceptor::KeyStore;
 use tokenmesh_proto::names::{audience, scope};
 use tokenmesh_server::{
-    AccessTokens, Addr, Delegation, Environment, Gate, GrpcJwksSource, Listener, Running,
+    AccessTokens, Delegation, Environment, Gate, GrpcJwksSource, Listener, Peer, Running,
     ServiceClient, ServiceTokens, StartError, TokenExchanger, args::VerifyArgs,
 };
 
@@ -73,9 +73,9 @@ tokenmesh_server::client_secret_args! {
 #[derive(Debug, Clone)]
 pub struct Peers {
     /// Auth: keys, revocations, service tokens and exchange.
-    pub auth: Addr,
+    pub auth: Peer,
     /// Products: grant keys, CheckEntitlement and the entitlement feed.
-    pub products: Addr,
+    pub products: Peer,
     /// The issuers' names and how often their keys are refetched.
     pub verify: VerifyArgs,
 }

@@ -58,6 +58,7 @@ impl From<ProductsError> for Status {
             | ProductsError::CheckScopeRequired(_) => Status::permission_denied(error.to_string()),
             ProductsError::ProductExists(_) => Status::already_exists(error.to_string()),
             ProductsError::Compacted { .. } => Status::out_of_range(error.to_string()),
+            ProductsError::Store(error) if error.is_unavailable() => error.unavailable_status(),
             ProductsError::Store(_) | ProductsError::Signing(_) => {
                 tracing::error!(%error, "internal error");
                 Status::internal("internal error")

@@ -6,7 +6,7 @@ use std::{path::Path, sync::Arc, time::Duration};
 
 use tokenmesh_proto::names::{audience, scope};
 use tokenmesh_server::{
-    AccessTokens, Addr, Environment, Gate, KeyRing, KeyRingError, Listener, RingConfig, Running,
+    AccessTokens, Environment, Gate, KeyRing, KeyRingError, Listener, Peer, RingConfig, Running,
     ServiceClient, SigningAlgorithm, SigningKey, SigningKeyError, SigningKeys, StartError,
     args::{KekArgs, VerifyArgs},
     key_ring::key_encryption_key,
@@ -64,7 +64,7 @@ tokenmesh_server::client_secret_args! {
 #[derive(Debug, Clone)]
 pub struct Peers {
     /// Auth: its keys and revocation feed.
-    pub auth: Addr,
+    pub auth: Peer,
     /// The issuers' names (Products signs as `products_issuer`) and how often
     /// Auth's keys are refetched.
     pub verify: VerifyArgs,

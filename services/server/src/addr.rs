@@ -73,6 +73,58 @@ impl Addr {
     }
 }
 
+/// A peer service's replicas: one address, or several separated by commas, which
+/// a client balances over (`--auth-url a:1,b:1`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Peer {
+    /// Its replicas, at least one, at most [`Peer::MAX_REPLICAS`].
+    pub replicas: Vec<Addr>,
+}
+
+impl Peer {
+    /// The most replicas one flag may list.
+    pub const MAX_REPLICAS: usize = 64;
+}
+
+impl FromStr for Peer {
+    type Err = AddrError;
+
+    fn from_str(input: &str) -> Result<Self, Self::Err> {
+        let parts: Vec<&str> = input.split(',').map(str::trim).collect();
+        if parts.len() > Self::MAX_REPLICAS {
+            return Err(AddrError {
+                input: crate::shown(input).to_string(),
+                reason: "more than 64 replicas",
+            });
+        }
+        let replicas = parts
+            .into_iter()
+            .map(str::parse)
+            .collect::<Result<_, _>>()?;
+        Ok(Self { replicas })
+    }
+}
+
+impl fmt::Display for Peer {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        for (i, addr) in self.replicas.iter().enumerate() {
+            if i > 0 {
+                f.write_str(",")?;
+            }
+            write!(f, "{addr}")?;
+        }
+        Ok(())
+    }
+}
+
+impl From<Addr> for Peer {
+    fn from(addr: Addr) -> Self {
+        Self {
+            replicas: vec![addr],
+        }
+    }
+}
+
 /// A clap value parser for tools that need one socket address now: either form,
 /// the host name resolved (the first address it has).
 pub fn socket_addr(input: &str) -> Result<std::net::SocketAddr, String> {
@@ -141,6 +193,26 @@ mod tests {
         assert_eq!(
             parse("::1:80"),
             Err(r#""::1:80" is not an address: write an IPv6 host in brackets, [::1]:port (use host:port or http(s)://host:port)"#.into())
+        );
+    }
+
+    #[test]
+    fn a_peer_lists_its_replicas_separated_by_commas() {
+        let peer: Peer = "127.0.0.2:1, http://127.0.0.3:1"
+            .parse()
+            .expect("two replicas");
+        assert_eq!(peer.to_string(), "127.0.0.2:1,127.0.0.3:1");
+        assert_eq!(peer.replicas.len(), 2);
+        assert_eq!(
+            "a:1,".parse::<Peer>().map_err(|e| e.to_string()),
+            Err(r#""" is not an address: no port (use host:port or http(s)://host:port)"#.into())
+        );
+        let many = vec!["a:1"; 65].join(",");
+        assert!(
+            many.parse::<Peer>()
+                .expect_err("65 replicas")
+                .to_string()
+                .contains("more than 64 replicas")
         );
     }
 }

@@ -131,6 +131,11 @@ pub struct LimitArgs {
     /// Largest request header list (metadata, bearer token included), in bytes.
     #[arg(long, env = "TOKENMESH_MAX_HEADER_LIST_SIZE", default_value_t = 16 * 1024, value_parser = clap::value_parser!(u32).range(1024..))]
     pub max_header_list_size: u32,
+    /// On SIGTERM, how long to keep serving after health turns NOT_SERVING,
+    /// before no new call is accepted: long enough for a load balancer's health
+    /// check to take this replica out of rotation.
+    #[arg(long, env = "TOKENMESH_SHUTDOWN_DELAY", default_value = "0s", value_parser = humantime::parse_duration)]
+    pub shutdown_delay: Duration,
 }
 
 impl LimitArgs {
@@ -141,6 +146,7 @@ impl LimitArgs {
             request_timeout: self.request_timeout,
             max_concurrent_streams: self.max_concurrent_streams,
             max_header_list_size: self.max_header_list_size,
+            shutdown_delay: self.shutdown_delay,
         }
     }
 }

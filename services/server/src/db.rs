@@ -26,6 +26,34 @@ pub enum StoreError {
     Contention(&'static str),
 }
 
+impl StoreError {
+    /// Whether the database was out of reach rather than the operation wrong: a
+    /// connection lost or refused (a restarted or failed-over server,
+    /// `pg_terminate_backend`), or no connection free in time. A retry may
+    /// succeed, so services answer it with UNAVAILABLE, not INTERNAL.
+    pub fn is_unavailable(&self) -> bool {
+        match self {
+            Self::Database(error) => match error {
+                sqlx::Error::Io(_) | sqlx::Error::PoolTimedOut | sqlx::Error::PoolClosed => true,
+                // SQLSTATE class 08 (connection exception) and 57P01–57P03
+                // (admin shutdown, crash shutdown, cannot connect now).
+                sqlx::Error::Database(error) => error
+                    .code()
+                    .is_some_and(|code| code.starts_with("08") || code.starts_with("57P0")),
+                _ => false,
+            },
+            Self::Migrate(_) | Self::Contention(_) => false,
+        }
+    }
+
+    /// The status of an unavailable database (see [`StoreError::is_unavailable`]),
+    /// logged once here.
+    pub fn unavailable_status(&self) -> tonic::Status {
+        tracing::warn!(error = %self, "database unavailable");
+        tonic::Status::unavailable("database unavailable; retry")
+    }
+}
+
 /// Opens `schema`'s pool on `url` (`sqlite://…` or `postgres://…`).
 ///
 /// On PostgreSQL the schema is created if missing and is the only one on every
@@ -192,4 +220,23 @@ pub fn appended<T>(result: Result<T, sqlx::Error>) -> Result<Option<T>, sqlx::Er
 /// Whether `error` is a unique-constraint violation (a lost insert race).
 pub fn is_unique_violation(error: &sqlx::Error) -> bool {
     matches!(error, sqlx::Error::Database(db) if db.is_unique_violation())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_lost_connection_is_unavailable_and_a_wrong_query_is_not() {
+        let lost = std::io::Error::from(std::io::ErrorKind::ConnectionReset);
+        assert!(StoreError::Database(sqlx::Error::Io(lost)).is_unavailable());
+        assert!(StoreError::Database(sqlx::Error::PoolTimedOut).is_unavailable());
+        assert!(!StoreError::Database(sqlx::Error::RowNotFound).is_unavailable());
+        assert!(!StoreError::Contention("orders").is_unavailable());
+        let status = StoreError::Database(sqlx::Error::PoolClosed).unavailable_status();
+        assert_eq!(
+            (status.code(), status.message()),
+            (tonic::Code::Unavailable, "database unavailable; retry")
+        );
+    }
 }

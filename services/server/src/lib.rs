@@ -10,6 +10,7 @@ pub mod args;
 mod auth_client;
 mod caller;
 pub mod db;
+mod drain;
 mod feed;
 mod jwks;
 pub mod key_ring;
@@ -29,7 +30,7 @@ pub mod tls;
 pub mod validate;
 pub mod wakeups;
 
-pub use addr::{Addr, AddrError};
+pub use addr::{Addr, AddrError, Peer};
 pub use auth_client::{ServiceTokens, TokenExchanger, apply_revocation, follow_revocations};
 pub use caller::{ACCESS_CLAIMS_VERSION, Caller, caller};
 pub use feed::{Feed, HEARTBEAT, Markers, SILENCE_TIMEOUT, follow, next_event};

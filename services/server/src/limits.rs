@@ -34,6 +34,10 @@ pub struct ServerLimits {
     pub max_concurrent_streams: u32,
     /// Largest header list (metadata, token included) a request may carry.
     pub max_header_list_size: u32,
+    /// How long a stopping server keeps serving after its health turned
+    /// NOT_SERVING, so that load balancers take it out of rotation before it
+    /// stops accepting (Kubernetes' `preStop` delay, built in).
+    pub shutdown_delay: Duration,
 }
 
 impl Default for ServerLimits {
@@ -43,6 +47,7 @@ impl Default for ServerLimits {
             request_timeout: Duration::from_secs(30),
             max_concurrent_streams: 128,
             max_header_list_size: 16 * 1024,
+            shutdown_delay: Duration::ZERO,
         }
     }
 }

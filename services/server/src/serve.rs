@@ -1,6 +1,6 @@
 //! `serve(listener, service, auth, metrics, limits, shutdown)`: one gRPC service
 //! behind the limits and the auth layer, with health and reflection beside it,
-//! until `shutdown` resolves.
+//! until `shutdown` resolves; then health says NOT_SERVING and the server drains.
 
 use std::{convert::Infallible, future::Future, sync::Arc, time::Duration};
 
@@ -67,7 +67,10 @@ impl<S> Servable for S where
 }
 
 /// Serves `service` on `listener` (TLS if it says so) until `shutdown` resolves,
-/// then drains in-flight requests, within `limits`. The auth layer's counters are
+/// within `limits`. Then, as Kubernetes expects of a pod it stops: health turns
+/// NOT_SERVING (the server, "", and `service`); after `limits.shutdown_delay`
+/// the server stops accepting, in-flight calls finish, open streams end with
+/// `UNAVAILABLE`, and it returns. The auth layer's counters are
 /// registered in `metrics`. Health reports `service` as SERVING — when the
 /// layer's verifier follows a revocation feed, only while that feed is current
 /// (its silence is exported in `metrics`); reflection (v1 and v1alpha)
@@ -95,6 +98,7 @@ where
         .revocations()
         .and_then(|revocations| revocations.freshness())
         .cloned();
+    let (stop_health, health_stopped) = tokio::sync::oneshot::channel();
     let health = match freshness {
         None => {
             health_reporter.set_serving::<S>().await;
@@ -102,8 +106,35 @@ where
         }
         Some(freshness) => {
             metrics.register_feed(S::NAME, "revocations", &freshness);
-            Some(tokio::spawn(report_health::<S>(health_reporter, freshness)))
+            Some(tokio::spawn(report_health::<S>(
+                health_reporter.clone(),
+                freshness,
+                health_stopped,
+            )))
         }
+    };
+    let drain = crate::drain::Drain::new();
+    let drain_layer = drain.layer();
+    let shutdown = async move {
+        shutdown.await;
+        // The feed must not turn health back to SERVING once it says NOT_SERVING.
+        let _ = stop_health.send(());
+        if let Some(health) = health {
+            let _ = health.await;
+        }
+        use tonic_health::ServingStatus::NotServing;
+        health_reporter.set_service_status("", NotServing).await;
+        health_reporter
+            .set_service_status(S::NAME, NotServing)
+            .await;
+        tracing::info!(
+            service = S::NAME,
+            delay = ?limits.shutdown_delay,
+            "stopping: health NOT_SERVING, draining in-flight calls, ending streams"
+        );
+        // Still serving while load balancers see NOT_SERVING and move away.
+        tokio::time::sleep(limits.shutdown_delay).await;
+        drain.start();
     };
 
     let reflection = || {
@@ -144,6 +175,8 @@ where
         .layer(limits.layer())
         // Every request, reflection and health included, passes the policy.
         .layer(auth)
+        // Innermost, on every answer: streams end when the drain starts.
+        .layer(drain_layer)
         .add_service(health_service)
         .add_service(reflection_v1)
         .add_service(reflection_v1alpha)
@@ -155,19 +188,18 @@ where
             shutdown,
         )
         .await;
-    if let Some(health) = health {
-        health.abort();
-    }
     served?;
+    tracing::info!(service = S::NAME, "stopped");
     Ok(())
 }
 
 /// Keeps `S` and the server as a whole ("") SERVING exactly while `freshness`
 /// says the revocations are current: at once when the feed's state changes,
-/// within [`HEALTH_POLL`] when the clock makes it stale.
+/// within [`HEALTH_POLL`] when the clock makes it stale; until `stop`.
 async fn report_health<S: NamedService>(
     reporter: tonic_health::server::HealthReporter,
     freshness: Arc<FeedFreshness>,
+    mut stop: tokio::sync::oneshot::Receiver<()>,
 ) {
     use tonic_health::ServingStatus;
     let mut reported = None;
@@ -195,6 +227,7 @@ async fn report_health<S: NamedService>(
         tokio::select! {
             _ = changed => {}
             _ = tokio::time::sleep(HEALTH_POLL) => {}
+            _ = &mut stop => return,
         }
     }
 }

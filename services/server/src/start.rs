@@ -19,7 +19,7 @@ use tonic::transport::{Channel, ClientTlsConfig, Endpoint};
 
 pub use crate::private_file::write_private_file;
 use crate::{
-    Addr, GrpcJwksSource, ServeError, ServiceTokens, SigningKeyError, TlsError,
+    Addr, GrpcJwksSource, Peer, ServeError, ServiceTokens, SigningKeyError, TlsError,
     db::sqlite_url,
     follow_revocations, metrics,
     private_file::{ExposedFile, PrivateFileError, read_private_file, restrict_to_owner},
@@ -129,10 +129,26 @@ impl Environment {
         prepare_data_dir(&self.data_dir)
     }
 
-    /// A lazy channel to `peer`: TLS when the address says `https` or peer TLS is
-    /// configured. A peer that starts later (or restarts) is reached on first use.
-    pub fn channel(&self, peer: &Addr) -> Result<Channel, StartError> {
-        let url = peer.url(self.peer_tls.is_some());
+    /// A lazy channel to `peer`: TLS when an address says `https` or peer TLS is
+    /// configured; balanced over its replicas when it lists several. A peer that
+    /// starts later (or restarts) is reached on first use.
+    pub fn channel(&self, peer: &Peer) -> Result<Channel, StartError> {
+        let endpoints = peer
+            .replicas
+            .iter()
+            .map(|addr| self.endpoint(addr))
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok(match <[Endpoint; 1]>::try_from(endpoints) {
+            Ok([endpoint]) => endpoint.connect_lazy(),
+            // Power of two choices over lazily connected replicas: one that is
+            // down fails the calls sent to it and is dialled again on the next.
+            Err(endpoints) => Channel::balance_list(endpoints.into_iter()),
+        })
+    }
+
+    /// The endpoint of one replica of a peer.
+    fn endpoint(&self, addr: &Addr) -> Result<Endpoint, StartError> {
+        let url = addr.url(self.peer_tls.is_some());
         let invalid = |source| StartError::Endpoint {
             url: url.clone(),
             source,
@@ -142,9 +158,7 @@ impl Environment {
             let tls = self.peer_tls.clone().unwrap_or_default();
             endpoint = endpoint.tls_config(tls).map_err(invalid)?;
         }
-        Ok(endpoint
-            .connect_timeout(Duration::from_secs(2))
-            .connect_lazy())
+        Ok(endpoint.connect_timeout(Duration::from_secs(2)))
     }
 }
 

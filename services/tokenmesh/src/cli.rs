@@ -7,7 +7,7 @@ use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand};
 use tokenmesh_server::{
-    Addr,
+    Addr, Peer,
     args::{AuthIssuerArgs, LimitArgs, PeerTlsArgs, StorageArgs, TlsArgs, VerifyArgs},
 };
 
@@ -218,14 +218,15 @@ pub struct FollowerArgs {
     /// Addresses.
     #[command(flatten)]
     pub listen: ListenArgs,
-    /// Auth's gRPC address (`host:port` or `http(s)://host:port`).
+    /// Auth's gRPC address (`host:port` or `http(s)://host:port`); several,
+    /// comma-separated, are balanced over.
     #[arg(
         long,
         env = "TOKENMESH_AUTH_URL",
         default_value = "127.0.0.1:50051",
         help_heading = "Peers"
     )]
-    pub auth_url: Addr,
+    pub auth_url: Peer,
     /// State.
     #[command(flatten)]
     pub storage: StorageArgs,
@@ -269,14 +270,15 @@ pub struct ServeOrdersArgs {
     /// Listening, state, Auth and TLS.
     #[command(flatten)]
     pub follower: FollowerArgs,
-    /// Products' gRPC address (`host:port` or `http(s)://host:port`).
+    /// Products' gRPC address (`host:port` or `http(s)://host:port`); several,
+    /// comma-separated, are balanced over.
     #[arg(
         long,
         env = "TOKENMESH_PRODUCTS_URL",
         default_value = "127.0.0.1:50052",
         help_heading = "Peers"
     )]
-    pub products_url: Addr,
+    pub products_url: Peer,
     /// Orders' settings.
     #[command(flatten)]
     pub orders: tokenmesh_orders::Args,
@@ -347,6 +349,7 @@ mod tests {
             "max-concurrent-streams",
             "max-header-list-size",
             "request-timeout",
+            "shutdown-delay",
             "tls-cert",
             "tls-client-ca",
             "tls-key",

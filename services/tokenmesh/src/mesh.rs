@@ -6,7 +6,8 @@ use std::net::SocketAddr;
 
 use tokenmesh_interceptor::system_clock;
 use tokenmesh_server::{
-    Addr, ClientCredentials, Environment, Listener, Running, ServeError, ServerLimits, StartError,
+    Addr, ClientCredentials, Environment, Listener, Peer, Running, ServeError, ServerLimits,
+    StartError,
     args::{StorageArgs, VerifyArgs},
     metrics::Registry,
     start::{bind, local_addr},
@@ -155,11 +156,11 @@ fn verify_args(args: &UpArgs) -> VerifyArgs {
 }
 
 /// A peer in this process: over TLS when `up` serves TLS.
-fn peer(args: &UpArgs, addr: SocketAddr) -> Addr {
-    Addr {
+fn peer(args: &UpArgs, addr: SocketAddr) -> Peer {
+    Peer::from(Addr {
         tls: args.tls.tls_cert.is_some(),
         ..Addr::from(addr)
-    }
+    })
 }
 
 /// Serves `/metrics` of `env`'s registry, and `routes` (Auth's JWKS), on `listener`.

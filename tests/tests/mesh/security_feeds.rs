@@ -45,6 +45,8 @@ async fn extra_products(
     // The demo seed would grant the demo entitlements again.
     args.demo = false;
     args.products_secret.products_client_secret = Some(secret.to_owned());
+    // On PostgreSQL it shares the mesh's database, whose grant keys that key opens.
+    args.auth.kek.key_encryption_key = Some(mesh.key_encryption_key());
     let mut env = tokenmesh::mesh::environment(&args).expect("environment");
     env.data_dir = data_dir.to_owned();
     let listener = tokenmesh::mesh::listener(

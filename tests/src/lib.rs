@@ -125,6 +125,13 @@ impl Storage {
 }
 
 impl MeshBuilder {
+    /// Runs every service on a fresh PostgreSQL database (each in its schema)
+    /// in any binary: for benchmarks that compare the stores.
+    pub fn postgres(mut self) -> Self {
+        self.storage = Storage::Postgres;
+        self
+    }
+
     /// Runs on SQLite even in the PostgreSQL suite: for tests about SQLite's
     /// files in the data dir (their modes, what a copy of them holds).
     pub fn sqlite_only(mut self) -> Self {
@@ -233,6 +240,13 @@ impl MeshBuilder {
     /// Products issues no grant above this many bytes.
     pub fn grant_max_bytes(self, bytes: usize) -> Self {
         self.flag("grant-max-bytes", bytes)
+    }
+
+    /// Products keeps entitlement changes this long before compacting them, and
+    /// compacts this often.
+    pub fn entitlement_feed_compaction(self, retention: Duration, every: Duration) -> Self {
+        self.duration("entitlement-feed-retention", retention)
+            .duration("feed-compaction-interval", every)
     }
 
     /// Orders reuses CheckEntitlement answers this long (0: never).
@@ -597,6 +611,12 @@ impl Mesh {
         mesh.http = tokenmesh::mesh::serve_http(http, &mesh.env, mesh.auth.http_routes.take())
             .expect("HTTP restarts");
         self.wait_for_replica().await;
+    }
+
+    /// Stops Orders; Auth and Products keep running.
+    pub async fn stop_orders(&mut self) {
+        let mesh = self.inner_mut();
+        mesh.orders.stop().await.expect("orders stops");
     }
 
     /// Stops Products; Auth and Orders keep running.

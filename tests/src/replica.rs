@@ -210,6 +210,18 @@ impl Mesh {
             .expect("auth replica starts")
     }
 
+    /// Starts another Auth replica on this mesh's store, key-encryption key and
+    /// clock, with `flags` added (e.g. `--revocation-feed-poll`).
+    pub async fn start_auth_replica_with(&self, flags: &[&str]) -> Replica {
+        let mut all = self.auth_replica_flags(Some(&self.key_encryption_key()));
+        all.extend(flags.iter().map(|flag| flag.to_string()));
+        let clock = self.inner().env.clock.clone();
+        let data_dir = tempfile::tempdir().expect("temp data dir");
+        Replica::start_auth(data_dir, &all, Some(clock))
+            .await
+            .expect("auth replica starts")
+    }
+
     /// Starts another Auth replica in `data_dir` on this mesh's store and
     /// clock, with the key-encryption key `kek` (`None`: its data dir's); the
     /// error if it refuses.

@@ -6,13 +6,19 @@ use std::time::Duration;
 
 use tokenmesh_interceptor::{SharedClock, system_clock};
 use tokenmesh_proto::names::audience;
-use tokenmesh_server::SigningAlgorithm;
+use tokenmesh_server::{
+    SigningAlgorithm, Wakeups,
+    wakeups::{REVOCATIONS, SIGNING_KEYS, SQLITE_POLL},
+};
 
 use crate::ThrottleConfig;
 
 /// Leeway verifiers may allow at most: revocation entries and retired keys
 /// outlive the last token they concern by this much.
 pub(crate) const MAX_VERIFIER_LEEWAY_SECS: i64 = 60;
+
+/// The channels Auth's [`Wakeups`] listen on.
+pub(crate) const WAKEUP_CHANNELS: &[&str] = &[REVOCATIONS, SIGNING_KEYS];
 
 /// How Auth issues tokens.
 #[derive(Debug, Clone)]
@@ -50,6 +56,9 @@ pub struct AuthConfig {
     /// Where Auth reads the time (tests move a `ManualClock`), the login
     /// throttle's delays included.
     pub clock: SharedClock,
+    /// What wakes the revocation feed and the key reload: writes here and, on
+    /// PostgreSQL, every replica's (channels `revocations`, `signing_keys`).
+    pub wakeups: Wakeups,
 }
 
 impl AuthConfig {
@@ -73,6 +82,7 @@ impl AuthConfig {
             retired_key_grace: Duration::from_secs(MAX_VERIFIER_LEEWAY_SECS as u64),
             public_url: None,
             clock: system_clock(),
+            wakeups: Wakeups::local(WAKEUP_CHANNELS, SQLITE_POLL),
         }
     }
 

@@ -18,7 +18,7 @@ use tokenmesh_proto::auth::v1::{
     Heartbeat, RevocationEvent, SessionRevoked, SubjectRevoked, TokenRevoked,
     revocation_event::Revoked,
 };
-use tokenmesh_server::{Feed, Markers, apply_revocation};
+use tokenmesh_server::{Feed, Markers, apply_revocation, wakeups::REVOCATIONS};
 use tonic::Status;
 
 use crate::{
@@ -57,7 +57,7 @@ impl Revocations {
         }
         Ok(Self {
             set,
-            feed: Feed::new(config.clock.clone()),
+            feed: Feed::new(config.clock.clone(), config.wakeups.clone(), REVOCATIONS),
             closed: AtomicBool::new(false),
             store,
             clock: config.clock.clone(),
@@ -96,6 +96,18 @@ impl Revocations {
     /// Drops the entries that no longer matter.
     pub(crate) fn prune(&self) {
         self.set.prune(self.clock.now_unix());
+    }
+
+    /// The table behind the feed (tests read it).
+    #[cfg(test)]
+    pub(crate) fn store(&self) -> &Store {
+        &self.store
+    }
+
+    /// Deletes the stored rows that no longer matter (see the store's rule);
+    /// answers how many.
+    pub(crate) async fn prune_stored(&self) -> Result<u64, StoreError> {
+        self.store.prune_revocations(self.clock.now_unix()).await
     }
 
     /// Ends every stream (server shutdown: open streams would hold the drain).

@@ -74,6 +74,11 @@ pub struct Args {
     /// before the secret is checked (0: no limit).
     #[arg(long, env = "TOKENMESH_SERVICE_TOKEN_RATE_LIMIT", default_value_t = 60)]
     pub service_token_rate_limit: u32,
+    /// How often a revocation stream reads its table even when nothing woke
+    /// it. Default: 500ms on SQLite; 5s on PostgreSQL, where every replica's
+    /// writes wake it at once (LISTEN/NOTIFY) and the poll is only a fallback.
+    #[arg(long, env = "TOKENMESH_REVOCATION_FEED_POLL", value_parser = humantime::parse_duration)]
+    pub revocation_feed_poll: Option<Duration>,
 }
 
 /// Opens Auth — keys, store, demo users, `clients` registered — without
@@ -130,6 +135,11 @@ async fn open_with(
     config.refresh_rate_limit = args.refresh_rate_limit;
     config.service_token_rate_limit = args.service_token_rate_limit;
     config.public_url = public_url;
+    config.wakeups = tokenmesh_server::Wakeups::for_database(
+        &url,
+        crate::config::WAKEUP_CHANNELS,
+        args.revocation_feed_poll,
+    );
     config.throttle = ThrottleConfig {
         free_failures: args.login_throttle_failures,
         base_delay: args.login_throttle_delay,

@@ -12,7 +12,7 @@ use tokenmesh_proto::{
     },
     names::audience,
 };
-use tokenmesh_server::{Caller, ClientCredentials, SigningKey};
+use tokenmesh_server::{Caller, ClientCredentials, SigningKey, wakeups::SIGNING_KEYS};
 
 use crate::{
     AuthConfig, AuthServiceError, Store,
@@ -171,14 +171,27 @@ impl AuthService {
     }
 }
 
-/// Re-reads keys (rotation elsewhere), prunes the revocation set and the login
-/// throttle's expired names, until Auth is gone.
+/// How often a replica deletes the revocation rows that no longer matter.
+const PRUNE_STORED_EVERY: std::time::Duration = std::time::Duration::from_secs(60);
+
+/// Re-reads keys (rotation elsewhere: at once on a `signing_keys` wake-up, else
+/// every reload interval), prunes the revocation set and the login throttle's
+/// expired names, and the stored revocations every [`PRUNE_STORED_EVERY`],
+/// until Auth is gone.
 async fn maintain(inner: Weak<Inner>) {
+    let mut pruned_at: Option<tokio::time::Instant> = None;
+    let Some(mut rotated) = inner
+        .upgrade()
+        .map(|inner| inner.config.wakeups.subscribe(SIGNING_KEYS))
+    else {
+        return;
+    };
     loop {
         let Some(strong) = inner.upgrade() else {
             return;
         };
         let interval = strong.config.key_reload_interval;
+        rotated.borrow_and_update();
         if let Err(error) = strong.keys.reload().await {
             tracing::warn!(%error, "reloading signing keys failed");
         }
@@ -186,7 +199,18 @@ async fn maintain(inner: Weak<Inner>) {
         if let Err(error) = strong.users.prune_throttle().await {
             tracing::warn!(%error, "pruning the login throttle failed");
         }
+        if pruned_at.is_none_or(|at| at.elapsed() >= PRUNE_STORED_EVERY) {
+            pruned_at = Some(tokio::time::Instant::now());
+            match strong.revocations.prune_stored().await {
+                Ok(0) => {}
+                Ok(deleted) => tracing::debug!(deleted, "pruned stored revocations"),
+                Err(error) => tracing::warn!(%error, "pruning stored revocations failed"),
+            }
+        }
         drop(strong);
-        tokio::time::sleep(interval).await;
+        tokio::select! {
+            _ = tokio::time::sleep(interval) => {}
+            Ok(()) = rotated.changed() => {}
+        }
     }
 }

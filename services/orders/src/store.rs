@@ -3,7 +3,7 @@
 
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use sqlx::AnyPool;
+use sqlx::{Any, AnyPool, Transaction};
 
 use crate::{SourceKind, entitlement::Terms};
 
@@ -208,45 +208,30 @@ impl Store {
         cursor: i64,
     ) -> Result<(), StoreError> {
         let mut tx = self.pool.begin().await?;
-        sqlx::query(
-            "INSERT INTO replica_cursor (id, cursor) VALUES (1, $1) \
-             ON CONFLICT (id) DO UPDATE SET cursor = excluded.cursor",
-        )
-        .bind(cursor)
-        .execute(&mut *tx)
-        .await?;
-        match change {
-            ReplicaChange::Product { product_id } => {
-                sqlx::query("INSERT INTO replica_products (product_id) VALUES ($1) ON CONFLICT (product_id) DO NOTHING")
-                    .bind(product_id)
-                    .execute(&mut *tx)
-                    .await?;
-            }
-            ReplicaChange::Entitlement {
-                subject,
-                product_id,
-                granted,
-                changed_at,
-                terms,
-            } => {
-                sqlx::query(
-                    "INSERT INTO replica_entitlements \
-                         (subject, product_id, granted, changed_at, may_order, max_quantity, seq) \
-                     VALUES ($1, $2, $3, $4, $5, $6, $7) ON CONFLICT (subject, product_id) \
-                     DO UPDATE SET granted = excluded.granted, changed_at = excluded.changed_at, \
-                         may_order = excluded.may_order, max_quantity = excluded.max_quantity, \
-                         seq = excluded.seq",
-                )
-                .bind(subject)
-                .bind(product_id)
-                .bind(i64::from(*granted))
-                .bind(changed_at)
-                .bind(i64::from(terms.order))
-                .bind(i64::from(terms.max_quantity))
-                .bind(cursor)
-                .execute(&mut *tx)
-                .await?;
-            }
+        set_replica_cursor(&mut tx, cursor).await?;
+        upsert_replica(&mut tx, change, cursor).await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    /// Replaces the whole replica with `changes` (each at its feed position,
+    /// applied in order as upserts onto nothing) and `cursor`, in one
+    /// transaction: a re-sync from the snapshot is seen whole or not at all.
+    pub async fn replace_replica(
+        &self,
+        changes: &[(ReplicaChange, i64)],
+        cursor: i64,
+    ) -> Result<(), StoreError> {
+        let mut tx = self.pool.begin().await?;
+        set_replica_cursor(&mut tx, cursor).await?;
+        sqlx::query("DELETE FROM replica_entitlements")
+            .execute(&mut *tx)
+            .await?;
+        sqlx::query("DELETE FROM replica_products")
+            .execute(&mut *tx)
+            .await?;
+        for (change, at) in changes {
+            upsert_replica(&mut tx, change, *at).await?;
         }
         tx.commit().await?;
         Ok(())
@@ -286,6 +271,63 @@ impl Store {
             Some(_) => ReplicaEntry::NeverGranted,
         })
     }
+}
+
+/// Moves the replica's cursor (the first write of its transactions).
+async fn set_replica_cursor(tx: &mut Transaction<'_, Any>, cursor: i64) -> Result<(), sqlx::Error> {
+    sqlx::query(
+        "INSERT INTO replica_cursor (id, cursor) VALUES (1, $1) \
+         ON CONFLICT (id) DO UPDATE SET cursor = excluded.cursor",
+    )
+    .bind(cursor)
+    .execute(&mut **tx)
+    .await?;
+    Ok(())
+}
+
+/// Applies `change`, made at feed position `seq`, as an upsert.
+async fn upsert_replica(
+    tx: &mut Transaction<'_, Any>,
+    change: &ReplicaChange,
+    seq: i64,
+) -> Result<(), sqlx::Error> {
+    match change {
+        ReplicaChange::Product { product_id } => {
+            sqlx::query(
+                "INSERT INTO replica_products (product_id) VALUES ($1) \
+                 ON CONFLICT (product_id) DO NOTHING",
+            )
+            .bind(product_id)
+            .execute(&mut **tx)
+            .await?;
+        }
+        ReplicaChange::Entitlement {
+            subject,
+            product_id,
+            granted,
+            changed_at,
+            terms,
+        } => {
+            sqlx::query(
+                "INSERT INTO replica_entitlements \
+                     (subject, product_id, granted, changed_at, may_order, max_quantity, seq) \
+                 VALUES ($1, $2, $3, $4, $5, $6, $7) ON CONFLICT (subject, product_id) \
+                 DO UPDATE SET granted = excluded.granted, changed_at = excluded.changed_at, \
+                     may_order = excluded.may_order, max_quantity = excluded.max_quantity, \
+                     seq = excluded.seq",
+            )
+            .bind(subject)
+            .bind(product_id)
+            .bind(i64::from(*granted))
+            .bind(changed_at)
+            .bind(i64::from(terms.order))
+            .bind(i64::from(terms.max_quantity))
+            .bind(seq)
+            .execute(&mut **tx)
+            .await?;
+        }
+    }
+    Ok(())
 }
 
 /// A change from Products' entitlement feed.

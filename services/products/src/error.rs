@@ -28,6 +28,16 @@ pub enum ProductsError {
     /// The product id is taken.
     #[error("product {0} already exists")]
     ProductExists(String),
+    /// The subscriber's cursor is older than the feed's compaction.
+    #[error(
+        "cursor {since} is older than the entitlement feed's compaction: the oldest cursor still served is {oldest}; resubscribe with `snapshot`"
+    )]
+    Compacted {
+        /// The cursor asked for.
+        since: i64,
+        /// The oldest cursor still served.
+        oldest: i64,
+    },
     /// The store failed.
     #[error(transparent)]
     Store(#[from] StoreError),
@@ -47,6 +57,7 @@ impl From<ProductsError> for Status {
             | ProductsError::ViewNotAllowed(_)
             | ProductsError::CheckScopeRequired(_) => Status::permission_denied(error.to_string()),
             ProductsError::ProductExists(_) => Status::already_exists(error.to_string()),
+            ProductsError::Compacted { .. } => Status::out_of_range(error.to_string()),
             ProductsError::Store(error) if error.is_unavailable() => error.unavailable_status(),
             ProductsError::Store(_) | ProductsError::Signing(_) => {
                 tracing::error!(%error, "internal error");

@@ -10,13 +10,16 @@ mod service;
 mod start;
 mod store;
 mod terms;
+mod watch;
 
 pub use error::ProductsError;
 pub use service::{ProductsConfig, ProductsService};
 pub use store::{
-    ChangeRecord, EntitlementRecord, FeedChange, ProductRecord, SCHEMA, Store, StoreError,
+    ChangeRecord, EntitlementRecord, FeedChange, ProductRecord, SCHEMA, SnapshotAfter, Store,
+    StoreError,
 };
 pub use terms::Terms;
+pub use watch::Compaction;
 // Kept for the crates that name them here; their home is `tokenmesh_proto::names`.
 pub use start::{Args, ClientSecretArgs, Peers, SERVICE_CLIENT, open_keys, start};
 pub use tokenmesh_proto::names::{

@@ -7,23 +7,25 @@ use tokenmesh_proto::{
     auth::v1::{GetJwksRequest, Jwks},
     names::{action, audience, scope},
     products::v1::{
-        CheckEntitlementRequest, CheckEntitlementResponse, CreateProductRequest, EntitlementChange,
-        EntitlementEvent, EntitlementRequest, EntitlementResponse, GetProductRequest, Heartbeat,
-        ListProductsRequest, ListProductsResponse, Product, SetEntitlementLimitsRequest,
-        WatchEntitlementsRequest, entitlement_event,
+        CheckEntitlementRequest, CheckEntitlementResponse, CreateProductRequest,
+        EntitlementRequest, EntitlementResponse, GetProductRequest, ListProductsRequest,
+        ListProductsResponse, Product, SetEntitlementLimitsRequest, WatchEntitlementsRequest,
         products_service_server::{self, ProductsServiceServer},
     },
 };
 use tokenmesh_server::{
-    Feed, FieldViolation, Gate, KeyRing, Markers, Served, bounded, caller, paging::PageRequest,
+    Feed, FieldViolation, Gate, KeyRing, Served, Wakeups, bounded, caller,
+    paging::PageRequest,
     required, shown,
+    wakeups::{ENTITLEMENTS, SQLITE_POLL},
 };
 use tonic::{Request, Response, Status};
 use tracing::instrument;
 
 use crate::{
     ProductRecord, ProductsError, Store, Terms,
-    store::{ChangeRecord, FeedChange, Written},
+    store::Written,
+    watch::{self, ChangeStream, Compaction},
 };
 
 /// Largest request Products decodes: a `CreateProduct` with the longest id, name
@@ -49,6 +51,11 @@ pub struct ProductsConfig {
     pub grant_max_bytes: usize,
     /// The time grants are issued and checked at.
     pub clock: SharedClock,
+    /// What wakes the feed's streams: writes here and, on PostgreSQL, every
+    /// replica's (channel `entitlements`).
+    pub wakeups: Wakeups,
+    /// How the feed is compacted.
+    pub compaction: Compaction,
 }
 
 impl ProductsConfig {
@@ -60,6 +67,8 @@ impl ProductsConfig {
             grant_version: 2,
             grant_max_bytes: 4096,
             clock: system_clock(),
+            wakeups: Wakeups::local(&[ENTITLEMENTS], SQLITE_POLL),
+            compaction: Compaction::default(),
         }
     }
 }
@@ -81,13 +90,24 @@ impl ProductsService {
         Self {
             store,
             keys,
-            feed: Arc::new(Feed::new(config.clock.clone())),
+            feed: Arc::new(Feed::new(
+                config.clock.clone(),
+                config.wakeups.clone(),
+                ENTITLEMENTS,
+            )),
             config: Arc::new(config),
         }
     }
 
     /// Serves Products behind `gate` until `shutdown`.
     pub async fn serve(self, gate: Gate, shutdown: impl Future<Output = ()> + Send) -> Served {
+        let compaction = self.config.compaction.covering(self.config.grant_ttl);
+        tokio::spawn(watch::compact_periodically(
+            Arc::downgrade(&self.feed),
+            self.store.clone(),
+            compaction,
+            self.config.clock.clone(),
+        ));
         let feed = self.feed.clone();
         let shutdown = async move {
             shutdown.await;
@@ -132,30 +152,6 @@ fn product(record: ProductRecord) -> Product {
         name,
         description,
         price_cents,
-    }
-}
-
-fn change_event(record: ChangeRecord) -> EntitlementEvent {
-    let change = match record.change {
-        FeedChange::ProductCreated { product_id } => {
-            entitlement_event::Change::ProductCreated(product_id)
-        }
-        FeedChange::Entitlement {
-            subject,
-            product_id,
-            granted,
-            terms,
-        } => entitlement_event::Change::Entitlement(EntitlementChange {
-            subject,
-            product_id,
-            granted,
-            terms: granted.then(|| terms.to_proto()),
-        }),
-    };
-    EntitlementEvent {
-        cursor: u64::try_from(record.seq).unwrap_or_default(),
-        changed_at: record.changed_at,
-        change: Some(change),
     }
 }
 
@@ -369,37 +365,16 @@ impl products_service_server::ProductsService for ProductsService {
     ) -> Result<Response<Self::WatchEntitlementsStream>, Status> {
         let since = i64::try_from(request.get_ref().since).unwrap_or(i64::MAX);
         let expires_at = caller(&request)?.expires_at();
-        let store = self.store.clone();
-        let markers = Markers {
-            // After the replay, an event without a change marks "caught up".
-            caught_up: |cursor: i64| EntitlementEvent {
-                cursor: u64::try_from(cursor).unwrap_or_default(),
-                changed_at: 0,
-                change: None,
-            },
-            heartbeat: |cursor: i64| EntitlementEvent {
-                cursor: u64::try_from(cursor).unwrap_or_default(),
-                changed_at: 0,
-                change: Some(entitlement_event::Change::Heartbeat(Heartbeat {})),
-            },
+        let stream: ChangeStream = if request.get_ref().snapshot {
+            watch::snapshot_then_changes(self.feed.clone(), self.store.clone(), expires_at)
+        } else {
+            Box::pin(watch::changes(
+                &self.feed,
+                self.store.clone(),
+                since,
+                expires_at,
+            ))
         };
-        let fetch = move |cursor, limit: usize| {
-            let store = store.clone();
-            async move {
-                let records = store
-                    .changes_since(cursor, limit as i64)
-                    .await
-                    .map_err(|error| Status::from(ProductsError::from(error)))?;
-                Ok(records
-                    .into_iter()
-                    .map(|record| (record.seq, change_event(record)))
-                    .collect())
-            }
-        };
-        let stream = self.feed.stream(since, fetch, markers, expires_at);
-        Ok(Response::new(Box::pin(stream)))
+        Ok(Response::new(stream))
     }
 }
-
-type ChangeStream =
-    std::pin::Pin<Box<dyn futures::Stream<Item = Result<EntitlementEvent, Status>> + Send>>;

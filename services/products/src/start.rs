@@ -10,9 +10,10 @@ use tokenmesh_server::{
     ServiceClient, SigningAlgorithm, SigningKey, SigningKeyError, SigningKeys, StartError,
     args::{KekArgs, VerifyArgs},
     key_ring::key_encryption_key,
+    wakeups::ENTITLEMENTS,
 };
 
-use crate::{ProductsConfig, ProductsService, Store};
+use crate::{Compaction, ProductsConfig, ProductsService, Store};
 
 /// What Products needs at Auth: follow the revocation feed.
 pub const SERVICE_CLIENT: ServiceClient = ServiceClient {
@@ -35,6 +36,19 @@ pub struct Args {
     /// and Orders decides through its other sources.
     #[arg(long, env = "TOKENMESH_GRANT_MAX_BYTES", default_value_t = 4096)]
     pub grant_max_bytes: usize,
+    /// How long entitlement changes stay in the feed; older ones are compacted
+    /// into the snapshot (never sooner than a grant expires, plus 60 s). A
+    /// replica further behind re-syncs from the snapshot.
+    #[arg(long, env = "TOKENMESH_ENTITLEMENT_FEED_RETENTION", default_value = "24h", value_parser = humantime::parse_duration)]
+    pub entitlement_feed_retention: Duration,
+    /// How often a replica compacts the entitlement feed.
+    #[arg(long, env = "TOKENMESH_FEED_COMPACTION_INTERVAL", default_value = "60s", value_parser = humantime::parse_duration)]
+    pub feed_compaction_interval: Duration,
+    /// How often an entitlement stream reads its table even when nothing woke
+    /// it. Default: 500ms on SQLite; 5s on PostgreSQL, where every replica's
+    /// writes wake it at once (LISTEN/NOTIFY) and the poll is only a fallback.
+    #[arg(long, env = "TOKENMESH_ENTITLEMENT_FEED_POLL", value_parser = humantime::parse_duration)]
+    pub entitlement_feed_poll: Option<Duration>,
 }
 
 tokenmesh_server::client_secret_args! {
@@ -152,7 +166,8 @@ pub async fn start(
     };
     let store = Store::open(&url)
         .await
-        .map_err(|error| store_error(error.into()))?;
+        .map_err(|error| store_error(error.into()))?
+        .with_clock(env.clock.clone());
     if env.demo {
         crate::seed_demo(&store).await.map_err(store_error)?;
     }
@@ -160,6 +175,12 @@ pub async fn start(
     config.grant_version = args.grant_version;
     config.grant_max_bytes = args.grant_max_bytes;
     config.clock = env.clock.clone();
+    config.wakeups =
+        tokenmesh_server::Wakeups::for_database(&url, &[ENTITLEMENTS], args.entitlement_feed_poll);
+    config.compaction = Compaction {
+        retention: args.entitlement_feed_retention,
+        interval: args.feed_compaction_interval,
+    };
     let keys = open_keys(kek, env, &store, &config).await?;
     let reloader = keys.spawn_reloader(KEY_RELOAD_INTERVAL);
     let products = ProductsService::new(store, keys, config);

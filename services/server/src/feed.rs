@@ -1,7 +1,8 @@
 //! Resumable streams over an append-only table (revocations, entitlement
 //! changes). Server side, [`Feed`]: replay from the client's cursor, mark the
 //! end of the replay, then follow live — woken at once by writes in this
-//! process, by a short poll for writes by other replicas — with a heartbeat
+//! process and, on PostgreSQL, by other replicas' (see [`Wakeups`]), with a poll
+//! as the fallback — with a heartbeat
 //! whenever nothing else was sent for [`HEARTBEAT`], until the subscriber's
 //! token expires. Client side, [`follow`]: resubscribe after every drop.
 
@@ -15,8 +16,7 @@ use tokio::{
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::Status;
 
-/// How often a stream looks for rows written by other replicas.
-const POLL: Duration = Duration::from_millis(500);
+use crate::wakeups::{SQLITE_POLL, Wakeups};
 /// Rows read per query.
 const BATCH: usize = 500;
 /// A stream that has sent nothing for this long sends a heartbeat, so that its
@@ -30,14 +30,19 @@ pub const SILENCE_TIMEOUT: Duration = Duration::from_secs(15);
 /// subscribers' tokens expire on.
 #[derive(Debug)]
 pub struct Feed {
-    wake: watch::Sender<u64>,
+    wakeups: Wakeups,
+    channel: &'static str,
     closing: watch::Sender<bool>,
     clock: SharedClock,
 }
 
 impl Default for Feed {
     fn default() -> Self {
-        Self::new(system_clock())
+        Self::new(
+            system_clock(),
+            Wakeups::local(&["feed"], SQLITE_POLL),
+            "feed",
+        )
     }
 }
 
@@ -52,10 +57,12 @@ pub struct Markers<T> {
 }
 
 impl Feed {
-    /// A feed with no subscriber yet, whose subscribers' tokens expire on `clock`.
-    pub fn new(clock: SharedClock) -> Self {
+    /// A feed with no subscriber yet, whose subscribers' tokens expire on
+    /// `clock`, woken by `channel` of `wakeups`.
+    pub fn new(clock: SharedClock, wakeups: Wakeups, channel: &'static str) -> Self {
         Self {
-            wake: watch::Sender::new(0),
+            wakeups,
+            channel,
             closing: watch::Sender::new(false),
             clock,
         }
@@ -63,8 +70,7 @@ impl Feed {
 
     /// Wakes every stream: rows were appended.
     pub fn notify(&self) {
-        self.wake
-            .send_modify(|generation| *generation = generation.wrapping_add(1));
+        self.wakeups.wake(self.channel);
     }
 
     /// Ends every stream (server shutdown: open streams would hold the drain).
@@ -92,7 +98,8 @@ impl Feed {
         Fut: Future<Output = Result<Vec<(i64, T)>, Status>> + Send,
     {
         let mut caught_up = Some(markers.caught_up);
-        let mut wake = self.wake.subscribe();
+        let mut wake = self.wakeups.subscribe(self.channel);
+        let poll = self.wakeups.poll();
         let mut closing = self.closing.subscribe();
         let clock = self.clock.clone();
         let (sender, receiver) = mpsc::channel(64);
@@ -139,8 +146,9 @@ impl Feed {
                     return;
                 }
                 tokio::select! {
-                    _ = wake.changed() => {}
-                    _ = tokio::time::sleep(POLL) => {}
+                    // A closed channel (its wake-ups gone) leaves the poll.
+                    Ok(()) = wake.changed() => {}
+                    _ = tokio::time::sleep(poll) => {}
                     _ = closing.wait_for(|closing| *closing) => return,
                     _ = sender.closed() => return,
                 }

@@ -148,6 +148,9 @@ impl KeyTable {
             return Ok(Added::AlreadyStored);
         }
         self.insert(&mut tx, key, now).await?;
+        // Replicas listening on the table's channel reload on commit (Auth's
+        // `signing_keys`: see `wakeups::SIGNING_KEYS`).
+        crate::wakeups::notify(&mut tx, self.table).await?;
         tx.commit().await?;
         Ok(Added::Activated {
             retired: retired.into_iter().next(),

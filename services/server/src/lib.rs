@@ -28,6 +28,7 @@ pub mod start;
 pub mod testing;
 pub mod tls;
 pub mod validate;
+pub mod wakeups;
 
 pub use addr::{Addr, AddrError, Peer};
 pub use auth_client::{ServiceTokens, TokenExchanger, apply_revocation, follow_revocations};
@@ -48,6 +49,7 @@ pub use start::{
 };
 pub use tls::{Listener, TlsError};
 pub use validate::{FieldViolation, bounded, required, shown};
+pub use wakeups::Wakeups;
 
 use std::time::{SystemTime, UNIX_EPOCH};
 

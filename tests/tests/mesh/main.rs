@@ -7,6 +7,8 @@ mod client_layer;
 mod demo_flow;
 mod entitlements;
 mod errors;
+mod feeds_scale;
+mod feeds_storage;
 mod grpcurl;
 mod jwks_http;
 mod keys;

@@ -337,7 +337,13 @@ async fn feed_streams_end_when_their_token_expires_and_followers_resubscribe() {
         .expect("watch revocations")
         .into_inner();
     let mut entitlements = ProductsServiceClient::new(Mesh::channel(mesh.products_addr()).await)
-        .watch_entitlements(with_bearer(WatchEntitlementsRequest { since: 0 }, &orders))
+        .watch_entitlements(with_bearer(
+            WatchEntitlementsRequest {
+                since: 0,
+                snapshot: false,
+            },
+            &orders,
+        ))
         .await
         .expect("watch entitlements")
         .into_inner();

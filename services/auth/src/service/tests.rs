@@ -181,3 +181,4 @@ fn assert_status<T: std::fmt::Debug>(result: Result<T, Status>, code: Code, mess
 
 mod exchange;
 mod logins;
+mod pruning;

@@ -1,10 +1,19 @@
 //! The revocation feed's table: an append-only log whose `seq` is the stream
 //! cursor. A subject row revokes every token issued to it before `not_before`;
-//! a jti row revokes one token.
+//! a jti row revokes one token; a session row every token of one login.
+//!
+//! Rows are pruned once nothing they match can still be valid: after
+//! `forget_after`, which is the revocation's time plus the access-token
+//! lifetime plus the most leeway a verifier allows (exchanged tokens never
+//! outlive their subject token). Refresh tokens need no row: every refresh
+//! reads the family and the user's epoch in its own transaction. The last row
+//! is always kept, so that a new row never reuses a cursor a follower holds.
 
 use sqlx::{Any, Transaction};
-
-use tokenmesh_server::db::lock_feed;
+use tokenmesh_server::{
+    db::lock_feed,
+    wakeups::{REVOCATIONS, notify},
+};
 
 use super::{Store, StoreError};
 
@@ -55,10 +64,25 @@ impl Store {
     }
 }
 
+impl Store {
+    /// Deletes the rows that no longer matter at `now` (all but the last); any
+    /// replica may, at any time. Answers how many it deleted.
+    pub async fn prune_revocations(&self, now: i64) -> Result<u64, StoreError> {
+        Ok(sqlx::query(
+            "DELETE FROM revocations WHERE forget_after < $1 \
+             AND seq < (SELECT MAX(seq) FROM revocations)",
+        )
+        .bind(now)
+        .execute(&self.pool)
+        .await?
+        .rows_affected())
+    }
+}
+
 /// Appends a subject revocation at `MAX(seq) + 1` (inside a cut-off's
-/// transaction, as its last write: see [`lock_feed`]). A concurrent writer may
-/// still take the same number: the unique violation comes back as is, for the
-/// caller to retry.
+/// transaction, as its last write: see [`lock_feed`]) and notifies the feed's
+/// listeners on commit. A concurrent writer may still take the same number:
+/// the unique violation comes back as is, for the caller to retry.
 pub(super) async fn append_subject(
     tx: &mut Transaction<'_, Any>,
     subject: &str,
@@ -74,7 +98,7 @@ pub(super) async fn append_subject(
     .bind(epoch.forget_after)
     .execute(&mut **tx)
     .await?;
-    Ok(())
+    notify(tx, REVOCATIONS).await
 }
 
 /// Appends a session revocation at `MAX(seq) + 1`, as [`append_subject`] does.
@@ -92,5 +116,5 @@ pub(super) async fn append_session(
     .bind(forget_after)
     .execute(&mut **tx)
     .await?;
-    Ok(())
+    notify(tx, REVOCATIONS).await
 }

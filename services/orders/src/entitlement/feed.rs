@@ -1,6 +1,7 @@
 //! Following Products' `WatchEntitlements` into the replica: resumes from the
-//! stored cursor after any drop, marks the replica caught up at the end of each
-//! replay, and makes the rpc cache forget every entitlement that changed.
+//! stored cursor after any drop (from the snapshot when it has none or it was
+//! compacted away), marks the replica caught up at the end of each replay, and
+//! makes the rpc cache forget every entitlement that changed.
 
 use std::sync::{Arc, Weak};
 
@@ -10,7 +11,7 @@ use tokenmesh_proto::products::v1::{
     products_service_client::ProductsServiceClient,
 };
 use tokenmesh_server::ServiceTokens;
-use tonic::{Status, transport::Channel};
+use tonic::{Code, Status, transport::Channel};
 use tower::Layer;
 
 use super::{Terms, replica::Replica, rpc::RpcCache};
@@ -49,7 +50,9 @@ impl Feed {
     }
 
     /// One subscription: `Ok(None)` when the replica is gone, else how many
-    /// changes it applied before the stream ended.
+    /// changes it applied before the stream ended. From the stored cursor; from
+    /// the snapshot when there is none, or when Products answers that changes
+    /// after it were compacted away.
     async fn subscribe(
         &self,
         client: &mut ProductsServiceClient<AttachToken<Channel>>,
@@ -60,11 +63,36 @@ impl Feed {
         let since = replica.cursor().await.map_err(internal)?;
         // Held only while applying: between events the owner may go.
         drop(replica);
+        let from_snapshot = since == 0;
+        match self.watch(client, since, from_snapshot).await {
+            Err(status) if status.code() == Code::OutOfRange && !from_snapshot => {
+                tracing::info!(
+                    since,
+                    reason = status.message(),
+                    "entitlement replica is behind the feed's compaction: re-syncing from the snapshot"
+                );
+                self.watch(client, 0, true).await
+            }
+            outcome => outcome,
+        }
+    }
+
+    /// One stream, from `since` or from the snapshot. A snapshot and the
+    /// changes after it are gathered until the caught-up event, then replace
+    /// the replica in one transaction; later changes apply one by one.
+    async fn watch(
+        &self,
+        client: &mut ProductsServiceClient<AttachToken<Channel>>,
+        since: i64,
+        snapshot: bool,
+    ) -> Result<Option<usize>, Status> {
         let mut applied = 0;
         let request = WatchEntitlementsRequest {
             since: u64::try_from(since).unwrap_or_default(),
+            snapshot,
         };
         let mut stream = client.watch_entitlements(request).await?.into_inner();
+        let mut gathered: Option<Vec<(ReplicaChange, i64)>> = snapshot.then(Vec::new);
         while let Some(event) = tokenmesh_server::next_event(&mut stream).await? {
             let Some(replica) = self.replica.upgrade() else {
                 return Ok(None);
@@ -73,6 +101,16 @@ impl Feed {
             let cursor = i64::try_from(event.cursor).unwrap_or(i64::MAX);
             let change = match event.change {
                 None => {
+                    if let Some(changes) = gathered.take() {
+                        replica.replace(&changes, cursor).await.map_err(internal)?;
+                        self.rpc_cache.invalidate_all();
+                        applied += changes.len();
+                        tracing::info!(
+                            cursor,
+                            entries = changes.len(),
+                            "entitlement replica re-synced from the snapshot"
+                        );
+                    }
                     replica.mark_caught_up();
                     tracing::debug!(cursor, "entitlement replica caught up");
                     continue;
@@ -80,9 +118,11 @@ impl Feed {
                 Some(Change::Heartbeat(_)) => continue,
                 Some(Change::ProductCreated(product_id)) => ReplicaChange::Product { product_id },
                 Some(Change::Entitlement(change)) => {
-                    self.rpc_cache
-                        .invalidate(&(change.subject.clone(), change.product_id.clone()))
-                        .await;
+                    if gathered.is_none() {
+                        self.rpc_cache
+                            .invalidate(&(change.subject.clone(), change.product_id.clone()))
+                            .await;
+                    }
                     ReplicaChange::Entitlement {
                         terms: Terms::from_proto(change.terms.as_ref()),
                         subject: change.subject,
@@ -92,12 +132,26 @@ impl Feed {
                     }
                 }
             };
-            replica.apply(&change, cursor).await.map_err(internal)?;
-            applied += 1;
+            match &mut gathered {
+                Some(changes) if changes.len() >= MAX_SNAPSHOT_ENTRIES => {
+                    return Err(Status::resource_exhausted(format!(
+                        "the entitlement snapshot exceeds {MAX_SNAPSHOT_ENTRIES} entries"
+                    )));
+                }
+                Some(changes) => changes.push((change, cursor)),
+                None => {
+                    replica.apply(&change, cursor).await.map_err(internal)?;
+                    applied += 1;
+                }
+            }
         }
         Ok(Some(applied))
     }
 }
+
+/// Most entries a snapshot (and the changes after it) may hold before the
+/// caught-up event: the replica gathers them in memory to apply them at once.
+const MAX_SNAPSHOT_ENTRIES: usize = 5_000_000;
 
 /// A store failure ends the subscription like a broken stream, logged once as
 /// the service logs internal errors.

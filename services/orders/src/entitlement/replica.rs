@@ -88,6 +88,16 @@ impl Replica {
         self.store.apply_replica_change(change, cursor).await
     }
 
+    /// Replaces everything with a snapshot and the changes after it (each at
+    /// its position), caught up at `cursor`, atomically.
+    pub async fn replace(
+        &self,
+        changes: &[(ReplicaChange, i64)],
+        cursor: i64,
+    ) -> Result<(), StoreError> {
+        self.store.replace_replica(changes, cursor).await
+    }
+
     /// What changed in `subject`'s entitlement to `product_id` after a grant
     /// `issued` then. By feed position when the grant states one; else by time,
     /// both on Products' clock in seconds, a change in the grant's second

@@ -4,11 +4,17 @@
 //! up front) and appends its event in the same transaction: the feed never misses
 //! or invents a change.
 
+mod feed;
 mod records;
 
 use sqlx::{Any, AnyPool, Transaction};
-use tokenmesh_server::db::{appended, lock_feed, retry_feed_write};
+use tokenmesh_interceptor::{SharedClock, system_clock};
+use tokenmesh_server::{
+    db::{appended, lock_feed, retry_feed_write},
+    wakeups::{ENTITLEMENTS, notify},
+};
 
+pub use feed::SnapshotAfter;
 pub use records::{ChangeRecord, EntitlementRecord, FeedChange, ProductRecord};
 use records::{KIND_ENTITLEMENT, KIND_PRODUCT};
 pub use tokenmesh_server::db::StoreError;
@@ -146,6 +152,8 @@ pub const SCHEMA: &str = "products";
 #[derive(Debug, Clone)]
 pub struct Store {
     pool: AnyPool,
+    /// Stamps `changed_at` on the feed (the clock grants are issued on).
+    clock: SharedClock,
 }
 
 /// A change that was written, or not (nothing to change).
@@ -168,7 +176,16 @@ impl Store {
     pub async fn open(database_url: &str) -> Result<Self, StoreError> {
         let pool = tokenmesh_server::db::connect(database_url, SCHEMA).await?;
         sqlx::migrate!("./migrations").run(&pool).await?;
-        Ok(Self { pool })
+        Ok(Self {
+            pool,
+            clock: system_clock(),
+        })
+    }
+
+    /// The same store stamping changes with `clock`'s time.
+    pub fn with_clock(mut self, clock: SharedClock) -> Self {
+        self.clock = clock;
+        self
     }
 
     /// Adds a product; `changed` is false if the id is taken.
@@ -215,7 +232,7 @@ impl Store {
     /// cursor is MAX(seq) + 1: a concurrent writer may take the same number, and
     /// then the whole change is retried.
     async fn write(&self, change: Change<'_>) -> Result<Written, StoreError> {
-        let now = tokenmesh_server::now_unix();
+        let now = self.clock.now_unix();
         let written = retry_feed_write(|| self.write_once(&change, now)).await?;
         written.ok_or(StoreError::Contention("entitlement feed"))
     }
@@ -255,6 +272,8 @@ impl Store {
         let Some(cursor) = appended(seq)? else {
             return Ok(None);
         };
+        // Every replica's feed streams wake on commit.
+        notify(&mut tx, ENTITLEMENTS).await?;
         tx.commit().await?;
         Ok(Some(Written {
             changed: true,

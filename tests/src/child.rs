@@ -33,3 +33,26 @@ pub async fn output_within_deadline(
         panic!("{what} hung: still running after {CHILD_DEADLINE:?}; killed it")
     })
 }
+
+/// The outside tool `name` on PATH. Missing in CI (`CI` set) fails the test —
+/// `.ci/run` installs every tool a test uses; missing locally, the test skips,
+/// loudly, saying how to get it (`install`).
+#[allow(
+    dead_code,
+    reason = "the binary's test files share this file by path; not each runs a tool"
+)]
+pub fn tool_on_path(name: &str, install: &str) -> Option<std::path::PathBuf> {
+    let found = std::env::var_os("PATH")
+        .iter()
+        .flat_map(std::env::split_paths)
+        .map(|dir| dir.join(name))
+        .find(|path| path.is_file());
+    if found.is_none() {
+        assert!(
+            std::env::var_os("CI").is_none(),
+            "{name} is required in CI (.ci/run installs it)"
+        );
+        eprintln!("SKIPPED: {name} not found on PATH; install it with `{install}`");
+    }
+    found
+}

@@ -3,15 +3,11 @@
 //! the demo users, the service clients other services declared, and the public
 //! URL of its HTTP routes.
 
-use std::{
-    net::SocketAddr,
-    path::{Path, PathBuf},
-    time::Duration,
-};
+use std::{net::SocketAddr, path::PathBuf, time::Duration};
 
 use tokenmesh_server::{
-    ClientCredentials, Environment, Listener, Running, SigningAlgorithm, SigningKey,
-    SigningKeyError, StartError,
+    ClientCredentials, Environment, Listener, Running, SigningAlgorithm, SigningKey, StartError,
+    key_ring::LegacyKeyFile,
 };
 
 use crate::{
@@ -98,9 +94,8 @@ async fn open_with(
     public_url: Option<PublicUrl>,
 ) -> Result<AuthService, StartError> {
     env.prepare_data_dir()?;
-    let legacy_path = env.data_dir.join(LEGACY_SIGNING_KEY_FILE);
-    let legacy = load_if_present(&legacy_path)?;
-    let mut import: Vec<SigningKey> = legacy.into_iter().collect();
+    let mut legacy = LegacyKeyFile::read(&env.data_dir, LEGACY_SIGNING_KEY_FILE)?;
+    let mut import: Vec<SigningKey> = legacy.take_key().into_iter().collect();
     if let Some(path) = &args.auth_signing_key {
         import.push(SigningKey::load(path)?);
     }
@@ -148,35 +143,13 @@ async fn open_with(
     let auth = AuthService::open(store, SigningKeys { kek, import }, config)
         .await
         .map_err(store_error)?;
-    if legacy_path.exists() {
-        std::fs::remove_file(&legacy_path).map_err(StartError::io(format!(
-            "removing {} (imported into the database, encrypted)",
-            legacy_path.display()
-        )))?;
-        tracing::warn!(
-            path = %legacy_path.display(),
-            "imported the signing key file of an earlier version into the database, encrypted, and removed the file"
-        );
-    }
+    legacy.remove("signing key")?;
     for credentials in clients {
         auth.register_service_client(credentials)
             .await
             .map_err(store_error)?;
     }
     Ok(auth)
-}
-
-/// The key at `path` (0600), or `None` if there is no file.
-fn load_if_present(path: &Path) -> Result<Option<SigningKey>, SigningKeyError> {
-    match SigningKey::load(path) {
-        Ok(key) => Ok(Some(key)),
-        Err(SigningKeyError::Io { source, .. })
-            if source.kind() == std::io::ErrorKind::NotFound =>
-        {
-            Ok(None)
-        }
-        Err(error) => Err(error),
-    }
 }
 
 /// Starts Auth on `listener`, registering `clients` (the service clients the

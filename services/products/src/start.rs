@@ -2,14 +2,14 @@
 //! (sealed in its database, one set for every replica) and its start-up, the
 //! same for `tokenmesh up` and `tokenmesh serve products`.
 
-use std::{path::Path, sync::Arc, time::Duration};
+use std::{sync::Arc, time::Duration};
 
 use tokenmesh_proto::names::{audience, scope};
 use tokenmesh_server::{
     AccessTokens, Environment, Gate, KeyRing, KeyRingError, Listener, Peer, RingConfig, Running,
-    ServiceClient, SigningAlgorithm, SigningKey, SigningKeyError, SigningKeys, StartError,
+    ServiceClient, SigningAlgorithm, SigningKeys, StartError,
     args::{KekArgs, VerifyArgs},
-    key_ring::key_encryption_key,
+    key_ring::{LegacyKeyFile, key_encryption_key},
     wakeups::ENTITLEMENTS,
 };
 
@@ -94,8 +94,7 @@ pub async fn open_keys(
     store: &Store,
     config: &ProductsConfig,
 ) -> Result<Arc<KeyRing>, StartError> {
-    let legacy_path = env.data_dir.join(LEGACY_GRANT_KEY_FILE);
-    let legacy = load_if_present(&legacy_path)?;
+    let mut legacy = LegacyKeyFile::read(&env.data_dir, LEGACY_GRANT_KEY_FILE)?;
     let database = tokenmesh_server::db::redacted(&env.database_url("products.db"));
     let key_error = |error: KeyRingError| match error {
         KeyRingError::KeyEncryption(error) => StartError::KeyEncryptionKey(error),
@@ -117,33 +116,11 @@ pub async fn open_keys(
     };
     let keys = SigningKeys {
         kek,
-        import: legacy.into_iter().collect(),
+        import: legacy.take_key().into_iter().collect(),
     };
     let ring = KeyRing::open(table, keys, ring).await.map_err(key_error)?;
-    if legacy_path.exists() {
-        std::fs::remove_file(&legacy_path).map_err(StartError::io(format!(
-            "removing {} (imported into the database, encrypted)",
-            legacy_path.display()
-        )))?;
-        tracing::warn!(
-            path = %legacy_path.display(),
-            "imported the grant key file of an earlier version into the database, encrypted, and removed the file"
-        );
-    }
+    legacy.remove("grant key")?;
     Ok(ring)
-}
-
-/// The key at `path` (0600), or `None` if there is no file.
-fn load_if_present(path: &Path) -> Result<Option<SigningKey>, SigningKeyError> {
-    match SigningKey::load(path) {
-        Ok(key) => Ok(Some(key)),
-        Err(SigningKeyError::Io { source, .. })
-            if source.kind() == std::io::ErrorKind::NotFound =>
-        {
-            Ok(None)
-        }
-        Err(error) => Err(error),
-    }
 }
 
 /// Starts Products on `listener`, its grant keys sealed under `kek`'s key.

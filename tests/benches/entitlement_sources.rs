@@ -24,16 +24,8 @@ use tokenmesh_proto::{
     orders::v1::{EntitlementSource, PlaceOrderRequest},
     products::v1::ListProductsRequest,
 };
+use tokenmesh_tests::bench::arg;
 use tokenmesh_tests::{Mesh, Minter, PRODUCTS_ISSUER, SourceKind};
-
-fn arg(name: &str, default: u64) -> u64 {
-    let args: Vec<String> = std::env::args().collect();
-    args.iter()
-        .position(|arg| arg == name)
-        .and_then(|i| args.get(i + 1))
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(default)
-}
 
 struct Run {
     per_second: f64,

@@ -22,17 +22,9 @@ use tokenmesh_proto::{
     orders::v1::ListOrdersRequest,
     products::v1::ListProductsRequest,
 };
+use tokenmesh_tests::bench::arg;
 use tokenmesh_tests::{Bearer, Mesh, TestDatabase, calls::with_bearer};
 use tonic::Code;
-
-fn arg(name: &str, default: u64) -> u64 {
-    let args: Vec<String> = std::env::args().collect();
-    args.iter()
-        .position(|arg| arg == name)
-        .and_then(|i| args.get(i + 1))
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(default)
-}
 
 fn wants(part: &str) -> bool {
     let args: Vec<String> = std::env::args().collect();

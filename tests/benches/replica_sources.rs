@@ -25,6 +25,7 @@ use tokenmesh_proto::{
         EntitlementRequest, ListProductsRequest, products_service_client::ProductsServiceClient,
     },
 };
+use tokenmesh_tests::bench::arg;
 use tokenmesh_tests::{
     calls::{login, with_bearer},
     cluster::{Cluster, Service},
@@ -36,15 +37,6 @@ use tonic::{Status, transport::Channel};
 const PRODUCT: &str = "P-101";
 /// How long a round may wait for orders to be accepted again after a re-grant.
 const SETTLE_DEADLINE: Duration = Duration::from_secs(60);
-
-fn arg(name: &str, default: u64) -> u64 {
-    let args: Vec<String> = std::env::args().collect();
-    args.iter()
-        .position(|arg| arg == name)
-        .and_then(|i| args.get(i + 1))
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(default)
-}
 
 /// One entitlement source as Orders is configured for it.
 struct Case {

@@ -883,6 +883,7 @@ pub async fn http_exchange(addr: SocketAddr, request: &str) -> (String, String) 
     (head.to_owned(), body.to_owned())
 }
 
+pub mod bench;
 pub mod calls;
 mod child;
 pub mod cluster;

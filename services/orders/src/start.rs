@@ -54,8 +54,10 @@ pub struct Args {
         value_delimiter = ','
     )]
     pub grant_versions: Vec<u32>,
-    /// How long Orders reuses a CheckEntitlement answer (entitlement changes
-    /// seen on Products' feed evict it at once).
+    /// How long Orders reuses a CheckEntitlement answer, allowed or refused.
+    /// Entitlement changes seen on Products' feed evict it at once — when the
+    /// chain also holds grant or replica; an rpc-only chain follows no feed, so
+    /// a change waits out this TTL.
     #[arg(long, env = "TOKENMESH_RPC_CACHE_TTL", default_value = "2s", value_parser = humantime::parse_duration)]
     pub rpc_cache_ttl: Duration,
 }

@@ -220,23 +220,23 @@ impl Cluster {
     /// Waits until a health check through `service`'s frontend says SERVING: the
     /// proxy has a replica in rotation.
     pub async fn wait_frontend_serving(&self, service: Service) {
-        let start = tokio::time::Instant::now();
-        let mut health = HealthClient::new(self.channel(service));
-        loop {
-            let request = HealthCheckRequest { service: "".into() };
-            if let Ok(response) = health.check(request).await
-                && response.into_inner().status == ServingStatus::Serving as i32
-            {
-                return;
-            }
-            assert!(
-                start.elapsed() < CHILD_DEADLINE,
-                "{} not SERVING through the proxy:\n{}",
-                service.name(),
+        let health = HealthClient::new(self.channel(service));
+        let context = || {
+            let name = service.name();
+            format!(
+                ": {name} not SERVING through the proxy:\n{}",
                 self.proxy.log()
-            );
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
+            )
+        };
+        crate::eventually_or(CHILD_DEADLINE, context, || {
+            let mut health = health.clone();
+            async move {
+                let request = HealthCheckRequest { service: "".into() };
+                let status = health.check(request).await.ok()?.into_inner().status;
+                (status == ServingStatus::Serving as i32).then_some(())
+            }
+        })
+        .await;
     }
 
     /// Ends every PostgreSQL connection of every service (`pg_terminate_backend`):

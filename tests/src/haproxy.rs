@@ -16,7 +16,6 @@ use std::{
     net::SocketAddr,
     path::{Path, PathBuf},
     process::Stdio,
-    time::Duration,
 };
 
 use tokio::process::{Child, Command};
@@ -168,15 +167,14 @@ impl Proxy {
     }
 
     async fn wait_listening(&self, frontend: SocketAddr) {
-        let start = tokio::time::Instant::now();
-        while tokio::net::TcpStream::connect(frontend).await.is_err() {
-            assert!(
-                start.elapsed() < CHILD_DEADLINE,
-                "HAProxy not listening on {frontend}:\n{}",
-                self.log()
-            );
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
+        let context = || format!(": HAProxy not listening on {frontend}:\n{}", self.log());
+        crate::eventually_or(CHILD_DEADLINE, context, || async {
+            tokio::net::TcpStream::connect(frontend)
+                .await
+                .ok()
+                .map(drop)
+        })
+        .await;
     }
 
     /// What HAProxy logged (server state changes).

@@ -836,7 +836,21 @@ pub fn client_secret(mesh: &Mesh, client: &str) -> String {
 
 /// Polls `check` until it returns `Some`, failing after `deadline`; returns the
 /// value and how long it took. For effects that propagate (revocations, keys).
-pub async fn eventually<T, F, Fut>(deadline: Duration, mut check: F) -> (T, Duration)
+pub async fn eventually<T, F, Fut>(deadline: Duration, check: F) -> (T, Duration)
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Option<T>>,
+{
+    eventually_or(deadline, String::new, check).await
+}
+
+/// [`eventually`], whose failure also shows `context()` (what it waited for, a
+/// child's log): the one poll-with-deadline of the test crate.
+pub async fn eventually_or<T, F, Fut>(
+    deadline: Duration,
+    context: impl Fn() -> String,
+    mut check: F,
+) -> (T, Duration)
 where
     F: FnMut() -> Fut,
     Fut: Future<Output = Option<T>>,
@@ -846,7 +860,11 @@ where
         if let Some(value) = check().await {
             return (value, start.elapsed());
         }
-        assert!(start.elapsed() < deadline, "not within {deadline:?}");
+        assert!(
+            start.elapsed() < deadline,
+            "not within {deadline:?}{}",
+            context()
+        );
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
 }

@@ -100,29 +100,30 @@ impl ReplicaProcess {
     /// The address from the first `serving` line written after byte `offset` of
     /// the log; fails if the process exits first or never says it.
     async fn listening_since(&mut self, offset: usize) -> SocketAddr {
-        let deadline = tokio::time::Instant::now() + CHILD_DEADLINE;
-        loop {
-            let log = std::fs::read_to_string(&self.log).unwrap_or_default();
-            let new = log.get(offset..).unwrap_or_default();
-            if let Some(addr) = new
+        let (name, log_path) = (self.name.clone(), self.log.clone());
+        let written = move || {
+            let log = std::fs::read_to_string(&log_path).unwrap_or_default();
+            log.get(offset..).unwrap_or_default().to_owned()
+        };
+        let context = || format!(": {name} did not serve:\n{}", written());
+        let child = self.child.as_mut().expect("started");
+        let serving = || {
+            let new = written();
+            let addr = new
                 .lines()
                 .filter(|line| line.contains("tokenmesh_server::serve: serving"))
                 .find_map(|line| line.split_once("address=Some(")?.1.split_once(')'))
-                .and_then(|(addr, _)| addr.parse().ok())
+                .and_then(|(addr, _)| addr.parse().ok());
+            if addr.is_none()
+                && let Some(status) = child.try_wait().expect("child status")
             {
-                return addr;
+                panic!("{name} exited with {status} before serving:\n{new}");
             }
-            let child = self.child.as_mut().expect("started");
-            if let Some(status) = child.try_wait().expect("child status") {
-                panic!("{} exited with {status} before serving:\n{new}", self.name);
-            }
-            assert!(
-                tokio::time::Instant::now() < deadline,
-                "{} did not serve within {CHILD_DEADLINE:?}:\n{new}",
-                self.name
-            );
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
+            std::future::ready(addr)
+        };
+        crate::eventually_or(CHILD_DEADLINE, context, serving)
+            .await
+            .0
     }
 
     /// Its process id while it runs.
@@ -192,18 +193,11 @@ impl ReplicaProcess {
 
     /// Waits until it reports SERVING for the server as a whole; how long that took.
     pub async fn wait_serving(&self) -> Duration {
-        let start = tokio::time::Instant::now();
-        loop {
-            if self.health("").await == Some(ServingStatus::Serving) {
-                return start.elapsed();
-            }
-            assert!(
-                start.elapsed() < CHILD_DEADLINE,
-                "{} not SERVING within {CHILD_DEADLINE:?}:\n{}",
-                self.name,
-                self.log()
-            );
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
+        let context = || format!(": {} not SERVING:\n{}", self.name, self.log());
+        let serving =
+            || async { (self.health("").await == Some(ServingStatus::Serving)).then_some(()) };
+        crate::eventually_or(CHILD_DEADLINE, context, serving)
+            .await
+            .1
     }
 }

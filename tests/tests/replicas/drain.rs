@@ -4,7 +4,7 @@
 use std::net::{IpAddr, Ipv4Addr};
 
 use tokenmesh_proto::auth::v1::{LoginRequest, TokenResponse};
-use tokenmesh_tests::{CHILD_DEADLINE, replica_process::ReplicaProcess};
+use tokenmesh_tests::{CHILD_DEADLINE, eventually_or, replica_process::ReplicaProcess};
 use tonic::{Code, Request, Status, transport::Channel};
 use tonic_health::{
     ServingStatus,
@@ -96,22 +96,24 @@ async fn sigterm_turns_health_not_serving_then_drains_in_flight_calls_and_exits_
     let (release, login) = loop {
         let (release, released) = tokio::sync::oneshot::channel();
         let login = tokio::spawn(held_login(channel.clone(), released));
-        let in_flight = loop {
-            if login.is_finished() {
-                break false;
-            }
-            match health.check(whole_server()).await {
-                Err(status) if (status.code(), status.message().to_owned()) == overloaded() => {
-                    break true;
+        // In flight once a health check is shed; not, if the login ended first.
+        let context = || ": the login never got in flight".to_owned();
+        let (in_flight, _) = eventually_or(CHILD_DEADLINE, context, || {
+            let mut health = health.clone();
+            let finished = login.is_finished();
+            async move {
+                if finished {
+                    return Some(false);
                 }
-                _ => {}
+                match health.check(whole_server()).await {
+                    Err(status) if (status.code(), status.message().to_owned()) == overloaded() => {
+                        Some(true)
+                    }
+                    _ => None,
+                }
             }
-            assert!(
-                start.elapsed() < CHILD_DEADLINE,
-                "the login never got in flight"
-            );
-            tokio::time::sleep(std::time::Duration::from_millis(5)).await;
-        };
+        })
+        .await;
         if in_flight {
             break (release, login);
         }
@@ -124,6 +126,10 @@ async fn sigterm_turns_health_not_serving_then_drains_in_flight_calls_and_exits_
             shed,
             overloaded(),
             "only a shed login ends before its message"
+        );
+        assert!(
+            start.elapsed() < CHILD_DEADLINE,
+            "the login never got in flight"
         );
     };
 

@@ -252,6 +252,8 @@ where
                     .entry((phase, method))
                     .or_default() += 1;
                 retried = true;
+                // A client's retry pacing while a replica is down (what a real
+                // client does), not a wait standing in for an event.
                 tokio::time::sleep(Duration::from_millis(10)).await;
             }
             answer => return (answer.map(tonic::Response::into_inner), retried),

@@ -3,12 +3,13 @@
 
 use tokenmesh_interceptor::ERROR_DOMAIN;
 use tokenmesh_proto::auth::v1::{
-    LoginRequest, RefreshRequest, TokenResponse, auth_service_client::AuthServiceClient,
+    IssueServiceTokenRequest, LoginRequest, RefreshRequest, TokenResponse,
+    auth_service_client::AuthServiceClient,
 };
 use tonic::{Code, Request, Status, transport::Channel};
 use tonic_types::StatusExt;
 
-use crate::bearer_value;
+use crate::{Mesh, bearer_value, client_secret};
 
 /// Login with `username` and `password`.
 pub async fn login(
@@ -22,6 +23,25 @@ pub async fn login(
     })
     .await
     .map(|response| response.into_inner())
+}
+
+/// A service token of `mesh`'s demo client `client` for `audience`, from the
+/// Auth replica at `auth`.
+pub async fn service_token(
+    auth: &mut AuthServiceClient<Channel>,
+    mesh: &Mesh,
+    client: &str,
+    audience: &str,
+) -> String {
+    auth.issue_service_token(IssueServiceTokenRequest {
+        client_id: client.into(),
+        client_secret: client_secret(mesh, client),
+        audience: audience.into(),
+    })
+    .await
+    .expect("service token")
+    .into_inner()
+    .access_token
 }
 
 /// Refresh with `token`.

@@ -8,8 +8,7 @@ use std::{collections::BTreeSet, time::Duration};
 
 use tokenmesh_proto::{
     auth::v1::{
-        DeactivateUserRequest, IssueServiceTokenRequest, RevocationEvent, WatchRevocationsRequest,
-        auth_service_client::AuthServiceClient, revocation_event::Revoked,
+        DeactivateUserRequest, RevocationEvent, WatchRevocationsRequest, revocation_event::Revoked,
     },
     products::v1::{
         EntitlementEvent, EntitlementRequest, WatchEntitlementsRequest, entitlement_event::Change,
@@ -18,8 +17,8 @@ use tokenmesh_proto::{
 };
 use tokenmesh_tests::{
     ManualClock, Mesh, Replica, SourceKind, TestDatabase,
-    calls::{assert_status, with_bearer},
-    client_secret, eventually, order,
+    calls::{assert_status, service_token, with_bearer},
+    eventually, order,
 };
 use tonic::{Code, Status};
 
@@ -28,28 +27,10 @@ const DEADLINE: Duration = Duration::from_secs(30);
 /// A poll that never comes within a test.
 const NO_POLL: [&str; 2] = ["--revocation-feed-poll", "24h"];
 
-/// A service token of demo client `client` for `audience`, from Auth at `auth`.
-async fn service_token(
-    mesh: &Mesh,
-    auth: &mut AuthServiceClient<tonic::transport::Channel>,
-    client: &str,
-    audience: &str,
-) -> String {
-    auth.issue_service_token(IssueServiceTokenRequest {
-        client_id: client.into(),
-        client_secret: client_secret(mesh, client),
-        audience: audience.into(),
-    })
-    .await
-    .expect("service token")
-    .into_inner()
-    .access_token
-}
-
 /// A revocation stream from Auth replica `replica`, replayed to its end.
 async fn follow(mesh: &Mesh, replica: &Replica) -> tonic::Streaming<RevocationEvent> {
     let mut auth = replica.auth().await;
-    let token = service_token(mesh, &mut auth, "products", "auth").await;
+    let token = service_token(&mut auth, mesh, "products", "auth").await;
     let mut stream = auth
         .watch_revocations(with_bearer(WatchRevocationsRequest { since: 0 }, &token))
         .await
@@ -172,7 +153,7 @@ async fn until_caught_up(
     request: WatchEntitlementsRequest,
 ) -> Result<Vec<EntitlementEvent>, Status> {
     let mut auth = mesh.auth().await;
-    let token = service_token(mesh, &mut auth, "orders", "products").await;
+    let token = service_token(&mut auth, mesh, "orders", "products").await;
     let mut stream = ProductsServiceClient::new(Mesh::channel(mesh.products_addr()).await)
         .watch_entitlements(with_bearer(request, &token))
         .await?

@@ -7,7 +7,7 @@
 use std::time::Duration;
 
 use tokenmesh_proto::{
-    auth::v1::{DeactivateUserRequest, IssueServiceTokenRequest, WatchRevocationsRequest},
+    auth::v1::{DeactivateUserRequest, WatchRevocationsRequest},
     orders::v1::{EntitlementSource, Order, PlaceOrderRequest},
     products::v1::{
         CreateProductRequest, EntitlementRequest, ListProductsRequest, WatchEntitlementsRequest,
@@ -17,7 +17,7 @@ use tokenmesh_proto::{
 use tokenmesh_server::{Addr, Running};
 use tokenmesh_tests::{
     ManualClock, Mesh, OrdersClient, SourceKind,
-    calls::{assert_refused_by_layer, with_bearer},
+    calls::{assert_refused_by_layer, service_token, with_bearer},
     client_secret, eventually,
 };
 use tonic::{Code, Status};
@@ -296,21 +296,6 @@ async fn a_replica_whose_feed_broke_hands_the_decision_on_past_the_bound() {
     mesh.shutdown().await;
 }
 
-/// A service token of demo client `client` for `audience`.
-async fn service_token(mesh: &Mesh, client: &str, audience: &str) -> String {
-    mesh.auth()
-        .await
-        .issue_service_token(IssueServiceTokenRequest {
-            client_id: client.into(),
-            client_secret: client_secret(mesh, client),
-            audience: audience.into(),
-        })
-        .await
-        .expect("service token")
-        .into_inner()
-        .access_token
-}
-
 /// Reads `stream` until it ends, skipping heartbeats; `Err` if it is still
 /// open after the deadline.
 async fn ends<T>(stream: &mut tonic::Streaming<T>) -> Result<(), &'static str> {
@@ -327,8 +312,8 @@ async fn ends<T>(stream: &mut tonic::Streaming<T>) -> Result<(), &'static str> {
 async fn feed_streams_end_when_their_token_expires_and_followers_resubscribe() {
     let clock = ManualClock::new();
     let mesh = Mesh::builder().clock(clock.clone()).start().await;
-    let products = service_token(&mesh, "products", "auth").await;
-    let orders = service_token(&mesh, "orders", "products").await;
+    let products = service_token(&mut mesh.auth().await, &mesh, "products", "auth").await;
+    let orders = service_token(&mut mesh.auth().await, &mesh, "orders", "products").await;
     let mut revocations = mesh
         .auth()
         .await

@@ -47,4 +47,6 @@ pub use metrics::{Allowed, AuthMetrics};
 pub use policy::{Policy, PolicyError, RULE_OPTION, Rule};
 pub use refresh::{DEFAULT_REFRESH_BEFORE, IssuedToken, RefreshingToken, TokenFetcher};
 pub use revocation::RevocationSet;
-pub use verifier::{ASYMMETRIC, Claims, DEFAULT_CACHE_CAPACITY, Verifier, VerifierConfig};
+pub use verifier::{
+    ASYMMETRIC, Claims, DEFAULT_CACHE_CAPACITY, MAX_LEEWAY, Verifier, VerifierConfig,
+};

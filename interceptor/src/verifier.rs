@@ -141,7 +141,10 @@ pub const ASYMMETRIC: [Algorithm; 9] = [
     Algorithm::PS512,
 ];
 
-const MAX_LEEWAY: Duration = Duration::from_secs(60);
+/// The most leeway a verifier allows on `exp` and `nbf`, whatever it is
+/// configured with: what issuers add to a token's life before its key, its
+/// revocation or its feed entries may be forgotten.
+pub const MAX_LEEWAY: Duration = Duration::from_secs(60);
 
 /// How many verified tokens a [`Verifier`] remembers unless told otherwise.
 pub const DEFAULT_CACHE_CAPACITY: usize = 10_000;

@@ -198,7 +198,8 @@ impl Mesh {
 
     /// The key-encryption key Auth's data dir holds.
     pub fn key_encryption_key(&self) -> PathBuf {
-        self.data_dir().join("key-encryption-key")
+        self.data_dir()
+            .join(tokenmesh_server::key_ring::KEY_ENCRYPTION_KEY_FILE)
     }
 
     /// Starts another Auth replica on this mesh's store, key-encryption key and

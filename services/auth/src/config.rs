@@ -15,7 +15,7 @@ use crate::ThrottleConfig;
 
 /// Leeway verifiers may allow at most: revocation entries and retired keys
 /// outlive the last token they concern by this much.
-pub(crate) const MAX_VERIFIER_LEEWAY_SECS: i64 = 60;
+pub(crate) const MAX_VERIFIER_LEEWAY_SECS: i64 = tokenmesh_interceptor::MAX_LEEWAY.as_secs() as i64;
 
 /// The channels Auth's [`Wakeups`] listen on.
 pub(crate) const WAKEUP_CHANNELS: &[&str] = &[REVOCATIONS, SIGNING_KEYS];

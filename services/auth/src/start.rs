@@ -14,9 +14,6 @@ use crate::{
     AuthConfig, AuthService, AuthServiceError, PublicUrl, SigningKeys, Store, ThrottleConfig,
 };
 
-/// The key-encryption key's file in the data dir, when not given.
-const KEY_ENCRYPTION_KEY_FILE: &str = "key-encryption-key";
-
 /// Where versions before keys were sealed kept Auth's first key, in plaintext:
 /// imported once, then removed.
 const LEGACY_SIGNING_KEY_FILE: &str = "auth-signing-key.pem";
@@ -114,7 +111,6 @@ async fn open_with(
     let kek = tokenmesh_server::key_ring::key_encryption_key(
         &args.kek,
         &env.data_dir,
-        KEY_ENCRYPTION_KEY_FILE,
         &store.signing_keys(),
     )
     .await

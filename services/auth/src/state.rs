@@ -149,6 +149,11 @@ impl AuthService {
         shutdown: impl Future<Output = ()> + Send,
     ) -> Result<(), tokenmesh_server::ServeError> {
         let maintenance = tokio::spawn(maintain(Arc::downgrade(&self.inner)));
+        // Another replica's rotation: at once on its notification, else each interval.
+        let reloader = self.inner.keys.spawn_reloader(
+            self.inner.config.key_reload_interval,
+            self.inner.config.wakeups.subscribe(SIGNING_KEYS),
+        );
         // Other replicas' revocations reach this replica's own checks.
         let own_revocations = self.inner.revocations.follow_table();
         let counters: Arc<dyn tokenmesh_server::metrics::Samples> = self.inner.counters.clone();
@@ -166,6 +171,7 @@ impl AuthService {
         let result =
             tokenmesh_server::serve(listener, service, layer, metrics, limits, shutdown).await;
         maintenance.abort();
+        reloader.abort();
         own_revocations.abort();
         result
     }
@@ -174,31 +180,17 @@ impl AuthService {
 /// How often a replica deletes the revocation rows that no longer matter.
 const PRUNE_STORED_EVERY: std::time::Duration = std::time::Duration::from_secs(60);
 
-/// Re-reads keys (rotation elsewhere: at once on a `signing_keys` wake-up, else
-/// every reload interval), prunes the revocation set and the login throttle's
-/// expired names, and the stored revocations every [`PRUNE_STORED_EVERY`],
-/// until Auth is gone.
+/// Prunes the revocation set every reload interval, and the stored
+/// revocations and the login throttle's expired names every
+/// [`PRUNE_STORED_EVERY`], until Auth is gone.
 async fn maintain(inner: Weak<Inner>) {
     let mut pruned_at: Option<tokio::time::Instant> = None;
-    let Some(mut rotated) = inner
-        .upgrade()
-        .map(|inner| inner.config.wakeups.subscribe(SIGNING_KEYS))
-    else {
-        return;
-    };
     loop {
         let Some(strong) = inner.upgrade() else {
             return;
         };
         let interval = strong.config.key_reload_interval;
-        rotated.borrow_and_update();
-        if let Err(error) = strong.keys.reload().await {
-            tracing::warn!(%error, "reloading signing keys failed");
-        }
         strong.revocations.prune();
-        if let Err(error) = strong.users.prune_throttle().await {
-            tracing::warn!(%error, "pruning the login throttle failed");
-        }
         if pruned_at.is_none_or(|at| at.elapsed() >= PRUNE_STORED_EVERY) {
             pruned_at = Some(tokio::time::Instant::now());
             match strong.revocations.prune_stored().await {
@@ -206,11 +198,11 @@ async fn maintain(inner: Weak<Inner>) {
                 Ok(deleted) => tracing::debug!(deleted, "pruned stored revocations"),
                 Err(error) => tracing::warn!(%error, "pruning stored revocations failed"),
             }
+            if let Err(error) = strong.users.prune_throttle().await {
+                tracing::warn!(%error, "pruning the login throttle failed");
+            }
         }
         drop(strong);
-        tokio::select! {
-            _ = tokio::time::sleep(interval) => {}
-            Ok(()) = rotated.changed() => {}
-        }
+        tokio::time::sleep(interval).await;
     }
 }

@@ -29,9 +29,6 @@ pub const SERVICE_CLIENT: ServiceClient = ServiceClient {
     }],
 };
 
-/// The gRPC service Orders serves, as health and metrics name it.
-const SERVICE_NAME: &str = "tokenmesh.orders.v1.OrdersService";
-
 /// The flags only Orders reads.
 #[derive(Debug, Clone, clap::Args)]
 #[command(next_help_heading = "Orders")]
@@ -138,8 +135,11 @@ pub async fn start(
         },
     };
     let orders = OrdersService::new(store, deps, config);
-    env.metrics
-        .register_feed(SERVICE_NAME, "entitlements", &orders.replica_freshness());
+    env.metrics.register_feed(
+        tokenmesh_proto::orders::v1::orders_service_server::SERVICE_NAME,
+        "entitlements",
+        &orders.replica_freshness(),
+    );
     let access = AccessTokens::follow(auth, &credentials, &peers.verify, env);
     let revocations = access.revocations_current();
     let addr = listener.local_addr()?;

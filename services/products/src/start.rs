@@ -10,7 +10,7 @@ use tokenmesh_server::{
     ServiceClient, SigningAlgorithm, SigningKeys, StartError,
     args::{KekArgs, VerifyArgs},
     key_ring::{LegacyKeyFile, key_encryption_key},
-    wakeups::ENTITLEMENTS,
+    wakeups::{ENTITLEMENTS, GRANT_SIGNING_KEYS},
 };
 
 use crate::{Compaction, ProductsConfig, ProductsService, Store};
@@ -70,20 +70,12 @@ pub struct Peers {
     pub verify: VerifyArgs,
 }
 
-/// The key-encryption key's file in the data dir, when not given (Auth's too,
-/// in `tokenmesh up`).
-const KEY_ENCRYPTION_KEY_FILE: &str = "key-encryption-key";
-
 /// Where versions before grant keys were stored in the database kept Products'
 /// key, in plaintext: imported once, then removed.
 const LEGACY_GRANT_KEY_FILE: &str = "products-signing-key.pem";
 
 /// How often the grant keys are re-read (a rotation by another replica).
 const KEY_RELOAD_INTERVAL: Duration = Duration::from_secs(2);
-
-/// How long a retired grant key stays published after its last grant expired:
-/// the verifiers' leeway.
-const RETIRED_KEY_GRACE: Duration = Duration::from_secs(60);
 
 /// Opens Products' grant keys in `store`, sealed under the key-encryption key
 /// `kek` gives (or the data dir's): the legacy key file, if any, is imported
@@ -106,12 +98,13 @@ pub async fn open_keys(
         },
     };
     let table = store.grant_keys();
-    let kek = key_encryption_key(kek, &env.data_dir, KEY_ENCRYPTION_KEY_FILE, &table)
+    let kek = key_encryption_key(kek, &env.data_dir, &table)
         .await
         .map_err(key_error)?;
     let ring = RingConfig {
         algorithm: SigningAlgorithm::EdDSA,
-        publish_retired_for: config.grant_ttl + RETIRED_KEY_GRACE,
+        // Past its last grant's expiry by the verifiers' leeway.
+        publish_retired_for: config.grant_ttl + tokenmesh_interceptor::MAX_LEEWAY,
         clock: config.clock.clone(),
     };
     let keys = SigningKeys {
@@ -152,14 +145,21 @@ pub async fn start(
     config.grant_version = args.grant_version;
     config.grant_max_bytes = args.grant_max_bytes;
     config.clock = env.clock.clone();
-    config.wakeups =
-        tokenmesh_server::Wakeups::for_database(&url, &[ENTITLEMENTS], args.entitlement_feed_poll);
+    config.wakeups = tokenmesh_server::Wakeups::for_database(
+        &url,
+        &[ENTITLEMENTS, GRANT_SIGNING_KEYS],
+        args.entitlement_feed_poll,
+    );
     config.compaction = Compaction {
         retention: args.entitlement_feed_retention,
         interval: args.feed_compaction_interval,
     };
     let keys = open_keys(kek, env, &store, &config).await?;
-    let reloader = keys.spawn_reloader(KEY_RELOAD_INTERVAL);
+    // Another replica's rotation: at once on its notification, else each interval.
+    let reloader = keys.spawn_reloader(
+        KEY_RELOAD_INTERVAL,
+        config.wakeups.subscribe(GRANT_SIGNING_KEYS),
+    );
     let products = ProductsService::new(store, keys, config);
     let access = AccessTokens::follow(
         env.channel(&peers.auth)?,

@@ -192,10 +192,10 @@ impl Default for Compaction {
 
 impl Compaction {
     /// This compaction, keeping changes at least as long as a grant of `ttl`
-    /// can be verified (the interceptor allows at most 60 s of leeway).
+    /// can be verified (plus the interceptor's largest leeway).
     pub fn covering(self, ttl: Duration) -> Self {
         Self {
-            retention: self.retention.max(ttl + Duration::from_secs(60)),
+            retention: self.retention.max(ttl + tokenmesh_interceptor::MAX_LEEWAY),
             ..self
         }
     }

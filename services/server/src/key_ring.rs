@@ -151,13 +151,21 @@ impl KeyRing {
         Ok(())
     }
 
-    /// Reloads every `interval` until the ring is dropped: rotation by another
-    /// replica is seen within an interval.
-    pub fn spawn_reloader(self: &Arc<Self>, interval: Duration) -> tokio::task::JoinHandle<()> {
+    /// Reloads at once when `rotated` ticks (another replica's rotation, told
+    /// through the database; a closed receiver is never woken), else every
+    /// `interval`, until the ring is dropped.
+    pub fn spawn_reloader(
+        self: &Arc<Self>,
+        interval: Duration,
+        mut rotated: tokio::sync::watch::Receiver<u64>,
+    ) -> tokio::task::JoinHandle<()> {
         let ring = Arc::downgrade(self);
         tokio::spawn(async move {
             loop {
-                tokio::time::sleep(interval).await;
+                tokio::select! {
+                    _ = tokio::time::sleep(interval) => {}
+                    Ok(()) = rotated.changed() => {}
+                }
                 let Some(ring) = ring.upgrade() else {
                     return;
                 };
@@ -318,15 +326,18 @@ fn check_kid(kid: &str, key: &SigningKey) -> Result<(), SigningKeyError> {
     )))
 }
 
+/// The key-encryption key's file in the data dir, when none is given: one
+/// file, so that services sharing a data dir (`tokenmesh up`) share it.
+pub const KEY_ENCRYPTION_KEY_FILE: &str = "key-encryption-key";
+
 /// The key-encryption key `args` give (a file, or the key itself in
-/// `TOKENMESH_KEY_ENCRYPTION_KEY`), or the one in `data_dir`'s `file` —
+/// `TOKENMESH_KEY_ENCRYPTION_KEY`), or the data dir's [`KEY_ENCRYPTION_KEY_FILE`] —
 /// generated there only while `table` holds no sealed key: a database copied
 /// without its KEK, or a replica started in a data dir of its own, is refused
 /// rather than handed a key that cannot open what is stored.
 pub async fn key_encryption_key(
     args: &crate::args::KekArgs,
     data_dir: &Path,
-    file: &str,
     table: &KeyTable,
 ) -> Result<KeyEncryptionKey, KeyRingError> {
     if let Some(text) = &args.key_encryption_key_base64 {
@@ -336,7 +347,7 @@ pub async fn key_encryption_key(
     if let Some(path) = &args.key_encryption_key {
         return Ok(KeyEncryptionKey::load(path)?);
     }
-    let path = data_dir.join(file);
+    let path = data_dir.join(KEY_ENCRYPTION_KEY_FILE);
     match KeyEncryptionKey::load(&path) {
         Err(KekError::Io { source, .. }) if source.kind() == std::io::ErrorKind::NotFound => {
             if table.has_sealed_keys().await? {

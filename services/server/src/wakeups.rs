@@ -21,8 +21,10 @@ pub const POSTGRES_POLL: Duration = Duration::from_secs(5);
 pub const REVOCATIONS: &str = "revocations";
 /// The wake-up channel of the entitlement feed.
 pub const ENTITLEMENTS: &str = "entitlements";
-/// The wake-up channel of Auth's signing keys (a rotation).
+/// The wake-up channel of Auth's signing keys (a rotation); also their table.
 pub const SIGNING_KEYS: &str = "signing_keys";
+/// The wake-up channel of Products' grant keys (a rotation); also their table.
+pub const GRANT_SIGNING_KEYS: &str = "grant_signing_keys";
 
 /// One tick per channel, fed by this process's writes and, on PostgreSQL, by
 /// every replica's; and the poll interval readers fall back to.

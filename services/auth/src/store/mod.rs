@@ -40,7 +40,7 @@ pub struct Store {
 impl Store {
     /// The signing keys' table, for the key ring.
     pub fn signing_keys(&self) -> tokenmesh_server::KeyTable {
-        tokenmesh_server::KeyTable::new(self.pool.clone(), "signing_keys")
+        tokenmesh_server::KeyTable::new(self.pool.clone(), tokenmesh_server::wakeups::SIGNING_KEYS)
     }
 
     /// Connects to `database_url` and brings the schema up to date (on

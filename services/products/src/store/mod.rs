@@ -168,7 +168,10 @@ pub struct Written {
 impl Store {
     /// The grant keys' table, for the key ring.
     pub fn grant_keys(&self) -> tokenmesh_server::KeyTable {
-        tokenmesh_server::KeyTable::new(self.pool.clone(), "grant_signing_keys")
+        tokenmesh_server::KeyTable::new(
+            self.pool.clone(),
+            tokenmesh_server::wakeups::GRANT_SIGNING_KEYS,
+        )
     }
 
     /// Connects to `database_url` and brings the schema up to date (on

@@ -25,9 +25,14 @@ use crate::{
 /// SHA-256 of `text`, hex: how refresh tokens and client secrets (256-bit random
 /// strings, no password-grade KDF needed) are stored.
 pub(crate) fn hex_sha256(text: &str) -> String {
+    hex(&Sha256::digest(text.as_bytes()))
+}
+
+/// `bytes` in lowercase hex, one buffer.
+pub(crate) fn hex(bytes: &[u8]) -> String {
     use std::fmt::Write;
-    let mut hex = String::with_capacity(64);
-    for byte in Sha256::digest(text.as_bytes()) {
+    let mut hex = String::with_capacity(bytes.len() * 2);
+    for byte in bytes {
         // Writing to a String cannot fail.
         let _ = write!(hex, "{byte:02x}");
     }

@@ -186,13 +186,7 @@ fn millis(duration: Duration) -> i64 {
 
 /// [`key`] in hex, as the store keeps it.
 fn hex_key(name: &str) -> String {
-    use std::fmt::Write;
-    let mut hex = String::with_capacity(64);
-    for byte in key(name) {
-        // Writing to a String cannot fail.
-        let _ = write!(hex, "{byte:02x}");
-    }
-    hex
+    crate::tokens::hex(&key(name))
 }
 
 #[cfg(test)]

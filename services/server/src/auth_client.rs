@@ -220,11 +220,15 @@ pub fn follow_revocations(
 ) -> tokio::task::JoinHandle<()> {
     let revocations: Weak<RevocationSet> = Arc::downgrade(revocations);
     let auth = AuthServiceClient::new(AttachTokenLayer::shared(credentials).layer(channel));
-    tokio::spawn(crate::follow("revocations", freshness.clone(), move || {
-        let (mut auth, revocations) = (auth.clone(), revocations.clone());
-        let freshness = freshness.clone();
-        async move { watch_once(&mut auth, &revocations, &freshness).await }
-    }))
+    tokio::spawn(crate::follow(
+        crate::wakeups::REVOCATIONS,
+        freshness.clone(),
+        move || {
+            let (mut auth, revocations) = (auth.clone(), revocations.clone());
+            let freshness = freshness.clone();
+            async move { watch_once(&mut auth, &revocations, &freshness).await }
+        },
+    ))
 }
 
 /// One subscription; `Ok(None)` once the set is gone.

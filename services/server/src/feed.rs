@@ -8,7 +8,7 @@
 
 use std::{sync::Arc, time::Duration};
 
-use tokenmesh_interceptor::{FeedFreshness, SharedClock, system_clock};
+use tokenmesh_interceptor::{FeedFreshness, SharedClock};
 use tokio::{
     sync::{mpsc, watch},
     time::Instant,
@@ -16,7 +16,7 @@ use tokio::{
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::Status;
 
-use crate::wakeups::{SQLITE_POLL, Wakeups};
+use crate::wakeups::Wakeups;
 /// Rows read per query.
 const BATCH: usize = 500;
 /// A stream that has sent nothing for this long sends a heartbeat, so that its
@@ -34,16 +34,6 @@ pub struct Feed {
     channel: &'static str,
     closing: watch::Sender<bool>,
     clock: SharedClock,
-}
-
-impl Default for Feed {
-    fn default() -> Self {
-        Self::new(
-            system_clock(),
-            Wakeups::local(&["feed"], SQLITE_POLL),
-            "feed",
-        )
-    }
 }
 
 /// What a stream sends besides rows: built from the cursor reached.

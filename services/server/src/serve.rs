@@ -105,7 +105,7 @@ where
             None
         }
         Some(freshness) => {
-            metrics.register_feed(S::NAME, "revocations", &freshness);
+            metrics.register_feed(S::NAME, crate::wakeups::REVOCATIONS, &freshness);
             Some(tokio::spawn(report_health::<S>(
                 health_reporter.clone(),
                 freshness,

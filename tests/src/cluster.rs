@@ -116,10 +116,6 @@ impl Cluster {
                     "--demo".into(),
                     "--key-encryption-key".into(),
                     kek.clone(),
-                    "--products-client-secret".into(),
-                    products_secret.clone(),
-                    "--orders-client-secret".into(),
-                    orders_secret.clone(),
                     // Through the proxy every client has the proxy's address.
                     "--refresh-rate-limit".into(),
                     "0".into(),
@@ -133,30 +129,40 @@ impl Cluster {
                     kek.clone(),
                     "--auth-url".into(),
                     list(&replicas[0]),
-                    "--products-client-secret".into(),
-                    products_secret.clone(),
                 ],
                 Service::Orders => [
                     "--auth-url".into(),
                     list(&replicas[0]),
                     "--products-url".into(),
                     list(&replicas[1]),
-                    "--orders-client-secret".into(),
-                    orders_secret.clone(),
                 ]
                 .into_iter()
                 .chain(orders_flags.iter().map(|flag| flag.to_string()))
                 .collect(),
             };
             args.extend(flags);
+            let (products, orders) = (
+                ("TOKENMESH_PRODUCTS_CLIENT_SECRET", products_secret.clone()),
+                ("TOKENMESH_ORDERS_CLIENT_SECRET", orders_secret.clone()),
+            );
+            let secrets = match service {
+                Service::Auth => vec![products, orders],
+                Service::Products => vec![products],
+                Service::Orders => vec![orders],
+            };
             // Past HAProxy's check interval and timeout: a stopping replica
             // leaves the rotation before it stops accepting.
             args.extend(["--shutdown-delay".into(), "1s".into()]);
             // One after the other: the first creates what the others share.
             for i in 1..=n {
-                let replica =
-                    ReplicaProcess::start(&format!("{name}-{i}"), dir.path(), args.clone(), ip())
-                        .await;
+                let replica = ReplicaProcess::start(
+                    &format!("{name}-{i}"),
+                    dir.path(),
+                    args.clone(),
+                    secrets.clone(),
+                    ip(),
+                )
+                .await;
                 replica.wait_serving().await;
                 replicas[service.index()].push(replica);
             }

@@ -49,18 +49,27 @@ pub struct ReplicaProcess {
     /// Where it listens (the same across restarts).
     pub addr: SocketAddr,
     args: Vec<String>,
+    env: Vec<(&'static str, String)>,
     log: PathBuf,
     child: Option<Child>,
 }
 
 impl ReplicaProcess {
-    /// Starts `tokenmesh serve <args…> --listen <ip>:0`, logging into `dir`, and
-    /// waits until it says where it listens (not yet that it is SERVING).
-    pub async fn start(name: &str, dir: &Path, args: Vec<String>, ip: IpAddr) -> Self {
+    /// Starts `tokenmesh serve <args…> --listen <ip>:0` with `env` added to its
+    /// environment (secrets go there, out of `ps`), logging into `dir`, and waits
+    /// until it says where it listens (not yet that it is SERVING).
+    pub async fn start(
+        name: &str,
+        dir: &Path,
+        args: Vec<String>,
+        env: Vec<(&'static str, String)>,
+        ip: IpAddr,
+    ) -> Self {
         let mut replica = Self {
             name: name.to_owned(),
             addr: SocketAddr::new(ip, 0),
             args,
+            env,
             log: dir.join(format!("{name}.log")),
             child: None,
         };
@@ -88,6 +97,7 @@ impl ReplicaProcess {
             .args(&self.args)
             .arg("--listen")
             .arg(self.addr.to_string())
+            .envs(self.env.iter().map(|(name, value)| (name, value)))
             .env("RUST_LOG", "info")
             .stdin(Stdio::null())
             .stdout(Stdio::null())

@@ -232,7 +232,9 @@ macro_rules! client_secret_args {
         #[group(id = $group)]
         pub struct ClientSecretArgs {
             #[doc = $help]
-            #[arg(long, env = $env, hide_env_values = true)]
+            // A generated secret is base64url: one in 64 starts with `-`, which
+            // must still read as the value, not as a flag.
+            #[arg(long, env = $env, hide_env_values = true, allow_hyphen_values = true)]
             pub $flag: Option<String>,
         }
 

@@ -322,6 +322,26 @@ mod tests {
         );
     }
 
+    /// One generated secret in 64 starts with `-`; it is still the flag's value.
+    #[test]
+    fn a_client_secret_may_start_with_a_hyphen() {
+        let secret = "-o3vG0Xq2v8C1bP3lS2Yt2qk0e8Zr3Q9hK3mW9aD1uE";
+        let cli = Cli::try_parse_from([
+            "tokenmesh",
+            "serve",
+            "products",
+            "--products-client-secret",
+            secret,
+            "--listen",
+            "127.0.0.1:0",
+        ])
+        .expect("accepted");
+        let Command::Serve(ServeCommand::Products(args)) = cli.command else {
+            panic!("not serve products");
+        };
+        assert_eq!(args.secret.products_client_secret.as_deref(), Some(secret));
+    }
+
     fn long_flags(path: &[&str]) -> Vec<String> {
         let mut command = Cli::command();
         command.build();

@@ -75,7 +75,7 @@ async fn sigterm_turns_health_not_serving_then_drains_in_flight_calls_and_exits_
     ];
     let args = args.into_iter().map(String::from).collect();
     let localhost = IpAddr::V4(Ipv4Addr::LOCALHOST);
-    let mut auth = ReplicaProcess::start("auth", dir.path(), args, localhost).await;
+    let mut auth = ReplicaProcess::start("auth", dir.path(), args, Vec::new(), localhost).await;
     auth.wait_serving().await;
 
     let channel = auth.channel();

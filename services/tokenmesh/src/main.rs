@@ -198,9 +198,11 @@ async fn start_follower(
     Ok((env, listener, http))
 }
 
-/// Binds the gRPC listener of `serve`, with TLS when configured.
+/// Binds the gRPC listener of `serve`, with TLS and browser origins as
+/// configured.
 async fn listen(listen: &ListenArgs, tls: &TlsArgs) -> anyhow::Result<Listener> {
-    Ok(Listener::new(bind(&listen.listen).await?, tls.server()?))
+    Ok(Listener::new(bind(&listen.listen).await?, tls.server()?)
+        .with_origins(listen.cors.cors_allowed_origins.iter().cloned()))
 }
 
 /// `tokenmesh keys rotate-grant-key`: a new grant key in Products' store;

@@ -15,7 +15,7 @@ use tokenmesh_server::{
 use tokio::net::TcpListener;
 use tonic::transport::ClientTlsConfig;
 
-use crate::cli::UpArgs;
+use crate::{cli::UpArgs, console::ConsoleConfig};
 
 /// The three services and the HTTP listener, running in this process.
 #[derive(Debug)]
@@ -181,7 +181,8 @@ fn peer(args: &UpArgs, addr: SocketAddr) -> Peer {
     })
 }
 
-/// Serves `/metrics` of `env`'s registry, and `routes` (Auth's JWKS), on `listener`.
+/// Serves `/metrics` of `env`'s registry, and `routes` (Auth's JWKS, the
+/// console), on `listener`.
 pub fn serve_http(
     listener: TcpListener,
     env: &Environment,
@@ -206,8 +207,21 @@ pub async fn start(args: &UpArgs, env: Environment) -> Result<Mesh, StartError> 
     let auth_listener = listener(args, &args.auth_addr, &origins).await?;
     let products_listener = listener(args, &args.products_addr, &origins).await?;
     let orders_listener = listener(args, &args.orders_addr, &origins).await?;
+    let console = ConsoleConfig::new(
+        (
+            auth_listener.local_addr()?,
+            products_listener.local_addr()?,
+            orders_listener.local_addr()?,
+        ),
+        auth_listener.is_tls(),
+    );
     let mut auth = start_auth(args, &env, auth_listener, local_addr(&http_listener)?).await?;
-    let http = serve_http(http_listener, &env, auth.http_routes.take())?;
+    let routes = auth.http_routes.take().unwrap_or_default();
+    let http = serve_http(
+        http_listener,
+        &env,
+        Some(routes.merge(crate::console::router(console))),
+    )?;
     let products = start_products(args, &env, auth.addr, products_listener).await?;
     let orders = start_orders(args, &env, (auth.addr, products.addr), orders_listener).await?;
     Ok(Mesh {

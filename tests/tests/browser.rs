@@ -1,8 +1,9 @@
 //! The web console in a real browser, as a newcomer meets it: a fresh
-//! `tokenmesh up --demo` (the built binary), its printed console URL opened in
-//! Debian's chromium, driven by playwright-core (`web/test/console.test.mjs`):
-//! sign in, see the decoded grant, order, an admin revokes, the next order is
-//! refused; no token ever stored. It saves `docs/console-grant.png` and
+//! `tokenmesh up --demo` (the built binary; 3-second access tokens, so that
+//! the page's refresh is seen), its printed console URL opened in Debian's
+//! chromium, driven by playwright-core (`web/test/console.test.mjs`): sign in,
+//! see the decoded grant, order, an admin revokes, the next order is refused;
+//! no token ever stored. It saves `docs/console-grant.png` and
 //! `docs/console-refused.png`.
 
 use std::{path::Path, process::Stdio, time::Duration};
@@ -48,6 +49,9 @@ async fn a_newcomer_signs_in_orders_and_sees_an_order_refused_after_a_revocation
             "127.0.0.1:0",
         ])
         .args(["--orders-addr", "127.0.0.1:0", "--http-addr", "127.0.0.1:0"])
+        // Short-lived access tokens: the page must refresh them while the test
+        // watches (the feeds stay trusted as long as by default).
+        .args(["--access-token-ttl", "3s", "--max-feed-silence", "5m"])
         .stdin(Stdio::null())
         .stdout(file(&out))
         .stderr(file(&err))

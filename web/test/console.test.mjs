@@ -1,6 +1,7 @@
-// Drives the console of a running `tokenmesh up --demo` in Debian's chromium
-// (playwright-core, no downloaded browser): alice signs in and sees her
-// products and the decoded grant, orders (GRANT decides), an admin in another
+// Drives the console of a running `tokenmesh up --demo --access-token-ttl 3s`
+// in Debian's chromium (playwright-core, no downloaded browser): alice signs
+// in, her token is refreshed before it expires, she sees her products and the
+// decoded grant, orders (GRANT decides), an admin in another
 // browser context revokes her entitlement, and her next order is refused.
 // Asserts the page never stored a token and the page's security headers, and
 // saves the two screenshots docs/ shows. Usage:
@@ -68,6 +69,14 @@ try {
   const alice = await open("alice");
   await signIn(alice.page, "alice");
   await alice.page.waitForSelector("#product-rows tr");
+  // The test's mesh issues 3-second access tokens: the page refreshes its
+  // own before they expire (the expiry it shows moves on), without a reload.
+  const firstToken = await text(alice.page, "#who");
+  await alice.page.waitForFunction(
+    (before) => document.getElementById("who").textContent !== before,
+    firstToken,
+  );
+  console.log(`refreshed: ${firstToken} -> ${await text(alice.page, "#who")}`);
   const listed = await alice.page.locator("#product-rows button").evaluateAll((b) => b.map((x) => x.dataset.product));
   assert.deepEqual(listed, ["P-100", "P-101", "P-102"], "alice's products");
   assert.match(await text(alice.page, "#grant-version"), /^Claims version 2: P-100, P-101, P-102 \(until .+\)$/);

@@ -3,8 +3,10 @@
 //! the page's refresh is seen), its printed console URL opened in Debian's
 //! chromium, driven by playwright-core (`web/test/console.test.mjs`): sign in,
 //! see the decoded grant, order, an admin revokes, the next order is refused;
-//! no token ever stored. It saves `docs/console-grant.png` and
-//! `docs/console-refused.png`.
+//! no token ever stored. It takes two screenshots, `console-grant.png` and
+//! `console-refused.png`: into `$TOKENMESH_SCREENSHOTS_DIR` when set (`docs`
+//! to renew the README's), else into a temp dir, so a test run leaves the
+//! tree clean.
 
 use std::{path::Path, process::Stdio, time::Duration};
 
@@ -84,7 +86,10 @@ async fn a_newcomer_signs_in_orders_and_sees_an_order_refused_after_a_revocation
     browser
         .arg("test/console.test.mjs")
         .arg(&url)
-        .arg(root.join("docs"))
+        .arg(
+            std::env::var_os("TOKENMESH_SCREENSHOTS_DIR")
+                .map_or_else(|| dir.path().to_owned(), |shots| root.join(shots)),
+        )
         .current_dir(&web)
         .env("CHROMIUM", chromium);
     let ran = output_within_deadline("the browser test", browser)

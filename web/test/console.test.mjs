@@ -4,7 +4,7 @@
 // decoded grant, orders (GRANT decides), an admin in another
 // browser context revokes her entitlement, and her next order is refused.
 // Asserts the page never stored a token and the page's security headers, and
-// saves the two screenshots docs/ shows. Usage:
+// saves its two screenshots into <screenshot dir> (docs/ keeps the README's). Usage:
 //   CHROMIUM=$(which chromium) node test/console.test.mjs <console URL> <screenshot dir>
 import assert from "node:assert/strict";
 import { join } from "node:path";

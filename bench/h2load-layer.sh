@@ -6,7 +6,10 @@
 #   header  no layer, the same `authorization: Bearer <token>` header (what
 #           carrying the token costs HTTP/2 alone)
 #   layer   the layer, that one token (a verified-token cache hit per call)
-# Prints each round and the totals' ratios. h2load counts gRPC errors as
+# Each round also runs the project's own load generator (`tokenmesh bench run`,
+# same servers, same 64 in flight over 2 connections) right after h2load, so
+# the two tools are compared on the same servers in the same run.
+# Prints each round and the means' ratios. h2load counts gRPC errors as
 # successes (HTTP 200 with a grpc-status trailer), so a round counts only if its
 # data bytes are 7 per request (a Health/Check answer).
 #
@@ -57,18 +60,42 @@ seconds=2 # warm-up: both servers, unmeasured
 load "$bare" >/dev/null
 load "$layered" -H "$auth" >/dev/null
 seconds=$seconds_measured
-total_none=0 total_header=0 total_layer=0
-printf '%-6s %10s %10s %10s\n' round none header layer
+# The same load from `tokenmesh bench run` → prints req/s (it fails on errors).
+own() { # own ADDR [TOKEN]
+	local addr=$1 token=${2:-}
+	local args=(bench run --addr "$addr" --method grpc.health.v1.Health/Check
+		--duration "${seconds}s" --warmup 0s --connections 2 --in-flight 64 --json)
+	[ -n "$token" ] && args+=(--token-mode reuse --token "$token")
+	"$bin" "${args[@]}" 2>/dev/null | python3 -c '
+import json, sys
+report = json.load(sys.stdin)["reports"][0]
+assert not report["errors"], report["errors"]
+print(round(report["requests_per_second"]))'
+}
+
+declare -A total
+printf '%-6s %-9s %10s %10s %10s\n' round tool none header layer
 for round in $(seq "$rounds"); do
-	none=$(load "$bare")
-	header=$(load "$bare" -H "$auth")
-	layer=$(load "$layered" -H "$auth")
-	printf '%-6s %10s %10s %10s\n' "$round" "$none" "$header" "$layer"
-	total_none=$((total_none + none))
-	total_header=$((total_header + header))
-	total_layer=$((total_layer + layer))
+	for tool in h2load own; do
+		if [ "$tool" = h2load ]; then
+			none=$(load "$bare")
+			header=$(load "$bare" -H "$auth")
+			layer=$(load "$layered" -H "$auth")
+		else
+			none=$(own "$bare")
+			header=$(own "$bare" "$token")
+			layer=$(own "$layered" "$token")
+		fi
+		printf '%-6s %-9s %10s %10s %10s\n' "$round" "$tool" "$none" "$header" "$layer"
+		total[$tool.none]=$((${total[$tool.none]:-0} + none))
+		total[$tool.header]=$((${total[$tool.header]:-0} + header))
+		total[$tool.layer]=$((${total[$tool.layer]:-0} + layer))
+	done
 done
-awk -v n="$total_none" -v h="$total_header" -v l="$total_layer" -v r="$rounds" 'BEGIN {
-	printf "mean   %10.0f %10.0f %10.0f\n", n / r, h / r, l / r
-	printf "header / none %.3f   layer / header %.3f   layer / none %.3f\n", h / n, l / h, l / n
-}'
+for tool in h2load own; do
+	awk -v t="$tool" -v n="${total[$tool.none]}" -v h="${total[$tool.header]}" \
+		-v l="${total[$tool.layer]}" -v r="$rounds" 'BEGIN {
+		printf "%-6s %-9s %10.0f %10.0f %10.0f   header/none %.3f  layer/header %.3f  layer/none %.3f\n",
+			"mean", t, n / r, h / r, l / r, h / n, l / h, l / n
+	}'
+done

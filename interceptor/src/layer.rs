@@ -125,7 +125,10 @@ where
             }
             Some(Rule::Authenticated { scopes }) => scopes,
             None => {
-                return AuthFuture::refused(refuse(&shared.metrics, &span, AuthError::NoRule), span);
+                return AuthFuture::refused(
+                    refuse(&shared.metrics, &span, AuthError::NoRule),
+                    span,
+                );
             }
         };
         // A token verified before is answered here, without a boxed future; only

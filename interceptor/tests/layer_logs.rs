@@ -8,7 +8,7 @@ mod support;
 use std::sync::{Arc, Mutex};
 
 use support::{PING, TestKey, TestServer, call, claims, key_set, now, policy, verifier};
-use tokenmesh_interceptor::{Allowed, AuthLayer, KeyStore};
+use tokenmesh_interceptor::{Allowed, AuthLayer, AuthMetrics, KeyStore};
 
 /// Collects what the fmt subscriber writes.
 #[derive(Clone, Default)]
@@ -47,11 +47,9 @@ impl Captured {
     }
 }
 
-// Current-thread runtime: the subscriber set for this thread sees the server too.
-#[tokio::test(flavor = "current_thread")]
-async fn outcomes_are_counted_by_reason_and_recorded_in_a_debug_span() {
-    let (_guard, captured) = capture(tracing::Level::DEBUG);
-
+/// A server behind the layer that has verified a valid token once and answered
+/// it once from the cache; its metrics, that token and an expired one.
+async fn serve_and_verify_once() -> (TestServer, Arc<AuthMetrics>, String, String) {
     let key = TestKey::ed25519("k1");
     let layer = AuthLayer::new(verifier(KeyStore::fixed(key_set(&[&key]))), policy());
     let metrics = layer.metrics();
@@ -60,10 +58,20 @@ async fn outcomes_are_counted_by_reason_and_recorded_in_a_debug_span() {
     let token = key.sign(&claims("alice"));
     call(&channel, PING, Some(&token)).await.expect("verified");
     call(&channel, PING, Some(&token)).await.expect("cached");
-    call(&channel, PING, None).await.expect_err("missing");
     let mut expired = claims("bob");
     expired["exp"] = (now() - 60).into();
-    call(&channel, PING, Some(&key.sign(&expired)))
+    (server, metrics, token, key.sign(&expired))
+}
+
+// Current-thread runtime: the subscriber set for this thread sees the server too.
+#[tokio::test(flavor = "current_thread")]
+async fn outcomes_are_counted_by_reason_and_recorded_in_a_debug_span() {
+    let (_guard, captured) = capture(tracing::Level::DEBUG);
+
+    let (server, metrics, token, expired) = serve_and_verify_once().await;
+    let channel = server.channel().await;
+    call(&channel, PING, None).await.expect_err("missing");
+    call(&channel, PING, Some(&expired))
         .await
         .expect_err("expired");
     call(&channel, "/test.v1.Ping/Other", Some(&token))
@@ -96,17 +104,8 @@ async fn outcomes_are_counted_by_reason_and_recorded_in_a_debug_span() {
 async fn at_info_no_request_is_logged_but_every_refusal_is_counted() {
     let (_guard, captured) = capture(tracing::Level::INFO);
 
-    let key = TestKey::ed25519("k1");
-    let layer = AuthLayer::new(verifier(KeyStore::fixed(key_set(&[&key]))), policy());
-    let metrics = layer.metrics();
-    let server = TestServer::start(Some(layer)).await;
+    let (server, metrics, _, expired) = serve_and_verify_once().await;
     let channel = server.channel().await;
-    let token = key.sign(&claims("alice"));
-    call(&channel, PING, Some(&token)).await.expect("verified");
-    call(&channel, PING, Some(&token)).await.expect("cached");
-    let mut expired = claims("bob");
-    expired["exp"] = (now() - 60).into();
-    let expired = key.sign(&expired);
     for _ in 0..50 {
         call(&channel, PING, Some(&expired))
             .await

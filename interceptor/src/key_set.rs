@@ -4,8 +4,9 @@
 
 use std::{collections::HashMap, fmt, sync::Arc};
 
+use aws_lc_rs::signature::{self as lc, ParsedPublicKey};
 use jsonwebtoken::{
-    Algorithm, DecodingKey,
+    Algorithm, DecodingKey, DecodingKeyKind,
     jwk::{AlgorithmParameters, EllipticCurve, Jwk, JwkSet, KeyAlgorithm},
 };
 
@@ -17,6 +18,57 @@ pub struct VerificationKey {
     pub algorithm: Algorithm,
     /// The key material.
     pub key: DecodingKey,
+    /// The key parsed once for `algorithm` (jsonwebtoken's backend parses it
+    /// again for every signature: an RSA key's Montgomery setup, an EC point's
+    /// validation). `None` if it does not parse: it verifies nothing.
+    parsed: Option<ParsedPublicKey>,
+}
+
+impl VerificationKey {
+    /// `key`, trusted under `kid` for `algorithm` only.
+    pub fn new(kid: impl Into<String>, algorithm: Algorithm, key: DecodingKey) -> Self {
+        Self {
+            kid: kid.into(),
+            algorithm,
+            parsed: parse(algorithm, &key),
+            key,
+        }
+    }
+
+    /// Whether `signature` signs `message` under this key and its algorithm.
+    pub(crate) fn verifies(&self, message: &[u8], signature: &[u8]) -> bool {
+        self.parsed
+            .as_ref()
+            .is_some_and(|key| key.verify_sig(message, signature).is_ok())
+    }
+}
+
+/// `key` parsed by aws-lc-rs for `algorithm`, the verification jsonwebtoken's
+/// `aws_lc_rs` backend would do (the same parameters), minus the parsing per call.
+fn parse(algorithm: Algorithm, key: &DecodingKey) -> Option<ParsedPublicKey> {
+    let rsa = |params: &'static lc::RsaParameters| match key.kind() {
+        DecodingKeyKind::RsaModulusExponent { n, e } => lc::RsaPublicKeyComponents { n, e }
+            .to_parsed_public_key(params)
+            .ok(),
+        DecodingKeyKind::SecretOrDer(der) => ParsedPublicKey::new(params, der).ok(),
+    };
+    let raw = |algorithm: &'static dyn lc::VerificationAlgorithm| match key.kind() {
+        DecodingKeyKind::SecretOrDer(bytes) => ParsedPublicKey::new(algorithm, bytes).ok(),
+        DecodingKeyKind::RsaModulusExponent { .. } => None,
+    };
+    match algorithm {
+        Algorithm::EdDSA => raw(&lc::ED25519),
+        Algorithm::ES256 => raw(&lc::ECDSA_P256_SHA256_FIXED),
+        Algorithm::ES384 => raw(&lc::ECDSA_P384_SHA384_FIXED),
+        Algorithm::RS256 => rsa(&lc::RSA_PKCS1_2048_8192_SHA256),
+        Algorithm::RS384 => rsa(&lc::RSA_PKCS1_2048_8192_SHA384),
+        Algorithm::RS512 => rsa(&lc::RSA_PKCS1_2048_8192_SHA512),
+        Algorithm::PS256 => rsa(&lc::RSA_PSS_2048_8192_SHA256),
+        Algorithm::PS384 => rsa(&lc::RSA_PSS_2048_8192_SHA384),
+        Algorithm::PS512 => rsa(&lc::RSA_PSS_2048_8192_SHA512),
+        // Symmetric: never trusted.
+        Algorithm::HS256 | Algorithm::HS384 | Algorithm::HS512 => None,
+    }
 }
 
 impl fmt::Debug for VerificationKey {
@@ -161,9 +213,5 @@ fn key_from_jwk(jwk: &Jwk) -> Result<VerificationKey, &'static str> {
         return Err("alg does not match the key type");
     }
     let key = DecodingKey::from_jwk(jwk).map_err(|_| "invalid key material")?;
-    Ok(VerificationKey {
-        kid,
-        algorithm,
-        key,
-    })
+    Ok(VerificationKey::new(kid, algorithm, key))
 }

@@ -3,22 +3,25 @@
 //! hands the typed claims to the handler in the request extensions.
 
 use std::{
+    future::Future,
+    pin::Pin,
     sync::Arc,
     task::{Context, Poll},
 };
 
 use futures::future::BoxFuture;
 use http::{HeaderMap, Request, Response, header::AUTHORIZATION};
+use pin_project_lite::pin_project;
 use tonic::Status;
 use tower::{Layer, Service};
-use tracing::{Instrument, field::Empty};
+use tracing::field::Empty;
 
-use crate::{Allowed, AuthError, AuthMetrics, Claims, Policy, Rule, Verifier};
+use crate::{Allowed, AuthError, AuthMetrics, Claims, Policy, Rule, Verifier, verifier::Lookup};
 
 /// Layer that authenticates every request against a [`Policy`]. Handlers of
 /// authenticated methods find the verified claims as `Arc<C>` in the extensions.
-/// Each request gets an `auth` span with its `outcome` and `reason`, and is
-/// counted in [`AuthLayer::metrics`].
+/// Each request is counted in [`AuthLayer::metrics`] by outcome and reason, and
+/// gets an `auth` span at DEBUG recording them (refusals are logged at DEBUG only).
 pub struct AuthLayer<C> {
     shared: Arc<Shared<C>>,
 }
@@ -98,45 +101,146 @@ where
 {
     type Response = S::Response;
     type Error = S::Error;
-    type Future = BoxFuture<'static, Result<Self::Response, Self::Error>>;
+    type Future = AuthFuture<S::Future, ResBody, S::Error>;
 
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
         self.inner.poll_ready(cx)
     }
 
     fn call(&mut self, mut request: Request<ReqBody>) -> Self::Future {
-        let mut inner = take_ready(&mut self.inner);
-        let shared = self.shared.clone();
-        let span = tracing::info_span!(
+        // DEBUG: at INFO, the level services run at, a request costs no span.
+        let span = tracing::debug_span!(
             "auth",
             method = request.uri().path(),
             outcome = Empty,
             reason = Empty,
             subject = Empty
         );
-        Box::pin(
-            async move {
-                let span = tracing::Span::current();
-                let scopes = match shared.policy.for_path(request.uri().path()) {
-                    Some(Rule::Public) => {
-                        allowed(&shared.metrics, &span, Allowed::Public);
-                        return inner.call(request).await;
-                    }
-                    Some(Rule::Authenticated { scopes }) => scopes,
-                    None => return Ok(refuse(&shared.metrics, &span, AuthError::NoRule)),
-                };
-                match authenticate(&shared.verifier, request.headers(), scopes).await {
-                    Ok((claims, why)) => {
-                        span.record("subject", claims.subject());
-                        allowed(&shared.metrics, &span, why);
-                        request.extensions_mut().insert(claims);
-                        inner.call(request).await
-                    }
-                    Err(error) => Ok(refuse(&shared.metrics, &span, error)),
-                }
+        let shared = &self.shared;
+        let scopes = match shared.policy.for_path(request.uri().path()) {
+            Some(Rule::Public) => {
+                allowed(&shared.metrics, &span, Allowed::Public);
+                let future = span.in_scope(|| take_ready(&mut self.inner).call(request));
+                return AuthFuture::inner(future, span);
             }
-            .instrument(span),
-        )
+            Some(Rule::Authenticated { scopes }) => scopes,
+            None => {
+                return AuthFuture::refused(
+                    refuse(&shared.metrics, &span, AuthError::NoRule),
+                    span,
+                );
+            }
+        };
+        // A token verified before is answered here, without a boxed future; only
+        // a signature check (and perhaps a key fetch) waits.
+        let looked_up = bearer_token(request.headers())
+            .and_then(|token| shared.verifier.lookup(token).map(|found| (found, token)));
+        let digest = match looked_up {
+            Ok((Lookup::Hit(claims), _)) => {
+                return match check_scopes(&*claims, scopes) {
+                    Ok(()) => {
+                        span.record("subject", claims.subject());
+                        allowed(&shared.metrics, &span, Allowed::Cached);
+                        request.extensions_mut().insert(claims);
+                        let future = span.in_scope(|| take_ready(&mut self.inner).call(request));
+                        AuthFuture::inner(future, span)
+                    }
+                    Err(error) => AuthFuture::refused(refuse(&shared.metrics, &span, error), span),
+                };
+            }
+            Ok((Lookup::Miss(digest), _)) => digest,
+            Err(error) => {
+                return AuthFuture::refused(refuse(&shared.metrics, &span, error), span);
+            }
+        };
+        let mut inner = take_ready(&mut self.inner);
+        let shared = self.shared.clone();
+        let verify_span = span.clone();
+        let verifying = async move {
+            let span = verify_span;
+            let verified = match bearer_token(request.headers()) {
+                Ok(token) => shared.verifier.verify_miss(token, digest).await,
+                Err(error) => Err(error),
+            };
+            let scopes = match shared.policy.for_path(request.uri().path()) {
+                Some(Rule::Authenticated { scopes }) => scopes.as_slice(),
+                _ => &[],
+            };
+            match verified.and_then(|claims| check_scopes(&*claims, scopes).map(|()| claims)) {
+                Ok(claims) => {
+                    span.record("subject", claims.subject());
+                    allowed(&shared.metrics, &span, Allowed::Verified);
+                    request.extensions_mut().insert(claims);
+                    inner.call(request).await
+                }
+                Err(error) => Ok(refuse(&shared.metrics, &span, error)),
+            }
+        };
+        AuthFuture::verifying(Box::pin(verifying), span)
+    }
+}
+
+pin_project! {
+    /// The response future of [`Auth`]: a refusal ready at once, the inner
+    /// service's own future (public methods and cached tokens: nothing boxed),
+    /// or a boxed verification followed by the inner call. Polled inside the
+    /// request's `auth` span.
+    pub struct AuthFuture<F, B, E> {
+        #[pin]
+        state: State<F, B, E>,
+        span: tracing::Span,
+    }
+}
+
+pin_project! {
+    #[project = StateProj]
+    enum State<F, B, E> {
+        Refused { response: Option<Response<B>> },
+        Inner { #[pin] future: F },
+        Verifying { future: BoxFuture<'static, Result<Response<B>, E>> },
+    }
+}
+
+impl<F, B, E> AuthFuture<F, B, E> {
+    fn refused(response: Response<B>, span: tracing::Span) -> Self {
+        let response = Some(response);
+        Self {
+            state: State::Refused { response },
+            span,
+        }
+    }
+
+    fn inner(future: F, span: tracing::Span) -> Self {
+        Self {
+            state: State::Inner { future },
+            span,
+        }
+    }
+
+    fn verifying(future: BoxFuture<'static, Result<Response<B>, E>>, span: tracing::Span) -> Self {
+        Self {
+            state: State::Verifying { future },
+            span,
+        }
+    }
+}
+
+impl<F, B, E> Future for AuthFuture<F, B, E>
+where
+    F: Future<Output = Result<Response<B>, E>>,
+{
+    type Output = Result<Response<B>, E>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let this = self.project();
+        let _entered = this.span.enter();
+        match this.state.project() {
+            StateProj::Refused { response } => {
+                Poll::Ready(Ok(response.take().expect("polled after completion")))
+            }
+            StateProj::Inner { future } => future.poll(cx),
+            StateProj::Verifying { future } => future.as_mut().poll(cx),
+        }
     }
 }
 
@@ -147,17 +251,12 @@ pub(crate) fn take_ready<S: Clone>(slot: &mut S) -> S {
     std::mem::replace(slot, clone)
 }
 
-async fn authenticate<C: Claims>(
-    verifier: &Verifier<C>,
-    headers: &HeaderMap,
-    scopes: &[String],
-) -> Result<(Arc<C>, Allowed), AuthError> {
-    let token = bearer_token(headers)?;
-    let (claims, why) = verifier.verify_counted(token).await?;
-    if let Some(missing) = scopes.iter().find(|scope| !claims.has_scope(scope)) {
-        return Err(AuthError::InsufficientScope(missing.clone()));
+/// Whether `claims` carry every scope the method requires.
+fn check_scopes<C: Claims>(claims: &C, scopes: &[String]) -> Result<(), AuthError> {
+    match scopes.iter().find(|scope| !claims.has_scope(scope)) {
+        Some(missing) => Err(AuthError::InsufficientScope(missing.clone())),
+        None => Ok(()),
     }
-    Ok((claims, why))
 }
 
 fn allowed(metrics: &AuthMetrics, span: &tracing::Span, why: Allowed) {
@@ -175,7 +274,9 @@ fn refuse<B: Default>(
     metrics.refused(reason);
     span.record("outcome", "refused");
     span.record("reason", reason);
-    tracing::info!(reason, "request refused");
+    // DEBUG: a flood of bad tokens must not become a flood of logs; the
+    // counters above say how many were refused, and why.
+    tracing::debug!(reason, "request refused");
     Status::from(error).into_http()
 }
 

@@ -5,12 +5,13 @@
 
 use std::{collections::HashMap, marker::PhantomData, sync::Arc, time::Duration};
 
+use base64::{Engine, engine::general_purpose::URL_SAFE_NO_PAD};
 use jsonwebtoken::{Algorithm, Validation, errors::ErrorKind};
 use serde::de::DeserializeOwned;
 
 use crate::{
     Allowed, AuthError, KeyStore, RevocationSet, SharedClock, VerificationKey,
-    cache::{Verified, VerifiedCache},
+    cache::{TokenDigest, Verified, VerifiedCache},
     system_clock,
 };
 
@@ -176,6 +177,12 @@ impl Issuer {
                 validation.set_audience(&config.audiences);
                 // jsonwebtoken skips absent `iss`/`aud`/`sub` unless required.
                 validation.set_required_spec_claims(&["exp", "iss", "aud", "sub"]);
+                // The verifier checks the signature itself, before this
+                // validation runs, with the key parsed once (`VerificationKey`);
+                // this validation is used for nothing else. (Deprecated to steer
+                // callers to `insecure_decode`, which would skip these checks.)
+                #[allow(deprecated)]
+                validation.insecure_disable_signature_validation();
                 (algorithm, validation)
             })
             .collect();
@@ -270,14 +277,23 @@ impl<C: Claims> Verifier<C> {
     /// [`Verifier::verify`], also saying whether the signature was checked
     /// ([`Allowed::Verified`]) or the token came from the cache ([`Allowed::Cached`]).
     pub async fn verify_counted(&self, token: &str) -> Result<(Arc<C>, Allowed), AuthError> {
+        match self.lookup(token)? {
+            Lookup::Hit(claims) => Ok((claims, Allowed::Cached)),
+            Lookup::Miss(digest) => Ok((self.verify_miss(token, digest).await?, Allowed::Verified)),
+        }
+    }
+
+    /// The cache's answer for `token`, without waiting: its claims if it was
+    /// verified before and is still unexpired, its key still trusted and it is
+    /// not revoked since; else a miss to hand to [`Verifier::verify_miss`].
+    pub(crate) fn lookup(&self, token: &str) -> Result<Lookup<C>, AuthError> {
         if token.len() > self.max_token_bytes {
             return Err(AuthError::TooLarge {
                 limit: self.max_token_bytes,
             });
         }
         let Some(cache) = &self.cache else {
-            let (claims, _) = self.verify_uncached(token).await?;
-            return Ok((Arc::new(claims), Allowed::Verified));
+            return Ok(Lookup::Miss(None));
         };
         let digest = VerifiedCache::<C>::digest(token);
         if let Some(hit) = cache.get(&digest) {
@@ -286,23 +302,34 @@ impl<C: Claims> Verifier<C> {
                 && issuer.keys.trusts(&hit.key)
             {
                 self.check_revoked(&hit.claims)?;
-                return Ok((hit.claims, Allowed::Cached));
+                return Ok(Lookup::Hit(hit.claims));
             }
             // Expired or its key retired: verify afresh, which says why.
             cache.remove(&digest);
         }
+        Ok(Lookup::Miss(Some(digest)))
+    }
+
+    /// Verifies a token [`Verifier::lookup`] missed, and caches it under `digest`.
+    pub(crate) async fn verify_miss(
+        &self,
+        token: &str,
+        digest: Option<TokenDigest>,
+    ) -> Result<Arc<C>, AuthError> {
         let (claims, verified_by) = self.verify_uncached(token).await?;
         let claims = Arc::new(claims);
-        cache.insert(
-            digest,
-            Verified {
-                expires_at: claims.expires_at(),
-                claims: claims.clone(),
-                key: verified_by.key,
-                issuer: verified_by.issuer,
-            },
-        );
-        Ok((claims, Allowed::Verified))
+        if let (Some(cache), Some(digest)) = (&self.cache, digest) {
+            cache.insert(
+                digest,
+                Verified {
+                    expires_at: claims.expires_at(),
+                    claims: claims.clone(),
+                    key: verified_by.key,
+                    issuer: verified_by.issuer,
+                },
+            );
+        }
+        Ok(claims)
     }
 
     async fn verify_uncached(&self, token: &str) -> Result<(C, VerifiedBy), AuthError> {
@@ -342,6 +369,17 @@ impl<C: Claims> Verifier<C> {
             .validations
             .get(&key.algorithm)
             .ok_or(AuthError::AlgorithmMismatch)?;
+        // The signature, with the key parsed once; then jsonwebtoken parses and
+        // checks the claims (its own signature check is off: see `Issuer::new`).
+        let (message, signature) = token
+            .rsplit_once('.')
+            .ok_or_else(|| AuthError::Malformed("undecodable token".into()))?;
+        let signature = URL_SAFE_NO_PAD
+            .decode(signature)
+            .map_err(|_| AuthError::Malformed("undecodable token".into()))?;
+        if !key.verifies(message.as_bytes(), &signature) {
+            return Err(AuthError::InvalidSignature);
+        }
         let claims = jsonwebtoken::decode::<C>(token, &key.key, validation)
             .map_err(|error| map_jwt_error(error.kind()))?
             .claims;
@@ -396,6 +434,14 @@ impl<C: Claims> Verifier<C> {
         }
         Ok(())
     }
+}
+
+/// What the verified-token cache knows of a token.
+pub(crate) enum Lookup<C> {
+    /// Verified before, and still good.
+    Hit(Arc<C>),
+    /// To verify; its cache key (`None` without a cache).
+    Miss(Option<TokenDigest>),
 }
 
 /// Which issuer and key verified a token.

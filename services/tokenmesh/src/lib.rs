@@ -4,5 +4,7 @@
 
 #![forbid(unsafe_code)]
 
+pub mod admin;
 pub mod cli;
+pub mod config;
 pub mod mesh;

@@ -2,6 +2,7 @@
 //! generated clients (and the real grpcurl). One binary, one module per area.
 
 mod admin;
+mod admin_cli;
 mod auth_down;
 mod auth_lifecycle;
 mod client_layer;

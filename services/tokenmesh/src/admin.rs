@@ -535,62 +535,12 @@ pub async fn entitlements(
             subject,
             product_id,
             connect,
-        } => {
-            let (mut products, bearer) = products_client(&connect).await?;
-            let request = EntitlementRequest {
-                subject: subject.clone(),
-                product_id: product_id.clone(),
-            };
-            let change = answered(
-                format!("granting {subject} product {product_id}"),
-                products
-                    .grant_entitlement(authorized(request, &bearer))
-                    .await,
-            )?
-            .into_inner();
-            if change.changed {
-                writeln!(
-                    out,
-                    "granted {subject} product {product_id} (feed cursor {})",
-                    change.cursor
-                )?;
-            } else {
-                writeln!(
-                    out,
-                    "{subject} already holds product {product_id}: nothing changed"
-                )?;
-            }
-        }
+        } => change_entitlement(&connect, true, &subject, &product_id, out).await?,
         EntitlementsCommand::Revoke {
             subject,
             product_id,
             connect,
-        } => {
-            let (mut products, bearer) = products_client(&connect).await?;
-            let request = EntitlementRequest {
-                subject: subject.clone(),
-                product_id: product_id.clone(),
-            };
-            let change = answered(
-                format!("revoking {subject}'s product {product_id}"),
-                products
-                    .revoke_entitlement(authorized(request, &bearer))
-                    .await,
-            )?
-            .into_inner();
-            if change.changed {
-                writeln!(
-                    out,
-                    "revoked {subject}'s product {product_id} (feed cursor {})",
-                    change.cursor
-                )?;
-            } else {
-                writeln!(
-                    out,
-                    "{subject} holds no entitlement to product {product_id}: nothing changed"
-                )?;
-            }
-        }
+        } => change_entitlement(&connect, false, &subject, &product_id, out).await?,
         EntitlementsCommand::List {
             subject,
             product,
@@ -643,6 +593,53 @@ pub async fn entitlements(
                 rows,
             )?;
         }
+    }
+    Ok(())
+}
+
+/// Grants (`grant`) or revokes `subject`'s entitlement to `product_id`, and
+/// says whether that changed anything.
+async fn change_entitlement(
+    connect: &ProductsConnectArgs,
+    grant: bool,
+    subject: &str,
+    product_id: &str,
+    out: &mut impl Write,
+) -> Result<(), AdminError> {
+    let (mut products, bearer) = products_client(connect).await?;
+    let request = authorized(
+        EntitlementRequest {
+            subject: subject.to_owned(),
+            product_id: product_id.to_owned(),
+        },
+        &bearer,
+    );
+    let (action, result) = if grant {
+        let action = format!("granting {subject} product {product_id}");
+        (action, products.grant_entitlement(request).await)
+    } else {
+        let action = format!("revoking {subject}'s product {product_id}");
+        (action, products.revoke_entitlement(request).await)
+    };
+    let change = answered(action, result)?.into_inner();
+    let cursor = change.cursor;
+    match (grant, change.changed) {
+        (true, true) => writeln!(
+            out,
+            "granted {subject} product {product_id} (feed cursor {cursor})"
+        )?,
+        (true, false) => writeln!(
+            out,
+            "{subject} already holds product {product_id}: nothing changed"
+        )?,
+        (false, true) => writeln!(
+            out,
+            "revoked {subject}'s product {product_id} (feed cursor {cursor})"
+        )?,
+        (false, false) => writeln!(
+            out,
+            "{subject} holds no entitlement to product {product_id}: nothing changed"
+        )?,
     }
     Ok(())
 }

@@ -2,7 +2,7 @@
 //! environment set (flags > env > file > defaults), unknown keys are refused
 //! naming the key, and `config print` shows the result with secrets redacted.
 
-use std::{path::Path, process::Output};
+use std::path::Path;
 
 use tokio::process::Command;
 
@@ -23,18 +23,10 @@ async fn tokenmesh(args: &[&str], env: &[(&str, &str)]) -> (i32, String, String)
         }
     }
     command.envs(env.iter().copied());
-    let Output {
-        status,
-        stdout,
-        stderr,
-    } = child::output_within_deadline("tokenmesh", command)
+    let output = child::output_within_deadline("tokenmesh", command)
         .await
         .expect("tokenmesh runs");
-    (
-        status.code().expect("exited"),
-        String::from_utf8(stdout).expect("UTF-8"),
-        String::from_utf8(stderr).expect("UTF-8"),
-    )
+    child::code_and_text(output)
 }
 
 fn path(path: &Path) -> &str {

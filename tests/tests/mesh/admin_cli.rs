@@ -2,13 +2,11 @@
 //! prints, its sentences for refusals, and its exit codes (0 done, 1 refused,
 //! 2 usage, 3 cannot connect).
 
-use std::{
-    process::Output,
-    time::{Duration, UNIX_EPOCH},
-};
+use std::time::{Duration, UNIX_EPOCH};
 
 use tokenmesh_tests::{
-    Mesh, calls::login, claims_of, output_within_deadline, replica_process::tokenmesh_binary,
+    Mesh, calls::login, claims_of, code_and_text, output_within_deadline,
+    replica_process::tokenmesh_binary,
 };
 use tokio::process::Command;
 
@@ -33,18 +31,10 @@ async fn tokenmesh(mesh: &Mesh, args: &[&str], env: &[(&str, &str)]) -> (i32, St
         command.env_remove(variable);
     }
     command.envs(env.iter().copied());
-    let Output {
-        status,
-        stdout,
-        stderr,
-    } = output_within_deadline(&format!("tokenmesh {}", args.join(" ")), command)
+    let output = output_within_deadline(&format!("tokenmesh {}", args.join(" ")), command)
         .await
         .expect("tokenmesh runs");
-    (
-        status.code().expect("exited"),
-        String::from_utf8(stdout).expect("utf-8"),
-        String::from_utf8(stderr).expect("utf-8"),
-    )
+    code_and_text(output)
 }
 
 /// Unix seconds as the CLI prints them.

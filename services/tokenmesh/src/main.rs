@@ -101,7 +101,11 @@ async fn run() -> anyhow::Result<()> {
             Ok(admin::decode(args, &mut out).await?)
         }
         Command::Config(config::ConfigCommand::Print { command }) => {
-            Ok(config::print(cli.config.as_deref(), &command, &mut out)?)
+            match config::print(cli.config.as_deref(), &command, &mut out) {
+                // The shown command's own usage error, as clap prints it.
+                Err(ConfigError::Clap(error)) => error.exit(),
+                result => Ok(result?),
+            }
         }
         Command::Keys(KeysCommand::RotateGrantKey(args)) => rotate_grant_key(args).await,
         Command::Bench(args) => Ok(tokenmesh_bench::cli::main(args).await?),

@@ -34,6 +34,25 @@ pub async fn output_within_deadline(
     })
 }
 
+/// A finished child's exit code, stdout and stderr (both UTF-8), for tests that
+/// assert all three.
+#[allow(
+    dead_code,
+    reason = "the binary's test files share this file by path; not each reads output"
+)]
+pub fn code_and_text(output: Output) -> (i32, String, String) {
+    let Output {
+        status,
+        stdout,
+        stderr,
+    } = output;
+    (
+        status.code().expect("exited, not killed by a signal"),
+        String::from_utf8(stdout).expect("UTF-8 stdout"),
+        String::from_utf8(stderr).expect("UTF-8 stderr"),
+    )
+}
+
 /// The outside tool `name` on PATH. Missing in CI (`CI` set) fails the test —
 /// `.ci/run` installs every tool a test uses; missing locally, the test skips,
 /// loudly, saying how to get it (`install`).

@@ -5,15 +5,18 @@
 use tokenmesh_interceptor::Claims;
 use tokenmesh_proto::auth::v1::{
     ChangePasswordRequest, ChangePasswordResponse, CreateUserRequest, DeactivateUserRequest,
-    ExchangeTokenRequest, GetJwksRequest, IssueServiceTokenRequest, Jwks, LoginRequest,
-    LogoutRequest, LogoutResponse, RefreshRequest, RotateSigningKeyRequest,
-    RotateSigningKeyResponse, TokenResponse, User, WatchRevocationsRequest, auth_service_server,
+    ExchangeTokenRequest, GetJwksRequest, IssueServiceTokenRequest, Jwks, ListUsersRequest,
+    ListUsersResponse, LoginRequest, LogoutRequest, LogoutResponse, ReactivateUserRequest,
+    RefreshRequest, RotateSigningKeyRequest, RotateSigningKeyResponse, TokenResponse, User,
+    WatchRevocationsRequest, auth_service_server,
 };
-use tokenmesh_server::{bounded, caller, required, shown};
+use tokenmesh_server::{bounded, caller, paging::PageRequest, required, shown};
 use tonic::{Request, Response, Status};
 use tracing::instrument;
 
-use crate::{AuthService, NewUser, counters::Throttled, revocations::RevocationStream};
+use crate::{
+    AuthService, AuthServiceError, NewUser, counters::Throttled, revocations::RevocationStream,
+};
 
 #[tonic::async_trait]
 impl auth_service_server::AuthService for AuthService {
@@ -109,6 +112,33 @@ impl auth_service_server::AuthService for AuthService {
         let username = &request.get_ref().username;
         required("username", username)?;
         Ok(Response::new(self.inner.users.deactivate(username).await?))
+    }
+
+    #[instrument(skip_all, fields(username = %shown(&request.get_ref().username)))]
+    async fn reactivate_user(
+        &self,
+        request: Request<ReactivateUserRequest>,
+    ) -> Result<Response<User>, Status> {
+        let username = &request.get_ref().username;
+        required("username", username)?;
+        Ok(Response::new(self.inner.users.reactivate(username).await?))
+    }
+
+    #[instrument(skip_all)]
+    async fn list_users(
+        &self,
+        request: Request<ListUsersRequest>,
+    ) -> Result<Response<ListUsersResponse>, Status> {
+        let ListUsersRequest {
+            page_size,
+            page_token,
+        } = request.get_ref();
+        let page = PageRequest::parse(*page_size, page_token).map_err(AuthServiceError::from)?;
+        let (users, next_page_token) = self.inner.users.list(&page).await?;
+        Ok(Response::new(ListUsersResponse {
+            users,
+            next_page_token,
+        }))
     }
 
     #[instrument(skip_all)]

@@ -9,7 +9,7 @@ use std::sync::Arc;
 
 use tokenmesh_interceptor::SharedClock;
 use tokenmesh_proto::{auth::v1::User, names::audience};
-use tokenmesh_server::FieldViolation;
+use tokenmesh_server::{FieldViolation, paging::PageRequest};
 
 pub use throttle::ThrottleConfig;
 
@@ -161,6 +161,27 @@ impl Users {
             scopes: user.map(|u| u.scopes).unwrap_or_default(),
             active: false,
         })
+    }
+
+    /// Lets the deactivated `username` log in again; tokens and logins the
+    /// deactivation ended stay ended.
+    pub(crate) async fn reactivate(&self, username: &str) -> Result<User, AuthServiceError> {
+        let Some(user) = self.store.reactivate(username).await? else {
+            return Err(AuthServiceError::UserNotFound(username.to_owned()));
+        };
+        tracing::info!("user reactivated");
+        Ok(user.to_proto())
+    }
+
+    /// One page of users, in username order.
+    pub(crate) async fn list(
+        &self,
+        page: &PageRequest,
+    ) -> Result<(Vec<User>, String), AuthServiceError> {
+        let after = page.after.as_deref().unwrap_or_default();
+        let records = self.store.list_users(after, page.fetch_limit()).await?;
+        let (records, next) = page.finish(records, |user| user.username.clone());
+        Ok((records.iter().map(UserRecord::to_proto).collect(), next))
     }
 
     /// Replaces `username`'s password if `current` is right: its logins end and

@@ -15,8 +15,8 @@ mod watch;
 pub use error::ProductsError;
 pub use service::{ProductsConfig, ProductsService};
 pub use store::{
-    ChangeRecord, EntitlementRecord, FeedChange, ProductRecord, SCHEMA, SnapshotAfter, Store,
-    StoreError,
+    ChangeRecord, EntitlementRecord, FeedChange, GrantedRecord, ProductRecord, SCHEMA,
+    SnapshotAfter, Store, StoreError,
 };
 pub use terms::Terms;
 pub use watch::Compaction;

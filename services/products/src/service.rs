@@ -7,9 +7,10 @@ use tokenmesh_proto::{
     auth::v1::{GetJwksRequest, Jwks},
     names::{action, audience, scope},
     products::v1::{
-        CheckEntitlementRequest, CheckEntitlementResponse, CreateProductRequest,
-        EntitlementRequest, EntitlementResponse, GetProductRequest, ListProductsRequest,
-        ListProductsResponse, Product, SetEntitlementLimitsRequest, WatchEntitlementsRequest,
+        CheckEntitlementRequest, CheckEntitlementResponse, CreateProductRequest, Entitlement,
+        EntitlementRequest, EntitlementResponse, GetProductRequest, ListEntitlementsRequest,
+        ListEntitlementsResponse, ListProductsRequest, ListProductsResponse, Product,
+        SetEntitlementLimitsRequest, WatchEntitlementsRequest,
         products_service_server::{self, ProductsServiceServer},
     },
 };
@@ -23,7 +24,7 @@ use tonic::{Request, Response, Status};
 use tracing::instrument;
 
 use crate::{
-    ProductRecord, ProductsError, Store, Terms,
+    GrantedRecord, ProductRecord, ProductsError, Store, Terms,
     store::Written,
     watch::{self, ChangeStream, Compaction},
 };
@@ -153,6 +154,37 @@ fn product(record: ProductRecord) -> Product {
         description,
         price_cents,
     }
+}
+
+fn entitlement(record: GrantedRecord) -> Entitlement {
+    Entitlement {
+        terms: Some(record.terms.to_proto()),
+        subject: record.subject,
+        product_id: record.product_id,
+        granted_at: record.granted_at,
+    }
+}
+
+/// The page cursor of an entitlement: its subject's length, then subject and
+/// product id, so that neither needs a separator it could contain.
+fn entitlement_cursor(record: &GrantedRecord) -> String {
+    format!(
+        "{}:{}{}",
+        record.subject.len(),
+        record.subject,
+        record.product_id
+    )
+}
+
+/// The subject and product id in a cursor made by [`entitlement_cursor`].
+fn parse_entitlement_cursor(cursor: &str) -> Result<(&str, &str), ProductsError> {
+    let invalid = || FieldViolation::new("page_token", "not a token this service issued");
+    let (length, rest) = cursor.split_once(':').ok_or_else(invalid)?;
+    let length: usize = length.parse().map_err(|_| invalid())?;
+    if !rest.is_char_boundary(length) {
+        return Err(invalid().into());
+    }
+    Ok(rest.split_at(length))
 }
 
 /// `subject` and `product_id` of an admin entitlement change, both required.
@@ -354,6 +386,36 @@ impl products_service_server::ProductsService for ProductsService {
             .await
             .map_err(ProductsError::from)?;
         Ok(Response::new(self.published(change)))
+    }
+
+    #[instrument(skip_all, fields(subject = %shown(&request.get_ref().subject), product_id = %shown(&request.get_ref().product_id)))]
+    async fn list_entitlements(
+        &self,
+        request: Request<ListEntitlementsRequest>,
+    ) -> Result<Response<ListEntitlementsResponse>, Status> {
+        let ListEntitlementsRequest {
+            subject,
+            product_id,
+            page_size,
+            page_token,
+        } = request.get_ref();
+        bounded("subject", subject)?;
+        bounded("product_id", product_id)?;
+        let page = PageRequest::parse(*page_size, page_token).map_err(ProductsError::from)?;
+        let after = match page.after.as_deref() {
+            Some(cursor) => parse_entitlement_cursor(cursor)?,
+            None => ("", ""),
+        };
+        let records = self
+            .store
+            .list_entitlements(subject, product_id, after, page.fetch_limit())
+            .await
+            .map_err(ProductsError::from)?;
+        let (records, next_page_token) = page.finish(records, entitlement_cursor);
+        Ok(Response::new(ListEntitlementsResponse {
+            entitlements: records.into_iter().map(entitlement).collect(),
+            next_page_token,
+        }))
     }
 
     type WatchEntitlementsStream = ChangeStream;

@@ -1,11 +1,12 @@
 //! The command line: `tokenmesh up`, `tokenmesh serve auth|products|orders`,
-//! `tokenmesh keys rotate` and `tokenmesh bench`. Each service's flags come from
-//! its own crate; this file only composes them. Every flag can also come from a
-//! `TOKENMESH_…` environment variable.
+//! `tokenmesh keys rotate`, the admin commands, `tokenmesh config print` and
+//! `tokenmesh bench`. Each service's flags come from its own crate; this file
+//! only composes them. Every flag can also come from a `TOKENMESH_…`
+//! environment variable, or from the config file ([`crate::config`]).
 
 use std::path::PathBuf;
 
-use clap::{Args, Parser, Subcommand};
+use clap::{ArgGroup, Args, Parser, Subcommand};
 use tokenmesh_server::{
     Addr, Peer,
     args::{AuthIssuerArgs, CorsArgs, LimitArgs, PeerTlsArgs, StorageArgs, TlsArgs, VerifyArgs},
@@ -16,6 +17,11 @@ use tokenmesh_server::{
 #[derive(Debug, Parser)]
 #[command(name = "tokenmesh", version)]
 pub struct Cli {
+    /// Read settings from this TOML file: its keys are the command's long flags
+    /// (`data-dir = "/var/lib/tokenmesh"`); flags and environment variables
+    /// override it.
+    #[arg(long, global = true, env = "TOKENMESH_CONFIG", value_name = "FILE")]
+    pub config: Option<PathBuf>,
     /// What to run.
     #[command(subcommand)]
     pub command: Command,
@@ -32,6 +38,18 @@ pub enum Command {
     /// Manage Auth's signing keys.
     #[command(subcommand)]
     Keys(KeysCommand),
+    /// Create, deactivate, reactivate and list users (scope `admin`).
+    #[command(subcommand)]
+    Users(crate::admin::UsersCommand),
+    /// Grant, revoke and list entitlements (scope `admin`).
+    #[command(subcommand)]
+    Entitlements(crate::admin::EntitlementsCommand),
+    /// Verify and show access tokens.
+    #[command(subcommand)]
+    Token(crate::admin::TokenCommand),
+    /// Show the effective configuration.
+    #[command(subcommand)]
+    Config(crate::config::ConfigCommand),
     /// Load-test a method or run a benchmark scenario.
     Bench(tokenmesh_bench::cli::BenchArgs),
 }
@@ -39,10 +57,12 @@ pub enum Command {
 /// `tokenmesh keys …`.
 #[derive(Debug, Subcommand)]
 pub enum KeysCommand {
-    /// Start signing with a new key now; running Auth replicas pick it up within
-    /// seconds, verifiers on the first token it signs. The old key stays published
-    /// until every token it signed has expired.
-    Rotate(KeysArgs),
+    /// Start signing access tokens with a new key now: asks the running Auth
+    /// (RotateSigningKey, scope `admin`), or with `--offline` writes Auth's store
+    /// directly. Auth replicas pick it up within seconds, verifiers on the first
+    /// token it signs. The old key stays published until every token it signed
+    /// has expired.
+    Rotate(Box<KeysArgs>),
     /// Start signing Products' entitlement grants with a new key now; running
     /// Products replicas pick it up within seconds, Orders on the first grant
     /// it signs. The old key stays published until every grant it signed has
@@ -61,9 +81,21 @@ pub struct GrantKeysArgs {
     pub kek: tokenmesh_server::args::KekArgs,
 }
 
-/// Where Auth's keys are stored.
+/// `keys rotate`: the running Auth to ask, or with `--offline` where Auth's
+/// keys are stored.
 #[derive(Debug, Clone, Args)]
+#[command(group(
+    ArgGroup::new("store").args(["data_dir", "database_url"]).multiple(true).requires("offline")
+))]
 pub struct KeysArgs {
+    /// Write the new key into Auth's store instead of asking a running Auth
+    /// (Auth may be stopped): needs its data dir or database, and its
+    /// key-encryption key.
+    #[arg(long)]
+    pub offline: bool,
+    /// The running Auth, and how to authenticate.
+    #[command(flatten)]
+    pub connect: crate::admin::ConnectArgs,
     /// Auth's data dir and database.
     #[command(flatten)]
     pub storage: StorageArgs,
@@ -367,6 +399,7 @@ mod tests {
     #[test]
     fn each_serve_command_offers_only_the_flags_its_service_reads() {
         let common = [
+            "config",
             "cors-allowed-origin",
             "data-dir",
             "database-url",

@@ -5,6 +5,8 @@
 
 #![forbid(unsafe_code)]
 
+pub mod admin;
 pub mod cli;
+pub mod config;
 pub mod console;
 pub mod mesh;

@@ -1,5 +1,6 @@
-//! `tokenmesh`: run the whole mesh (`up`) or one service (`serve`). It parses,
-//! binds and composes; each service starts itself from its own crate.
+//! `tokenmesh`: run the whole mesh (`up`) or one service (`serve`), or administer
+//! a running one. It parses, binds and composes; each service starts itself from
+//! its own crate.
 
 use std::{
     io::{self, IsTerminal, Write},
@@ -7,12 +8,13 @@ use std::{
 };
 
 use anyhow::Context;
-use clap::Parser;
 use tokenmesh::{
+    admin::{self, AdminError},
     cli::{
-        Cli, Command, FollowerArgs, GrantKeysArgs, KeysArgs, KeysCommand, ListenArgs, ServeCommand,
+        Command, FollowerArgs, GrantKeysArgs, KeysArgs, KeysCommand, ListenArgs, ServeCommand,
         UpArgs,
     },
+    config::{self, ConfigError},
     mesh::{self, Mesh},
 };
 use tokenmesh_server::{
@@ -36,9 +38,22 @@ async fn main() -> ExitCode {
         Err(error) => {
             // A sentence, not a Debug dump (RUST_BACKTRACE may be set).
             eprintln!("tokenmesh: {}", sentence(&error));
-            ExitCode::FAILURE
+            ExitCode::from(exit_code(&error))
         }
     }
+}
+
+/// The exit code of a failure, as the README documents them: 1 a refused or
+/// failed call (and any other failure), 2 a usage error, 3 the mesh cannot be
+/// reached.
+fn exit_code(error: &anyhow::Error) -> u8 {
+    if let Some(error) = error.downcast_ref::<AdminError>() {
+        return error.exit_code();
+    }
+    if error.downcast_ref::<ConfigError>().is_some() {
+        return 2;
+    }
+    1
 }
 
 /// `error` and its causes in one line, each cause only once: a cause whose text
@@ -65,10 +80,33 @@ async fn run() -> anyhow::Result<()> {
         // or a collector.
         .with_ansi(io::stderr().is_terminal())
         .init();
-    match Cli::parse().command {
+    let cli = match config::parse(std::env::args_os()) {
+        Ok(cli) => cli,
+        // Help, version and clap's usage errors print and exit as clap does (2).
+        Err(ConfigError::Clap(error)) => error.exit(),
+        Err(error) => return Err(error.into()),
+    };
+    // Not locked: `up` prints from other tasks while this waits.
+    let mut out = io::stdout();
+    match cli.command {
         Command::Up(args) => up(&args).await,
         Command::Serve(command) => serve(command).await,
-        Command::Keys(KeysCommand::Rotate(args)) => rotate_keys(args).await,
+        Command::Keys(KeysCommand::Rotate(args)) if !args.offline => {
+            Ok(admin::rotate_online(&args.connect, &mut out).await?)
+        }
+        Command::Keys(KeysCommand::Rotate(args)) => rotate_keys(*args).await,
+        Command::Users(command) => Ok(admin::users(command, &mut out).await?),
+        Command::Entitlements(command) => Ok(admin::entitlements(command, &mut out).await?),
+        Command::Token(admin::TokenCommand::Decode(args)) => {
+            Ok(admin::decode(args, &mut out).await?)
+        }
+        Command::Config(config::ConfigCommand::Print { command }) => {
+            match config::print(cli.config.as_deref(), &command, &mut out) {
+                // The shown command's own usage error, as clap prints it.
+                Err(ConfigError::Clap(error)) => error.exit(),
+                result => Ok(result?),
+            }
+        }
         Command::Keys(KeysCommand::RotateGrantKey(args)) => rotate_grant_key(args).await,
         Command::Bench(args) => Ok(tokenmesh_bench::cli::main(args).await?),
     }
@@ -229,8 +267,8 @@ async fn rotate_grant_key(args: GrantKeysArgs) -> anyhow::Result<()> {
     if let Some(retired) = rotated.retired_kid {
         writeln!(
             out,
-            "retired {retired}: published until {} (Unix time)",
-            rotated.retired_kid_expires_at
+            "retired {retired}: published until {}",
+            admin::rfc3339(rotated.retired_kid_expires_at)
         )?;
     }
     Ok(())
@@ -268,8 +306,9 @@ async fn rotate_keys(args: KeysArgs) -> anyhow::Result<()> {
     if !rotated.retired_kid.is_empty() {
         writeln!(
             out,
-            "retired {}: published until {} (Unix time)",
-            rotated.retired_kid, rotated.retired_kid_expires_at
+            "retired {}: published until {}",
+            rotated.retired_kid,
+            admin::rfc3339(rotated.retired_kid_expires_at)
         )?;
     }
     Ok(())

@@ -21,7 +21,7 @@ async fn keys_rotate(data_dir: &Path, extra: &[&str]) -> Output {
         .arg(r#"umask 022 && exec "$@""#)
         .arg("sh")
         .arg(env!("CARGO_BIN_EXE_tokenmesh"))
-        .args(["keys", "rotate", "--data-dir"])
+        .args(["keys", "rotate", "--offline", "--data-dir"])
         .arg(data_dir)
         .args(extra)
         .env("RUST_LOG", "warn");

@@ -125,7 +125,7 @@ async fn every_variable_a_deployment_sets_is_read_by_its_service() {
 async fn rotate_with_kek_in_environment(data_dir: &Path, kek: &str) -> std::process::Output {
     let mut command = Command::new(env!("CARGO_BIN_EXE_tokenmesh"));
     command
-        .args(["keys", "rotate", "--data-dir"])
+        .args(["keys", "rotate", "--offline", "--data-dir"])
         .arg(data_dir)
         .env("TOKENMESH_KEY_ENCRYPTION_KEY", kek)
         .env("RUST_BACKTRACE", "0");

@@ -12,7 +12,7 @@ async fn logs_written_to_a_pipe_carry_no_colour_codes() {
     let dir = tempfile::tempdir().expect("tempdir");
     let mut command = Command::new(env!("CARGO_BIN_EXE_tokenmesh"));
     command
-        .args(["keys", "rotate", "--data-dir"])
+        .args(["keys", "rotate", "--offline", "--data-dir"])
         .arg(dir.path().join("data"))
         .env("RUST_LOG", "info");
     let output = child::output_within_deadline("tokenmesh keys rotate", command)

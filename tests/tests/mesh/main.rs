@@ -1,6 +1,8 @@
 //! Integration tests: the real services on 127.0.0.1:0, driven through the
 //! generated clients (and the real grpcurl). One binary, one module per area.
 
+mod admin;
+mod admin_cli;
 mod auth_down;
 mod auth_lifecycle;
 mod client_layer;

@@ -42,6 +42,15 @@ impl UserRecord {
     pub fn is_active(&self) -> bool {
         self.active != 0
     }
+
+    /// The user as the API shows it: no hash, no epochs.
+    pub fn to_proto(&self) -> tokenmesh_proto::auth::v1::User {
+        tokenmesh_proto::auth::v1::User {
+            username: self.username.clone(),
+            scopes: self.scopes.clone(),
+            active: self.is_active(),
+        }
+    }
 }
 
 /// What a cut-off changes besides revoking.
@@ -57,6 +66,31 @@ impl Store {
         Ok(sqlx::query_as(
             "SELECT username, password_hash, scopes, active, not_before, credential_version \
              FROM users WHERE username = $1",
+        )
+        .bind(username)
+        .fetch_optional(&self.pool)
+        .await?)
+    }
+
+    /// Up to `limit` users after `after`, in username order.
+    pub async fn list_users(&self, after: &str, limit: i64) -> Result<Vec<UserRecord>, StoreError> {
+        Ok(sqlx::query_as(
+            "SELECT username, password_hash, scopes, active, not_before, credential_version \
+             FROM users WHERE username > $1 ORDER BY username LIMIT $2",
+        )
+        .bind(after)
+        .bind(limit)
+        .fetch_all(&self.pool)
+        .await?)
+    }
+
+    /// Lets `username` log in again (`None`: no such user). Only the flag
+    /// changes: `not_before` and the revoked refresh families stay, so nothing
+    /// the deactivation ended comes back.
+    pub async fn reactivate(&self, username: &str) -> Result<Option<UserRecord>, StoreError> {
+        Ok(sqlx::query_as(
+            "UPDATE users SET active = 1 WHERE username = $1 \
+             RETURNING username, password_hash, scopes, active, not_before, credential_version",
         )
         .bind(username)
         .fetch_optional(&self.pool)

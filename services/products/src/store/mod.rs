@@ -15,7 +15,7 @@ use tokenmesh_server::{
 };
 
 pub use feed::SnapshotAfter;
-pub use records::{ChangeRecord, EntitlementRecord, FeedChange, ProductRecord};
+pub use records::{ChangeRecord, EntitlementRecord, FeedChange, GrantedRecord, ProductRecord};
 use records::{KIND_ENTITLEMENT, KIND_PRODUCT};
 pub use tokenmesh_server::db::StoreError;
 
@@ -348,6 +348,31 @@ impl Store {
              WHERE subject = $1 ORDER BY product_id",
         )
         .bind(subject)
+        .fetch_all(&self.pool)
+        .await?;
+        Ok(entitlements)
+    }
+
+    /// Up to `limit` entitlements after `after` (a subject and a product id) in
+    /// that order, only `subject`'s and only to `product_id` when not empty.
+    pub async fn list_entitlements(
+        &self,
+        subject: &str,
+        product_id: &str,
+        after: (&str, &str),
+        limit: i64,
+    ) -> Result<Vec<GrantedRecord>, StoreError> {
+        let entitlements = sqlx::query_as(
+            "SELECT subject, product_id, actions, max_quantity, granted_at FROM entitlements \
+             WHERE ($1 = '' OR subject = $1) AND ($2 = '' OR product_id = $2) \
+             AND (subject > $3 OR (subject = $3 AND product_id > $4)) \
+             ORDER BY subject, product_id LIMIT $5",
+        )
+        .bind(subject)
+        .bind(product_id)
+        .bind(after.0)
+        .bind(after.1)
+        .bind(limit)
         .fetch_all(&self.pool)
         .await?;
         Ok(entitlements)

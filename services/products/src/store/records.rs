@@ -68,6 +68,30 @@ impl sqlx::FromRow<'_, AnyRow> for EntitlementRecord {
     }
 }
 
+/// A granted entitlement, as an admin lists it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct GrantedRecord {
+    /// Who.
+    pub subject: String,
+    /// The product.
+    pub product_id: String,
+    /// What the entitlement allows.
+    pub terms: Terms,
+    /// When it was granted (Unix seconds).
+    pub granted_at: i64,
+}
+
+impl sqlx::FromRow<'_, AnyRow> for GrantedRecord {
+    fn from_row(row: &AnyRow) -> Result<Self, sqlx::Error> {
+        Ok(Self {
+            subject: row.try_get("subject")?,
+            product_id: row.try_get("product_id")?,
+            terms: Terms::from_columns(row.try_get("actions")?, row.try_get("max_quantity")?),
+            granted_at: row.try_get("granted_at")?,
+        })
+    }
+}
+
 /// `kind` of feed rows about the catalogue; every other row is about entitlements.
 pub(super) const KIND_PRODUCT: &str = "product";
 /// `kind` of feed rows about entitlements.

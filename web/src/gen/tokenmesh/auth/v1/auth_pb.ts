@@ -20,7 +20,7 @@ import type { Message } from "@bufbuild/protobuf";
  * Describes the file tokenmesh/auth/v1/auth.proto.
  */
 export const file_tokenmesh_auth_v1_auth: GenFile = /*@__PURE__*/
-  fileDesc("Chx0b2tlbm1lc2gvYXV0aC92MS9hdXRoLnByb3RvEhF0b2tlbm1lc2guYXV0aC52MSInCg5SZWZyZXNoUmVxdWVzdBIVCg1yZWZyZXNoX3Rva2VuGAEgASgJIiYKDUxvZ291dFJlcXVlc3QSFQoNcmVmcmVzaF90b2tlbhgBIAEoCSIQCg5Mb2dvdXRSZXNwb25zZSJHChFDcmVhdGVVc2VyUmVxdWVzdBIQCgh1c2VybmFtZRgBIAEoCRIQCghwYXNzd29yZBgCIAEoCRIOCgZzY29wZXMYAyABKAkiOAoEVXNlchIQCgh1c2VybmFtZRgBIAEoCRIOCgZzY29wZXMYAiABKAkSDgoGYWN0aXZlGAMgASgIIikKFURlYWN0aXZhdGVVc2VyUmVxdWVzdBIQCgh1c2VybmFtZRgBIAEoCSJHChVDaGFuZ2VQYXNzd29yZFJlcXVlc3QSGAoQY3VycmVudF9wYXNzd29yZBgBIAEoCRIUCgxuZXdfcGFzc3dvcmQYAiABKAkiGAoWQ2hhbmdlUGFzc3dvcmRSZXNwb25zZSJWChhJc3N1ZVNlcnZpY2VUb2tlblJlcXVlc3QSEQoJY2xpZW50X2lkGAEgASgJEhUKDWNsaWVudF9zZWNyZXQYAiABKAkSEAoIYXVkaWVuY2UYAyABKAkiPwoURXhjaGFuZ2VUb2tlblJlcXVlc3QSFQoNc3ViamVjdF90b2tlbhgBIAEoCRIQCghhdWRpZW5jZRgCIAEoCSIZChdSb3RhdGVTaWduaW5nS2V5UmVxdWVzdCJcChhSb3RhdGVTaWduaW5nS2V5UmVzcG9uc2USCwoDa2lkGAEgASgJEhMKC3JldGlyZWRfa2lkGAIgASgJEh4KFnJldGlyZWRfa2lkX2V4cGlyZXNfYXQYAyABKAMiKAoXV2F0Y2hSZXZvY2F0aW9uc1JlcXVlc3QSDQoFc2luY2UYASABKAQi/QEKD1Jldm9jYXRpb25FdmVudBIOCgZjdXJzb3IYASABKAQSNAoHc3ViamVjdBgCIAEoCzIhLnRva2VubWVzaC5hdXRoLnYxLlN1YmplY3RSZXZva2VkSAASMAoFdG9rZW4YAyABKAsyHy50b2tlbm1lc2guYXV0aC52MS5Ub2tlblJldm9rZWRIABI0CgdzZXNzaW9uGAQgASgLMiEudG9rZW5tZXNoLmF1dGgudjEuU2Vzc2lvblJldm9rZWRIABIxCgloZWFydGJlYXQYBSABKAsyHC50b2tlbm1lc2guYXV0aC52MS5IZWFydGJlYXRIAEIJCgdyZXZva2VkIgsKCUhlYXJ0YmVhdCI6Cg5TZXNzaW9uUmV2b2tlZBISCgpzZXNzaW9uX2lkGAEgASgJEhQKDGZvcmdldF9hZnRlchgCIAEoAyJLCg5TdWJqZWN0UmV2b2tlZBIPCgdzdWJqZWN0GAEgASgJEhIKCm5vdF9iZWZvcmUYAiABKAMSFAoMZm9yZ2V0X2FmdGVyGAMgASgDIi8KDFRva2VuUmV2b2tlZBILCgNqdGkYASABKAkSEgoKZXhwaXJlc19hdBgCIAEoAyIyCgxMb2dpblJlcXVlc3QSEAoIdXNlcm5hbWUYASABKAkSEAoIcGFzc3dvcmQYAiABKAkicwoNVG9rZW5SZXNwb25zZRIUCgxhY2Nlc3NfdG9rZW4YASABKAkSEgoKdG9rZW5fdHlwZRgCIAEoCRISCgpleHBpcmVzX2luGAMgASgDEhUKDXJlZnJlc2hfdG9rZW4YBCABKAkSDQoFc2NvcGUYBSABKAkiEAoOR2V0Sndrc1JlcXVlc3QiLAoESndrcxIkCgRrZXlzGAEgAygLMhYudG9rZW5tZXNoLmF1dGgudjEuSndrInIKA0p3axILCgNrdHkYASABKAkSCwoDY3J2GAIgASgJEgkKAXgYAyABKAkSCwoDa2lkGAQgASgJEgsKA2FsZxgFIAEoCRILCgN1c2UYBiABKAkSCQoBeRgHIAEoCRIJCgFuGAggASgJEgkKAWUYCSABKAky3ggKC0F1dGhTZXJ2aWNlElIKBUxvZ2luEh8udG9rZW5tZXNoLmF1dGgudjEuTG9naW5SZXF1ZXN0GiAudG9rZW5tZXNoLmF1dGgudjEuVG9rZW5SZXNwb25zZSIGmrgYAggBElYKB1JlZnJlc2gSIS50b2tlbm1lc2guYXV0aC52MS5SZWZyZXNoUmVxdWVzdBogLnRva2VubWVzaC5hdXRoLnYxLlRva2VuUmVzcG9uc2UiBpq4GAIIARJVCgZMb2dvdXQSIC50b2tlbm1lc2guYXV0aC52MS5Mb2dvdXRSZXF1ZXN0GiEudG9rZW5tZXNoLmF1dGgudjEuTG9nb3V0UmVzcG9uc2UiBpq4GAIIARJYCgpDcmVhdGVVc2VyEiQudG9rZW5tZXNoLmF1dGgudjEuQ3JlYXRlVXNlclJlcXVlc3QaFy50b2tlbm1lc2guYXV0aC52MS5Vc2VyIguauBgHEgVhZG1pbhJgCg5EZWFjdGl2YXRlVXNlchIoLnRva2VubWVzaC5hdXRoLnYxLkRlYWN0aXZhdGVVc2VyUmVxdWVzdBoXLnRva2VubWVzaC5hdXRoLnYxLlVzZXIiC5q4GAcSBWFkbWluEmsKDkNoYW5nZVBhc3N3b3JkEigudG9rZW5tZXNoLmF1dGgudjEuQ2hhbmdlUGFzc3dvcmRSZXF1ZXN0GikudG9rZW5tZXNoLmF1dGgudjEuQ2hhbmdlUGFzc3dvcmRSZXNwb25zZSIEmrgYABJqChFJc3N1ZVNlcnZpY2VUb2tlbhIrLnRva2VubWVzaC5hdXRoLnYxLklzc3VlU2VydmljZVRva2VuUmVxdWVzdBogLnRva2VubWVzaC5hdXRoLnYxLlRva2VuUmVzcG9uc2UiBpq4GAIIARJwCg1FeGNoYW5nZVRva2VuEicudG9rZW5tZXNoLmF1dGgudjEuRXhjaGFuZ2VUb2tlblJlcXVlc3QaIC50b2tlbm1lc2guYXV0aC52MS5Ub2tlblJlc3BvbnNlIhSauBgQEg50b2tlbjpleGNoYW5nZRJNCgdHZXRKd2tzEiEudG9rZW5tZXNoLmF1dGgudjEuR2V0Sndrc1JlcXVlc3QaFy50b2tlbm1lc2guYXV0aC52MS5Kd2tzIgaauBgCCAESeAoQUm90YXRlU2lnbmluZ0tleRIqLnRva2VubWVzaC5hdXRoLnYxLlJvdGF0ZVNpZ25pbmdLZXlSZXF1ZXN0GisudG9rZW5tZXNoLmF1dGgudjEuUm90YXRlU2lnbmluZ0tleVJlc3BvbnNlIguauBgHEgVhZG1pbhJ8ChBXYXRjaFJldm9jYXRpb25zEioudG9rZW5tZXNoLmF1dGgudjEuV2F0Y2hSZXZvY2F0aW9uc1JlcXVlc3QaIi50b2tlbm1lc2guYXV0aC52MS5SZXZvY2F0aW9uRXZlbnQiFpq4GBISEHJldm9jYXRpb25zOnJlYWQwAWIGcHJvdG8z", [file_tokenmesh_auth_v1_policy]);
+  fileDesc("Chx0b2tlbm1lc2gvYXV0aC92MS9hdXRoLnByb3RvEhF0b2tlbm1lc2guYXV0aC52MSInCg5SZWZyZXNoUmVxdWVzdBIVCg1yZWZyZXNoX3Rva2VuGAEgASgJIiYKDUxvZ291dFJlcXVlc3QSFQoNcmVmcmVzaF90b2tlbhgBIAEoCSIQCg5Mb2dvdXRSZXNwb25zZSJHChFDcmVhdGVVc2VyUmVxdWVzdBIQCgh1c2VybmFtZRgBIAEoCRIQCghwYXNzd29yZBgCIAEoCRIOCgZzY29wZXMYAyABKAkiOAoEVXNlchIQCgh1c2VybmFtZRgBIAEoCRIOCgZzY29wZXMYAiABKAkSDgoGYWN0aXZlGAMgASgIIikKFURlYWN0aXZhdGVVc2VyUmVxdWVzdBIQCgh1c2VybmFtZRgBIAEoCSIpChVSZWFjdGl2YXRlVXNlclJlcXVlc3QSEAoIdXNlcm5hbWUYASABKAkiOQoQTGlzdFVzZXJzUmVxdWVzdBIRCglwYWdlX3NpemUYASABKAUSEgoKcGFnZV90b2tlbhgCIAEoCSJUChFMaXN0VXNlcnNSZXNwb25zZRImCgV1c2VycxgBIAMoCzIXLnRva2VubWVzaC5hdXRoLnYxLlVzZXISFwoPbmV4dF9wYWdlX3Rva2VuGAIgASgJIkcKFUNoYW5nZVBhc3N3b3JkUmVxdWVzdBIYChBjdXJyZW50X3Bhc3N3b3JkGAEgASgJEhQKDG5ld19wYXNzd29yZBgCIAEoCSIYChZDaGFuZ2VQYXNzd29yZFJlc3BvbnNlIlYKGElzc3VlU2VydmljZVRva2VuUmVxdWVzdBIRCgljbGllbnRfaWQYASABKAkSFQoNY2xpZW50X3NlY3JldBgCIAEoCRIQCghhdWRpZW5jZRgDIAEoCSI/ChRFeGNoYW5nZVRva2VuUmVxdWVzdBIVCg1zdWJqZWN0X3Rva2VuGAEgASgJEhAKCGF1ZGllbmNlGAIgASgJIhkKF1JvdGF0ZVNpZ25pbmdLZXlSZXF1ZXN0IlwKGFJvdGF0ZVNpZ25pbmdLZXlSZXNwb25zZRILCgNraWQYASABKAkSEwoLcmV0aXJlZF9raWQYAiABKAkSHgoWcmV0aXJlZF9raWRfZXhwaXJlc19hdBgDIAEoAyIoChdXYXRjaFJldm9jYXRpb25zUmVxdWVzdBINCgVzaW5jZRgBIAEoBCL9AQoPUmV2b2NhdGlvbkV2ZW50Eg4KBmN1cnNvchgBIAEoBBI0CgdzdWJqZWN0GAIgASgLMiEudG9rZW5tZXNoLmF1dGgudjEuU3ViamVjdFJldm9rZWRIABIwCgV0b2tlbhgDIAEoCzIfLnRva2VubWVzaC5hdXRoLnYxLlRva2VuUmV2b2tlZEgAEjQKB3Nlc3Npb24YBCABKAsyIS50b2tlbm1lc2guYXV0aC52MS5TZXNzaW9uUmV2b2tlZEgAEjEKCWhlYXJ0YmVhdBgFIAEoCzIcLnRva2VubWVzaC5hdXRoLnYxLkhlYXJ0YmVhdEgAQgkKB3Jldm9rZWQiCwoJSGVhcnRiZWF0IjoKDlNlc3Npb25SZXZva2VkEhIKCnNlc3Npb25faWQYASABKAkSFAoMZm9yZ2V0X2FmdGVyGAIgASgDIksKDlN1YmplY3RSZXZva2VkEg8KB3N1YmplY3QYASABKAkSEgoKbm90X2JlZm9yZRgCIAEoAxIUCgxmb3JnZXRfYWZ0ZXIYAyABKAMiLwoMVG9rZW5SZXZva2VkEgsKA2p0aRgBIAEoCRISCgpleHBpcmVzX2F0GAIgASgDIjIKDExvZ2luUmVxdWVzdBIQCgh1c2VybmFtZRgBIAEoCRIQCghwYXNzd29yZBgCIAEoCSJzCg1Ub2tlblJlc3BvbnNlEhQKDGFjY2Vzc190b2tlbhgBIAEoCRISCgp0b2tlbl90eXBlGAIgASgJEhIKCmV4cGlyZXNfaW4YAyABKAMSFQoNcmVmcmVzaF90b2tlbhgEIAEoCRINCgVzY29wZRgFIAEoCSIQCg5HZXRKd2tzUmVxdWVzdCIsCgRKd2tzEiQKBGtleXMYASADKAsyFi50b2tlbm1lc2guYXV0aC52MS5Kd2sicgoDSndrEgsKA2t0eRgBIAEoCRILCgNjcnYYAiABKAkSCQoBeBgDIAEoCRILCgNraWQYBCABKAkSCwoDYWxnGAUgASgJEgsKA3VzZRgGIAEoCRIJCgF5GAcgASgJEgkKAW4YCCABKAkSCQoBZRgJIAEoCTKlCgoLQXV0aFNlcnZpY2USUgoFTG9naW4SHy50b2tlbm1lc2guYXV0aC52MS5Mb2dpblJlcXVlc3QaIC50b2tlbm1lc2guYXV0aC52MS5Ub2tlblJlc3BvbnNlIgaauBgCCAESVgoHUmVmcmVzaBIhLnRva2VubWVzaC5hdXRoLnYxLlJlZnJlc2hSZXF1ZXN0GiAudG9rZW5tZXNoLmF1dGgudjEuVG9rZW5SZXNwb25zZSIGmrgYAggBElUKBkxvZ291dBIgLnRva2VubWVzaC5hdXRoLnYxLkxvZ291dFJlcXVlc3QaIS50b2tlbm1lc2guYXV0aC52MS5Mb2dvdXRSZXNwb25zZSIGmrgYAggBElgKCkNyZWF0ZVVzZXISJC50b2tlbm1lc2guYXV0aC52MS5DcmVhdGVVc2VyUmVxdWVzdBoXLnRva2VubWVzaC5hdXRoLnYxLlVzZXIiC5q4GAcSBWFkbWluEmAKDkRlYWN0aXZhdGVVc2VyEigudG9rZW5tZXNoLmF1dGgudjEuRGVhY3RpdmF0ZVVzZXJSZXF1ZXN0GhcudG9rZW5tZXNoLmF1dGgudjEuVXNlciILmrgYBxIFYWRtaW4SYAoOUmVhY3RpdmF0ZVVzZXISKC50b2tlbm1lc2guYXV0aC52MS5SZWFjdGl2YXRlVXNlclJlcXVlc3QaFy50b2tlbm1lc2guYXV0aC52MS5Vc2VyIguauBgHEgVhZG1pbhJjCglMaXN0VXNlcnMSIy50b2tlbm1lc2guYXV0aC52MS5MaXN0VXNlcnNSZXF1ZXN0GiQudG9rZW5tZXNoLmF1dGgudjEuTGlzdFVzZXJzUmVzcG9uc2UiC5q4GAcSBWFkbWluEmsKDkNoYW5nZVBhc3N3b3JkEigudG9rZW5tZXNoLmF1dGgudjEuQ2hhbmdlUGFzc3dvcmRSZXF1ZXN0GikudG9rZW5tZXNoLmF1dGgudjEuQ2hhbmdlUGFzc3dvcmRSZXNwb25zZSIEmrgYABJqChFJc3N1ZVNlcnZpY2VUb2tlbhIrLnRva2VubWVzaC5hdXRoLnYxLklzc3VlU2VydmljZVRva2VuUmVxdWVzdBogLnRva2VubWVzaC5hdXRoLnYxLlRva2VuUmVzcG9uc2UiBpq4GAIIARJwCg1FeGNoYW5nZVRva2VuEicudG9rZW5tZXNoLmF1dGgudjEuRXhjaGFuZ2VUb2tlblJlcXVlc3QaIC50b2tlbm1lc2guYXV0aC52MS5Ub2tlblJlc3BvbnNlIhSauBgQEg50b2tlbjpleGNoYW5nZRJNCgdHZXRKd2tzEiEudG9rZW5tZXNoLmF1dGgudjEuR2V0Sndrc1JlcXVlc3QaFy50b2tlbm1lc2guYXV0aC52MS5Kd2tzIgaauBgCCAESeAoQUm90YXRlU2lnbmluZ0tleRIqLnRva2VubWVzaC5hdXRoLnYxLlJvdGF0ZVNpZ25pbmdLZXlSZXF1ZXN0GisudG9rZW5tZXNoLmF1dGgudjEuUm90YXRlU2lnbmluZ0tleVJlc3BvbnNlIguauBgHEgVhZG1pbhJ8ChBXYXRjaFJldm9jYXRpb25zEioudG9rZW5tZXNoLmF1dGgudjEuV2F0Y2hSZXZvY2F0aW9uc1JlcXVlc3QaIi50b2tlbm1lc2guYXV0aC52MS5SZXZvY2F0aW9uRXZlbnQiFpq4GBISEHJldm9jYXRpb25zOnJlYWQwAWIGcHJvdG8z", [file_tokenmesh_auth_v1_policy]);
 
 /**
  * @generated from message tokenmesh.auth.v1.RefreshRequest
@@ -145,6 +145,73 @@ export const DeactivateUserRequestSchema: GenMessage<DeactivateUserRequest> = /*
   messageDesc(file_tokenmesh_auth_v1_auth, 5);
 
 /**
+ * @generated from message tokenmesh.auth.v1.ReactivateUserRequest
+ */
+export type ReactivateUserRequest = Message<"tokenmesh.auth.v1.ReactivateUserRequest"> & {
+  /**
+   * @generated from field: string username = 1;
+   */
+  username: string;
+};
+
+/**
+ * Describes the message tokenmesh.auth.v1.ReactivateUserRequest.
+ * Use `create(ReactivateUserRequestSchema)` to create a new message.
+ */
+export const ReactivateUserRequestSchema: GenMessage<ReactivateUserRequest> = /*@__PURE__*/
+  messageDesc(file_tokenmesh_auth_v1_auth, 6);
+
+/**
+ * @generated from message tokenmesh.auth.v1.ListUsersRequest
+ */
+export type ListUsersRequest = Message<"tokenmesh.auth.v1.ListUsersRequest"> & {
+  /**
+   * At most this many users; 0 means the default (50), above 100 means 100.
+   *
+   * @generated from field: int32 page_size = 1;
+   */
+  pageSize: number;
+
+  /**
+   * `next_page_token` of the previous page; empty for the first page.
+   *
+   * @generated from field: string page_token = 2;
+   */
+  pageToken: string;
+};
+
+/**
+ * Describes the message tokenmesh.auth.v1.ListUsersRequest.
+ * Use `create(ListUsersRequestSchema)` to create a new message.
+ */
+export const ListUsersRequestSchema: GenMessage<ListUsersRequest> = /*@__PURE__*/
+  messageDesc(file_tokenmesh_auth_v1_auth, 7);
+
+/**
+ * @generated from message tokenmesh.auth.v1.ListUsersResponse
+ */
+export type ListUsersResponse = Message<"tokenmesh.auth.v1.ListUsersResponse"> & {
+  /**
+   * @generated from field: repeated tokenmesh.auth.v1.User users = 1;
+   */
+  users: User[];
+
+  /**
+   * Pass as `page_token` for the next page; empty on the last page.
+   *
+   * @generated from field: string next_page_token = 2;
+   */
+  nextPageToken: string;
+};
+
+/**
+ * Describes the message tokenmesh.auth.v1.ListUsersResponse.
+ * Use `create(ListUsersResponseSchema)` to create a new message.
+ */
+export const ListUsersResponseSchema: GenMessage<ListUsersResponse> = /*@__PURE__*/
+  messageDesc(file_tokenmesh_auth_v1_auth, 8);
+
+/**
  * @generated from message tokenmesh.auth.v1.ChangePasswordRequest
  */
 export type ChangePasswordRequest = Message<"tokenmesh.auth.v1.ChangePasswordRequest"> & {
@@ -166,7 +233,7 @@ export type ChangePasswordRequest = Message<"tokenmesh.auth.v1.ChangePasswordReq
  * Use `create(ChangePasswordRequestSchema)` to create a new message.
  */
 export const ChangePasswordRequestSchema: GenMessage<ChangePasswordRequest> = /*@__PURE__*/
-  messageDesc(file_tokenmesh_auth_v1_auth, 6);
+  messageDesc(file_tokenmesh_auth_v1_auth, 9);
 
 /**
  * @generated from message tokenmesh.auth.v1.ChangePasswordResponse
@@ -179,7 +246,7 @@ export type ChangePasswordResponse = Message<"tokenmesh.auth.v1.ChangePasswordRe
  * Use `create(ChangePasswordResponseSchema)` to create a new message.
  */
 export const ChangePasswordResponseSchema: GenMessage<ChangePasswordResponse> = /*@__PURE__*/
-  messageDesc(file_tokenmesh_auth_v1_auth, 7);
+  messageDesc(file_tokenmesh_auth_v1_auth, 10);
 
 /**
  * @generated from message tokenmesh.auth.v1.IssueServiceTokenRequest
@@ -208,7 +275,7 @@ export type IssueServiceTokenRequest = Message<"tokenmesh.auth.v1.IssueServiceTo
  * Use `create(IssueServiceTokenRequestSchema)` to create a new message.
  */
 export const IssueServiceTokenRequestSchema: GenMessage<IssueServiceTokenRequest> = /*@__PURE__*/
-  messageDesc(file_tokenmesh_auth_v1_auth, 8);
+  messageDesc(file_tokenmesh_auth_v1_auth, 11);
 
 /**
  * @generated from message tokenmesh.auth.v1.ExchangeTokenRequest
@@ -234,7 +301,7 @@ export type ExchangeTokenRequest = Message<"tokenmesh.auth.v1.ExchangeTokenReque
  * Use `create(ExchangeTokenRequestSchema)` to create a new message.
  */
 export const ExchangeTokenRequestSchema: GenMessage<ExchangeTokenRequest> = /*@__PURE__*/
-  messageDesc(file_tokenmesh_auth_v1_auth, 9);
+  messageDesc(file_tokenmesh_auth_v1_auth, 12);
 
 /**
  * @generated from message tokenmesh.auth.v1.RotateSigningKeyRequest
@@ -247,7 +314,7 @@ export type RotateSigningKeyRequest = Message<"tokenmesh.auth.v1.RotateSigningKe
  * Use `create(RotateSigningKeyRequestSchema)` to create a new message.
  */
 export const RotateSigningKeyRequestSchema: GenMessage<RotateSigningKeyRequest> = /*@__PURE__*/
-  messageDesc(file_tokenmesh_auth_v1_auth, 10);
+  messageDesc(file_tokenmesh_auth_v1_auth, 13);
 
 /**
  * @generated from message tokenmesh.auth.v1.RotateSigningKeyResponse
@@ -280,7 +347,7 @@ export type RotateSigningKeyResponse = Message<"tokenmesh.auth.v1.RotateSigningK
  * Use `create(RotateSigningKeyResponseSchema)` to create a new message.
  */
 export const RotateSigningKeyResponseSchema: GenMessage<RotateSigningKeyResponse> = /*@__PURE__*/
-  messageDesc(file_tokenmesh_auth_v1_auth, 11);
+  messageDesc(file_tokenmesh_auth_v1_auth, 14);
 
 /**
  * @generated from message tokenmesh.auth.v1.WatchRevocationsRequest
@@ -299,7 +366,7 @@ export type WatchRevocationsRequest = Message<"tokenmesh.auth.v1.WatchRevocation
  * Use `create(WatchRevocationsRequestSchema)` to create a new message.
  */
 export const WatchRevocationsRequestSchema: GenMessage<WatchRevocationsRequest> = /*@__PURE__*/
-  messageDesc(file_tokenmesh_auth_v1_auth, 12);
+  messageDesc(file_tokenmesh_auth_v1_auth, 15);
 
 /**
  * One revocation. Apply in order; resume with the last `cursor`. An event
@@ -353,7 +420,7 @@ export type RevocationEvent = Message<"tokenmesh.auth.v1.RevocationEvent"> & {
  * Use `create(RevocationEventSchema)` to create a new message.
  */
 export const RevocationEventSchema: GenMessage<RevocationEvent> = /*@__PURE__*/
-  messageDesc(file_tokenmesh_auth_v1_auth, 13);
+  messageDesc(file_tokenmesh_auth_v1_auth, 16);
 
 /**
  * Nothing changed; the feed is alive.
@@ -368,7 +435,7 @@ export type Heartbeat = Message<"tokenmesh.auth.v1.Heartbeat"> & {
  * Use `create(HeartbeatSchema)` to create a new message.
  */
 export const HeartbeatSchema: GenMessage<Heartbeat> = /*@__PURE__*/
-  messageDesc(file_tokenmesh_auth_v1_auth, 14);
+  messageDesc(file_tokenmesh_auth_v1_auth, 17);
 
 /**
  * Every access token whose `sid` is `session_id` is revoked: the login ended
@@ -395,7 +462,7 @@ export type SessionRevoked = Message<"tokenmesh.auth.v1.SessionRevoked"> & {
  * Use `create(SessionRevokedSchema)` to create a new message.
  */
 export const SessionRevokedSchema: GenMessage<SessionRevoked> = /*@__PURE__*/
-  messageDesc(file_tokenmesh_auth_v1_auth, 15);
+  messageDesc(file_tokenmesh_auth_v1_auth, 18);
 
 /**
  * Every token of `subject` issued before `not_before` is revoked.
@@ -428,7 +495,7 @@ export type SubjectRevoked = Message<"tokenmesh.auth.v1.SubjectRevoked"> & {
  * Use `create(SubjectRevokedSchema)` to create a new message.
  */
 export const SubjectRevokedSchema: GenMessage<SubjectRevoked> = /*@__PURE__*/
-  messageDesc(file_tokenmesh_auth_v1_auth, 16);
+  messageDesc(file_tokenmesh_auth_v1_auth, 19);
 
 /**
  * One token, by `jti`.
@@ -452,7 +519,7 @@ export type TokenRevoked = Message<"tokenmesh.auth.v1.TokenRevoked"> & {
  * Use `create(TokenRevokedSchema)` to create a new message.
  */
 export const TokenRevokedSchema: GenMessage<TokenRevoked> = /*@__PURE__*/
-  messageDesc(file_tokenmesh_auth_v1_auth, 17);
+  messageDesc(file_tokenmesh_auth_v1_auth, 20);
 
 /**
  * @generated from message tokenmesh.auth.v1.LoginRequest
@@ -474,7 +541,7 @@ export type LoginRequest = Message<"tokenmesh.auth.v1.LoginRequest"> & {
  * Use `create(LoginRequestSchema)` to create a new message.
  */
 export const LoginRequestSchema: GenMessage<LoginRequest> = /*@__PURE__*/
-  messageDesc(file_tokenmesh_auth_v1_auth, 18);
+  messageDesc(file_tokenmesh_auth_v1_auth, 21);
 
 /**
  * An OAuth 2.0 style token response (RFC 6749 §5.1).
@@ -523,7 +590,7 @@ export type TokenResponse = Message<"tokenmesh.auth.v1.TokenResponse"> & {
  * Use `create(TokenResponseSchema)` to create a new message.
  */
 export const TokenResponseSchema: GenMessage<TokenResponse> = /*@__PURE__*/
-  messageDesc(file_tokenmesh_auth_v1_auth, 19);
+  messageDesc(file_tokenmesh_auth_v1_auth, 22);
 
 /**
  * @generated from message tokenmesh.auth.v1.GetJwksRequest
@@ -536,7 +603,7 @@ export type GetJwksRequest = Message<"tokenmesh.auth.v1.GetJwksRequest"> & {
  * Use `create(GetJwksRequestSchema)` to create a new message.
  */
 export const GetJwksRequestSchema: GenMessage<GetJwksRequest> = /*@__PURE__*/
-  messageDesc(file_tokenmesh_auth_v1_auth, 20);
+  messageDesc(file_tokenmesh_auth_v1_auth, 23);
 
 /**
  * A JSON Web Key Set (RFC 7517 §5).
@@ -555,7 +622,7 @@ export type Jwks = Message<"tokenmesh.auth.v1.Jwks"> & {
  * Use `create(JwksSchema)` to create a new message.
  */
 export const JwksSchema: GenMessage<Jwks> = /*@__PURE__*/
-  messageDesc(file_tokenmesh_auth_v1_auth, 21);
+  messageDesc(file_tokenmesh_auth_v1_auth, 24);
 
 /**
  * One public JSON Web Key (RFC 7517 §4, RFC 8037 for OKP keys).
@@ -632,7 +699,7 @@ export type Jwk = Message<"tokenmesh.auth.v1.Jwk"> & {
  * Use `create(JwkSchema)` to create a new message.
  */
 export const JwkSchema: GenMessage<Jwk> = /*@__PURE__*/
-  messageDesc(file_tokenmesh_auth_v1_auth, 22);
+  messageDesc(file_tokenmesh_auth_v1_auth, 25);
 
 /**
  * Issues and publishes the keys of access tokens.
@@ -691,6 +758,28 @@ export const AuthService: GenService<{
     methodKind: "unary";
     input: typeof DeactivateUserRequestSchema;
     output: typeof UserSchema;
+  },
+  /**
+   * Lets a deactivated user log in again. What the deactivation ended stays
+   * ended: its logins, refresh tokens and access tokens remain revoked. Scope
+   * `admin`.
+   *
+   * @generated from rpc tokenmesh.auth.v1.AuthService.ReactivateUser
+   */
+  reactivateUser: {
+    methodKind: "unary";
+    input: typeof ReactivateUserRequestSchema;
+    output: typeof UserSchema;
+  },
+  /**
+   * The users, in username order, a page at a time. Scope `admin`.
+   *
+   * @generated from rpc tokenmesh.auth.v1.AuthService.ListUsers
+   */
+  listUsers: {
+    methodKind: "unary";
+    input: typeof ListUsersRequestSchema;
+    output: typeof ListUsersResponseSchema;
   },
   /**
    * Changes the caller's password and revokes all their other tokens.

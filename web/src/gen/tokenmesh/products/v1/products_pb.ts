@@ -21,7 +21,7 @@ import type { Message } from "@bufbuild/protobuf";
  * Describes the file tokenmesh/products/v1/products.proto.
  */
 export const file_tokenmesh_products_v1_products: GenFile = /*@__PURE__*/
-  fileDesc("CiR0b2tlbm1lc2gvcHJvZHVjdHMvdjEvcHJvZHVjdHMucHJvdG8SFXRva2VubWVzaC5wcm9kdWN0cy52MSJNCgdQcm9kdWN0EgoKAmlkGAEgASgJEgwKBG5hbWUYAiABKAkSEwoLcHJpY2VfY2VudHMYAyABKAMSEwoLZGVzY3JpcHRpb24YBCABKAkiPAoTTGlzdFByb2R1Y3RzUmVxdWVzdBIRCglwYWdlX3NpemUYASABKAUSEgoKcGFnZV90b2tlbhgCIAEoCSK2AQoUTGlzdFByb2R1Y3RzUmVzcG9uc2USMAoIcHJvZHVjdHMYASADKAsyHi50b2tlbm1lc2gucHJvZHVjdHMudjEuUHJvZHVjdBIXCg9uZXh0X3BhZ2VfdG9rZW4YAiABKAkSGQoRZW50aXRsZW1lbnRfdG9rZW4YAyABKAkSOAoMZ3JhbnRfc3RhdHVzGAQgASgOMiIudG9rZW5tZXNoLnByb2R1Y3RzLnYxLkdyYW50U3RhdHVzIloKFENyZWF0ZVByb2R1Y3RSZXF1ZXN0EgoKAmlkGAEgASgJEgwKBG5hbWUYAiABKAkSEwoLcHJpY2VfY2VudHMYAyABKAMSEwoLZGVzY3JpcHRpb24YBCABKAkiOQoSRW50aXRsZW1lbnRSZXF1ZXN0Eg8KB3N1YmplY3QYASABKAkSEgoKcHJvZHVjdF9pZBgCIAEoCSJpChtTZXRFbnRpdGxlbWVudExpbWl0c1JlcXVlc3QSDwoHc3ViamVjdBgBIAEoCRISCgpwcm9kdWN0X2lkGAIgASgJEg8KB2FjdGlvbnMYAyADKAkSFAoMbWF4X3F1YW50aXR5GAQgASgNIjkKEEVudGl0bGVtZW50VGVybXMSDwoHYWN0aW9ucxgBIAMoCRIUCgxtYXhfcXVhbnRpdHkYAiABKA0iNgoTRW50aXRsZW1lbnRSZXNwb25zZRIOCgZjdXJzb3IYASABKAQSDwoHY2hhbmdlZBgCIAEoCCI7ChhXYXRjaEVudGl0bGVtZW50c1JlcXVlc3QSDQoFc2luY2UYASABKAQSEAoIc25hcHNob3QYAiABKAgi0wEKEEVudGl0bGVtZW50RXZlbnQSDgoGY3Vyc29yGAEgASgEEhIKCmNoYW5nZWRfYXQYAiABKAMSPwoLZW50aXRsZW1lbnQYAyABKAsyKC50b2tlbm1lc2gucHJvZHVjdHMudjEuRW50aXRsZW1lbnRDaGFuZ2VIABIZCg9wcm9kdWN0X2NyZWF0ZWQYBCABKAlIABI1CgloZWFydGJlYXQYBSABKAsyIC50b2tlbm1lc2gucHJvZHVjdHMudjEuSGVhcnRiZWF0SABCCAoGY2hhbmdlIgsKCUhlYXJ0YmVhdCKBAQoRRW50aXRsZW1lbnRDaGFuZ2USDwoHc3ViamVjdBgBIAEoCRISCgpwcm9kdWN0X2lkGAIgASgJEg8KB2dyYW50ZWQYAyABKAgSNgoFdGVybXMYCiABKAsyJy50b2tlbm1lc2gucHJvZHVjdHMudjEuRW50aXRsZW1lbnRUZXJtcyIfChFHZXRQcm9kdWN0UmVxdWVzdBIKCgJpZBgBIAEoCSI+ChdDaGVja0VudGl0bGVtZW50UmVxdWVzdBIPCgdzdWJqZWN0GAEgASgJEhIKCnByb2R1Y3RfaWQYAiABKAkiYwoYQ2hlY2tFbnRpdGxlbWVudFJlc3BvbnNlEg8KB2FsbG93ZWQYASABKAgSNgoFdGVybXMYAiABKAsyJy50b2tlbm1lc2gucHJvZHVjdHMudjEuRW50aXRsZW1lbnRUZXJtcypgCgtHcmFudFN0YXR1cxIcChhHUkFOVF9TVEFUVVNfVU5TUEVDSUZJRUQQABIXChNHUkFOVF9TVEFUVVNfSVNTVUVEEAESGgoWR1JBTlRfU1RBVFVTX1RPT19MQVJHRRACMpYICg9Qcm9kdWN0c1NlcnZpY2USbQoMTGlzdFByb2R1Y3RzEioudG9rZW5tZXNoLnByb2R1Y3RzLnYxLkxpc3RQcm9kdWN0c1JlcXVlc3QaKy50b2tlbm1lc2gucHJvZHVjdHMudjEuTGlzdFByb2R1Y3RzUmVzcG9uc2UiBJq4GAASXAoKR2V0UHJvZHVjdBIoLnRva2VubWVzaC5wcm9kdWN0cy52MS5HZXRQcm9kdWN0UmVxdWVzdBoeLnRva2VubWVzaC5wcm9kdWN0cy52MS5Qcm9kdWN0IgSauBgAEnkKEENoZWNrRW50aXRsZW1lbnQSLi50b2tlbm1lc2gucHJvZHVjdHMudjEuQ2hlY2tFbnRpdGxlbWVudFJlcXVlc3QaLy50b2tlbm1lc2gucHJvZHVjdHMudjEuQ2hlY2tFbnRpdGxlbWVudFJlc3BvbnNlIgSauBgAEk0KB0dldEp3a3MSIS50b2tlbm1lc2guYXV0aC52MS5HZXRKd2tzUmVxdWVzdBoXLnRva2VubWVzaC5hdXRoLnYxLkp3a3MiBpq4GAIIARJpCg1DcmVhdGVQcm9kdWN0EisudG9rZW5tZXNoLnByb2R1Y3RzLnYxLkNyZWF0ZVByb2R1Y3RSZXF1ZXN0Gh4udG9rZW5tZXNoLnByb2R1Y3RzLnYxLlByb2R1Y3QiC5q4GAcSBWFkbWluEnYKEEdyYW50RW50aXRsZW1lbnQSKS50b2tlbm1lc2gucHJvZHVjdHMudjEuRW50aXRsZW1lbnRSZXF1ZXN0GioudG9rZW5tZXNoLnByb2R1Y3RzLnYxLkVudGl0bGVtZW50UmVzcG9uc2UiC5q4GAcSBWFkbWluEncKEVJldm9rZUVudGl0bGVtZW50EikudG9rZW5tZXNoLnByb2R1Y3RzLnYxLkVudGl0bGVtZW50UmVxdWVzdBoqLnRva2VubWVzaC5wcm9kdWN0cy52MS5FbnRpdGxlbWVudFJlc3BvbnNlIguauBgHEgVhZG1pbhKDAQoUU2V0RW50aXRsZW1lbnRMaW1pdHMSMi50b2tlbm1lc2gucHJvZHVjdHMudjEuU2V0RW50aXRsZW1lbnRMaW1pdHNSZXF1ZXN0GioudG9rZW5tZXNoLnByb2R1Y3RzLnYxLkVudGl0bGVtZW50UmVzcG9uc2UiC5q4GAcSBWFkbWluEokBChFXYXRjaEVudGl0bGVtZW50cxIvLnRva2VubWVzaC5wcm9kdWN0cy52MS5XYXRjaEVudGl0bGVtZW50c1JlcXVlc3QaJy50b2tlbm1lc2gucHJvZHVjdHMudjEuRW50aXRsZW1lbnRFdmVudCIYmrgYFBISZW50aXRsZW1lbnRzOndhdGNoMAFiBnByb3RvMw", [file_tokenmesh_auth_v1_auth, file_tokenmesh_auth_v1_policy]);
+  fileDesc("CiR0b2tlbm1lc2gvcHJvZHVjdHMvdjEvcHJvZHVjdHMucHJvdG8SFXRva2VubWVzaC5wcm9kdWN0cy52MSJNCgdQcm9kdWN0EgoKAmlkGAEgASgJEgwKBG5hbWUYAiABKAkSEwoLcHJpY2VfY2VudHMYAyABKAMSEwoLZGVzY3JpcHRpb24YBCABKAkiPAoTTGlzdFByb2R1Y3RzUmVxdWVzdBIRCglwYWdlX3NpemUYASABKAUSEgoKcGFnZV90b2tlbhgCIAEoCSK2AQoUTGlzdFByb2R1Y3RzUmVzcG9uc2USMAoIcHJvZHVjdHMYASADKAsyHi50b2tlbm1lc2gucHJvZHVjdHMudjEuUHJvZHVjdBIXCg9uZXh0X3BhZ2VfdG9rZW4YAiABKAkSGQoRZW50aXRsZW1lbnRfdG9rZW4YAyABKAkSOAoMZ3JhbnRfc3RhdHVzGAQgASgOMiIudG9rZW5tZXNoLnByb2R1Y3RzLnYxLkdyYW50U3RhdHVzIloKFENyZWF0ZVByb2R1Y3RSZXF1ZXN0EgoKAmlkGAEgASgJEgwKBG5hbWUYAiABKAkSEwoLcHJpY2VfY2VudHMYAyABKAMSEwoLZGVzY3JpcHRpb24YBCABKAkiOQoSRW50aXRsZW1lbnRSZXF1ZXN0Eg8KB3N1YmplY3QYASABKAkSEgoKcHJvZHVjdF9pZBgCIAEoCSJpChtTZXRFbnRpdGxlbWVudExpbWl0c1JlcXVlc3QSDwoHc3ViamVjdBgBIAEoCRISCgpwcm9kdWN0X2lkGAIgASgJEg8KB2FjdGlvbnMYAyADKAkSFAoMbWF4X3F1YW50aXR5GAQgASgNIjkKEEVudGl0bGVtZW50VGVybXMSDwoHYWN0aW9ucxgBIAMoCRIUCgxtYXhfcXVhbnRpdHkYAiABKA0iZQoXTGlzdEVudGl0bGVtZW50c1JlcXVlc3QSDwoHc3ViamVjdBgBIAEoCRISCgpwcm9kdWN0X2lkGAIgASgJEhEKCXBhZ2Vfc2l6ZRgDIAEoBRISCgpwYWdlX3Rva2VuGAQgASgJIm0KGExpc3RFbnRpdGxlbWVudHNSZXNwb25zZRI4CgxlbnRpdGxlbWVudHMYASADKAsyIi50b2tlbm1lc2gucHJvZHVjdHMudjEuRW50aXRsZW1lbnQSFwoPbmV4dF9wYWdlX3Rva2VuGAIgASgJIn4KC0VudGl0bGVtZW50Eg8KB3N1YmplY3QYASABKAkSEgoKcHJvZHVjdF9pZBgCIAEoCRI2CgV0ZXJtcxgDIAEoCzInLnRva2VubWVzaC5wcm9kdWN0cy52MS5FbnRpdGxlbWVudFRlcm1zEhIKCmdyYW50ZWRfYXQYBCABKAMiNgoTRW50aXRsZW1lbnRSZXNwb25zZRIOCgZjdXJzb3IYASABKAQSDwoHY2hhbmdlZBgCIAEoCCI7ChhXYXRjaEVudGl0bGVtZW50c1JlcXVlc3QSDQoFc2luY2UYASABKAQSEAoIc25hcHNob3QYAiABKAgi0wEKEEVudGl0bGVtZW50RXZlbnQSDgoGY3Vyc29yGAEgASgEEhIKCmNoYW5nZWRfYXQYAiABKAMSPwoLZW50aXRsZW1lbnQYAyABKAsyKC50b2tlbm1lc2gucHJvZHVjdHMudjEuRW50aXRsZW1lbnRDaGFuZ2VIABIZCg9wcm9kdWN0X2NyZWF0ZWQYBCABKAlIABI1CgloZWFydGJlYXQYBSABKAsyIC50b2tlbm1lc2gucHJvZHVjdHMudjEuSGVhcnRiZWF0SABCCAoGY2hhbmdlIgsKCUhlYXJ0YmVhdCKBAQoRRW50aXRsZW1lbnRDaGFuZ2USDwoHc3ViamVjdBgBIAEoCRISCgpwcm9kdWN0X2lkGAIgASgJEg8KB2dyYW50ZWQYAyABKAgSNgoFdGVybXMYCiABKAsyJy50b2tlbm1lc2gucHJvZHVjdHMudjEuRW50aXRsZW1lbnRUZXJtcyIfChFHZXRQcm9kdWN0UmVxdWVzdBIKCgJpZBgBIAEoCSI+ChdDaGVja0VudGl0bGVtZW50UmVxdWVzdBIPCgdzdWJqZWN0GAEgASgJEhIKCnByb2R1Y3RfaWQYAiABKAkiYwoYQ2hlY2tFbnRpdGxlbWVudFJlc3BvbnNlEg8KB2FsbG93ZWQYASABKAgSNgoFdGVybXMYAiABKAsyJy50b2tlbm1lc2gucHJvZHVjdHMudjEuRW50aXRsZW1lbnRUZXJtcypgCgtHcmFudFN0YXR1cxIcChhHUkFOVF9TVEFUVVNfVU5TUEVDSUZJRUQQABIXChNHUkFOVF9TVEFUVVNfSVNTVUVEEAESGgoWR1JBTlRfU1RBVFVTX1RPT19MQVJHRRACMpkJCg9Qcm9kdWN0c1NlcnZpY2USbQoMTGlzdFByb2R1Y3RzEioudG9rZW5tZXNoLnByb2R1Y3RzLnYxLkxpc3RQcm9kdWN0c1JlcXVlc3QaKy50b2tlbm1lc2gucHJvZHVjdHMudjEuTGlzdFByb2R1Y3RzUmVzcG9uc2UiBJq4GAASXAoKR2V0UHJvZHVjdBIoLnRva2VubWVzaC5wcm9kdWN0cy52MS5HZXRQcm9kdWN0UmVxdWVzdBoeLnRva2VubWVzaC5wcm9kdWN0cy52MS5Qcm9kdWN0IgSauBgAEnkKEENoZWNrRW50aXRsZW1lbnQSLi50b2tlbm1lc2gucHJvZHVjdHMudjEuQ2hlY2tFbnRpdGxlbWVudFJlcXVlc3QaLy50b2tlbm1lc2gucHJvZHVjdHMudjEuQ2hlY2tFbnRpdGxlbWVudFJlc3BvbnNlIgSauBgAEk0KB0dldEp3a3MSIS50b2tlbm1lc2guYXV0aC52MS5HZXRKd2tzUmVxdWVzdBoXLnRva2VubWVzaC5hdXRoLnYxLkp3a3MiBpq4GAIIARJpCg1DcmVhdGVQcm9kdWN0EisudG9rZW5tZXNoLnByb2R1Y3RzLnYxLkNyZWF0ZVByb2R1Y3RSZXF1ZXN0Gh4udG9rZW5tZXNoLnByb2R1Y3RzLnYxLlByb2R1Y3QiC5q4GAcSBWFkbWluEnYKEEdyYW50RW50aXRsZW1lbnQSKS50b2tlbm1lc2gucHJvZHVjdHMudjEuRW50aXRsZW1lbnRSZXF1ZXN0GioudG9rZW5tZXNoLnByb2R1Y3RzLnYxLkVudGl0bGVtZW50UmVzcG9uc2UiC5q4GAcSBWFkbWluEncKEVJldm9rZUVudGl0bGVtZW50EikudG9rZW5tZXNoLnByb2R1Y3RzLnYxLkVudGl0bGVtZW50UmVxdWVzdBoqLnRva2VubWVzaC5wcm9kdWN0cy52MS5FbnRpdGxlbWVudFJlc3BvbnNlIguauBgHEgVhZG1pbhKDAQoUU2V0RW50aXRsZW1lbnRMaW1pdHMSMi50b2tlbm1lc2gucHJvZHVjdHMudjEuU2V0RW50aXRsZW1lbnRMaW1pdHNSZXF1ZXN0GioudG9rZW5tZXNoLnByb2R1Y3RzLnYxLkVudGl0bGVtZW50UmVzcG9uc2UiC5q4GAcSBWFkbWluEoABChBMaXN0RW50aXRsZW1lbnRzEi4udG9rZW5tZXNoLnByb2R1Y3RzLnYxLkxpc3RFbnRpdGxlbWVudHNSZXF1ZXN0Gi8udG9rZW5tZXNoLnByb2R1Y3RzLnYxLkxpc3RFbnRpdGxlbWVudHNSZXNwb25zZSILmrgYBxIFYWRtaW4SiQEKEVdhdGNoRW50aXRsZW1lbnRzEi8udG9rZW5tZXNoLnByb2R1Y3RzLnYxLldhdGNoRW50aXRsZW1lbnRzUmVxdWVzdBonLnRva2VubWVzaC5wcm9kdWN0cy52MS5FbnRpdGxlbWVudEV2ZW50IhiauBgUEhJlbnRpdGxlbWVudHM6d2F0Y2gwAWIGcHJvdG8z", [file_tokenmesh_auth_v1_auth, file_tokenmesh_auth_v1_policy]);
 
 /**
  * @generated from message tokenmesh.products.v1.Product
@@ -239,6 +239,108 @@ export const EntitlementTermsSchema: GenMessage<EntitlementTerms> = /*@__PURE__*
   messageDesc(file_tokenmesh_products_v1_products, 6);
 
 /**
+ * @generated from message tokenmesh.products.v1.ListEntitlementsRequest
+ */
+export type ListEntitlementsRequest = Message<"tokenmesh.products.v1.ListEntitlementsRequest"> & {
+  /**
+   * Only this subject's entitlements; empty for every subject's.
+   *
+   * @generated from field: string subject = 1;
+   */
+  subject: string;
+
+  /**
+   * Only entitlements to this product; empty for every product's.
+   *
+   * @generated from field: string product_id = 2;
+   */
+  productId: string;
+
+  /**
+   * At most this many entitlements; 0 means the default (50), above 100 means 100.
+   *
+   * @generated from field: int32 page_size = 3;
+   */
+  pageSize: number;
+
+  /**
+   * `next_page_token` of the previous page; empty for the first page.
+   *
+   * @generated from field: string page_token = 4;
+   */
+  pageToken: string;
+};
+
+/**
+ * Describes the message tokenmesh.products.v1.ListEntitlementsRequest.
+ * Use `create(ListEntitlementsRequestSchema)` to create a new message.
+ */
+export const ListEntitlementsRequestSchema: GenMessage<ListEntitlementsRequest> = /*@__PURE__*/
+  messageDesc(file_tokenmesh_products_v1_products, 7);
+
+/**
+ * @generated from message tokenmesh.products.v1.ListEntitlementsResponse
+ */
+export type ListEntitlementsResponse = Message<"tokenmesh.products.v1.ListEntitlementsResponse"> & {
+  /**
+   * @generated from field: repeated tokenmesh.products.v1.Entitlement entitlements = 1;
+   */
+  entitlements: Entitlement[];
+
+  /**
+   * Pass as `page_token` for the next page; empty on the last page.
+   *
+   * @generated from field: string next_page_token = 2;
+   */
+  nextPageToken: string;
+};
+
+/**
+ * Describes the message tokenmesh.products.v1.ListEntitlementsResponse.
+ * Use `create(ListEntitlementsResponseSchema)` to create a new message.
+ */
+export const ListEntitlementsResponseSchema: GenMessage<ListEntitlementsResponse> = /*@__PURE__*/
+  messageDesc(file_tokenmesh_products_v1_products, 8);
+
+/**
+ * One granted entitlement.
+ *
+ * @generated from message tokenmesh.products.v1.Entitlement
+ */
+export type Entitlement = Message<"tokenmesh.products.v1.Entitlement"> & {
+  /**
+   * @generated from field: string subject = 1;
+   */
+  subject: string;
+
+  /**
+   * @generated from field: string product_id = 2;
+   */
+  productId: string;
+
+  /**
+   * What it allows.
+   *
+   * @generated from field: tokenmesh.products.v1.EntitlementTerms terms = 3;
+   */
+  terms?: EntitlementTerms | undefined;
+
+  /**
+   * Unix seconds on Products' clock: when it was granted.
+   *
+   * @generated from field: int64 granted_at = 4;
+   */
+  grantedAt: bigint;
+};
+
+/**
+ * Describes the message tokenmesh.products.v1.Entitlement.
+ * Use `create(EntitlementSchema)` to create a new message.
+ */
+export const EntitlementSchema: GenMessage<Entitlement> = /*@__PURE__*/
+  messageDesc(file_tokenmesh_products_v1_products, 9);
+
+/**
  * @generated from message tokenmesh.products.v1.EntitlementResponse
  */
 export type EntitlementResponse = Message<"tokenmesh.products.v1.EntitlementResponse"> & {
@@ -262,7 +364,7 @@ export type EntitlementResponse = Message<"tokenmesh.products.v1.EntitlementResp
  * Use `create(EntitlementResponseSchema)` to create a new message.
  */
 export const EntitlementResponseSchema: GenMessage<EntitlementResponse> = /*@__PURE__*/
-  messageDesc(file_tokenmesh_products_v1_products, 7);
+  messageDesc(file_tokenmesh_products_v1_products, 10);
 
 /**
  * @generated from message tokenmesh.products.v1.WatchEntitlementsRequest
@@ -297,7 +399,7 @@ export type WatchEntitlementsRequest = Message<"tokenmesh.products.v1.WatchEntit
  * Use `create(WatchEntitlementsRequestSchema)` to create a new message.
  */
 export const WatchEntitlementsRequestSchema: GenMessage<WatchEntitlementsRequest> = /*@__PURE__*/
-  messageDesc(file_tokenmesh_products_v1_products, 8);
+  messageDesc(file_tokenmesh_products_v1_products, 11);
 
 /**
  * One change, in feed order; resume with the last `cursor`. An event without a
@@ -351,7 +453,7 @@ export type EntitlementEvent = Message<"tokenmesh.products.v1.EntitlementEvent">
  * Use `create(EntitlementEventSchema)` to create a new message.
  */
 export const EntitlementEventSchema: GenMessage<EntitlementEvent> = /*@__PURE__*/
-  messageDesc(file_tokenmesh_products_v1_products, 9);
+  messageDesc(file_tokenmesh_products_v1_products, 12);
 
 /**
  * Nothing changed; the feed is alive.
@@ -366,7 +468,7 @@ export type Heartbeat = Message<"tokenmesh.products.v1.Heartbeat"> & {
  * Use `create(HeartbeatSchema)` to create a new message.
  */
 export const HeartbeatSchema: GenMessage<Heartbeat> = /*@__PURE__*/
-  messageDesc(file_tokenmesh_products_v1_products, 10);
+  messageDesc(file_tokenmesh_products_v1_products, 13);
 
 /**
  * @generated from message tokenmesh.products.v1.EntitlementChange
@@ -403,7 +505,7 @@ export type EntitlementChange = Message<"tokenmesh.products.v1.EntitlementChange
  * Use `create(EntitlementChangeSchema)` to create a new message.
  */
 export const EntitlementChangeSchema: GenMessage<EntitlementChange> = /*@__PURE__*/
-  messageDesc(file_tokenmesh_products_v1_products, 11);
+  messageDesc(file_tokenmesh_products_v1_products, 14);
 
 /**
  * @generated from message tokenmesh.products.v1.GetProductRequest
@@ -420,7 +522,7 @@ export type GetProductRequest = Message<"tokenmesh.products.v1.GetProductRequest
  * Use `create(GetProductRequestSchema)` to create a new message.
  */
 export const GetProductRequestSchema: GenMessage<GetProductRequest> = /*@__PURE__*/
-  messageDesc(file_tokenmesh_products_v1_products, 12);
+  messageDesc(file_tokenmesh_products_v1_products, 15);
 
 /**
  * @generated from message tokenmesh.products.v1.CheckEntitlementRequest
@@ -442,7 +544,7 @@ export type CheckEntitlementRequest = Message<"tokenmesh.products.v1.CheckEntitl
  * Use `create(CheckEntitlementRequestSchema)` to create a new message.
  */
 export const CheckEntitlementRequestSchema: GenMessage<CheckEntitlementRequest> = /*@__PURE__*/
-  messageDesc(file_tokenmesh_products_v1_products, 13);
+  messageDesc(file_tokenmesh_products_v1_products, 16);
 
 /**
  * @generated from message tokenmesh.products.v1.CheckEntitlementResponse
@@ -469,7 +571,7 @@ export type CheckEntitlementResponse = Message<"tokenmesh.products.v1.CheckEntit
  * Use `create(CheckEntitlementResponseSchema)` to create a new message.
  */
 export const CheckEntitlementResponseSchema: GenMessage<CheckEntitlementResponse> = /*@__PURE__*/
-  messageDesc(file_tokenmesh_products_v1_products, 14);
+  messageDesc(file_tokenmesh_products_v1_products, 17);
 
 /**
  * Whether ListProducts issued an entitlement grant.
@@ -591,6 +693,18 @@ export const ProductsService: GenService<{
     methodKind: "unary";
     input: typeof SetEntitlementLimitsRequestSchema;
     output: typeof EntitlementResponseSchema;
+  },
+  /**
+   * Entitlements in (subject, product_id) order, a page at a time: one
+   * subject's, one product's, one pair's, or all when both are empty. Scope
+   * `admin`.
+   *
+   * @generated from rpc tokenmesh.products.v1.ProductsService.ListEntitlements
+   */
+  listEntitlements: {
+    methodKind: "unary";
+    input: typeof ListEntitlementsRequestSchema;
+    output: typeof ListEntitlementsResponseSchema;
   },
   /**
    * Catalogue and entitlement changes after cursor `since` (0: from the start),

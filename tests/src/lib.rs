@@ -909,6 +909,7 @@ pub mod files;
 pub mod haproxy;
 mod replica;
 pub mod replica_process;
+pub mod up_process;
 pub use child::{CHILD_DEADLINE, output_within_deadline, tool_on_path};
 pub use replica::Replica;
 

@@ -2,7 +2,7 @@
 //! binds and composes; each service starts itself from its own crate.
 
 use std::{
-    io::{self, IsTerminal, Write},
+    io::{self, Write},
     process::ExitCode,
 };
 
@@ -21,7 +21,6 @@ use tokenmesh_server::{
     start::{bind, local_addr},
 };
 use tokio::net::TcpListener;
-use tracing_subscriber::EnvFilter;
 
 #[tokio::main]
 async fn main() -> ExitCode {
@@ -56,16 +55,9 @@ fn sentence(error: &anyhow::Error) -> String {
 }
 
 async fn run() -> anyhow::Result<()> {
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info")),
-        )
-        .with_writer(io::stderr)
-        // Colour codes only for a person at a terminal, never into a log file
-        // or a collector.
-        .with_ansi(io::stderr().is_terminal())
-        .init();
-    match Cli::parse().command {
+    let cli = Cli::parse();
+    tokenmesh::telemetry::init(&cli.telemetry);
+    match cli.command {
         Command::Up(args) => up(&args).await,
         Command::Serve(command) => serve(command).await,
         Command::Keys(KeysCommand::Rotate(args)) => rotate_keys(args).await,
@@ -101,7 +93,7 @@ async fn stop_signal() {
 async fn up(args: &UpArgs) -> anyhow::Result<()> {
     let env = mesh::environment(args)?;
     let mut mesh = mesh::start(args, env).await.context("starting the mesh")?;
-    tracing::info!(auth = %mesh.auth.addr, products = %mesh.products.addr, orders = %mesh.orders.addr, "mesh up");
+    tracing::info!(auth = %mesh.auth.addr, products = %mesh.products.addr, orders = %mesh.orders.addr, http = %mesh.http.addr, "mesh up");
     if args.demo {
         print_walkthrough(&mesh).context("printing the walkthrough")?;
     }

@@ -32,9 +32,9 @@ pub struct UpProcess {
 }
 
 impl UpProcess {
-    /// Starts it with `flags` after `up --demo` and `RUST_LOG=rust_log`, and
-    /// waits until it logs that the mesh is up.
-    pub async fn start(flags: &[&str], rust_log: &str) -> Self {
+    /// Starts it with `flags` after `up --demo` and `env` (`RUST_LOG`…) added to
+    /// its environment, and waits until it logs that the mesh is up.
+    pub async fn start(flags: &[&str], env: &[(&str, &str)]) -> Self {
         let dir = tempfile::tempdir().expect("tempdir");
         let log = dir.path().join("up.log");
         let mut command = Command::new(tokenmesh_binary());
@@ -46,7 +46,7 @@ impl UpProcess {
         }
         command
             .args(flags)
-            .env("RUST_LOG", rust_log)
+            .envs(env.iter().copied())
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(File::create(&log).expect("log file"))

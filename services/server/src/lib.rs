@@ -20,6 +20,7 @@ pub mod metrics;
 pub mod paging;
 mod policy;
 pub mod private_file;
+pub mod request_span;
 pub mod sealing;
 mod serve;
 mod signing;

@@ -166,11 +166,8 @@ where
         server = server.tls_config(tls)?;
     }
     let served = server
-        // One span per request, above the auth layer, so its outcome lands in it.
-        // The path is client input: shown cut.
-        .trace_fn(
-            |request| tracing::info_span!("grpc", method = %crate::shown(request.uri().path())),
-        )
+        // Outermost: every layer below works inside the request's span.
+        .layer(crate::request_span::RequestSpanLayer)
         // Above the auth layer: a flood is shed before any token is verified.
         .layer(limits.layer())
         // Every request, reflection and health included, passes the policy.

@@ -39,6 +39,18 @@ pub enum Command {
     Bench(tokenmesh_bench::cli::BenchArgs),
 }
 
+impl Command {
+    /// Who this process is to a tracing backend (`service.name`).
+    pub fn service_name(&self) -> &'static str {
+        match self {
+            Command::Serve(ServeCommand::Auth(_)) => "tokenmesh-auth",
+            Command::Serve(ServeCommand::Products(_)) => "tokenmesh-products",
+            Command::Serve(ServeCommand::Orders(_)) => "tokenmesh-orders",
+            Command::Up(_) | Command::Keys(_) | Command::Bench(_) => "tokenmesh",
+        }
+    }
+}
+
 /// `tokenmesh keys …`.
 #[derive(Debug, Subcommand)]
 pub enum KeysCommand {

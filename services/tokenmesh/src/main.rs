@@ -56,14 +56,17 @@ fn sentence(error: &anyhow::Error) -> String {
 
 async fn run() -> anyhow::Result<()> {
     let cli = Cli::parse();
-    tokenmesh::telemetry::init(&cli.telemetry);
-    match cli.command {
+    let telemetry = tokenmesh::telemetry::init(&cli.telemetry, cli.command.service_name())?;
+    let result = match cli.command {
         Command::Up(args) => up(&args).await,
         Command::Serve(command) => serve(command).await,
         Command::Keys(KeysCommand::Rotate(args)) => rotate_keys(args).await,
         Command::Keys(KeysCommand::RotateGrantKey(args)) => rotate_grant_key(args).await,
         Command::Bench(args) => Ok(tokenmesh_bench::cli::main(args).await?),
-    }
+    };
+    // The last spans too, whether it stopped on a signal or on an error.
+    telemetry.shutdown().await;
+    result
 }
 
 /// Resolves on Ctrl-C (SIGINT) or SIGTERM, what Kubernetes sends.

@@ -13,7 +13,7 @@ use tonic::Code;
 async fn a_json_log_is_one_object_per_line_and_shows_no_password_or_token() {
     // DEBUG everywhere, libraries included: nothing may leak at any level a
     // pipeline might be given.
-    let mut up = UpProcess::start(&[], "debug").await;
+    let mut up = UpProcess::start(&[], &[("RUST_LOG", "debug")]).await;
     let mut auth = AuthServiceClient::new(Mesh::channel(up.auth).await);
     let wrong_password = "not-alices-password-7f3a";
     let refused = login(&mut auth, "alice", wrong_password).await;

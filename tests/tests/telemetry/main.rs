@@ -3,3 +3,4 @@
 //! Needs the binary built (`cargo build -p tokenmesh`).
 
 mod logs;
+mod traces;

@@ -15,6 +15,7 @@ mod feed;
 mod jwks;
 pub mod key_ring;
 pub mod key_table;
+pub mod latency;
 pub mod limits;
 pub mod metrics;
 pub mod paging;

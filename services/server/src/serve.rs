@@ -154,6 +154,11 @@ where
     let reflection_v1alpha = reflection().build_v1alpha()?;
 
     metrics.register(S::NAME, &auth.metrics());
+    let latencies = Arc::new(crate::latency::Latencies::new(
+        S::NAME,
+        auth.policy().methods().chain(INFRASTRUCTURE_METHODS),
+    ));
+    metrics.register_latencies(&latencies);
     let Listener { listener, tls } = listener.into();
     let address = listener.local_addr().ok();
     tracing::info!(service = S::NAME, ?address, tls = tls.is_some(), "serving");
@@ -168,6 +173,8 @@ where
     let served = server
         // Outermost: every layer below works inside the request's span.
         .layer(crate::request_span::RequestSpanLayer)
+        // Outside the limits and the auth layer: shed and refused calls are timed too.
+        .layer(crate::latency::LatencyLayer::new(latencies))
         // Above the auth layer: a flood is shed before any token is verified.
         .layer(limits.layer())
         // Every request, reflection and health included, passes the policy.
@@ -228,6 +235,15 @@ async fn report_health<S: NamedService>(
         }
     }
 }
+
+/// Health's and reflection's methods (public by service, so not in the policy):
+/// their calls get their own latency series.
+const INFRASTRUCTURE_METHODS: [&str; 4] = [
+    "/grpc.health.v1.Health/Check",
+    "/grpc.health.v1.Health/Watch",
+    "/grpc.reflection.v1.ServerReflection/ServerReflectionInfo",
+    "/grpc.reflection.v1alpha.ServerReflection/ServerReflectionInfo",
+];
 
 /// How often health looks at the revocation feed's freshness.
 const HEALTH_POLL: Duration = Duration::from_millis(200);

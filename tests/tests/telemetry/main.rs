@@ -2,5 +2,6 @@
 //! lines for a pipeline, its traces over OTLP, its metrics for a dashboard.
 //! Needs the binary built (`cargo build -p tokenmesh`).
 
+mod dashboard;
 mod logs;
 mod traces;

@@ -375,14 +375,17 @@ mod tests {
 
     #[test]
     fn each_serve_command_offers_only_the_flags_its_service_reads() {
+        // Global flags (the log's format, the trace exporter) come with every one.
         let common = [
             "data-dir",
             "database-url",
             "http-addr",
             "listen",
+            "log-format",
             "max-concurrent-requests",
             "max-concurrent-streams",
             "max-header-list-size",
+            "otlp-endpoint",
             "request-timeout",
             "shutdown-delay",
             "tls-cert",

@@ -95,11 +95,18 @@ impl Latencies {
 
     /// Counts a call to `path` answered with `code` after `elapsed`.
     pub fn observe(&self, path: &str, code: usize, elapsed: Duration) {
-        let method = self
-            .index
+        self.observe_method(self.method(path), code, elapsed);
+    }
+
+    /// The `method` label's index of `path`.
+    fn method(&self, path: &str) -> usize {
+        self.index
             .get(path)
             .copied()
-            .unwrap_or(self.methods.len() - 1);
+            .unwrap_or(self.methods.len() - 1)
+    }
+
+    fn observe_method(&self, method: usize, code: usize, elapsed: Duration) {
         let code = code.min(CODES.len() - 1);
         let cell = &self.cells[method * CODES.len() + code];
         let seconds = elapsed.as_secs_f64();
@@ -189,7 +196,8 @@ where
 
     fn call(&mut self, request: http::Request<B>) -> Self::Future {
         TimedFuture {
-            path: request.uri().path().to_owned(),
+            // Looked up now, so the future holds an index, not a copy of the path.
+            method: self.latencies.method(request.uri().path()),
             started: Instant::now(),
             latencies: self.latencies.clone(),
             inner: self.inner.call(request),
@@ -202,7 +210,7 @@ pin_project_lite::pin_project! {
     pub struct TimedFuture<F> {
         #[pin]
         inner: F,
-        path: String,
+        method: usize,
         started: Instant,
         latencies: Arc<Latencies>,
     }
@@ -228,7 +236,7 @@ where
             Err(_) => 2,
         };
         this.latencies
-            .observe(this.path, code, this.started.elapsed());
+            .observe_method(*this.method, code, this.started.elapsed());
         Poll::Ready(result)
     }
 }

@@ -117,7 +117,8 @@ impl TokenSource for StaticToken {
 }
 
 /// Layer for tonic clients (around a `Channel`) that sends a token from a
-/// [`TokenSource`] with every request. A request that already carries
+/// [`TokenSource`] with every request, and the caller's trace context
+/// (`traceparent`, see [`crate::trace_context`]). A request that already carries
 /// `authorization` keeps it. When the source has no token the call fails with
 /// the status of its [`TokenSourceError`], and nothing is sent.
 pub struct AttachTokenLayer {
@@ -196,6 +197,8 @@ where
     fn call(&mut self, mut request: Request<ReqBody>) -> Self::Future {
         let mut inner = crate::layer::take_ready(&mut self.inner);
         let source = self.source.clone();
+        // Here, not in the future: the caller's span is the current one now.
+        crate::trace_context::inject(request.headers_mut());
         Box::pin(async move {
             if !request.headers().contains_key(AUTHORIZATION) {
                 match source.token(request.extensions()).await {

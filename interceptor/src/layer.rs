@@ -57,6 +57,11 @@ impl<C: Claims> AuthLayer<C> {
         &self.shared.verifier
     }
 
+    /// Which methods it allows, and how.
+    pub fn policy(&self) -> &Policy {
+        &self.shared.policy
+    }
+
     /// What this layer has let through and refused, for `/metrics`.
     pub fn metrics(&self) -> Arc<AuthMetrics> {
         self.shared.metrics.clone()

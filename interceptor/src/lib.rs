@@ -9,7 +9,7 @@
 //! this method require? possibly read from the proto), and [`AuthLayer`], the
 //! tower layer that ties them to a tonic server and counts its decisions in
 //! [`AuthMetrics`]. On the client side, [`AttachTokenLayer`] sends tokens from a
-//! [`TokenSource`].
+//! [`TokenSource`], and carries the caller's trace context ([`trace_context`]).
 //!
 //! `README.md` beside this crate shows a third-party server protected in twenty
 //! lines (`examples/protected_server.rs`) and lists every knob with its default.
@@ -30,6 +30,7 @@ mod metrics;
 mod policy;
 mod refresh;
 mod revocation;
+pub mod trace_context;
 mod verifier;
 
 pub use client::{

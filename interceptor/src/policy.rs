@@ -123,6 +123,11 @@ impl Policy {
         Ok(policy)
     }
 
+    /// The paths (`/pkg.Service/Method`) of the methods with a rule of their own.
+    pub fn methods(&self) -> impl Iterator<Item = &str> {
+        self.methods.keys().map(String::as_str)
+    }
+
     /// The rule for a request path, or `None`: denied.
     pub fn for_path(&self, path: &str) -> Option<&Rule> {
         if let Some(rule) = self.methods.get(path) {

@@ -916,6 +916,7 @@ pub mod grpc_web;
 pub mod haproxy;
 mod replica;
 pub mod replica_process;
+pub mod up_process;
 pub use child::{CHILD_DEADLINE, code_and_text, output_within_deadline, tool_on_path};
 pub use replica::Replica;
 

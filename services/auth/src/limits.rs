@@ -121,7 +121,7 @@ impl Limits {
     fn check(&self, rpc: Throttled, taken: Result<(), Duration>) -> Result<(), AuthServiceError> {
         taken.map_err(|retry_after| {
             self.counters.throttled(rpc);
-            tracing::info!(?retry_after, "rate limited");
+            tracing::debug!(?retry_after, "rate limited");
             AuthServiceError::RateLimited { retry_after }
         })
     }

@@ -20,7 +20,7 @@ use crate::{
 
 #[tonic::async_trait]
 impl auth_service_server::AuthService for AuthService {
-    #[instrument(skip_all, fields(username = %shown(&request.get_ref().username)))]
+    #[instrument(level = "debug", skip_all, fields(username = %shown(&request.get_ref().username)))]
     async fn login(
         &self,
         request: Request<LoginRequest>,
@@ -38,13 +38,13 @@ impl auth_service_server::AuthService for AuthService {
             user.not_before,
             started.checked_at,
         )?;
-        tracing::info!("login");
+        tracing::debug!("login");
         Ok(Response::new(
             access.response(started.refresh_token, &user.scopes),
         ))
     }
 
-    #[instrument(skip_all)]
+    #[instrument(level = "debug", skip_all)]
     async fn refresh(
         &self,
         request: Request<RefreshRequest>,
@@ -67,7 +67,7 @@ impl auth_service_server::AuthService for AuthService {
         Ok(Response::new(access.response(successor, &owner.scopes)))
     }
 
-    #[instrument(skip_all)]
+    #[instrument(level = "debug", skip_all)]
     async fn logout(
         &self,
         request: Request<LogoutRequest>,
@@ -79,11 +79,11 @@ impl auth_service_server::AuthService for AuthService {
         let presented = &request.get_ref().refresh_token;
         required("refresh_token", presented)?;
         let ended = self.inner.sessions.end(presented).await?;
-        tracing::info!(ended, "logout");
+        tracing::debug!(ended, "logout");
         Ok(Response::new(LogoutResponse {}))
     }
 
-    #[instrument(skip_all, fields(username = %shown(&request.get_ref().username)))]
+    #[instrument(level = "debug", skip_all, fields(username = %shown(&request.get_ref().username)))]
     async fn create_user(
         &self,
         request: Request<CreateUserRequest>,
@@ -104,7 +104,7 @@ impl auth_service_server::AuthService for AuthService {
         Ok(Response::new(self.inner.users.create(user).await?))
     }
 
-    #[instrument(skip_all, fields(username = %shown(&request.get_ref().username)))]
+    #[instrument(level = "debug", skip_all, fields(username = %shown(&request.get_ref().username)))]
     async fn deactivate_user(
         &self,
         request: Request<DeactivateUserRequest>,
@@ -114,7 +114,7 @@ impl auth_service_server::AuthService for AuthService {
         Ok(Response::new(self.inner.users.deactivate(username).await?))
     }
 
-    #[instrument(skip_all, fields(username = %shown(&request.get_ref().username)))]
+    #[instrument(level = "debug", skip_all, fields(username = %shown(&request.get_ref().username)))]
     async fn reactivate_user(
         &self,
         request: Request<ReactivateUserRequest>,
@@ -124,7 +124,7 @@ impl auth_service_server::AuthService for AuthService {
         Ok(Response::new(self.inner.users.reactivate(username).await?))
     }
 
-    #[instrument(skip_all)]
+    #[instrument(level = "debug", skip_all)]
     async fn list_users(
         &self,
         request: Request<ListUsersRequest>,
@@ -141,7 +141,7 @@ impl auth_service_server::AuthService for AuthService {
         }))
     }
 
-    #[instrument(skip_all)]
+    #[instrument(level = "debug", skip_all)]
     async fn change_password(
         &self,
         request: Request<ChangePasswordRequest>,
@@ -160,7 +160,7 @@ impl auth_service_server::AuthService for AuthService {
         Ok(Response::new(ChangePasswordResponse {}))
     }
 
-    #[instrument(skip_all, fields(client_id = %shown(&request.get_ref().client_id), audience = %shown(&request.get_ref().audience)))]
+    #[instrument(level = "debug", skip_all, fields(client_id = %shown(&request.get_ref().client_id), audience = %shown(&request.get_ref().audience)))]
     async fn issue_service_token(
         &self,
         request: Request<IssueServiceTokenRequest>,
@@ -182,7 +182,7 @@ impl auth_service_server::AuthService for AuthService {
         ))
     }
 
-    #[instrument(skip_all, fields(audience = %shown(&request.get_ref().audience)))]
+    #[instrument(level = "debug", skip_all, fields(audience = %shown(&request.get_ref().audience)))]
     async fn exchange_token(
         &self,
         request: Request<ExchangeTokenRequest>,
@@ -200,14 +200,14 @@ impl auth_service_server::AuthService for AuthService {
         ))
     }
 
-    #[instrument(skip_all)]
+    #[instrument(level = "debug", skip_all)]
     async fn get_jwks(&self, _request: Request<GetJwksRequest>) -> Result<Response<Jwks>, Status> {
         Ok(Response::new(Jwks {
             keys: self.public_jwks(),
         }))
     }
 
-    #[instrument(skip_all)]
+    #[instrument(level = "debug", skip_all)]
     async fn rotate_signing_key(
         &self,
         _request: Request<RotateSigningKeyRequest>,
@@ -217,7 +217,7 @@ impl auth_service_server::AuthService for AuthService {
 
     type WatchRevocationsStream = RevocationStream;
 
-    #[instrument(skip_all, fields(since = request.get_ref().since))]
+    #[instrument(level = "debug", skip_all, fields(since = request.get_ref().since))]
     async fn watch_revocations(
         &self,
         request: Request<WatchRevocationsRequest>,

@@ -76,7 +76,7 @@ impl Sessions {
         let (token, record) = self.new_refresh_token();
         let session_id = random_token(16);
         if !self.store.start_family(user, &session_id, &record).await? {
-            tracing::info!(
+            tracing::debug!(
                 reason = "credentials changed during the login",
                 "login refused"
             );
@@ -129,7 +129,7 @@ impl Sessions {
             Spend::Expired => "expired",
             Spend::Revoked => "revoked",
         };
-        tracing::info!(reason, "refresh refused");
+        tracing::debug!(reason, "refresh refused");
         Err(AuthServiceError::RefreshRefused(reason))
     }
 

@@ -9,7 +9,7 @@ use std::sync::Arc;
 
 use tokenmesh_interceptor::SharedClock;
 use tokenmesh_proto::{auth::v1::User, names::audience};
-use tokenmesh_server::{FieldViolation, paging::PageRequest};
+use tokenmesh_server::{FieldViolation, paging::PageRequest, shown};
 
 pub use throttle::ThrottleConfig;
 
@@ -73,7 +73,7 @@ impl Users {
     ) -> Result<UserRecord, AuthServiceError> {
         let result = self.authenticate(username, password).await;
         if let Err(AuthServiceError::InvalidCredentials) = &result {
-            tracing::info!(reason = "invalid credentials", "login refused");
+            tracing::debug!(reason = "invalid credentials", "login refused");
         }
         result
     }
@@ -106,7 +106,7 @@ impl Users {
             }
             _ => {
                 if let Some(retry_after) = attempt.failed().await? {
-                    tracing::info!(?retry_after, "login throttled");
+                    tracing::debug!(?retry_after, "login throttled");
                 }
                 Err(AuthServiceError::InvalidCredentials)
             }
@@ -154,7 +154,8 @@ impl Users {
             return Err(AuthServiceError::UserNotFound(username.to_owned()));
         };
         self.revocations.subject_revoked(username, epoch);
-        tracing::info!("user deactivated");
+        // An admin's act, rare: an audit line at INFO (the handler's span is DEBUG).
+        tracing::info!(username = %shown(username), "user deactivated");
         let user = self.store.find_user(username).await?;
         Ok(User {
             username: username.to_owned(),
@@ -204,7 +205,7 @@ impl Users {
             return Err(AuthServiceError::UserNotFound(username.to_owned()));
         };
         self.revocations.subject_revoked(username, epoch);
-        tracing::info!("password changed; tokens revoked");
+        tracing::info!(username = %shown(username), "password changed; tokens revoked");
         Ok(())
     }
 }

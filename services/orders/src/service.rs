@@ -188,7 +188,7 @@ fn access_token<T>(request: &Request<T>) -> &str {
 
 #[tonic::async_trait]
 impl orders_service_server::OrdersService for OrdersService {
-    #[instrument(skip_all, fields(product_id = %shown(&request.get_ref().product_id), request_id = %shown(&request.get_ref().request_id)))]
+    #[instrument(level = "debug", skip_all, fields(product_id = %shown(&request.get_ref().product_id), request_id = %shown(&request.get_ref().request_id)))]
     async fn place_order(
         &self,
         request: Request<PlaceOrderRequest>,
@@ -235,11 +235,11 @@ impl orders_service_server::OrdersService for OrdersService {
                 replay(existing, body)?
             }
         };
-        tracing::info!(order_id = %order.id, source = ?source, "order placed");
+        tracing::debug!(order_id = %order.id, source = ?source, "order placed");
         Ok(Response::new(order))
     }
 
-    #[instrument(skip_all, fields(order_id = %shown(&request.get_ref().id)))]
+    #[instrument(level = "debug", skip_all, fields(order_id = %shown(&request.get_ref().id)))]
     async fn get_order(
         &self,
         request: Request<GetOrderRequest>,
@@ -257,7 +257,7 @@ impl orders_service_server::OrdersService for OrdersService {
         Ok(Response::new(order.into()))
     }
 
-    #[instrument(skip_all)]
+    #[instrument(level = "debug", skip_all)]
     async fn list_orders(
         &self,
         request: Request<ListOrdersRequest>,

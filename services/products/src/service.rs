@@ -196,7 +196,7 @@ fn entitlement_fields(request: &EntitlementRequest) -> Result<(&str, &str), Prod
 
 #[tonic::async_trait]
 impl products_service_server::ProductsService for ProductsService {
-    #[instrument(skip_all)]
+    #[instrument(level = "debug", skip_all)]
     async fn list_products(
         &self,
         request: Request<ListProductsRequest>,
@@ -229,7 +229,7 @@ impl products_service_server::ProductsService for ProductsService {
         }))
     }
 
-    #[instrument(skip_all, fields(product_id = %shown(&request.get_ref().id)))]
+    #[instrument(level = "debug", skip_all, fields(product_id = %shown(&request.get_ref().id)))]
     async fn get_product(
         &self,
         request: Request<GetProductRequest>,
@@ -252,7 +252,7 @@ impl products_service_server::ProductsService for ProductsService {
         Ok(Response::new(product(record)))
     }
 
-    #[instrument(skip_all, fields(subject = %shown(&request.get_ref().subject), product_id = %shown(&request.get_ref().product_id)))]
+    #[instrument(level = "debug", skip_all, fields(subject = %shown(&request.get_ref().subject), product_id = %shown(&request.get_ref().product_id)))]
     async fn check_entitlement(
         &self,
         request: Request<CheckEntitlementRequest>,
@@ -279,14 +279,14 @@ impl products_service_server::ProductsService for ProductsService {
         }))
     }
 
-    #[instrument(skip_all)]
+    #[instrument(level = "debug", skip_all)]
     async fn get_jwks(&self, _request: Request<GetJwksRequest>) -> Result<Response<Jwks>, Status> {
         Ok(Response::new(Jwks {
             keys: self.keys.published(),
         }))
     }
 
-    #[instrument(skip_all, fields(product_id = %shown(&request.get_ref().id)))]
+    #[instrument(level = "debug", skip_all, fields(product_id = %shown(&request.get_ref().id)))]
     async fn create_product(
         &self,
         request: Request<CreateProductRequest>,
@@ -325,7 +325,7 @@ impl products_service_server::ProductsService for ProductsService {
         Ok(Response::new(product(record)))
     }
 
-    #[instrument(skip_all, fields(subject = %shown(&request.get_ref().subject), product_id = %shown(&request.get_ref().product_id)))]
+    #[instrument(level = "debug", skip_all, fields(subject = %shown(&request.get_ref().subject), product_id = %shown(&request.get_ref().product_id)))]
     async fn grant_entitlement(
         &self,
         request: Request<EntitlementRequest>,
@@ -340,7 +340,7 @@ impl products_service_server::ProductsService for ProductsService {
         Ok(Response::new(self.published(change)))
     }
 
-    #[instrument(skip_all, fields(subject = %shown(&request.get_ref().subject), product_id = %shown(&request.get_ref().product_id)))]
+    #[instrument(level = "debug", skip_all, fields(subject = %shown(&request.get_ref().subject), product_id = %shown(&request.get_ref().product_id)))]
     async fn revoke_entitlement(
         &self,
         request: Request<EntitlementRequest>,
@@ -354,7 +354,7 @@ impl products_service_server::ProductsService for ProductsService {
         Ok(Response::new(self.published(change)))
     }
 
-    #[instrument(skip_all, fields(subject = %shown(&request.get_ref().subject), product_id = %shown(&request.get_ref().product_id)))]
+    #[instrument(level = "debug", skip_all, fields(subject = %shown(&request.get_ref().subject), product_id = %shown(&request.get_ref().product_id)))]
     async fn set_entitlement_limits(
         &self,
         request: Request<SetEntitlementLimitsRequest>,
@@ -420,7 +420,7 @@ impl products_service_server::ProductsService for ProductsService {
 
     type WatchEntitlementsStream = ChangeStream;
 
-    #[instrument(skip_all, fields(since = request.get_ref().since))]
+    #[instrument(level = "debug", skip_all, fields(since = request.get_ref().since))]
     async fn watch_entitlements(
         &self,
         request: Request<WatchEntitlementsRequest>,

@@ -1,6 +1,7 @@
 //! `/metrics`: the Prometheus text of the auth layers registered in one
 //! [`Registry`], one series per service, outcome and reason, and how long each
-//! followed feed has been silent. The binary makes one registry per process
+//! followed feed has been silent, and every server's call latencies
+//! ([`crate::latency`]). The binary makes one registry per process
 //! and hands it to every server it starts, so each mesh (and each test) counts
 //! only its own requests.
 
@@ -13,6 +14,8 @@ use std::{
 
 use axum::{Router, http::header::CONTENT_TYPE, routing::get};
 use tokenmesh_interceptor::{AuthMetrics, FeedFreshness};
+
+use crate::latency::Latencies;
 use tokio::net::TcpListener;
 
 /// A service name and its layer's counters, weak so a stopped server's layer goes
@@ -36,6 +39,7 @@ pub struct Registry {
     layers: Arc<Mutex<Layers>>,
     samples: Arc<Mutex<Vec<Weak<dyn Samples>>>>,
     feeds: Arc<Mutex<Feeds>>,
+    latencies: Arc<Mutex<Vec<Weak<Latencies>>>>,
 }
 
 impl Registry {
@@ -59,6 +63,14 @@ impl Registry {
         feeds.push((service.to_owned(), feed, Arc::downgrade(freshness)));
     }
 
+    /// Exposes a server's call latencies while they live (one family for all
+    /// servers: its `# TYPE` line once).
+    pub fn register_latencies(&self, latencies: &Arc<Latencies>) {
+        let mut all = self.latencies.lock().unwrap_or_else(|e| e.into_inner());
+        all.retain(|latencies| latencies.strong_count() > 0);
+        all.push(Arc::downgrade(latencies));
+    }
+
     /// Exposes `samples` while they live (held weakly, like the layers).
     pub fn register_samples(&self, samples: &Arc<dyn Samples>) {
         let mut all = self.samples.lock().unwrap_or_else(|e| e.into_inner());
@@ -71,6 +83,11 @@ impl Registry {
     pub fn render(&self) -> String {
         let mut out = self.render_layers();
         self.render_feeds(&mut out);
+        out.push_str(Latencies::HEADER);
+        let latencies = self.latencies.lock().unwrap_or_else(|e| e.into_inner());
+        for server in latencies.iter().filter_map(Weak::upgrade) {
+            server.render_samples(&mut out);
+        }
         out
     }
 

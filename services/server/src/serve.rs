@@ -155,6 +155,11 @@ where
     let reflection_v1alpha = reflection().build_v1alpha()?;
 
     metrics.register(S::NAME, &auth.metrics());
+    let latencies = Arc::new(crate::latency::Latencies::new(
+        S::NAME,
+        auth.policy().methods().chain(INFRASTRUCTURE_METHODS),
+    ));
+    metrics.register_latencies(&latencies);
     let Listener {
         listener,
         tls,
@@ -179,12 +184,6 @@ where
         server = server.tls_config(tls)?;
     }
     let served = server
-        // One span per request, above the auth layer, so its outcome lands in it.
-        // DEBUG: at INFO a request costs no span and writes no line. The path is
-        // client input: shown cut.
-        .trace_fn(
-            |request| tracing::debug_span!("grpc", method = %crate::shown(request.uri().path())),
-        )
         // HTTP/1.1 headers bounded like HTTP/2's, before anything reads them.
         .layer(crate::web::Http1HeaderLimitLayer::new(
             limits.max_header_list_size,
@@ -195,6 +194,11 @@ where
         // gRPC-Web in, gRPC inside, gRPC-Web out: the layers below (the auth
         // layer's refusals included) see and answer plain gRPC.
         .layer(tonic_web::GrpcWebLayer::new())
+        // Every layer below works inside the request's span (DEBUG: at INFO a
+        // request costs no span and writes no line).
+        .layer(crate::request_span::RequestSpanLayer)
+        // Outside the limits and the auth layer: shed and refused calls are timed too.
+        .layer(crate::latency::LatencyLayer::new(latencies))
         // Above the auth layer: a flood is shed before any token is verified.
         .layer(limits.layer())
         // Every request, reflection and health included, passes the policy.
@@ -255,6 +259,15 @@ async fn report_health<S: NamedService>(
         }
     }
 }
+
+/// Health's and reflection's methods (public by service, so not in the policy):
+/// their calls get their own latency series.
+const INFRASTRUCTURE_METHODS: [&str; 4] = [
+    "/grpc.health.v1.Health/Check",
+    "/grpc.health.v1.Health/Watch",
+    "/grpc.reflection.v1.ServerReflection/ServerReflectionInfo",
+    "/grpc.reflection.v1alpha.ServerReflection/ServerReflectionInfo",
+];
 
 /// How often health looks at the revocation feed's freshness.
 const HEALTH_POLL: Duration = Duration::from_millis(200);

@@ -25,6 +25,9 @@ pub struct Cli {
     /// What to run.
     #[command(subcommand)]
     pub command: Command,
+    /// The log's format and where traces go.
+    #[command(flatten)]
+    pub telemetry: crate::telemetry::TelemetryArgs,
 }
 
 /// A tokenmesh subcommand.
@@ -52,6 +55,18 @@ pub enum Command {
     Config(crate::config::ConfigCommand),
     /// Load-test a method or run a benchmark scenario.
     Bench(tokenmesh_bench::cli::BenchArgs),
+}
+
+impl Command {
+    /// Who this process is to a tracing backend (`service.name`).
+    pub fn service_name(&self) -> &'static str {
+        match self {
+            Command::Serve(ServeCommand::Auth(_)) => "tokenmesh-auth",
+            Command::Serve(ServeCommand::Products(_)) => "tokenmesh-products",
+            Command::Serve(ServeCommand::Orders(_)) => "tokenmesh-orders",
+            _ => "tokenmesh",
+        }
+    }
 }
 
 /// `tokenmesh keys …`.
@@ -398,6 +413,7 @@ mod tests {
 
     #[test]
     fn each_serve_command_offers_only_the_flags_its_service_reads() {
+        // Global flags (the log's format, the trace exporter) come with every one.
         let common = [
             "config",
             "cors-allowed-origin",
@@ -405,9 +421,11 @@ mod tests {
             "database-url",
             "http-addr",
             "listen",
+            "log-format",
             "max-concurrent-requests",
             "max-concurrent-streams",
             "max-header-list-size",
+            "otlp-endpoint",
             "request-timeout",
             "shutdown-delay",
             "tls-cert",

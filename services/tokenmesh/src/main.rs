@@ -3,7 +3,7 @@
 //! its own crate.
 
 use std::{
-    io::{self, IsTerminal, Write},
+    io::{self, Write},
     process::ExitCode,
 };
 
@@ -23,7 +23,6 @@ use tokenmesh_server::{
     start::{bind, local_addr},
 };
 use tokio::net::TcpListener;
-use tracing_subscriber::EnvFilter;
 
 #[tokio::main]
 async fn main() -> ExitCode {
@@ -71,24 +70,16 @@ fn sentence(error: &anyhow::Error) -> String {
 }
 
 async fn run() -> anyhow::Result<()> {
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info")),
-        )
-        .with_writer(io::stderr)
-        // Colour codes only for a person at a terminal, never into a log file
-        // or a collector.
-        .with_ansi(io::stderr().is_terminal())
-        .init();
     let cli = match config::parse(std::env::args_os()) {
         Ok(cli) => cli,
         // Help, version and clap's usage errors print and exit as clap does (2).
         Err(ConfigError::Clap(error)) => error.exit(),
         Err(error) => return Err(error.into()),
     };
+    let telemetry = tokenmesh::telemetry::init(&cli.telemetry, cli.command.service_name())?;
     // Not locked: `up` prints from other tasks while this waits.
     let mut out = io::stdout();
-    match cli.command {
+    let result = match cli.command {
         Command::Up(args) => up(&args).await,
         Command::Serve(command) => serve(command).await,
         Command::Keys(KeysCommand::Rotate(args)) if !args.offline => {
@@ -109,7 +100,10 @@ async fn run() -> anyhow::Result<()> {
         }
         Command::Keys(KeysCommand::RotateGrantKey(args)) => rotate_grant_key(args).await,
         Command::Bench(args) => Ok(tokenmesh_bench::cli::main(args).await?),
-    }
+    };
+    // The last spans too, whether it stopped on a signal or on an error.
+    telemetry.shutdown().await;
+    result
 }
 
 /// Resolves on Ctrl-C (SIGINT) or SIGTERM, what Kubernetes sends.
@@ -139,7 +133,7 @@ async fn stop_signal() {
 async fn up(args: &UpArgs) -> anyhow::Result<()> {
     let env = mesh::environment(args)?;
     let mut mesh = mesh::start(args, env).await.context("starting the mesh")?;
-    tracing::info!(auth = %mesh.auth.addr, products = %mesh.products.addr, orders = %mesh.orders.addr, "mesh up");
+    tracing::info!(auth = %mesh.auth.addr, products = %mesh.products.addr, orders = %mesh.orders.addr, http = %mesh.http.addr, "mesh up");
     print_console(&mesh).context("printing the console's address")?;
     if args.demo {
         print_walkthrough(&mesh).context("printing the walkthrough")?;

@@ -239,7 +239,7 @@ impl Chain {
                 reason,
             });
         }
-        tracing::info!(reasons = %reasons(&undecided), "no entitlement source decided");
+        tracing::debug!(reasons = %reasons(&undecided), "no entitlement source decided");
         Decision::Undecided(undecided)
     }
 }

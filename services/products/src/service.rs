@@ -24,6 +24,7 @@ use tracing::instrument;
 
 use crate::{
     ProductRecord, ProductsError, Store, Terms,
+    grant::GrantCache,
     store::Written,
     watch::{self, ChangeStream, Compaction},
 };
@@ -81,6 +82,8 @@ pub struct ProductsService {
     config: Arc<ProductsConfig>,
     /// The entitlement feed's streams.
     feed: Arc<Feed>,
+    /// Grants `ListProducts` signed, reused until the feed moves.
+    grants: Arc<GrantCache>,
 }
 
 impl ProductsService {
@@ -96,6 +99,7 @@ impl ProductsService {
                 ENTITLEMENTS,
             )),
             config: Arc::new(config),
+            grants: Arc::default(),
         }
     }
 
@@ -187,8 +191,14 @@ impl products_service_server::ProductsService for ProductsService {
             .await
             .map_err(ProductsError::from)?;
         let (records, next_page_token) = page.finish(records, |product| product.id.clone());
-        let (entitlement_token, grant_status) =
-            crate::grant::issue(&self.store, &self.keys.signer(), &self.config, subject).await?;
+        let (entitlement_token, grant_status) = crate::grant::issue(
+            &self.store,
+            &self.keys.signer(),
+            &self.config,
+            &self.grants,
+            subject,
+        )
+        .await?;
         Ok(Response::new(ListProductsResponse {
             products: records.into_iter().map(product).collect(),
             next_page_token,
@@ -205,14 +215,14 @@ impl products_service_server::ProductsService for ProductsService {
         let caller = caller(&request)?;
         let id = &request.get_ref().id;
         required("id", id)?;
-        let record = self.existing(id).await?;
+        let (record, terms) = self
+            .store
+            .product_for(id, caller.subject())
+            .await
+            .map_err(ProductsError::from)?
+            .ok_or_else(|| ProductsError::ProductNotFound(id.clone()))?;
         if !caller.has_scope(scope::ADMIN) {
-            let terms = self
-                .store
-                .entitlement(caller.subject(), id)
-                .await
-                .map_err(ProductsError::from)?
-                .ok_or_else(|| ProductsError::NotEntitled(id.clone()))?;
+            let terms = terms.ok_or_else(|| ProductsError::NotEntitled(id.clone()))?;
             if !terms.allows(action::VIEW) {
                 return Err(ProductsError::ViewNotAllowed(id.clone()).into());
             }

@@ -102,6 +102,7 @@ async fn up(args: &UpArgs) -> anyhow::Result<()> {
     let env = mesh::environment(args)?;
     let mut mesh = mesh::start(args, env).await.context("starting the mesh")?;
     tracing::info!(auth = %mesh.auth.addr, products = %mesh.products.addr, orders = %mesh.orders.addr, "mesh up");
+    print_console(&mesh).context("printing the console's address")?;
     if args.demo {
         print_walkthrough(&mesh).context("printing the walkthrough")?;
     }
@@ -198,9 +199,11 @@ async fn start_follower(
     Ok((env, listener, http))
 }
 
-/// Binds the gRPC listener of `serve`, with TLS when configured.
+/// Binds the gRPC listener of `serve`, with TLS and browser origins as
+/// configured.
 async fn listen(listen: &ListenArgs, tls: &TlsArgs) -> anyhow::Result<Listener> {
-    Ok(Listener::new(bind(&listen.listen).await?, tls.server()?))
+    Ok(Listener::new(bind(&listen.listen).await?, tls.server()?)
+        .with_origins(listen.cors.cors_allowed_origins.iter().cloned()))
 }
 
 /// `tokenmesh keys rotate-grant-key`: a new grant key in Products' store;
@@ -270,6 +273,23 @@ async fn rotate_keys(args: KeysArgs) -> anyhow::Result<()> {
         )?;
     }
     Ok(())
+}
+
+/// Where the web console is, and which origins may use it.
+fn print_console(mesh: &Mesh) -> io::Result<()> {
+    let mut out = io::stdout().lock();
+    let url = format!("http://{}/", mesh.http.addr);
+    let console = tokenmesh_server::Origin::http(mesh.http.addr);
+    if mesh.origins.contains(&console) {
+        writeln!(out, "Web console: {url}")?;
+    } else {
+        writeln!(
+            out,
+            "Web console: {url} (let it call the services: --cors-allowed-origin http://{})",
+            mesh.http.addr
+        )?;
+    }
+    out.flush()
 }
 
 /// Ready-to-paste grpcurl commands for the whole demo flow.

@@ -183,6 +183,10 @@ pub struct MeshArgs {
     /// Refresh tokens gathered (by as many logins) for the `Refresh` run; 0 skips it.
     #[arg(long, default_value_t = 1000)]
     pub refreshes: usize,
+    /// Run the three services on this database (`postgres://…`; each in its own
+    /// schema) instead of each on its own SQLite file.
+    #[arg(long)]
+    pub database_url: Option<String>,
     /// Load settings.
     #[command(flatten)]
     pub load: LoadArgs,
@@ -235,13 +239,7 @@ pub async fn main(args: BenchArgs) -> Result<(), BenchError> {
         BenchCommand::Overhead(args) => {
             let reports = scenario::overhead(&args.load.config(), args.distinct).await?;
             let base = reports[0].requests_per_second;
-            let ratio = |r: &Report| {
-                if base > 0.0 {
-                    r.requests_per_second / base
-                } else {
-                    0.0
-                }
-            };
+            let ratio = |r: &Report| over(r.requests_per_second, base);
             let ratios = json!({
                 "reuse_over_none": ratio(&reports[1]),
                 "fresh_over_none": ratio(&reports[2]),
@@ -249,8 +247,29 @@ pub async fn main(args: BenchArgs) -> Result<(), BenchError> {
             print_reports(&reports, args.load.json, ratios)
         }
         BenchCommand::Mesh(args) => {
-            let (reports, memory) = scenario::mesh(&args.load.config(), args.refreshes).await?;
-            print_reports(&reports, args.load.json, json!({ "memory": memory }))
+            let (reports, memory) = scenario::mesh(
+                &args.load.config(),
+                args.refreshes,
+                args.database_url.as_deref(),
+            )
+            .await?;
+            // Each call's throughput and p99 over the trivial call's, same run.
+            let base = &reports[0];
+            let ratios: Vec<_> = reports
+                .iter()
+                .map(|r| {
+                    json!({
+                        "label": r.label,
+                        "throughput_ratio": over(r.requests_per_second, base.requests_per_second),
+                        "p99_ratio": over(r.latency.p99_ms, base.latency.p99_ms),
+                    })
+                })
+                .collect();
+            print_reports(
+                &reports,
+                args.load.json,
+                json!({ "memory": memory, "over_trivial": ratios }),
+            )
         }
         BenchCommand::InFlight(args) => {
             let series = scenario::in_flight(&args.load.config(), &args.levels).await?;
@@ -410,4 +429,9 @@ fn print_reports(
         context: "writing the report".into(),
         source,
     })
+}
+
+/// `value / base`, 0 when there is no base.
+fn over(value: f64, base: f64) -> f64 {
+    if base > 0.0 { value / base } else { 0.0 }
 }

@@ -150,8 +150,15 @@ pub struct MeshProcesses {
 }
 
 impl MeshProcesses {
-    /// Starts the three services and waits until each is healthy.
+    /// Starts the three services on SQLite and waits until each is healthy.
     pub async fn start() -> Result<Self, BenchError> {
+        Self::start_on(None).await
+    }
+
+    /// Starts the three services, on `database_url` if given (each service in
+    /// its own schema there) or each on its SQLite file, and waits until each
+    /// is healthy.
+    pub async fn start_on(database_url: Option<&str>) -> Result<Self, BenchError> {
         let data_dir = tempfile::tempdir().map_err(io("creating a data dir"))?;
         let key_path = data_dir.path().join("auth-signing-key.pem");
         let key = SigningKey::load_or_generate(&key_path)
@@ -164,6 +171,9 @@ impl MeshProcesses {
                 let listen = addr.to_string();
                 let mut args = vec!["serve", name, "--listen", &listen, "--data-dir", &dir];
                 args.extend(extra.iter().map(String::as_str));
+                if let Some(url) = database_url {
+                    args.extend(["--database-url", url]);
+                }
                 let child = command(&args)?
                     .stdout(Stdio::null())
                     .spawn()
@@ -433,11 +443,16 @@ pub struct Memory {
 /// `request_id` each, so every call writes an order), `IssueServiceToken`, and
 /// `Refresh` over `refreshes` refresh tokens (each spent once); then each
 /// service's idle and peak memory.
+///
+/// The first report is the trivial call without the layer, measured in the same
+/// run: the base every other row's ratio is taken against.
 pub async fn mesh(
     load: &LoadConfig,
     refreshes: usize,
+    database_url: Option<&str>,
 ) -> Result<(Vec<Report>, Vec<Memory>), BenchError> {
-    let mesh = MeshProcesses::start().await?;
+    let bare = spawn_trivial(None).await?;
+    let mesh = MeshProcesses::start_on(database_url).await?;
     let services = [&mesh.auth, &mesh.products, &mesh.orders];
     let idle = services
         .iter()
@@ -518,7 +533,18 @@ pub async fn mesh(
             mesh.orders.pid,
         ),
     ];
-    let mut reports = Vec::new();
+    let trivial = target(bare.addr, crate::TRIVIAL_METHOD, "{}")?;
+    let mut reports = vec![
+        measure(
+            "trivial Health/Check, no layer",
+            &trivial,
+            &Tokens::none(),
+            "none",
+            load,
+            Some(bare.pid),
+        )
+        .await?,
+    ];
     for (label, target, with_token, pid) in runs {
         let (tokens, mode) = if with_token {
             (&tokens, "reuse")

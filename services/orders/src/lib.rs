@@ -7,6 +7,7 @@
 
 mod entitlement;
 mod error;
+mod group_commit;
 mod service;
 mod start;
 mod store;

@@ -5,7 +5,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use sqlx::{Any, AnyPool, Transaction};
 
-use crate::{SourceKind, entitlement::Terms};
+use crate::{SourceKind, entitlement::Terms, group_commit::GroupCommit};
 
 pub use tokenmesh_server::db::StoreError;
 
@@ -17,6 +17,8 @@ pub const SCHEMA: &str = "orders";
 #[derive(Debug, Clone)]
 pub struct Store {
     pool: AnyPool,
+    /// New orders, committed in groups.
+    commits: GroupCommit,
 }
 
 /// An order to insert.
@@ -108,7 +110,10 @@ impl Store {
     pub async fn open(database_url: &str) -> Result<Self, StoreError> {
         let pool = tokenmesh_server::db::connect(database_url, SCHEMA).await?;
         sqlx::migrate!("./migrations").run(&pool).await?;
-        Ok(Self { pool })
+        Ok(Self {
+            commits: GroupCommit::start(pool.clone()),
+            pool,
+        })
     }
 
     /// The order `subject` placed with `request_id`.
@@ -139,8 +144,10 @@ impl Store {
         Ok(order)
     }
 
-    /// Inserts `new` in one statement. Returns `None` if `subject` already has an
-    /// order with this `request_id` (a concurrent retry won the race).
+    /// Inserts `new`, answering once it is committed (with whatever other orders
+    /// were waiting: one commit for the group). Returns `None` if `subject`
+    /// already has an order with this `request_id` (a concurrent retry won the
+    /// race).
     pub async fn insert(&self, new: &NewOrder<'_>) -> Result<Option<OrderRecord>, StoreError> {
         let order = OrderRecord {
             id: format!("ord_{}", tokenmesh_server::random_token(12)),
@@ -151,24 +158,8 @@ impl Store {
             entitlement_source: new.source,
             created_at_us: now_micros(),
         };
-        let result = sqlx::query(&format!(
-            "INSERT INTO orders ({COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7)"
-        ))
-        .bind(&order.id)
-        .bind(&order.subject)
-        .bind(&order.product_id)
-        .bind(order.quantity)
-        .bind(&order.request_id)
-        .bind(i64::from(order.entitlement_source))
-        .bind(order.created_at_us)
-        .execute(&self.pool)
-        .await;
-        match result {
-            // The row as written is the order: no read back.
-            Ok(_) => Ok(Some(order)),
-            Err(error) if tokenmesh_server::db::is_unique_violation(&error) => Ok(None),
-            Err(error) => Err(error.into()),
-        }
+        // The row as written is the order: no read back.
+        Ok(self.commits.insert(order.clone()).await?.then_some(order))
     }
 
     /// Up to `limit` of `subject`'s orders, newest first, after the `after` cursor.

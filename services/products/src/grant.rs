@@ -1,6 +1,11 @@
 //! Entitlement grants: the caller's entitlements with their terms, signed with
 //! Products' key in the configured claims version, within the size budget.
 
+use std::{
+    collections::HashMap,
+    sync::{Mutex, PoisonError},
+};
+
 use tokenmesh_proto::{
     claims::{v1, v2},
     names::{GRANT_TOKEN_TYPE, audience},
@@ -10,18 +15,115 @@ use tokenmesh_server::{SigningKey, random_token};
 
 use crate::{ProductsConfig, ProductsError, Store, store::EntitlementRecord};
 
-/// `subject`'s entitlement grant, or none when it would exceed the size budget.
+/// Most subjects whose grants are kept; past it the cache starts over (a
+/// miss costs one signature, not a wrong answer).
+const MAX_CACHED_GRANTS: usize = 10_000;
+
+/// Grants already signed, reused for the same subject while the feed stays at
+/// the revision they were issued at, the signing key is the same and at least
+/// half their lifetime is left: `ListProducts` then neither reads the
+/// entitlements nor signs. Any change to the catalogue or the entitlements —
+/// from this replica or another, since the revision is read from the database
+/// on every call — moves the revision and so retires every cached grant: a
+/// revocation is never hidden behind one.
+#[derive(Debug, Default)]
+pub struct GrantCache {
+    inner: Mutex<CachedGrants>,
+}
+
+#[derive(Debug, Default)]
+struct CachedGrants {
+    /// The feed revision every entry was issued at.
+    revision: u64,
+    by_subject: HashMap<String, CachedGrant>,
+}
+
+#[derive(Debug)]
+struct CachedGrant {
+    kid: String,
+    /// Unix seconds after which a new grant is issued instead.
+    renew_at: i64,
+    token: String,
+    status: GrantStatus,
+}
+
+impl GrantCache {
+    fn get(
+        &self,
+        subject: &str,
+        revision: u64,
+        kid: &str,
+        now: i64,
+    ) -> Option<(String, GrantStatus)> {
+        let cached = self.inner.lock().unwrap_or_else(PoisonError::into_inner);
+        if cached.revision != revision {
+            return None;
+        }
+        let grant = cached.by_subject.get(subject)?;
+        (grant.kid == kid && now < grant.renew_at).then(|| (grant.token.clone(), grant.status))
+    }
+
+    fn put(&self, subject: &str, revision: u64, grant: CachedGrant) {
+        let mut cached = self.inner.lock().unwrap_or_else(PoisonError::into_inner);
+        // A grant read at an older revision than the cache holds would be
+        // stale; one at a newer revision retires everything cached.
+        if revision < cached.revision {
+            return;
+        }
+        if revision > cached.revision
+            || (cached.by_subject.len() >= MAX_CACHED_GRANTS
+                && !cached.by_subject.contains_key(subject))
+        {
+            cached.by_subject.clear();
+            cached.revision = revision;
+        }
+        cached.by_subject.insert(subject.to_owned(), grant);
+    }
+}
+
+/// `subject`'s entitlement grant, or none when it would exceed the size budget:
+/// the one in `cache` if still good for the feed's revision, else a new one.
 pub async fn issue(
     store: &Store,
     key: &SigningKey,
     config: &ProductsConfig,
+    cache: &GrantCache,
     subject: &str,
 ) -> Result<(String, GrantStatus), ProductsError> {
     // The revision first: a change landing between the two reads is then after
-    // the grant's revision, and Orders treats the grant as older than it.
+    // the grant's revision, and Orders treats the grant as older than it (and
+    // the cache, keyed by the revision, never serves it after that change).
     let catalogue_revision = u64::try_from(store.revision().await?).unwrap_or_default();
-    let entitlements = store.entitlements(subject).await?;
     let now = config.clock.now_unix();
+    if let Some(cached) = cache.get(subject, catalogue_revision, key.kid(), now) {
+        return Ok(cached);
+    }
+    let (token, status) = sign(store, key, config, subject, catalogue_revision, now).await?;
+    let half_life = i64::try_from(config.grant_ttl.as_secs() / 2).unwrap_or(i64::MAX);
+    cache.put(
+        subject,
+        catalogue_revision,
+        CachedGrant {
+            kid: key.kid().to_owned(),
+            renew_at: now.saturating_add(half_life),
+            token: token.clone(),
+            status,
+        },
+    );
+    Ok((token, status))
+}
+
+/// A new grant of `subject`'s entitlements as they are now, stating
+/// `catalogue_revision`.
+async fn sign(
+    store: &Store,
+    key: &SigningKey,
+    config: &ProductsConfig,
+    subject: &str,
+    catalogue_revision: u64,
+    now: i64,
+) -> Result<(String, GrantStatus), ProductsError> {
+    let entitlements = store.entitlements(subject).await?;
     let (iss, sub, aud) = (
         config.issuer.clone(),
         subject.to_owned(),

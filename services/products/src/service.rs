@@ -25,6 +25,7 @@ use tracing::instrument;
 
 use crate::{
     GrantedRecord, ProductRecord, ProductsError, Store, Terms,
+    grant::GrantCache,
     store::Written,
     watch::{self, ChangeStream, Compaction},
 };
@@ -82,6 +83,8 @@ pub struct ProductsService {
     config: Arc<ProductsConfig>,
     /// The entitlement feed's streams.
     feed: Arc<Feed>,
+    /// Grants `ListProducts` signed, reused until the feed moves.
+    grants: Arc<GrantCache>,
 }
 
 impl ProductsService {
@@ -97,6 +100,7 @@ impl ProductsService {
                 ENTITLEMENTS,
             )),
             config: Arc::new(config),
+            grants: Arc::default(),
         }
     }
 
@@ -219,8 +223,14 @@ impl products_service_server::ProductsService for ProductsService {
             .await
             .map_err(ProductsError::from)?;
         let (records, next_page_token) = page.finish(records, |product| product.id.clone());
-        let (entitlement_token, grant_status) =
-            crate::grant::issue(&self.store, &self.keys.signer(), &self.config, subject).await?;
+        let (entitlement_token, grant_status) = crate::grant::issue(
+            &self.store,
+            &self.keys.signer(),
+            &self.config,
+            &self.grants,
+            subject,
+        )
+        .await?;
         Ok(Response::new(ListProductsResponse {
             products: records.into_iter().map(product).collect(),
             next_page_token,
@@ -237,14 +247,14 @@ impl products_service_server::ProductsService for ProductsService {
         let caller = caller(&request)?;
         let id = &request.get_ref().id;
         required("id", id)?;
-        let record = self.existing(id).await?;
+        let (record, terms) = self
+            .store
+            .product_for(id, caller.subject())
+            .await
+            .map_err(ProductsError::from)?
+            .ok_or_else(|| ProductsError::ProductNotFound(id.clone()))?;
         if !caller.has_scope(scope::ADMIN) {
-            let terms = self
-                .store
-                .entitlement(caller.subject(), id)
-                .await
-                .map_err(ProductsError::from)?
-                .ok_or_else(|| ProductsError::NotEntitled(id.clone()))?;
+            let terms = terms.ok_or_else(|| ProductsError::NotEntitled(id.clone()))?;
             if !terms.allows(action::VIEW) {
                 return Err(ProductsError::ViewNotAllowed(id.clone()).into());
             }
@@ -388,7 +398,7 @@ impl products_service_server::ProductsService for ProductsService {
         Ok(Response::new(self.published(change)))
     }
 
-    #[instrument(skip_all, fields(subject = %shown(&request.get_ref().subject), product_id = %shown(&request.get_ref().product_id)))]
+    #[instrument(level = "debug", skip_all, fields(subject = %shown(&request.get_ref().subject), product_id = %shown(&request.get_ref().product_id)))]
     async fn list_entitlements(
         &self,
         request: Request<ListEntitlementsRequest>,

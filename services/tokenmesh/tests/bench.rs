@@ -83,6 +83,7 @@ async fn the_mesh_scenario_covers_every_method_and_each_services_memory() {
     assert_eq!(
         labels,
         [
+            "trivial Health/Check, no layer",
             "Login (argon2id)",
             "GetProduct",
             "ListProducts",
@@ -111,6 +112,9 @@ async fn the_mesh_scenario_covers_every_method_and_each_services_memory() {
         .map(|m| m["service"].as_str().unwrap_or(""))
         .collect();
     assert_eq!(services, ["auth", "products", "orders"]);
+    let over_trivial = value["over_trivial"].as_array().expect("over_trivial");
+    assert_eq!(over_trivial.len(), labels.len());
+    assert_eq!(over_trivial[0]["throughput_ratio"], 1.0);
 }
 
 #[tokio::test]

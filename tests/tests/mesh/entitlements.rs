@@ -11,7 +11,8 @@ use tokenmesh_proto::{
 };
 use tokenmesh_tests::calls::assert_status;
 use tokenmesh_tests::{
-    Mesh, OrdersClient, PRODUCTS_ISSUER, ProductsClient, SourceKind, claims_of, eventually, order,
+    ManualClock, Mesh, OrdersClient, PRODUCTS_ISSUER, ProductsClient, SourceKind, claims_of,
+    eventually, order,
 };
 use tonic::{Code, Status};
 
@@ -358,6 +359,66 @@ async fn a_revocation_beats_an_older_grant() {
         assert_eq!(order_count(&mut orders).await, placed_before);
         mesh.shutdown().await;
     }
+}
+
+/// The products a v2 grant lists.
+fn granted_products(grant: &str) -> Vec<String> {
+    claims_of(grant)["grants"]
+        .as_array()
+        .expect("a v2 grant lists its grants")
+        .iter()
+        .map(|grant| grant["product_id"].as_str().expect("product_id").to_owned())
+        .collect()
+}
+
+#[tokio::test]
+async fn a_cached_grant_is_reused_only_until_the_entitlements_change_or_half_its_life_is_gone() {
+    let clock = ManualClock::new();
+    let mesh = Mesh::builder().clock(clock.clone()).start().await;
+    let first = mesh.grant_of("alice").await;
+    assert!(granted_products(&first).contains(&"P-100".to_owned()));
+    assert_eq!(
+        mesh.grant_of("alice").await,
+        first,
+        "nothing changed: reused"
+    );
+    assert_ne!(
+        mesh.grant_of("bob").await,
+        first,
+        "another subject, its own grant"
+    );
+
+    let mut admin = admin_products(&mesh).await;
+    let revoked = admin
+        .revoke_entitlement(entitlement("alice", "P-100"))
+        .await
+        .expect("revoke")
+        .into_inner();
+    assert!(revoked.changed);
+    let after_revocation = mesh.grant_of("alice").await;
+    assert_ne!(
+        after_revocation, first,
+        "the revocation retired the cached grant"
+    );
+    assert!(!granted_products(&after_revocation).contains(&"P-100".to_owned()));
+    assert_eq!(
+        claims_of(&after_revocation)["catalogue_revision"],
+        json!(revoked.cursor)
+    );
+    assert_eq!(mesh.grant_of("alice").await, after_revocation);
+
+    // Grants live 300 s: at 149 s one is still handed out again, at 150 s a
+    // new one is signed.
+    clock.advance(Duration::from_secs(149));
+    assert_eq!(mesh.grant_of("alice").await, after_revocation);
+    clock.advance(Duration::from_secs(1));
+    let renewed = mesh.grant_of("alice").await;
+    assert_ne!(renewed, after_revocation, "half its life gone: a new grant");
+    assert_eq!(
+        granted_products(&renewed),
+        granted_products(&after_revocation)
+    );
+    mesh.shutdown().await;
 }
 
 #[tokio::test]

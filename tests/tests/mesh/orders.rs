@@ -166,6 +166,42 @@ async fn concurrent_retries_place_exactly_one_order() {
 }
 
 #[tokio::test]
+async fn concurrent_orders_committed_together_are_each_placed_once() {
+    let mesh = Mesh::start().await;
+    let orders = mesh.orders_as("alice").await;
+    let grant = mesh.grant_of("alice").await;
+    // 32 request ids, each sent twice at once: the writer groups whatever is
+    // queued, so a group may hold both calls of one id.
+    let attempts: Vec<_> = (0..64)
+        .map(|call| {
+            let mut client = orders.clone();
+            let request = order("P-100", 1, &format!("group-{}", call % 32), &grant);
+            tokio::spawn(async move { client.place_order(request).await.map(|r| r.into_inner()) })
+        })
+        .collect();
+    let mut placed = std::collections::BTreeMap::new();
+    for attempt in attempts {
+        let order = attempt.await.expect("task").expect("every call succeeds");
+        let first = placed
+            .entry(order.request_id.clone())
+            .or_insert_with(|| order.id.clone());
+        assert_eq!(
+            *first, order.id,
+            "both calls of {} answer one order",
+            order.request_id
+        );
+    }
+    assert_eq!(placed.len(), 32);
+    let mut orders = orders;
+    assert_eq!(
+        order_count(&mut orders).await,
+        32,
+        "each acknowledged order committed, once"
+    );
+    mesh.shutdown().await;
+}
+
+#[tokio::test]
 async fn an_invalid_grant_is_not_trusted_and_the_next_source_decides() {
     let mesh = Mesh::start().await;
     let mut orders = mesh.orders_as("alice").await;

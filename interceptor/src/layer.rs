@@ -13,7 +13,7 @@ use tonic::Status;
 use tower::{Layer, Service};
 use tracing::{Instrument, field::Empty};
 
-use crate::{Allowed, AuthError, AuthMetrics, Claims, Policy, Rule, Verifier};
+use crate::{Access, Allowed, AuthError, AuthMetrics, Claims, Policy, Rule, Verifier};
 
 /// Layer that authenticates every request against a [`Policy`]. Handlers of
 /// authenticated methods find the verified claims as `Arc<C>` in the extensions.
@@ -117,13 +117,19 @@ where
         Box::pin(
             async move {
                 let span = tracing::Span::current();
-                let scopes = match shared.policy.for_path(request.uri().path()) {
-                    Some(Rule::Public) => {
+                let scopes = match shared.policy.access(request.uri().path()) {
+                    Access::Rule(Rule::Public) => {
                         allowed(&shared.metrics, &span, Allowed::Public);
                         return inner.call(request).await;
                     }
-                    Some(Rule::Authenticated { scopes }) => scopes,
-                    None => return Ok(refuse(&shared.metrics, &span, AuthError::NoRule)),
+                    Access::Rule(Rule::Authenticated { scopes }) => scopes,
+                    Access::NoRule => return Ok(refuse(&shared.metrics, &span, AuthError::NoRule)),
+                    // Answered here, not by the router: the inner service may
+                    // route paths this policy never saw, and none of them may
+                    // pass without a rule.
+                    Access::Unknown => {
+                        return Ok(refuse(&shared.metrics, &span, AuthError::UnknownMethod));
+                    }
                 };
                 match authenticate(&shared.verifier, request.headers(), scopes).await {
                     Ok((claims, why)) => {

@@ -409,5 +409,20 @@ fn print_reports(
     writeln!(out, "{text}").map_err(|source| BenchError::Io {
         context: "writing the report".into(),
         source,
-    })
+    })?;
+    // The report is printed either way (its errors say why); the exit status
+    // tells a script that it measured nothing.
+    match reports.iter().find(|report| report.ok == 0) {
+        Some(report) => Err(BenchError::NothingSucceeded {
+            label: report.label.clone(),
+            failed: report.failed,
+            errors: report
+                .errors
+                .iter()
+                .map(|(code, count)| format!("{code}×{count}"))
+                .collect::<Vec<_>>()
+                .join(", "),
+        }),
+        None => Ok(()),
+    }
 }

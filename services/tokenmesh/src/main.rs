@@ -227,8 +227,8 @@ async fn rotate_grant_key(args: GrantKeysArgs) -> anyhow::Result<()> {
     if let Some(retired) = rotated.retired_kid {
         writeln!(
             out,
-            "retired {retired}: published until {} (Unix time)",
-            rotated.retired_kid_expires_at
+            "retired {retired}: published until {}",
+            date(rotated.retired_kid_expires_at)
         )?;
     }
     Ok(())
@@ -266,11 +266,21 @@ async fn rotate_keys(args: KeysArgs) -> anyhow::Result<()> {
     if !rotated.retired_kid.is_empty() {
         writeln!(
             out,
-            "retired {}: published until {} (Unix time)",
-            rotated.retired_kid, rotated.retired_kid_expires_at
+            "retired {}: published until {}",
+            rotated.retired_kid,
+            date(rotated.retired_kid_expires_at)
         )?;
     }
     Ok(())
+}
+
+/// Unix seconds as an RFC 3339 date (UTC), for people reading the output.
+fn date(unix_seconds: i64) -> String {
+    let seconds = u64::try_from(unix_seconds).unwrap_or(0);
+    humantime::format_rfc3339_seconds(
+        std::time::UNIX_EPOCH + std::time::Duration::from_secs(seconds),
+    )
+    .to_string()
 }
 
 /// Ready-to-paste grpcurl commands for the whole demo flow, with the mesh's

@@ -287,8 +287,15 @@ fn date(unix_seconds: i64) -> String {
 /// transport flags.
 fn print_walkthrough(args: &UpArgs, mesh: &Mesh) -> io::Result<()> {
     let flags = walkthrough::grpcurl_flags(&args.tls, &args.peer_tls);
-    let text =
-        walkthrough::walkthrough(&flags, mesh.auth.addr, mesh.products.addr, mesh.orders.addr);
+    let text = walkthrough::walkthrough(
+        &flags,
+        [
+            mesh.auth.addr,
+            mesh.products.addr,
+            mesh.orders.addr,
+            mesh.http.addr,
+        ],
+    );
     let mut out = io::stdout().lock();
     writeln!(out, "{text}")?;
     out.flush()

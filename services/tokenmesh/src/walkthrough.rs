@@ -38,16 +38,12 @@ fn quoted(path: &Path) -> String {
 
 /// The demo flow as shell commands. Tokens are cut from grpcurl's JSON with
 /// `sed`, which every machine has (jq is not).
-pub fn walkthrough(
-    flags: &str,
-    auth: SocketAddr,
-    products: SocketAddr,
-    orders: SocketAddr,
-) -> String {
+pub fn walkthrough(flags: &str, addrs: [SocketAddr; 4]) -> String {
+    let [auth, products, orders, http] = addrs;
     let g = format!("grpcurl {flags}");
     format!(
         r#"
-tokenmesh is up: auth {auth}, products {products}, orders {orders}
+tokenmesh is up: auth {auth}, products {products}, orders {orders}, http {http}
 Demo users: alice/alice-demo, bob/bob-demo, admin/admin-demo. Paste into a shell (needs grpcurl):
 
 # 1. log in as alice
@@ -114,7 +110,7 @@ mod tests {
     #[test]
     fn every_printed_command_uses_the_flags_and_no_jq() {
         let addr: SocketAddr = "127.0.0.1:1".parse().expect("addr");
-        let text = walkthrough("-cacert /d/ca.pem", addr, addr, addr);
+        let text = walkthrough("-cacert /d/ca.pem", [addr; 4]);
         let commands: Vec<&str> = text.lines().filter(|l| l.contains("grpcurl ")).collect();
         assert_eq!(commands.len(), 9, "{text}");
         for line in commands {

@@ -168,6 +168,12 @@ impl MeshBuilder {
         self
     }
 
+    /// Pages from `origin` may call the services from a browser,
+    /// `--cors-allowed-origin`.
+    pub fn cors_allowed_origin(self, origin: &str) -> Self {
+        self.flag("cors-allowed-origin", origin)
+    }
+
     /// Auth's public base URL, `--public-url` (discovery's `jwks_uri`).
     pub fn public_url(self, url: &str) -> Self {
         self.flag("public-url", url)
@@ -599,7 +605,7 @@ impl Mesh {
         self.stop_auth().await;
         let args = self.args.clone();
         let mesh = self.inner_mut();
-        let grpc = tokenmesh::mesh::listener(&args, &mesh.auth.addr.into())
+        let grpc = tokenmesh::mesh::listener(&args, &mesh.auth.addr.into(), &mesh.origins)
             .await
             .expect("binds Auth's address again");
         let http = tokenmesh_server::start::bind(&mesh.http.addr.into())
@@ -630,7 +636,7 @@ impl Mesh {
         self.stop_products().await;
         let args = self.args.clone();
         let mesh = self.inner_mut();
-        let listener = tokenmesh::mesh::listener(&args, &mesh.products.addr.into())
+        let listener = tokenmesh::mesh::listener(&args, &mesh.products.addr.into(), &mesh.origins)
             .await
             .expect("binds Products' address again");
         mesh.products = tokenmesh::mesh::start_products(&args, &mesh.env, mesh.auth.addr, listener)
@@ -644,7 +650,7 @@ impl Mesh {
         let args = self.args.clone();
         let mesh = self.inner_mut();
         mesh.orders.stop().await.expect("orders stops");
-        let listener = tokenmesh::mesh::listener(&args, &mesh.orders.addr.into())
+        let listener = tokenmesh::mesh::listener(&args, &mesh.orders.addr.into(), &mesh.origins)
             .await
             .expect("binds Orders' address again");
         let peers = (mesh.auth.addr, mesh.products.addr);
@@ -906,6 +912,7 @@ pub mod calls;
 mod child;
 pub mod cluster;
 pub mod files;
+pub mod grpc_web;
 pub mod haproxy;
 mod replica;
 pub mod replica_process;

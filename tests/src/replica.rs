@@ -55,7 +55,9 @@ impl Replica {
         clock: Option<SharedClock>,
     ) -> Result<Self, StartError> {
         let (args, env) = replica_args(data_dir.path(), flags, &["auth-addr", "http-addr"], clock)?;
-        let listener = tokenmesh::mesh::listener(&args, &args.auth_addr).await?;
+        let listener =
+            tokenmesh::mesh::listener(&args, &args.auth_addr, &args.cors.cors_allowed_origins)
+                .await?;
         let http_listener = bind(&args.http_addr).await?;
         let http_addr = tokenmesh_server::start::local_addr(&http_listener)?;
         let mut server = tokenmesh::mesh::start_auth(&args, &env, listener, http_addr).await?;
@@ -78,7 +80,9 @@ impl Replica {
     ) -> Result<Self, StartError> {
         let (args, mut env) = replica_args(data_dir.path(), flags, &["products-addr"], clock)?;
         env.database_url = Some(database_url.to_owned());
-        let listener = tokenmesh::mesh::listener(&args, &args.products_addr).await?;
+        let listener =
+            tokenmesh::mesh::listener(&args, &args.products_addr, &args.cors.cors_allowed_origins)
+                .await?;
         let server = tokenmesh::mesh::start_products(&args, &env, auth, listener).await?;
         Ok(Self {
             server,

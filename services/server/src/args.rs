@@ -182,6 +182,23 @@ pub struct TlsArgs {
     pub tls_client_ca: Option<PathBuf>,
 }
 
+/// Which browser pages may call a server with gRPC-Web.
+#[derive(Debug, Clone, Default, Args)]
+#[command(next_help_heading = "Browsers")]
+pub struct CorsArgs {
+    /// A web origin (`https://console.example.com`) whose pages may call the
+    /// server from a browser with gRPC-Web (CORS); repeat the flag or separate
+    /// origins with commas. Default: none, so no page from another origin may
+    /// read an answer (`up --demo` adds the console's own).
+    #[arg(
+        long = "cors-allowed-origin",
+        env = "TOKENMESH_CORS_ALLOWED_ORIGINS",
+        value_name = "ORIGIN",
+        value_delimiter = ','
+    )]
+    pub cors_allowed_origins: Vec<crate::Origin>,
+}
+
 /// Calling peers over TLS.
 #[derive(Debug, Clone, Default, Args)]
 #[command(next_help_heading = "TLS")]

@@ -1,5 +1,5 @@
-//! What every tokenmesh service shares: [`serve`] (health, reflection, tracing and
-//! the auth layer around one gRPC service), signing keys, JWKS sources over gRPC,
+//! What every tokenmesh service shares: [`serve`] (health, reflection, tracing,
+//! gRPC-Web for browsers and the auth layer around one gRPC service), signing keys, JWKS sources over gRPC,
 //! talking to Auth as a service (tokens, exchange, revocations), the verified
 //! caller type, database pools, and keys and secrets at rest.
 
@@ -29,6 +29,7 @@ pub mod testing;
 pub mod tls;
 pub mod validate;
 pub mod wakeups;
+mod web;
 
 pub use addr::{Addr, AddrError, Peer};
 pub use auth_client::{ServiceTokens, TokenExchanger, apply_revocation, follow_revocations};
@@ -50,6 +51,7 @@ pub use start::{
 pub use tls::{Listener, TlsError};
 pub use validate::{FieldViolation, bounded, required, shown};
 pub use wakeups::Wakeups;
+pub use web::{Origin, OriginError};
 
 use std::time::{SystemTime, UNIX_EPOCH};
 

@@ -1,6 +1,7 @@
 //! `serve(listener, service, auth, metrics, limits, shutdown)`: one gRPC service
 //! behind the limits and the auth layer, with health and reflection beside it,
-//! until `shutdown` resolves; then health says NOT_SERVING and the server drains.
+//! over gRPC and gRPC-Web, until `shutdown` resolves; then health says
+//! NOT_SERVING and the server drains.
 
 use std::{convert::Infallible, future::Future, sync::Arc, time::Duration};
 
@@ -157,10 +158,22 @@ where
     let reflection_v1alpha = reflection().build_v1alpha()?;
 
     metrics.register(S::NAME, &auth.metrics());
-    let Listener { listener, tls } = listener.into();
+    let Listener {
+        listener,
+        tls,
+        origins,
+    } = listener.into();
     let address = listener.local_addr().ok();
-    tracing::info!(service = S::NAME, ?address, tls = tls.is_some(), "serving");
+    tracing::info!(
+        service = S::NAME,
+        ?address,
+        tls = tls.is_some(),
+        ?origins,
+        "serving"
+    );
     let mut server = Server::builder()
+        // gRPC-Web: browsers speak HTTP/1.1 to a plaintext port.
+        .accept_http1(true)
         // Bounded per connection by HTTP/2 itself: the client learns both in
         // SETTINGS; hyper refuses a larger header list before any layer runs.
         .max_concurrent_streams(limits.max_concurrent_streams)
@@ -174,6 +187,16 @@ where
         .trace_fn(
             |request| tracing::info_span!("grpc", method = %crate::shown(request.uri().path())),
         )
+        // HTTP/1.1 headers bounded like HTTP/2's, before anything reads them.
+        .layer(crate::web::Http1HeaderLimitLayer::new(
+            limits.max_header_list_size,
+        ))
+        // A preflight is answered here, for the allowed origins only; it never
+        // reaches the auth layer (it carries no token).
+        .layer(crate::web::cors(&origins))
+        // gRPC-Web in, gRPC inside, gRPC-Web out: the layers below (the auth
+        // layer's refusals included) see and answer plain gRPC.
+        .layer(tonic_web::GrpcWebLayer::new())
         // Above the auth layer: a flood is shed before any token is verified.
         .layer(limits.layer())
         // Every request, reflection and health included, passes the policy.

@@ -57,20 +57,19 @@ pub fn client_tls(
     Ok(config)
 }
 
-/// Where a server accepts connections: a bound TCP listener, plaintext or TLS.
+/// Where a server accepts connections: a bound TCP listener, plaintext or TLS,
+/// and the browser origins whose pages may call it (gRPC-Web).
 #[derive(Debug)]
 pub struct Listener {
     pub(crate) listener: TcpListener,
     pub(crate) tls: Option<ServerTlsConfig>,
+    pub(crate) origins: Vec<crate::Origin>,
 }
 
 impl Listener {
     /// TLS with `tls` on `listener`.
     pub fn tls(listener: TcpListener, tls: ServerTlsConfig) -> Self {
-        Self {
-            listener,
-            tls: Some(tls),
-        }
+        Self::new(listener, Some(tls))
     }
 
     /// Where it listens.
@@ -80,7 +79,18 @@ impl Listener {
 
     /// `listener` as is, or with TLS when `tls` is given.
     pub fn new(listener: TcpListener, tls: Option<ServerTlsConfig>) -> Self {
-        Self { listener, tls }
+        Self {
+            listener,
+            tls,
+            origins: Vec::new(),
+        }
+    }
+
+    /// Lets pages from `origins` call the server from a browser (CORS); by
+    /// default none may.
+    pub fn with_origins(mut self, origins: impl IntoIterator<Item = crate::Origin>) -> Self {
+        self.origins = origins.into_iter().collect();
+        self
     }
 
     /// Whether it serves TLS.
@@ -91,9 +101,6 @@ impl Listener {
 
 impl From<TcpListener> for Listener {
     fn from(listener: TcpListener) -> Self {
-        Self {
-            listener,
-            tls: None,
-        }
+        Self::new(listener, None)
     }
 }

@@ -8,7 +8,7 @@ use std::path::PathBuf;
 use clap::{Args, Parser, Subcommand};
 use tokenmesh_server::{
     Addr, Peer,
-    args::{AuthIssuerArgs, LimitArgs, PeerTlsArgs, StorageArgs, TlsArgs, VerifyArgs},
+    args::{AuthIssuerArgs, CorsArgs, LimitArgs, PeerTlsArgs, StorageArgs, TlsArgs, VerifyArgs},
 };
 
 /// tokenmesh: a gRPC service mesh where identity and entitlements travel as
@@ -98,9 +98,9 @@ pub struct UpArgs {
     /// Orders' gRPC address.
     #[arg(long, env = "TOKENMESH_ORDERS_ADDR", default_value = "127.0.0.1:50053")]
     pub orders_addr: Addr,
-    /// HTTP address for Auth's `/.well-known/jwks.json` and
-    /// `/.well-known/openid-configuration`, and every service's Prometheus
-    /// metrics, `/metrics`.
+    /// HTTP address for the web console (`/`), Auth's
+    /// `/.well-known/jwks.json` and `/.well-known/openid-configuration`, and
+    /// every service's Prometheus metrics, `/metrics`.
     #[arg(long, env = "TOKENMESH_HTTP_ADDR", default_value = "127.0.0.1:8080")]
     pub http_addr: Addr,
     /// The database of all three services (`postgres://…`), each in its own
@@ -126,6 +126,9 @@ pub struct UpArgs {
     /// Calling each other over TLS.
     #[command(flatten)]
     pub peer_tls: PeerTlsArgs,
+    /// Browser origins the three services answer.
+    #[command(flatten)]
+    pub cors: CorsArgs,
     /// Auth.
     #[command(flatten)]
     pub auth: tokenmesh_auth::Args,
@@ -180,6 +183,9 @@ pub struct ListenArgs {
     /// What the server bounds.
     #[command(flatten)]
     pub limits: LimitArgs,
+    /// Browser origins it answers.
+    #[command(flatten)]
+    pub cors: CorsArgs,
 }
 
 /// `tokenmesh serve auth`.
@@ -361,6 +367,7 @@ mod tests {
     #[test]
     fn each_serve_command_offers_only_the_flags_its_service_reads() {
         let common = [
+            "cors-allowed-origin",
             "data-dir",
             "database-url",
             "http-addr",

@@ -103,6 +103,7 @@ async fn up(args: &UpArgs) -> anyhow::Result<()> {
     let env = mesh::environment(args)?;
     let mut mesh = mesh::start(args, env).await.context("starting the mesh")?;
     tracing::info!(auth = %mesh.auth.addr, products = %mesh.products.addr, orders = %mesh.orders.addr, "mesh up");
+    print_console(&mesh).context("printing the console's address")?;
     if args.demo {
         print_walkthrough(args, &mesh).context("printing the walkthrough")?;
     }
@@ -199,9 +200,11 @@ async fn start_follower(
     Ok((env, listener, http))
 }
 
-/// Binds the gRPC listener of `serve`, with TLS when configured.
+/// Binds the gRPC listener of `serve`, with TLS and browser origins as
+/// configured.
 async fn listen(listen: &ListenArgs, tls: &TlsArgs) -> anyhow::Result<Listener> {
-    Ok(Listener::new(bind(&listen.listen).await?, tls.server()?))
+    Ok(Listener::new(bind(&listen.listen).await?, tls.server()?)
+        .with_origins(listen.cors.cors_allowed_origins.iter().cloned()))
 }
 
 /// `tokenmesh keys rotate-grant-key`: a new grant key in Products' store;
@@ -281,6 +284,23 @@ fn date(unix_seconds: i64) -> String {
         std::time::UNIX_EPOCH + std::time::Duration::from_secs(seconds),
     )
     .to_string()
+}
+
+/// Where the web console is, and which origins may use it.
+fn print_console(mesh: &Mesh) -> io::Result<()> {
+    let mut out = io::stdout().lock();
+    let url = format!("http://{}/", mesh.http.addr);
+    let console = tokenmesh_server::Origin::http(mesh.http.addr);
+    if mesh.origins.contains(&console) {
+        writeln!(out, "Web console: {url}")?;
+    } else {
+        writeln!(
+            out,
+            "Web console: {url} (let it call the services: --cors-allowed-origin http://{})",
+            mesh.http.addr
+        )?;
+    }
+    out.flush()
 }
 
 /// Ready-to-paste grpcurl commands for the whole demo flow, with the mesh's

@@ -6,8 +6,8 @@ use std::net::SocketAddr;
 
 use tokenmesh_interceptor::system_clock;
 use tokenmesh_server::{
-    Addr, ClientCredentials, Environment, Listener, Peer, Running, ServeError, ServerLimits,
-    StartError,
+    Addr, ClientCredentials, Environment, Listener, Origin, Peer, Running, ServeError,
+    ServerLimits, StartError,
     args::{StorageArgs, VerifyArgs},
     metrics::Registry,
     start::{bind, local_addr},
@@ -15,7 +15,7 @@ use tokenmesh_server::{
 use tokio::net::TcpListener;
 use tonic::transport::ClientTlsConfig;
 
-use crate::cli::UpArgs;
+use crate::{cli::UpArgs, console::ConsoleConfig};
 
 /// The three services and the HTTP listener, running in this process.
 #[derive(Debug)]
@@ -28,8 +28,11 @@ pub struct Mesh {
     pub products: Running,
     /// Orders.
     pub orders: Running,
-    /// Auth's JWKS and every service's `/metrics`.
+    /// The console, Auth's JWKS and every service's `/metrics`.
     pub http: Running,
+    /// The browser origins the three services answer (tests restart services
+    /// with them).
+    pub origins: Vec<Origin>,
 }
 
 /// The environment `up` gives its services: the data dir, the database (each
@@ -78,9 +81,24 @@ pub fn service_clients(
     Ok(vec![products.credentials(env)?, orders.credentials(env)?])
 }
 
-/// Binds `addr` for a gRPC server, with TLS when `up` serves it.
-pub async fn listener(args: &UpArgs, addr: &Addr) -> Result<Listener, StartError> {
-    Ok(Listener::new(bind(addr).await?, args.tls.server()?))
+/// Binds `addr` for a gRPC server, with TLS when `up` serves it, answering
+/// pages from `origins`.
+pub async fn listener(
+    args: &UpArgs,
+    addr: &Addr,
+    origins: &[Origin],
+) -> Result<Listener, StartError> {
+    Ok(Listener::new(bind(addr).await?, args.tls.server()?).with_origins(origins.iter().cloned()))
+}
+
+/// The browser origins `up` lets call its services: those flagged, and with
+/// `--demo` the console's own, served on `http`.
+pub fn origins(args: &UpArgs, http: SocketAddr) -> Vec<Origin> {
+    let mut origins = args.cors.cors_allowed_origins.clone();
+    if args.demo {
+        origins.push(Origin::http(http));
+    }
+    origins
 }
 
 /// Auth's environment: `env` with Auth's own database URL, if given.
@@ -163,7 +181,8 @@ fn peer(args: &UpArgs, addr: SocketAddr) -> Peer {
     })
 }
 
-/// Serves `/metrics` of `env`'s registry, and `routes` (Auth's JWKS), on `listener`.
+/// Serves `/metrics` of `env`'s registry, and `routes` (Auth's JWKS, the
+/// console), on `listener`.
 pub fn serve_http(
     listener: TcpListener,
     env: &Environment,
@@ -182,12 +201,27 @@ pub fn serve_http(
 /// one), with `env` (see [`environment`]).
 pub async fn start(args: &UpArgs, env: Environment) -> Result<Mesh, StartError> {
     env.prepare_data_dir()?;
-    let auth_listener = listener(args, &args.auth_addr).await?;
-    let products_listener = listener(args, &args.products_addr).await?;
-    let orders_listener = listener(args, &args.orders_addr).await?;
+    // First: the console's origin is the HTTP listener's address.
     let http_listener = bind(&args.http_addr).await?;
+    let origins = origins(args, local_addr(&http_listener)?);
+    let auth_listener = listener(args, &args.auth_addr, &origins).await?;
+    let products_listener = listener(args, &args.products_addr, &origins).await?;
+    let orders_listener = listener(args, &args.orders_addr, &origins).await?;
+    let console = ConsoleConfig::new(
+        (
+            auth_listener.local_addr()?,
+            products_listener.local_addr()?,
+            orders_listener.local_addr()?,
+        ),
+        auth_listener.is_tls(),
+    );
     let mut auth = start_auth(args, &env, auth_listener, local_addr(&http_listener)?).await?;
-    let http = serve_http(http_listener, &env, auth.http_routes.take())?;
+    let routes = auth.http_routes.take().unwrap_or_default();
+    let http = serve_http(
+        http_listener,
+        &env,
+        Some(routes.merge(crate::console::router(console))),
+    )?;
     let products = start_products(args, &env, auth.addr, products_listener).await?;
     let orders = start_orders(args, &env, (auth.addr, products.addr), orders_listener).await?;
     Ok(Mesh {
@@ -196,6 +230,7 @@ pub async fn start(args: &UpArgs, env: Environment) -> Result<Mesh, StartError> 
         products,
         orders,
         http,
+        origins,
     })
 }
 

@@ -9,6 +9,7 @@ mod entitlements;
 mod errors;
 mod feeds_scale;
 mod feeds_storage;
+mod grpc_web;
 mod grpcurl;
 mod jwks_http;
 mod keys;

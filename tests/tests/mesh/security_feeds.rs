@@ -52,6 +52,7 @@ async fn extra_products(
     let listener = tokenmesh::mesh::listener(
         &args,
         &Addr::from(std::net::SocketAddr::from(([127, 0, 0, 1], 0))),
+        &[],
     )
     .await
     .expect("binds");

@@ -15,7 +15,10 @@ tokenmesh_server::on_each_store!(
 );
 
 async fn login_with_the_right_password_answers_a_bearer_token_pair(url: &str) {
-    let fixture = Fixture::start(url).await;
+    // A still clock: on the system clock a second can tick between the login
+    // reading it and the token being minted, and `expires_in` says 299.
+    let config = AuthConfig::new(ISSUER).with_clock(Arc::new(ManualClock::new()));
+    let fixture = Fixture::with_config(url, config).await;
     let tokens = fixture.alice().await;
     assert_eq!(tokens.token_type, BEARER);
     assert_eq!(tokens.expires_in, 300);

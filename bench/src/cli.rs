@@ -143,9 +143,10 @@ pub struct RunArgs {
     /// Log in as `user:password` to get the token to reuse.
     #[arg(long)]
     pub login: Option<String>,
-    /// Auth's address for `--login` (default: `--addr`).
-    #[arg(long, value_parser = tokenmesh_server::addr::socket_addr)]
-    pub auth_addr: Option<SocketAddr>,
+    /// Auth's address for `--login` (`up`'s Auth by default: `--addr` is usually
+    /// Products or Orders, which have no Login).
+    #[arg(long, default_value = "127.0.0.1:50051", value_parser = tokenmesh_server::addr::socket_addr)]
+    pub auth_addr: SocketAddr,
     /// Auth's signing key (the file given to Auth as `--auth-signing-key`), to mint tokens.
     #[arg(long)]
     pub key_file: Option<PathBuf>,
@@ -328,9 +329,7 @@ async fn run_one(args: &RunArgs) -> Result<Report, BenchError> {
         TokenMode::None => Tokens::none(),
         TokenMode::Reuse => match (&args.token, &args.login) {
             (Some(token), _) => Tokens::pool([token.clone()])?,
-            (None, Some(login)) => {
-                Tokens::pool([login_token(args.auth_addr.unwrap_or(args.addr), login).await?])?
-            }
+            (None, Some(login)) => Tokens::pool([login_token(args.auth_addr, login).await?])?,
             (None, None) => Tokens::pool([minter()?.mint()?])?,
         },
         TokenMode::Fresh => Tokens::pool(minter()?.mint_many(args.distinct)?)?,
@@ -428,7 +427,22 @@ fn print_reports(
     writeln!(out, "{text}").map_err(|source| BenchError::Io {
         context: "writing the report".into(),
         source,
-    })
+    })?;
+    // The report is printed either way (its errors say why); the exit status
+    // tells a script that it measured nothing.
+    match reports.iter().find(|report| report.ok == 0) {
+        Some(report) => Err(BenchError::NothingSucceeded {
+            label: report.label.clone(),
+            failed: report.failed,
+            errors: report
+                .errors
+                .iter()
+                .map(|(code, count)| format!("{code}×{count}"))
+                .collect::<Vec<_>>()
+                .join(", "),
+        }),
+        None => Ok(()),
+    }
 }
 
 /// `value / base`, 0 when there is no base.

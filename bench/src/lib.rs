@@ -74,4 +74,15 @@ pub enum BenchError {
     /// Drawing the plot.
     #[error("plot: {0}")]
     Plot(String),
+    /// A run's every call failed: the report measured refusals, not the server
+    /// (a wrong `--login`, an expired `--token`, the wrong address).
+    #[error("no call succeeded in {label}: {failed} failed ({errors})")]
+    NothingSucceeded {
+        /// The run.
+        label: String,
+        /// Its failed calls.
+        failed: u64,
+        /// Failed calls by code, `CODE×count, …`.
+        errors: String,
+    },
 }

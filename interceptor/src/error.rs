@@ -8,7 +8,7 @@ use tonic::{Code, Status};
 use tonic_types::{ErrorDetails, StatusExt};
 
 /// Every [`AuthError::reason`], for metrics.
-pub(crate) const REASONS: [&str; 17] = [
+pub(crate) const REASONS: [&str; 18] = [
     "TOKEN_MISSING",
     "TOKEN_MALFORMED",
     "TOKEN_TOO_LARGE",
@@ -26,6 +26,7 @@ pub(crate) const REASONS: [&str; 17] = [
     "CLAIMS_VERSION_UNSUPPORTED",
     "INSUFFICIENT_SCOPE",
     "METHOD_NOT_ALLOWED",
+    "METHOD_UNKNOWN",
 ];
 
 /// `ErrorInfo.domain` of every status this crate produces.
@@ -115,6 +116,12 @@ pub enum AuthError {
     /// The method has no access rule: denied by default.
     #[error("method has no access rule")]
     NoRule,
+    /// The path names no method of this server (a call sent to the wrong
+    /// port, say): no scope would open it.
+    #[error(
+        "unknown method: this server does not serve it (`grpcurl <address> list` shows what it does)"
+    )]
+    UnknownMethod,
 }
 
 impl From<AuthError> for Status {
@@ -140,6 +147,7 @@ impl From<AuthError> for Status {
             | AuthError::Revoked
             | AuthError::UnsupportedVersion { .. } => Code::Unauthenticated,
             AuthError::InsufficientScope(_) | AuthError::NoRule => Code::PermissionDenied,
+            AuthError::UnknownMethod => Code::Unimplemented,
             // The token may be fine: this service cannot tell now, and another
             // replica (or this one, later) may.
             AuthError::RevocationsStale(_) => Code::Unavailable,
@@ -184,6 +192,7 @@ impl AuthError {
             AuthError::UnsupportedVersion { .. } => "CLAIMS_VERSION_UNSUPPORTED",
             AuthError::InsufficientScope(_) => "INSUFFICIENT_SCOPE",
             AuthError::NoRule => "METHOD_NOT_ALLOWED",
+            AuthError::UnknownMethod => "METHOD_UNKNOWN",
         }
     }
 }
@@ -222,6 +231,7 @@ mod tests {
             AuthError::RevocationsStale(crate::Stale::NotReplayed),
             AuthError::InsufficientScope(String::new()),
             AuthError::NoRule,
+            AuthError::UnknownMethod,
         ];
         for error in all {
             assert!(REASONS.contains(&error.reason()), "{error:?}");

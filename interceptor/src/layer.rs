@@ -16,7 +16,9 @@ use tonic::Status;
 use tower::{Layer, Service};
 use tracing::field::Empty;
 
-use crate::{Allowed, AuthError, AuthMetrics, Claims, Policy, Rule, Verifier, verifier::Lookup};
+use crate::{
+    Access, Allowed, AuthError, AuthMetrics, Claims, Policy, Rule, Verifier, verifier::Lookup,
+};
 
 /// Layer that authenticates every request against a [`Policy`]. Handlers of
 /// authenticated methods find the verified claims as `Arc<C>` in the extensions.
@@ -122,16 +124,25 @@ where
             subject = Empty
         );
         let shared = &self.shared;
-        let scopes = match shared.policy.for_path(request.uri().path()) {
-            Some(Rule::Public) => {
+        let scopes = match shared.policy.access(request.uri().path()) {
+            Access::Rule(Rule::Public) => {
                 allowed(&shared.metrics, &span, Allowed::Public);
                 let future = span.in_scope(|| take_ready(&mut self.inner).call(request));
                 return AuthFuture::inner(future, span);
             }
-            Some(Rule::Authenticated { scopes }) => scopes,
-            None => {
+            Access::Rule(Rule::Authenticated { scopes }) => scopes,
+            Access::NoRule => {
                 return AuthFuture::refused(
                     refuse(&shared.metrics, &span, AuthError::NoRule),
+                    span,
+                );
+            }
+            // Answered here, not by the router: the inner service may route
+            // paths this policy never saw, and none of them may pass without a
+            // rule.
+            Access::Unknown => {
+                return AuthFuture::refused(
+                    refuse(&shared.metrics, &span, AuthError::UnknownMethod),
                     span,
                 );
             }

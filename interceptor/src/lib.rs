@@ -45,7 +45,7 @@ pub use http::{HttpJwksSource, MAX_JWKS_BYTES};
 pub use keys::{KeySet, KeySource, KeySourceError, KeyStore, VerificationKey};
 pub use layer::{Auth, AuthFuture, AuthLayer, bearer_token};
 pub use metrics::{Allowed, AuthMetrics};
-pub use policy::{Policy, PolicyError, RULE_OPTION, Rule};
+pub use policy::{Access, Policy, PolicyError, RULE_OPTION, Rule};
 pub use refresh::{DEFAULT_REFRESH_BEFORE, IssuedToken, RefreshingToken, TokenFetcher};
 pub use revocation::RevocationSet;
 pub use verifier::{

@@ -1,8 +1,9 @@
 //! What each gRPC method requires. Methods are named by their HTTP/2 path
-//! (`/package.Service/Method`); a method without a rule is denied. Rules are
-//! best declared in the proto as a method option and read from the descriptor set.
+//! (`/package.Service/Method`); a method without a rule is denied, a path that
+//! names no method of the served services is unknown. Rules are best declared in
+//! the proto as a method option and read from the descriptor set.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 
 use prost_reflect::{DescriptorPool, DynamicMessage, Value};
 
@@ -43,7 +44,22 @@ pub enum Rule {
 #[derive(Debug, Clone)]
 pub struct Policy {
     methods: HashMap<String, Rule>,
+    /// Paths of every method the served services declare, ruled or not: a
+    /// request for any other path is answered `UNIMPLEMENTED`, not refused as
+    /// if a scope could open it.
+    known: HashSet<String>,
     public_services: Vec<String>,
+}
+
+/// What a [`Policy`] says about a request path.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Access<'a> {
+    /// A method of this server, allowed under this rule.
+    Rule(&'a Rule),
+    /// A method of this server that declares no rule: denied.
+    NoRule,
+    /// Not a method of this server.
+    Unknown,
 }
 
 /// Services every tokenmesh server exposes without a token.
@@ -64,6 +80,7 @@ impl Policy {
     pub fn new() -> Self {
         Self {
             methods: HashMap::new(),
+            known: HashSet::new(),
             public_services: PUBLIC_INFRASTRUCTURE
                 .iter()
                 .map(|s| format!("/{s}/"))
@@ -83,7 +100,9 @@ impl Policy {
     }
 
     fn rule(mut self, service: &str, method: &str, rule: Rule) -> Self {
-        self.methods.insert(format!("/{service}/{method}"), rule);
+        let path = format!("/{service}/{method}");
+        self.known.insert(path.clone());
+        self.methods.insert(path, rule);
         self
     }
 
@@ -108,6 +127,7 @@ impl Policy {
                 .get_service_by_name(name)
                 .ok_or_else(|| PolicyError::UnknownService((*name).to_owned()))?;
             for method in service.methods() {
+                policy.known.insert(format!("/{name}/{}", method.name()));
                 let options = method.options();
                 if !options.has_extension(&extension) {
                     tracing::debug!(method = method.full_name(), "no access rule: denied");
@@ -130,13 +150,31 @@ impl Policy {
 
     /// The rule for a request path, or `None`: denied.
     pub fn for_path(&self, path: &str) -> Option<&Rule> {
-        if let Some(rule) = self.methods.get(path) {
-            return Some(rule);
+        match self.access(path) {
+            Access::Rule(rule) => Some(rule),
+            Access::NoRule | Access::Unknown => None,
         }
-        self.public_services
+    }
+
+    /// What this policy says about a request path: its rule, a known method
+    /// without one, or a path this server does not serve. Health and
+    /// reflection are public whole (their servers answer unknown methods).
+    pub fn access(&self, path: &str) -> Access<'_> {
+        if let Some(rule) = self.methods.get(path) {
+            return Access::Rule(rule);
+        }
+        if self
+            .public_services
             .iter()
             .any(|prefix| path.starts_with(prefix.as_str()))
-            .then_some(&Rule::Public)
+        {
+            return Access::Rule(&Rule::Public);
+        }
+        if self.known.contains(path) {
+            Access::NoRule
+        } else {
+            Access::Unknown
+        }
     }
 }
 
@@ -187,5 +225,7 @@ mod tests {
             Some(&Rule::Public)
         );
         assert_eq!(policy.for_path("/grpc.health.v1.HealthX/Check"), None);
+        assert_eq!(policy.access("/a.v1.S/Other"), Access::Unknown);
+        assert_eq!(policy.access("/b.v1.T/Login"), Access::Unknown);
     }
 }

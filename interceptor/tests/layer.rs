@@ -85,12 +85,12 @@ async fn refusals_carry_error_info_with_a_stable_reason() {
             "INSUFFICIENT_SCOPE",
         ),
         (
-            "no rule",
+            "not a method of this server",
             "/test.v1.Ping/Other",
             Some(key.sign(&claims("alice"))),
-            Code::PermissionDenied,
-            "method has no access rule",
-            "METHOD_NOT_ALLOWED",
+            Code::Unimplemented,
+            "unknown method: this server does not serve it (`grpcurl <address> list` shows what it does)",
+            "METHOD_UNKNOWN",
         ),
     ];
     for (case, path, token, code, message, reason) in cases {

@@ -76,7 +76,7 @@ async fn outcomes_are_counted_by_reason_and_recorded_in_a_debug_span() {
         .expect_err("expired");
     call(&channel, "/test.v1.Ping/Other", Some(&token))
         .await
-        .expect_err("no rule");
+        .expect_err("unknown method");
     server.stop().await;
 
     let counts = (
@@ -84,7 +84,7 @@ async fn outcomes_are_counted_by_reason_and_recorded_in_a_debug_span() {
         metrics.allowed_count(Allowed::Cached),
         metrics.refused_count("TOKEN_MISSING"),
         metrics.refused_count("TOKEN_EXPIRED"),
-        metrics.refused_count("METHOD_NOT_ALLOWED"),
+        metrics.refused_count("METHOD_UNKNOWN"),
     );
     assert_eq!(counts, (1, 1, 1, 1, 1));
     let text = metrics.render("ping");

@@ -1,8 +1,8 @@
 //! Access rules declared in the proto as a method option become the policy:
 //! public, scoped or any valid token as declared, and a method without a rule
-//! is denied.
+//! is denied; a path that is no method of the served services is unknown.
 
-use tokenmesh_interceptor::{Policy, PolicyError, RULE_OPTION, Rule};
+use tokenmesh_interceptor::{Access, Policy, PolicyError, RULE_OPTION, Rule};
 
 /// `tests/data/ping.proto`, compiled with its imports as a build script would.
 fn descriptor_set() -> Vec<u8> {
@@ -36,6 +36,9 @@ fn rules_declared_in_the_proto_become_the_policy() {
         None,
         "no rule: denied"
     );
+    assert_eq!(policy.access("/test.v1.Ping/Forgotten"), Access::NoRule);
+    assert_eq!(policy.access("/test.v1.Ping/Nowhere"), Access::Unknown);
+    assert_eq!(policy.access("/test.v1.Pong/Ping"), Access::Unknown);
     assert_eq!(
         policy.for_path("/grpc.health.v1.Health/Check"),
         Some(&Rule::Public)

@@ -93,3 +93,27 @@ pub fn assert_refused_by_layer<T: std::fmt::Debug>(
         (code, message, reason, ERROR_DOMAIN)
     );
 }
+
+/// `result` is Auth's throttle refusal: `RESOURCE_EXHAUSTED`, a `RetryInfo`
+/// delay, and a message `"{what}; retry in N s"` naming that delay in whole
+/// seconds rounded up. Returns the delay.
+#[track_caller]
+pub fn assert_throttled<T: std::fmt::Debug>(
+    result: Result<T, Status>,
+    what: &str,
+) -> std::time::Duration {
+    let status = result.expect_err(what);
+    let delay = status
+        .get_details_retry_info()
+        .and_then(|info| info.retry_delay)
+        .expect("RetryInfo with a delay");
+    let seconds = delay.as_secs() + u64::from(delay.subsec_nanos() > 0);
+    assert_eq!(
+        (status.code(), status.message()),
+        (
+            Code::ResourceExhausted,
+            format!("{what}; retry in {seconds} s").as_str()
+        )
+    );
+    delay
+}

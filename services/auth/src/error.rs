@@ -17,7 +17,7 @@ pub enum AuthServiceError {
     #[error("invalid username or password")]
     InvalidCredentials,
     /// Too many failed logins for this username: wait `retry_after`.
-    #[error("too many failed logins; retry later")]
+    #[error("too many failed logins; retry in {} s", whole_seconds(.retry_after))]
     Throttled {
         /// How long to wait.
         retry_after: Duration,
@@ -28,7 +28,7 @@ pub enum AuthServiceError {
     RefreshRefused(&'static str),
     /// Too many Refresh, Logout or IssueServiceToken calls for one key (client
     /// address, client id): wait `retry_after`.
-    #[error("too many requests; retry later")]
+    #[error("too many requests; retry in {} s", whole_seconds(.retry_after))]
     RateLimited {
         /// How long to wait.
         retry_after: Duration,
@@ -70,6 +70,12 @@ pub enum AuthServiceError {
     /// A blocking task panicked or was cancelled.
     #[error("worker: {0}")]
     Worker(#[from] tokio::task::JoinError),
+}
+
+/// A wait in the message, in whole seconds rounded up: waiting the printed
+/// time is always enough (`RetryInfo` carries the exact delay).
+fn whole_seconds(wait: &Duration) -> u64 {
+    wait.as_secs() + u64::from(wait.subsec_nanos() > 0)
 }
 
 impl From<AuthServiceError> for Status {

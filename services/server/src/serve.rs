@@ -142,6 +142,9 @@ where
         tonic_reflection::server::Builder::configure()
             .register_encoded_file_descriptor_set(tokenmesh_proto::FILE_DESCRIPTOR_SET)
             .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+            // The `google.rpc` detail types refusals carry (ErrorInfo, RetryInfo,
+            // BadRequest): grpcurl resolves them by reflection to print them typed.
+            .register_encoded_file_descriptor_set(tonic_types::pb::FILE_DESCRIPTOR_SET)
             .register_encoded_file_descriptor_set(tonic_reflection::pb::v1::FILE_DESCRIPTOR_SET)
             .register_encoded_file_descriptor_set(
                 tonic_reflection::pb::v1alpha::FILE_DESCRIPTOR_SET,

@@ -11,3 +11,4 @@ pub mod config;
 pub mod console;
 pub mod mesh;
 pub mod telemetry;
+pub mod walkthrough;

@@ -16,6 +16,7 @@ use tokenmesh::{
     },
     config::{self, ConfigError},
     mesh::{self, Mesh},
+    walkthrough,
 };
 use tokenmesh_server::{
     Environment, Listener,
@@ -136,7 +137,7 @@ async fn up(args: &UpArgs) -> anyhow::Result<()> {
     tracing::info!(auth = %mesh.auth.addr, products = %mesh.products.addr, orders = %mesh.orders.addr, http = %mesh.http.addr, "mesh up");
     print_console(&mesh).context("printing the console's address")?;
     if args.demo {
-        print_walkthrough(&mesh).context("printing the walkthrough")?;
+        print_walkthrough(args, &mesh).context("printing the walkthrough")?;
     }
     tokio::select! {
         result = mesh.wait_for_failure() => result.context("a service stopped")?,
@@ -325,41 +326,20 @@ fn print_console(mesh: &Mesh) -> io::Result<()> {
     out.flush()
 }
 
-/// Ready-to-paste grpcurl commands for the whole demo flow.
-fn print_walkthrough(mesh: &Mesh) -> io::Result<()> {
-    let (auth, products, orders) = (mesh.auth.addr, mesh.products.addr, mesh.orders.addr);
+/// Ready-to-paste grpcurl commands for the whole demo flow, with the mesh's
+/// transport flags.
+fn print_walkthrough(args: &UpArgs, mesh: &Mesh) -> io::Result<()> {
+    let flags = walkthrough::grpcurl_flags(&args.tls, &args.peer_tls);
+    let text = walkthrough::walkthrough(
+        &flags,
+        [
+            mesh.auth.addr,
+            mesh.products.addr,
+            mesh.orders.addr,
+            mesh.http.addr,
+        ],
+    );
     let mut out = io::stdout().lock();
-    writeln!(
-        out,
-        r#"
-tokenmesh is up: auth {auth}, products {products}, orders {orders}
-Demo users: alice/alice-demo, bob/bob-demo, admin/admin-demo. Paste into a shell (needs grpcurl and jq):
-
-# 1. log in as alice
-TOKEN=$(grpcurl -plaintext -d '{{"username":"alice","password":"alice-demo"}}' {auth} tokenmesh.auth.v1.AuthService/Login | jq -r .accessToken)
-
-# 2. list alice's products, keeping the entitlement grant
-grpcurl -plaintext -H "authorization: Bearer $TOKEN" -d '{{}}' {products} tokenmesh.products.v1.ProductsService/ListProducts
-GRANT=$(grpcurl -plaintext -H "authorization: Bearer $TOKEN" -d '{{}}' {products} tokenmesh.products.v1.ProductsService/ListProducts | jq -r .entitlementToken)
-
-# 3. order P-100 with the grant (entitlement_source GRANT); run it twice: same order
-grpcurl -plaintext -H "authorization: Bearer $TOKEN" -d '{{"product_id":"P-100","quantity":1,"request_id":"demo-1","entitlement_token":"'"$GRANT"'"}}' {orders} tokenmesh.orders.v1.OrdersService/PlaceOrder
-
-# 4. order P-101 without a grant: Orders' replica of Products' entitlements decides (REPLICA)
-grpcurl -plaintext -H "authorization: Bearer $TOKEN" -d '{{"product_id":"P-101","quantity":2,"request_id":"demo-2"}}' {orders} tokenmesh.orders.v1.OrdersService/PlaceOrder
-
-# 5. P-104 is not alice's: PermissionDenied
-grpcurl -plaintext -H "authorization: Bearer $TOKEN" -d '{{"product_id":"P-104","quantity":1,"request_id":"demo-3"}}' {orders} tokenmesh.orders.v1.OrdersService/PlaceOrder
-
-# 6. no token: Unauthenticated
-grpcurl -plaintext -d '{{}}' {orders} tokenmesh.orders.v1.OrdersService/ListOrders
-
-# 7. alice's orders
-grpcurl -plaintext -H "authorization: Bearer $TOKEN" -d '{{}}' {orders} tokenmesh.orders.v1.OrdersService/ListOrders
-
-# Every service lists itself, health and reflection:
-grpcurl -plaintext {orders} list
-"#
-    )?;
+    writeln!(out, "{text}")?;
     out.flush()
 }

@@ -165,3 +165,59 @@ async fn the_in_flight_sweep_draws_its_plot_and_the_token_sweep_cycles_its_pools
         .collect();
     assert_eq!(pools, [(3, 20), (50, 20)]);
 }
+
+#[tokio::test]
+async fn a_run_where_no_call_succeeded_prints_its_report_and_exits_non_zero() {
+    use std::process::Stdio;
+    use tokio::io::{AsyncBufReadExt, BufReader};
+
+    // A server that has no ProductsService: every call is UNIMPLEMENTED.
+    let mut server = Command::new(env!("CARGO_BIN_EXE_tokenmesh"))
+        .args(["bench", "trivial-server"])
+        .env("RUST_LOG", "warn")
+        .stdout(Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("trivial server starts");
+    let mut first = String::new();
+    BufReader::new(server.stdout.take().expect("stdout"))
+        .read_line(&mut first)
+        .await
+        .expect("its address");
+    let addr = first
+        .trim()
+        .strip_prefix("listening on ")
+        .expect("listening line")
+        .to_owned();
+
+    let mut command = Command::new(env!("CARGO_BIN_EXE_tokenmesh"));
+    command
+        .args(["bench", "run", "--addr", &addr])
+        .args([
+            "--method",
+            "tokenmesh.products.v1.ProductsService/GetProduct",
+        ])
+        .args([
+            "--data",
+            r#"{"id":"P-100"}"#,
+            "--requests",
+            "20",
+            "--in-flight",
+            "2",
+        ])
+        .args(["--warmup", "0s", "--json"])
+        .env("RUST_LOG", "warn");
+    let output = child::output_within_deadline("tokenmesh bench run", command)
+        .await
+        .expect("tokenmesh runs");
+    assert_eq!(output.status.code(), Some(1), "{output:?}");
+    let report: Value = serde_json::from_slice(&output.stdout).expect("the report is printed");
+    assert_eq!(report["reports"][0]["ok"], 0);
+    assert_eq!(report["reports"][0]["errors"]["UNIMPLEMENTED"], 20);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        stderr.ends_with("failed (UNIMPLEMENTED×20)\n") && stderr.contains("no call succeeded in "),
+        "{stderr}"
+    );
+    server.kill().await.expect("stopped");
+}

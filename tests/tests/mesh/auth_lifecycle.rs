@@ -15,13 +15,12 @@ use tokenmesh_proto::{
     orders::v1::ListOrdersRequest,
     products::v1::CheckEntitlementRequest,
 };
-use tokenmesh_tests::calls::{assert_status, login, refresh, with_bearer};
+use tokenmesh_tests::calls::{assert_status, assert_throttled, login, refresh, with_bearer};
 use tokenmesh_tests::{
     Bearer, ManualClock, Mesh, MeshBuilder, Minter, claims_of, client_secret, eventually,
     header_of, on_sqlite_and_postgres,
 };
 use tonic::Code;
-use tonic_types::StatusExt;
 
 /// How long a test waits for a revocation to reach Products and Orders before it
 /// fails: a bound for one that never arrives, not a speed goal (the goal, one
@@ -385,22 +384,10 @@ async fn repeated_failures_are_throttled_alike_for_known_and_unknown_users(build
             );
         }
         for password in ["guess", "alice-demo"] {
-            let status = login(&mut auth, user, password)
-                .await
-                .expect_err("throttled");
-            assert_eq!(
-                (status.code(), status.message()),
-                (
-                    Code::ResourceExhausted,
-                    "too many failed logins; retry later"
-                ),
-                "{user}"
+            let retry = assert_throttled(
+                login(&mut auth, user, password).await,
+                "too many failed logins",
             );
-            let retry = status
-                .get_details_retry_info()
-                .expect("RetryInfo detail")
-                .retry_delay
-                .expect("delay");
             assert!(
                 retry > Duration::from_secs(20) && retry <= Duration::from_secs(30),
                 "{retry:?}"

@@ -1,10 +1,10 @@
 //! The running mesh driven by the real grpcurl binary, through reflection only
 //! (no proto files). grpcurl exits with 64 + the gRPC code on an error status.
 
-use std::{net::SocketAddr, path::PathBuf, process::Output};
+use std::{net::SocketAddr, path::PathBuf, process::Output, time::Duration};
 
 use serde_json::Value;
-use tokenmesh_tests::{Mesh, output_within_deadline, tool_on_path};
+use tokenmesh_tests::{ManualClock, Mesh, output_within_deadline, tool_on_path};
 use tokio::process::Command;
 
 /// grpcurl on PATH (CI installs it).
@@ -168,5 +168,98 @@ async fn grpcurl_walks_the_demo_flow_through_reflection() {
         "UNAUTHENTICATED: {anonymous:?}"
     );
     assert!(String::from_utf8_lossy(&anonymous.stderr).contains("missing bearer token"));
+    mesh.shutdown().await;
+}
+
+/// grpcurl's error report: the code, the message and each detail, typed. A
+/// detail type that reflection does not serve prints as `"@error": "… is not
+/// recognized"` instead.
+fn error_report(output: &Output) -> String {
+    String::from_utf8_lossy(&output.stderr).replace('\t', " ")
+}
+
+#[tokio::test]
+async fn grpcurl_prints_the_typed_details_of_every_kind_of_refusal() {
+    let Some(grpcurl) = grpcurl() else { return };
+    // One free failure, then a throttle whose delay is fixed on a still clock.
+    let mesh = Mesh::builder()
+        .clock(ManualClock::new())
+        .login_throttle(1, Duration::from_secs(30))
+        .start()
+        .await;
+    let (auth, orders) = (mesh.auth_addr().to_string(), mesh.orders_addr().to_string());
+    let login = |body: &'static str| {
+        let (grpcurl, auth) = (grpcurl.clone(), auth.clone());
+        async move {
+            run(
+                &grpcurl,
+                &[
+                    "-plaintext",
+                    "-d",
+                    body,
+                    &auth,
+                    "tokenmesh.auth.v1.AuthService/Login",
+                ],
+            )
+            .await
+        }
+    };
+
+    let anonymous = run(
+        &grpcurl,
+        &[
+            "-plaintext",
+            "-d",
+            "{}",
+            &orders,
+            "tokenmesh.orders.v1.OrdersService/ListOrders",
+        ],
+    )
+    .await;
+    assert_eq!(anonymous.status.code(), Some(64 + 16), "{anonymous:?}");
+    assert_eq!(
+        error_report(&anonymous),
+        "ERROR:\n  Code: Unauthenticated\n  Message: missing bearer token: send `authorization: Bearer <access_token>`\n  Details:\n  1) {\"@type\":\"type.googleapis.com/google.rpc.ErrorInfo\",\"domain\":\"tokenmesh.dev\",\"reason\":\"TOKEN_MISSING\"}\n"
+    );
+
+    let no_password = login(r#"{"username":"alice"}"#).await;
+    assert_eq!(no_password.status.code(), Some(64 + 3), "{no_password:?}");
+    assert_eq!(
+        error_report(&no_password),
+        "ERROR:\n  Code: InvalidArgument\n  Message: password: required\n  Details:\n  1) {\"@type\":\"type.googleapis.com/google.rpc.BadRequest\",\"fieldViolations\":[{\"field\":\"password\",\"description\":\"required\"}]}\n"
+    );
+
+    let wrong = login(r#"{"username":"alice","password":"guess"}"#).await;
+    assert_eq!(wrong.status.code(), Some(64 + 16), "{wrong:?}");
+    let throttled = login(r#"{"username":"alice","password":"alice-demo"}"#).await;
+    assert_eq!(throttled.status.code(), Some(64 + 8), "{throttled:?}");
+    assert_eq!(
+        error_report(&throttled),
+        "ERROR:\n  Code: ResourceExhausted\n  Message: too many failed logins; retry in 30 s\n  Details:\n  1) {\"@type\":\"type.googleapis.com/google.rpc.RetryInfo\",\"retryDelay\":\"30s\"}\n"
+    );
+    mesh.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_method_sent_to_the_wrong_service_is_unimplemented_not_denied() {
+    let Some(grpcurl) = grpcurl() else { return };
+    let mesh = Mesh::start().await;
+    // Login, sent to Products' port: a newcomer's slip, not a missing scope.
+    let misdirected = run(
+        &grpcurl,
+        &[
+            "-plaintext",
+            "-d",
+            r#"{"username":"alice","password":"alice-demo"}"#,
+            &mesh.products_addr().to_string(),
+            "tokenmesh.auth.v1.AuthService/Login",
+        ],
+    )
+    .await;
+    assert_eq!(misdirected.status.code(), Some(64 + 12), "{misdirected:?}");
+    assert_eq!(
+        error_report(&misdirected),
+        "ERROR:\n  Code: Unimplemented\n  Message: unknown method: this server does not serve it (`grpcurl <address> list` shows what it does)\n  Details:\n  1) {\"@type\":\"type.googleapis.com/google.rpc.ErrorInfo\",\"domain\":\"tokenmesh.dev\",\"reason\":\"METHOD_UNKNOWN\"}\n"
+    );
     mesh.shutdown().await;
 }

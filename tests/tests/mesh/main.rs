@@ -17,6 +17,7 @@ mod jwks_http;
 mod keys;
 mod metrics;
 mod orders;
+mod python_client;
 mod replicas;
 mod replicas_products;
 mod security_exchange;

@@ -10,12 +10,11 @@ use tokenmesh_proto::auth::v1::{
     auth_service_client::AuthServiceClient,
 };
 use tokenmesh_server::KeyEncryptionKey;
-use tokenmesh_tests::calls::{assert_status, login, with_bearer};
+use tokenmesh_tests::calls::{assert_status, assert_throttled, login, with_bearer};
 use tokenmesh_tests::{
     ManualClock, MeshBuilder, Replica, TestDatabase, eventually, header_of, on_sqlite_and_postgres,
 };
 use tonic::{Code, transport::Channel};
-use tonic_types::StatusExt;
 
 on_sqlite_and_postgres!(
     rotation_on_one_replica_is_seen_by_the_other,
@@ -258,18 +257,12 @@ async fn failed_logins_split_across_replicas_hit_one_budget(builder: MeshBuilder
         );
     }
     for auth in &mut replicas {
-        let status = login(auth, "alice", "alice-demo")
-            .await
-            .expect_err("the budget is used up on every replica");
-        assert_eq!(
-            (status.code(), status.message()),
-            (
-                Code::ResourceExhausted,
-                "too many failed logins; retry later"
-            )
+        // The budget is used up on every replica.
+        let retry = assert_throttled(
+            login(auth, "alice", "alice-demo").await,
+            "too many failed logins",
         );
-        let retry = status.get_details_retry_info().expect("RetryInfo");
-        assert_eq!(retry.retry_delay, Some(DELAY), "on the mesh's clock");
+        assert_eq!(retry, DELAY, "on the mesh's clock");
     }
     clock.advance(DELAY);
     login(&mut replicas[1], "alice", "alice-demo")

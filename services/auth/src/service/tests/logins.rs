@@ -186,17 +186,19 @@ async fn failures_beyond_the_free_ones_are_throttled(url: &str) {
         .login("alice", "alice-password")
         .await
         .expect_err("throttled, even with the right password");
-    assert_eq!(
-        (status.code(), status.message()),
-        (
-            Code::ResourceExhausted,
-            "too many failed logins; retry later"
-        )
-    );
     let retry = status
         .get_details_retry_info()
         .and_then(|info| info.retry_delay)
         .expect("RetryInfo");
+    // The message says how long to wait, rounded up to whole seconds.
+    let seconds = retry.as_secs() + u64::from(retry.subsec_nanos() > 0);
+    assert_eq!(
+        (status.code(), status.message()),
+        (
+            Code::ResourceExhausted,
+            format!("too many failed logins; retry in {seconds} s").as_str()
+        )
+    );
     assert!(
         retry > Duration::from_secs(20) && retry <= Duration::from_secs(30),
         "{retry:?}"

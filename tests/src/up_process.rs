@@ -1,12 +1,13 @@
 //! One `tokenmesh up --demo` child process of the built binary, logging JSON
 //! lines: its addresses read back from its own `mesh up` line, its log parsed
-//! line by line, stopped with SIGTERM. For what only a whole process shows: its
-//! log, its traces.
+//! line by line, what it printed for a person kept, stopped with SIGTERM. For
+//! what only a whole process shows: its log, its traces, its console, the
+//! README run against it.
 
 use std::{
     fs::File,
     net::SocketAddr,
-    path::PathBuf,
+    path::{Path, PathBuf},
     process::{ExitStatus, Stdio},
 };
 
@@ -27,20 +28,25 @@ pub struct UpProcess {
     /// `/metrics` and Auth's JWKS.
     pub http: SocketAddr,
     log: PathBuf,
+    stdout: PathBuf,
     child: Option<Child>,
-    _dir: tempfile::TempDir,
+    dir: tempfile::TempDir,
 }
 
 impl UpProcess {
     /// Starts it with `flags` after `up --demo` and `env` (`RUST_LOG`…) added to
-    /// its environment, and waits until it logs that the mesh is up.
+    /// its environment, and waits until it logs that the mesh is up. It runs in
+    /// [`UpProcess::dir`], its data in `./tokenmesh-data` as after `up` in a
+    /// checkout.
     pub async fn start(flags: &[&str], env: &[(&str, &str)]) -> Self {
         let dir = tempfile::tempdir().expect("tempdir");
         let log = dir.path().join("up.log");
+        let stdout = dir.path().join("up.out");
         let mut command = Command::new(tokenmesh_binary());
         command
-            .args(["--log-format", "json", "up", "--demo", "--data-dir"])
-            .arg(dir.path().join("data"));
+            .args(["--log-format", "json", "up", "--demo"])
+            .args(["--data-dir", "tokenmesh-data"])
+            .current_dir(dir.path());
         for flag in ["auth-addr", "products-addr", "orders-addr", "http-addr"] {
             command.arg(format!("--{flag}")).arg("127.0.0.1:0");
         }
@@ -48,7 +54,7 @@ impl UpProcess {
             .args(flags)
             .envs(env.iter().copied())
             .stdin(Stdio::null())
-            .stdout(Stdio::null())
+            .stdout(File::create(&stdout).expect("stdout file"))
             .stderr(File::create(&log).expect("log file"))
             .kill_on_drop(true);
         let mut child = command.spawn().expect("tokenmesh starts");
@@ -80,9 +86,31 @@ impl UpProcess {
             orders: addr("orders"),
             http: addr("http"),
             log,
+            stdout,
             child: Some(child),
-            _dir: dir,
+            dir,
         }
+    }
+
+    /// The directory it runs in.
+    pub fn dir(&self) -> &Path {
+        self.dir.path()
+    }
+
+    /// The line it printed for a person that starts with `prefix`, without the
+    /// prefix: waits for it (`up` prints after it logs `mesh up`).
+    pub async fn printed(&self, prefix: &str) -> String {
+        let read = || std::fs::read_to_string(&self.stdout).unwrap_or_default();
+        let context = || format!(": tokenmesh up printed no {prefix:?} line:\n{}", read());
+        let line = || {
+            std::future::ready(
+                read()
+                    .lines()
+                    .find_map(|line| line.strip_prefix(prefix))
+                    .map(str::to_owned),
+            )
+        };
+        crate::eventually_or(CHILD_DEADLINE, context, line).await.0
     }
 
     /// Everything it logged so far, as written.

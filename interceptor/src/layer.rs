@@ -131,28 +131,20 @@ where
                 return AuthFuture::inner(future, span);
             }
             Access::Rule(Rule::Authenticated { scopes }) => scopes,
-            Access::NoRule => {
-                return AuthFuture::refused(
-                    refuse(&shared.metrics, &span, AuthError::NoRule),
-                    span,
-                );
-            }
+            Access::NoRule => return AuthFuture::refused(&shared.metrics, span, AuthError::NoRule),
             // Answered here, not by the router: the inner service may route
             // paths this policy never saw, and none of them may pass without a
             // rule.
             Access::Unknown => {
-                return AuthFuture::refused(
-                    refuse(&shared.metrics, &span, AuthError::UnknownMethod),
-                    span,
-                );
+                return AuthFuture::refused(&shared.metrics, span, AuthError::UnknownMethod);
             }
         };
         // A token verified before is answered here, without a boxed future; only
         // a signature check (and perhaps a key fetch) waits.
-        let looked_up = bearer_token(request.headers())
-            .and_then(|token| shared.verifier.lookup(token).map(|found| (found, token)));
+        let looked_up =
+            bearer_token(request.headers()).and_then(|token| shared.verifier.lookup(token));
         let digest = match looked_up {
-            Ok((Lookup::Hit(claims), _)) => {
+            Ok(Lookup::Hit(claims)) => {
                 return match check_scopes(&*claims, scopes) {
                     Ok(()) => {
                         span.record("subject", claims.subject());
@@ -161,13 +153,11 @@ where
                         let future = span.in_scope(|| take_ready(&mut self.inner).call(request));
                         AuthFuture::inner(future, span)
                     }
-                    Err(error) => AuthFuture::refused(refuse(&shared.metrics, &span, error), span),
+                    Err(error) => AuthFuture::refused(&shared.metrics, span, error),
                 };
             }
-            Ok((Lookup::Miss(digest), _)) => digest,
-            Err(error) => {
-                return AuthFuture::refused(refuse(&shared.metrics, &span, error), span);
-            }
+            Ok(Lookup::Miss(digest)) => digest,
+            Err(error) => return AuthFuture::refused(&shared.metrics, span, error),
         };
         let mut inner = take_ready(&mut self.inner);
         let shared = self.shared.clone();
@@ -218,8 +208,12 @@ pin_project! {
 }
 
 impl<F, B, E> AuthFuture<F, B, E> {
-    fn refused(response: Response<B>, span: tracing::Span) -> Self {
-        let response = Some(response);
+    /// A refusal of `error`, counted and recorded in `span`.
+    fn refused(metrics: &AuthMetrics, span: tracing::Span, error: AuthError) -> Self
+    where
+        B: Default,
+    {
+        let response = Some(refuse(metrics, &span, error));
         Self {
             state: State::Refused { response },
             span,

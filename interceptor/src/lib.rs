@@ -44,7 +44,7 @@ pub use freshness::{FeedFreshness, Stale};
 pub use http::{HttpJwksSource, MAX_JWKS_BYTES};
 pub use keys::{KeySet, KeySource, KeySourceError, KeyStore, VerificationKey};
 pub use layer::{Auth, AuthFuture, AuthLayer, bearer_token};
-pub use metrics::{Allowed, AuthMetrics};
+pub use metrics::{Allowed, AuthMetrics, label_value};
 pub use policy::{Access, Policy, PolicyError, RULE_OPTION, Rule};
 pub use refresh::{DEFAULT_REFRESH_BEFORE, IssuedToken, RefreshingToken, TokenFetcher};
 pub use revocation::RevocationSet;

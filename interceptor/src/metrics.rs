@@ -81,7 +81,7 @@ impl AuthMetrics {
     /// Appends the counters as Prometheus text samples labelled `service`
     /// (without the `# HELP`/`# TYPE` lines: see [`AuthMetrics::HEADER`]).
     pub fn render_samples(&self, service: &str, out: &mut String) {
-        let service = service.replace(['\\', '"', '\n'], "_");
+        let service = label_value(service);
         for (why, count) in Allowed::ALL.iter().zip(&self.allowed) {
             let _ = writeln!(
                 out,
@@ -113,6 +113,12 @@ impl AuthMetrics {
 }
 
 const FAMILY: &str = "tokenmesh_auth_requests_total";
+
+/// `value` safe inside a Prometheus label's quotes: the characters the text
+/// format would have to escape (`\`, `"`, newline) become `_`.
+pub fn label_value(value: &str) -> String {
+    value.replace(['\\', '"', '\n'], "_")
+}
 
 #[cfg(test)]
 mod tests {

@@ -86,7 +86,7 @@ impl Latencies {
             .map(|_| Histogram::default())
             .collect();
         Self {
-            service: service.replace(['\\', '"', '\n'], "_"),
+            service: tokenmesh_interceptor::label_value(service),
             methods: all,
             index,
             cells,

@@ -107,7 +107,7 @@ impl Registry {
         }
         out.push_str(FEED_HEADER);
         for ((service, feed), silent) in silences {
-            let service = service.replace(['\\', '"', '\n'], "_");
+            let service = tokenmesh_interceptor::label_value(service);
             let value = match silent {
                 i64::MAX => "+Inf".to_owned(),
                 seconds => seconds.to_string(),

@@ -7,7 +7,10 @@ use std::time::Duration;
 use serde_json::json;
 use tokenmesh_proto::{
     orders::v1::{EntitlementSource, ListOrdersRequest, Order, PlaceOrderRequest},
-    products::v1::{CreateProductRequest, EntitlementRequest, GrantStatus, ListProductsRequest},
+    products::v1::{
+        CreateProductRequest, EntitlementRequest, EntitlementResponse, GrantStatus,
+        ListProductsRequest,
+    },
 };
 use tokenmesh_tests::calls::assert_status;
 use tokenmesh_tests::{
@@ -233,6 +236,17 @@ async fn admin_products(mesh: &Mesh) -> ProductsClient {
     mesh.products_as("admin").await
 }
 
+/// Revokes `subject`'s `product` as `admin`, which it had: the answer.
+async fn revoke(admin: &mut ProductsClient, subject: &str, product: &str) -> EntitlementResponse {
+    let revoked = admin
+        .revoke_entitlement(entitlement(subject, product))
+        .await
+        .expect("revoke")
+        .into_inner();
+    assert!(revoked.changed);
+    revoked
+}
+
 #[tokio::test]
 async fn a_user_entitled_to_5000_products_gets_no_grant_and_still_orders() {
     let mesh = Mesh::start().await;
@@ -315,12 +329,7 @@ async fn a_revocation_beats_an_older_grant() {
         let mesh = Mesh::builder().entitlement_sources(&sources).start().await;
         let older_grant = mesh.grant_of("alice").await;
         let mut admin = admin_products(&mesh).await;
-        let revoked = admin
-            .revoke_entitlement(entitlement("alice", "P-100"))
-            .await
-            .expect("revoke")
-            .into_inner();
-        assert!(revoked.changed);
+        revoke(&mut admin, "alice", "P-100").await;
         let mut orders = mesh.orders_as("alice").await;
         let expected = if sources.len() == 1 {
             (
@@ -389,12 +398,7 @@ async fn a_cached_grant_is_reused_only_until_the_entitlements_change_or_half_its
     );
 
     let mut admin = admin_products(&mesh).await;
-    let revoked = admin
-        .revoke_entitlement(entitlement("alice", "P-100"))
-        .await
-        .expect("revoke")
-        .into_inner();
-    assert!(revoked.changed);
+    let revoked = revoke(&mut admin, "alice", "P-100").await;
     let after_revocation = mesh.grant_of("alice").await;
     assert_ne!(
         after_revocation, first,

@@ -83,10 +83,13 @@ async fn run() -> anyhow::Result<()> {
     let result = match cli.command {
         Command::Up(args) => up(&args).await,
         Command::Serve(command) => serve(command).await,
-        Command::Keys(KeysCommand::Rotate(args)) if !args.offline => {
-            Ok(admin::rotate_online(&args.connect, &mut out).await?)
+        Command::Keys(KeysCommand::Rotate(args)) => {
+            if args.offline {
+                rotate_keys(*args).await
+            } else {
+                Ok(admin::rotate_online(&args.connect, &mut out).await?)
+            }
         }
-        Command::Keys(KeysCommand::Rotate(args)) => rotate_keys(*args).await,
         Command::Users(command) => Ok(admin::users(command, &mut out).await?),
         Command::Entitlements(command) => Ok(admin::entitlements(command, &mut out).await?),
         Command::Token(admin::TokenCommand::Decode(args)) => {

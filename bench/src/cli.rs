@@ -134,6 +134,12 @@ pub struct RunArgs {
     /// e.g. one refresh token per `Refresh` call.
     #[arg(long, conflicts_with = "data")]
     pub data_file: Option<PathBuf>,
+    /// Chain requests on this field: each request in flight starts with its own
+    /// line of `--data-file` and sends next the request carrying this field of
+    /// the response it got (e.g. `refresh_token`: each `Refresh` with the
+    /// successor the last one returned). Needs a line per request in flight.
+    #[arg(long, requires = "data_file")]
+    pub chain: Option<String>,
     /// Which token requests carry.
     #[arg(long, value_enum, default_value_t = TokenMode::None)]
     pub token_mode: TokenMode,
@@ -181,9 +187,6 @@ pub struct OverheadArgs {
 /// `tokenmesh bench mesh`.
 #[derive(Debug, Clone, Args)]
 pub struct MeshArgs {
-    /// Refresh tokens gathered (by as many logins) for the `Refresh` run; 0 skips it.
-    #[arg(long, default_value_t = 1000)]
-    pub refreshes: usize,
     /// Run the three services on this database (`postgres://…`; each in its own
     /// schema) instead of each on its own SQLite file.
     #[arg(long)]
@@ -248,12 +251,8 @@ pub async fn main(args: BenchArgs) -> Result<(), BenchError> {
             print_reports(&reports, args.load.json, ratios)
         }
         BenchCommand::Mesh(args) => {
-            let (reports, memory) = scenario::mesh(
-                &args.load.config(),
-                args.refreshes,
-                args.database_url.as_deref(),
-            )
-            .await?;
+            let (reports, memory) =
+                scenario::mesh(&args.load.config(), args.database_url.as_deref()).await?;
             // Each call's throughput and p99 over the trivial call's, same run.
             let base = &reports[0];
             let ratios: Vec<_> = reports
@@ -311,10 +310,14 @@ async fn run_one(args: &RunArgs) -> Result<Report, BenchError> {
                 context: format!("reading {}", path.display()),
                 source,
             })?;
+            let body = match &args.chain {
+                Some(field) => Body::chain(&method, field, &lines)?,
+                None => Body::json_lines(&method, &lines)?,
+            };
             Target {
                 addr: args.addr,
                 path: method.path().to_owned(),
-                body: Body::json_lines(&method, &lines)?,
+                body,
             }
         }
     };

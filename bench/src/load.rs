@@ -2,7 +2,8 @@
 //! connections, each worker sending one request at a time, back to back, for a
 //! duration or a request count after a warm-up. Latencies of successful calls go
 //! into an HDR histogram; failed calls are counted by gRPC status code and never
-//! count as throughput.
+//! count as throughput. A worker may follow a chain: each request built from
+//! the last response (a refresh token's successor).
 
 use std::{
     collections::BTreeMap,
@@ -45,6 +46,18 @@ pub enum Body {
         /// The JSON, with `{{seq}}` placeholders.
         json: String,
     },
+    /// Worker `w` follows its own chain: it sends `first[w]`, then each time the
+    /// request carrying `field` of the response it got (e.g. `Refresh` with the
+    /// successor refresh token: a steady run of rotations, as long as any other).
+    /// A failed call ends its worker's chain: what it carried may be spent.
+    Chain {
+        /// The method, whose request and response both have `field`.
+        method: Method,
+        /// The field carried from each response into the next request.
+        field: Arc<str>,
+        /// Each chain's first request; at least one per request in flight.
+        first: Arc<[Bytes]>,
+    },
 }
 
 impl Body {
@@ -63,21 +76,43 @@ impl Body {
 
     /// One message per non-empty line of `lines`, each JSON for `method`.
     pub fn json_lines(method: &Method, lines: &str) -> Result<Self, BenchError> {
-        let bodies = lines
-            .lines()
-            .filter(|line| !line.trim().is_empty())
-            .map(|line| method.encode_json(line))
-            .collect::<Result<Arc<[Bytes]>, _>>()?;
-        if bodies.is_empty() {
-            return Err(BenchError::Request("no request in the data file".into()));
+        Ok(Self::Pool(encode_lines(method, lines)?))
+    }
+
+    /// Chains for `method` carrying `field`, one per non-empty line of `lines`
+    /// (each the JSON of a chain's first request).
+    pub fn chain(method: &Method, field: &str, lines: &str) -> Result<Self, BenchError> {
+        method.check_follow(field)?;
+        Ok(Self::Chain {
+            method: method.clone(),
+            field: field.into(),
+            first: encode_lines(method, lines)?,
+        })
+    }
+
+    /// The first request of worker `worker`'s chain, if requests chain.
+    fn chain_start(&self, worker: usize) -> Option<Bytes> {
+        match self {
+            Self::Chain { first, .. } => first.get(worker).cloned(),
+            Self::Fixed(_) | Self::Pool(_) | Self::Template { .. } => None,
         }
-        Ok(Self::Pool(bodies))
+    }
+
+    /// The request after `response` in a chain.
+    fn follow(&self, response: &[u8]) -> Result<Bytes, BenchError> {
+        match self {
+            Self::Chain { method, field, .. } => method.follow(response, field),
+            Self::Fixed(_) | Self::Pool(_) | Self::Template { .. } => {
+                Err(BenchError::Request("requests do not chain".into()))
+            }
+        }
     }
 
     fn for_request(&self, n: u64) -> Result<Bytes, Status> {
         match self {
             Self::Fixed(bytes) => Ok(bytes.clone()),
-            Self::Pool(bodies) => {
+            // Outside a worker's chain (see `chain_start`), chains' first requests in turn.
+            Self::Pool(bodies) | Self::Chain { first: bodies, .. } => {
                 let index = usize::try_from(n % bodies.len() as u64).unwrap_or_default();
                 Ok(bodies[index].clone())
             }
@@ -86,6 +121,19 @@ impl Body {
                 .map_err(|e| Status::invalid_argument(e.to_string())),
         }
     }
+}
+
+/// One message per non-empty line of `lines`, each JSON for `method`.
+fn encode_lines(method: &Method, lines: &str) -> Result<Arc<[Bytes]>, BenchError> {
+    let bodies = lines
+        .lines()
+        .filter(|line| !line.trim().is_empty())
+        .map(|line| method.encode_json(line))
+        .collect::<Result<Arc<[Bytes]>, _>>()?;
+    if bodies.is_empty() {
+        return Err(BenchError::Request("no request in the data file".into()));
+    }
+    Ok(bodies)
 }
 
 /// The method to call, where, with what.
@@ -221,6 +269,16 @@ pub async fn run(
 ) -> Result<Outcome, BenchError> {
     let path = PathAndQuery::try_from(target.path.as_str())
         .map_err(|e| BenchError::Request(format!("{}: {e}", target.path)))?;
+    if let Body::Chain { first, .. } = &target.body
+        && first.len() < config.in_flight
+    {
+        // Two workers on one chain would present each other's spent tokens.
+        return Err(BenchError::Request(format!(
+            "{} chains for {} requests in flight: each request in flight needs its own",
+            first.len(),
+            config.in_flight
+        )));
+    }
     let channels = connect(target.addr, config.connections).await?;
     let started = Instant::now();
     let measure_from = started + config.warmup;
@@ -240,6 +298,7 @@ pub async fn run(
                 last_done: None,
             };
             let mut grpc = Grpc::new(channel);
+            let mut chained = body.chain_start(worker);
             loop {
                 let sent = Instant::now();
                 let measuring = sent >= measure_from;
@@ -253,30 +312,51 @@ pub async fn run(
                     }
                 }
                 let n = sequence.fetch_add(1, Ordering::Relaxed);
-                let result = send(
-                    &mut grpc,
-                    &path,
-                    &body,
-                    tokens.get(n).cloned(),
-                    n,
-                    config.timeout,
-                )
-                .await;
-                if !measuring {
-                    continue;
-                }
-                let done = Instant::now();
-                tally.last_done = Some(done);
-                match result {
-                    Ok(()) => {
-                        tally.ok += 1;
-                        let micros = u64::try_from((done - sent).as_micros()).unwrap_or(u64::MAX);
-                        tally.latency.saturating_record(micros.max(1));
+                let request = match &chained {
+                    Some(next) => Ok(next.clone()),
+                    None => body.for_request(n).map_err(|status| status.code()),
+                };
+                let result = match request {
+                    Ok(request) => {
+                        send(
+                            &mut grpc,
+                            &path,
+                            request,
+                            tokens.get(n).cloned(),
+                            config.timeout,
+                        )
+                        .await
                     }
-                    Err(code) => *tally.errors.entry(code_name(code).to_owned()).or_default() += 1,
+                    Err(code) => Err(code),
+                };
+                let done = Instant::now();
+                let chain_ended = match (&mut chained, &result) {
+                    (None, _) => false,
+                    (Some(next), Ok(response)) => {
+                        *next = body.follow(response)?;
+                        false
+                    }
+                    (Some(_), Err(_)) => true,
+                };
+                if measuring {
+                    tally.last_done = Some(done);
+                    match result {
+                        Ok(_) => {
+                            tally.ok += 1;
+                            let micros =
+                                u64::try_from((done - sent).as_micros()).unwrap_or(u64::MAX);
+                            tally.latency.saturating_record(micros.max(1));
+                        }
+                        Err(code) => {
+                            *tally.errors.entry(code_name(code).to_owned()).or_default() += 1;
+                        }
+                    }
+                }
+                if chain_ended {
+                    break;
                 }
             }
-            tally
+            Ok::<_, BenchError>(tally)
         });
     }
     let mut outcome = Outcome {
@@ -287,7 +367,7 @@ pub async fn run(
     };
     let mut last_done = measure_from;
     while let Some(tally) = workers.join_next().await {
-        let tally = tally.map_err(|e| BenchError::Worker(e.to_string()))?;
+        let tally = tally.map_err(|e| BenchError::Worker(e.to_string()))??;
         outcome.ok += tally.ok;
         for (code, count) in tally.errors {
             *outcome.errors.entry(code).or_default() += count;
@@ -302,15 +382,14 @@ pub async fn run(
     Ok(outcome)
 }
 
+/// Sends `body`; the response message, or the status code.
 async fn send(
     grpc: &mut Grpc<Channel>,
     path: &PathAndQuery,
-    body: &Body,
+    body: Bytes,
     token: Option<tonic::metadata::AsciiMetadataValue>,
-    n: u64,
     timeout: Duration,
-) -> Result<(), Code> {
-    let body = body.for_request(n).map_err(|s| s.code())?;
+) -> Result<Bytes, Code> {
     let mut request = Request::new(body);
     if let Some(token) = token {
         request.metadata_mut().insert("authorization", token);
@@ -319,7 +398,7 @@ async fn send(
         grpc.ready().await.map_err(|_| Code::Unavailable)?;
         grpc.unary::<_, Bytes, _>(request, path.clone(), RawCodec)
             .await
-            .map(drop)
+            .map(tonic::Response::into_inner)
             .map_err(|status| status.code())
     };
     tokio::time::timeout(timeout, call)
@@ -353,7 +432,10 @@ pub fn code_name(code: Code) -> &'static str {
 #[cfg(test)]
 mod tests {
     use prost::Message;
-    use tokenmesh_proto::orders::v1::PlaceOrderRequest;
+    use tokenmesh_proto::{
+        auth::v1::{RefreshRequest, TokenResponse},
+        orders::v1::PlaceOrderRequest,
+    };
 
     use super::*;
     use crate::Methods;
@@ -389,5 +471,45 @@ mod tests {
             .collect();
         assert_eq!(ids, ["a", "b", "a"]);
         assert!(Body::json_lines(&method, "\n").is_err());
+    }
+
+    #[test]
+    fn a_chain_starts_each_worker_on_its_own_line_and_carries_the_field_on() {
+        let methods = Methods::tokenmesh().expect("pool");
+        let refresh = methods
+            .method("tokenmesh.auth.v1.AuthService/Refresh")
+            .expect("known");
+        let chain = Body::chain(
+            &refresh,
+            "refresh_token",
+            "{\"refresh_token\":\"first-0\"}\n{\"refresh_token\":\"first-1\"}\n",
+        )
+        .expect("two chains");
+        let presented = |body: Bytes| RefreshRequest::decode(body).expect("decodes").refresh_token;
+        assert_eq!(
+            chain.chain_start(1).map(presented).as_deref(),
+            Some("first-1")
+        );
+        assert_eq!(chain.chain_start(2), None);
+        let response = TokenResponse {
+            access_token: "access".into(),
+            refresh_token: "successor".into(),
+            ..TokenResponse::default()
+        };
+        let next = chain
+            .follow(&response.encode_to_vec())
+            .expect("the response has the field");
+        assert_eq!(
+            RefreshRequest::decode(next).expect("decodes"),
+            RefreshRequest {
+                refresh_token: "successor".into()
+            }
+        );
+        assert_eq!(Body::Fixed(Bytes::new()).chain_start(0), None);
+        // Login's request has no refresh_token to carry it into.
+        let login = methods
+            .method("tokenmesh.auth.v1.AuthService/Login")
+            .expect("known");
+        assert!(Body::chain(&login, "refresh_token", "{}").is_err());
     }
 }

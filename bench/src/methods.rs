@@ -66,6 +66,39 @@ impl Method {
         Ok(message.encode_to_vec().into())
     }
 
+    /// Checks that `field` is a field of both the request and the response, of
+    /// one kind, so that [`Method::follow`] can carry it from one to the next.
+    pub fn check_follow(&self, field: &str) -> Result<(), BenchError> {
+        let input = self.descriptor.input().get_field_by_name(field);
+        let output = self.descriptor.output().get_field_by_name(field);
+        match (input, output) {
+            (Some(input), Some(output))
+                if input.kind() == output.kind() && input.cardinality() == output.cardinality() =>
+            {
+                Ok(())
+            }
+            _ => Err(BenchError::Request(format!(
+                "{}: `{field}` is not a field of both the request and the response",
+                self.path
+            ))),
+        }
+    }
+
+    /// The request that carries `field` of `response` on, every other field
+    /// unset: e.g. the next `Refresh`, with the refresh token the last one returned.
+    pub fn follow(&self, response: &[u8], field: &str) -> Result<Bytes, BenchError> {
+        let response = DynamicMessage::decode(self.descriptor.output(), response)
+            .map_err(|e| BenchError::Response(format!("{}: {e}", self.path)))?;
+        let value = response.get_field_by_name(field).ok_or_else(|| {
+            BenchError::Response(format!("{}: no `{field}` in the response", self.path))
+        })?;
+        let mut request = DynamicMessage::new(self.descriptor.input());
+        request
+            .try_set_field_by_name(field, value.into_owned())
+            .map_err(|e| BenchError::Request(format!("{}: {e}", self.path)))?;
+        Ok(request.encode_to_vec().into())
+    }
+
     /// Decodes a response into JSON (proto field names), e.g. to pick a token out
     /// of a `Login` response.
     pub fn decode_response(&self, bytes: &[u8]) -> Result<serde_json::Value, BenchError> {

@@ -233,7 +233,7 @@ impl MeshProcesses {
     }
 
     /// `count` refresh tokens of alice's, from as many logins (32 at a time):
-    /// `Refresh` rotates its token, so a rate test needs one per call.
+    /// `Refresh` rotates its token, so each chain of refreshes needs its own login.
     pub async fn refresh_tokens(&self, count: usize) -> Result<Vec<String>, BenchError> {
         use futures::{StreamExt, TryStreamExt};
         let login = Methods::tokenmesh()?.method("tokenmesh.auth.v1.AuthService/Login")?;
@@ -441,14 +441,14 @@ pub struct Memory {
 /// The mesh's own methods as separate processes: `Login`, `GetProduct`,
 /// `ListProducts`, `PlaceOrder` with a grant and without one (a distinct
 /// `request_id` each, so every call writes an order), `IssueServiceToken`, and
-/// `Refresh` over `refreshes` refresh tokens (each spent once); then each
-/// service's idle and peak memory.
+/// `Refresh` — one login per request in flight, each refreshed again and again
+/// with the successor its last response carried; then each service's idle and
+/// peak memory.
 ///
 /// The first report is the trivial call without the layer, measured in the same
 /// run: the base every other row's ratio is taken against.
 pub async fn mesh(
     load: &LoadConfig,
-    refreshes: usize,
     database_url: Option<&str>,
 ) -> Result<(Vec<Report>, Vec<Memory>), BenchError> {
     let bare = spawn_trivial(None).await?;
@@ -576,39 +576,32 @@ pub async fn mesh(
         .await?,
     );
 
-    // Refresh rotates: each call spends one token, so send exactly as many calls
-    // as tokens were gathered, with no warm-up.
-    if refreshes > 0 {
-        let lines: Vec<String> = mesh
-            .refresh_tokens(refreshes)
-            .await?
-            .into_iter()
-            .map(|token| serde_json::json!({ "refresh_token": token }).to_string())
-            .collect();
-        let refresh = Methods::tokenmesh()?.method("tokenmesh.auth.v1.AuthService/Refresh")?;
-        let target = Target {
-            addr: auth,
-            path: refresh.path().to_owned(),
-            body: Body::json_lines(&refresh, &lines.join("\n"))?,
-        };
-        let once = LoadConfig {
-            stop: crate::Stop::Requests(refreshes as u64),
-            warmup: Duration::ZERO,
-            ..*load
-        };
-        let label = format!("Refresh ({refreshes} tokens, once each)");
-        reports.push(
-            measure(
-                &label,
-                &target,
-                &Tokens::none(),
-                "none",
-                &once,
-                Some(mesh.auth.pid),
-            )
-            .await?,
-        );
-    }
+    // Refresh rotates: each request in flight follows its own login's chain of
+    // refresh tokens, for as long as the other runs (Auth's refresh rate limit
+    // is off, see `MeshProcesses::start_on`).
+    let lines: Vec<String> = mesh
+        .refresh_tokens(load.in_flight.max(1))
+        .await?
+        .into_iter()
+        .map(|token| serde_json::json!({ "refresh_token": token }).to_string())
+        .collect();
+    let refresh = Methods::tokenmesh()?.method("tokenmesh.auth.v1.AuthService/Refresh")?;
+    let target = Target {
+        addr: auth,
+        path: refresh.path().to_owned(),
+        body: Body::chain(&refresh, "refresh_token", &lines.join("\n"))?,
+    };
+    reports.push(
+        measure(
+            "Refresh (a login per request in flight, each token's successor next)",
+            &target,
+            &Tokens::none(),
+            "none",
+            load,
+            Some(mesh.auth.pid),
+        )
+        .await?,
+    );
     let memory = services
         .iter()
         .zip(idle)

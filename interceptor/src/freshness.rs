@@ -1,10 +1,11 @@
 //! Whether what a followed feed built (a revocation set, a replica) can still be
-//! trusted to be complete: replayed once, and heard from — a change or a
-//! heartbeat — within a bound, on the injected clock. Past it, fail closed.
+//! trusted to be complete: each stream replayed to its end, and heard from — a
+//! change or a heartbeat — within a bound, on the injected clock. Past it, fail
+//! closed; and a stream mid-replay restores no trust.
 
 use std::{
     fmt,
-    sync::atomic::{AtomicBool, AtomicI64, Ordering},
+    sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering},
     time::Duration,
 };
 
@@ -21,11 +22,15 @@ pub struct FeedFreshness {
     bound: i64,
     /// The first replay has reached the end of the feed.
     replayed: AtomicBool,
-    /// A stream is open and delivering (the follower drops one that goes quiet
-    /// for longer than its heartbeat timeout).
+    /// A stream is open, has replayed what was missed to its end, and is
+    /// delivering (the follower drops one that goes quiet for longer than its
+    /// heartbeat timeout).
     connected: AtomicBool,
-    /// The clock's time of the last event, heartbeat or marker; [`NEVER`] before.
+    /// The clock's time of the last event, heartbeat or marker heard on a
+    /// connected stream; [`NEVER`] before.
     last_heard: AtomicI64,
+    /// The last feed position applied (0: none).
+    position: AtomicU64,
     /// Woken when `replayed` or `connected` changes (health follows at once).
     changed: tokio::sync::Notify,
 }
@@ -37,6 +42,7 @@ impl fmt::Debug for FeedFreshness {
             .field("replayed", &self.replayed.load(Ordering::Relaxed))
             .field("connected", &self.connected.load(Ordering::Relaxed))
             .field("last_heard", &self.last_heard.load(Ordering::Relaxed))
+            .field("position", &self.position.load(Ordering::Relaxed))
             .finish()
     }
 }
@@ -84,25 +90,42 @@ impl FeedFreshness {
             replayed: AtomicBool::new(false),
             connected: AtomicBool::new(false),
             last_heard: AtomicI64::new(NEVER),
+            position: AtomicU64::new(0),
             changed: tokio::sync::Notify::new(),
         }
     }
 
-    /// An event arrived on an open stream.
+    /// An event arrived on a stream. It counts only once that stream has
+    /// replayed what was missed ([`FeedFreshness::replayed`]): mid-replay, what
+    /// the feed built still lacks the rest of the replay, however long it took,
+    /// and a feed silent past its bound must stay untrusted until it has it all.
     pub fn heard(&self) {
+        if self.connected.load(Ordering::Acquire) {
+            self.last_heard
+                .fetch_max(self.clock.now_unix(), Ordering::AcqRel);
+        }
+    }
+
+    /// A stream's replay reached the end of the feed: what the feed built is
+    /// complete, and the stream is current from here (also an event heard).
+    pub fn replayed(&self) {
         self.last_heard
             .fetch_max(self.clock.now_unix(), Ordering::AcqRel);
-        if !self.connected.swap(true, Ordering::AcqRel) {
+        let was_connected = self.connected.swap(true, Ordering::AcqRel);
+        let was_replayed = self.replayed.swap(true, Ordering::AcqRel);
+        if !was_connected || !was_replayed {
             self.changed.notify_waiters();
         }
     }
 
-    /// The replay reached the end of the feed (also an event heard).
-    pub fn replayed(&self) {
-        self.heard();
-        if !self.replayed.swap(true, Ordering::AcqRel) {
-            self.changed.notify_waiters();
-        }
+    /// What the feed built now reflects it up to `position`.
+    pub fn applied(&self, position: u64) {
+        self.position.store(position, Ordering::Release);
+    }
+
+    /// The last position applied (0: none), for operators comparing replicas.
+    pub fn position(&self) -> u64 {
+        self.position.load(Ordering::Acquire)
     }
 
     /// The stream ended or failed: silence counts from the last event heard.
@@ -125,7 +148,7 @@ impl FeedFreshness {
         self.replayed.load(Ordering::Acquire)
     }
 
-    /// Whether a stream is open and delivering.
+    /// Whether a stream is open, replayed to its end, and delivering.
     pub fn is_connected(&self) -> bool {
         self.connected.load(Ordering::Acquire)
     }
@@ -137,8 +160,9 @@ impl FeedFreshness {
     }
 
     /// Whether what the feed built can be trusted now. A connected stream is
-    /// current (its follower drops it when heartbeats stop); a broken one is
-    /// trusted until its silence exceeds the bound.
+    /// current (its follower drops it when heartbeats stop); a broken one, or
+    /// a new one still replaying, is trusted until the silence since the last
+    /// connected stream exceeds the bound.
     pub fn check(&self) -> Result<(), Stale> {
         if !self.is_replayed() {
             return Err(Stale::NotReplayed);
@@ -187,7 +211,41 @@ mod tests {
                 bound_secs: 60
             })
         );
+        // A new stream replays what was missed: until its end, what the feed
+        // built lacks the rest, so its events restore no trust.
         feed.heard();
-        assert_eq!(feed.check(), Ok(()), "reconnected");
+        assert_eq!(
+            feed.check(),
+            Err(Stale::Silent {
+                silent_secs: 61,
+                bound_secs: 60
+            }),
+            "mid-replay"
+        );
+        assert_eq!(feed.silent_secs(), Some(61));
+        feed.replayed();
+        assert_eq!(feed.check(), Ok(()), "replayed again");
+        assert_eq!(feed.silent_secs(), Some(0));
+    }
+
+    #[test]
+    fn a_stream_ended_mid_replay_leaves_the_silence_counting() {
+        let clock = ManualClock::new();
+        let feed = FeedFreshness::new(Arc::new(clock.clone()), Duration::from_secs(60));
+        feed.replayed();
+        feed.disconnected();
+        clock.advance(Duration::from_secs(50));
+        // A stream that replays part of what was missed, then ends.
+        feed.heard();
+        feed.disconnected();
+        clock.advance(Duration::from_secs(11));
+        assert_eq!(
+            feed.check(),
+            Err(Stale::Silent {
+                silent_secs: 61,
+                bound_secs: 60
+            })
+        );
+        assert!(!feed.is_connected());
     }
 }

@@ -145,9 +145,24 @@ impl RevocationSet {
         self.cursor.load(Ordering::Acquire)
     }
 
-    /// Records that the stream has been applied up to `cursor`.
+    /// Records that the stream has been applied up to `cursor` (and tells a
+    /// followed set's freshness, for `/metrics`).
     pub fn set_cursor(&self, cursor: u64) {
-        self.cursor.fetch_max(cursor, Ordering::AcqRel);
+        let cursor = self.cursor.fetch_max(cursor, Ordering::AcqRel).max(cursor);
+        if let Some(freshness) = &self.freshness {
+            freshness.applied(cursor);
+        }
+    }
+
+    /// The feed's store went back (a restore, a failover to a lagging
+    /// standby): its positions no longer mean what the cursor says, so the
+    /// next subscription replays the feed from its start. The entries stay: a
+    /// revocation once heard is never dropped before it expires.
+    pub fn rewind_cursor(&self) {
+        self.cursor.store(0, Ordering::Release);
+        if let Some(freshness) = &self.freshness {
+            freshness.applied(0);
+        }
     }
 }
 
@@ -193,5 +208,19 @@ mod tests {
         assert_eq!(set.sessions(), 1);
         set.prune(501);
         assert!(set.is_empty());
+    }
+
+    #[test]
+    fn the_cursor_only_moves_forward_until_rewound_and_a_rewind_keeps_the_entries() {
+        let set = RevocationSet::new();
+        set.revoke_token("j1", 500);
+        set.set_cursor(7);
+        set.set_cursor(5);
+        assert_eq!(set.cursor(), 7, "a position already passed");
+        set.rewind_cursor();
+        assert_eq!(set.cursor(), 0);
+        assert!(set.is_revoked("alice", "j1", "", 0), "still revoked");
+        set.set_cursor(5);
+        assert_eq!(set.cursor(), 5, "the store's positions, from the start");
     }
 }

@@ -81,6 +81,36 @@ pub fn assert_refused_by_layer<T: std::fmt::Debug>(
     reason: &str,
     message: &str,
 ) {
+    refusal_info(result, code, reason, message);
+}
+
+/// `result` is a service's refusal, as [`assert_refused_by_layer`] says, whose
+/// `ErrorInfo` carries exactly `metadata`.
+#[track_caller]
+pub fn assert_refusal<T: std::fmt::Debug>(
+    result: Result<T, Status>,
+    code: Code,
+    reason: &str,
+    message: &str,
+    metadata: &[(&str, &str)],
+) {
+    let info = refusal_info(result, code, reason, message);
+    let expected: std::collections::HashMap<String, String> = metadata
+        .iter()
+        .map(|(key, value)| (key.to_string(), value.to_string()))
+        .collect();
+    assert_eq!(info.metadata, expected, "{message}");
+}
+
+/// Asserts `result` is refused with `code`, exactly `message`, and an
+/// `ErrorInfo` naming `reason` in tokenmesh's domain; that `ErrorInfo`.
+#[track_caller]
+fn refusal_info<T: std::fmt::Debug>(
+    result: Result<T, Status>,
+    code: Code,
+    reason: &str,
+    message: &str,
+) -> tonic_types::ErrorInfo {
     let status = result.expect_err(message);
     let info = status.get_details_error_info().expect("error info");
     assert_eq!(
@@ -92,6 +122,7 @@ pub fn assert_refused_by_layer<T: std::fmt::Debug>(
         ),
         (code, message, reason, ERROR_DOMAIN)
     );
+    info
 }
 
 /// `result` is Auth's throttle refusal: `RESOURCE_EXHAUSTED`, a `RetryInfo`

@@ -533,6 +533,12 @@ impl Mesh {
             .expect("opens Products' grant keys")
     }
 
+    /// The clock every service of the mesh reads (the builder's, or the
+    /// system's): a service started beside the mesh reads it too.
+    pub fn clock(&self) -> tokenmesh_interceptor::SharedClock {
+        self.inner().env.clock.clone()
+    }
+
     /// The mesh's `/metrics` text, from its own registry (other meshes in this
     /// process are not counted).
     pub fn metrics(&self) -> String {
@@ -914,6 +920,7 @@ pub mod cluster;
 pub mod files;
 pub mod grpc_web;
 pub mod haproxy;
+pub mod relay;
 mod replica;
 pub mod replica_process;
 pub mod up_process;

@@ -161,9 +161,15 @@ impl Mesh {
 
     /// Products' database: the mesh's PostgreSQL database, or its SQLite file.
     pub fn products_database_url(&self) -> String {
+        self.store_url("products.db")
+    }
+
+    /// A service's database: the mesh's PostgreSQL database, or the SQLite
+    /// `file` in its data dir.
+    pub fn store_url(&self, file: &str) -> String {
         match self.database_url() {
             Some(url) => url.to_owned(),
-            None => tokenmesh_server::db::sqlite_url(&self.data_dir().join("products.db")),
+            None => tokenmesh_server::db::sqlite_url(&self.data_dir().join(file)),
         }
     }
 
@@ -195,7 +201,7 @@ impl Mesh {
         if let Some(at) = flags.iter().position(|flag| flag == "--auth-database-url") {
             flags.drain(at..at + 2);
         }
-        let clock = self.inner().env.clock.clone();
+        let clock = self.clock();
         let data_dir = tempfile::tempdir().expect("temp data dir");
         Replica::start_products(data_dir, &flags, Some(clock), url, self.auth_addr()).await
     }
@@ -220,7 +226,7 @@ impl Mesh {
     pub async fn start_auth_replica_with(&self, flags: &[&str]) -> Replica {
         let mut all = self.auth_replica_flags(Some(&self.key_encryption_key()));
         all.extend(flags.iter().map(|flag| flag.to_string()));
-        let clock = self.inner().env.clock.clone();
+        let clock = self.clock();
         let data_dir = tempfile::tempdir().expect("temp data dir");
         Replica::start_auth(data_dir, &all, Some(clock))
             .await
@@ -235,7 +241,7 @@ impl Mesh {
         data_dir: tempfile::TempDir,
         kek: Option<&Path>,
     ) -> Result<Replica, StartError> {
-        let clock = self.inner().env.clock.clone();
+        let clock = self.clock();
         Replica::start_auth(data_dir, &self.auth_replica_flags(kek), Some(clock)).await
     }
 }

@@ -18,11 +18,13 @@ use tokenmesh_proto::auth::v1::{
     Heartbeat, RevocationEvent, SessionRevoked, SubjectRevoked, TokenRevoked,
     revocation_event::Revoked,
 };
-use tokenmesh_server::{Feed, Markers, apply_revocation, wakeups::REVOCATIONS};
+use tokenmesh_server::{
+    Feed, Markers, apply_revocation, rewind_if_went_back, wakeups::REVOCATIONS,
+};
 use tonic::Status;
 
 use crate::{
-    AuthConfig,
+    AuthConfig, AuthServiceError,
     store::{Epoch, Revocation, Store, StoreError},
 };
 
@@ -157,11 +159,16 @@ impl Revocations {
                 let rows = store
                     .revocations_since(cursor, now, limit as i64)
                     .await
-                    .map_err(|error| Status::from(crate::AuthServiceError::from(error)))?;
+                    .map_err(status)?;
                 Ok(rows.into_iter().map(|row| (row.seq, event(row))).collect())
             }
         };
-        Box::pin(self.feed.stream(since, fetch, markers, expires_at))
+        let store = self.store.clone();
+        let last = move || {
+            let store = store.clone();
+            async move { store.last_revocation().await.map_err(status) }
+        };
+        Box::pin(self.feed.stream(since, fetch, last, markers, expires_at))
     }
 }
 
@@ -176,10 +183,10 @@ async fn follow_once(revocations: &Weak<Revocations>) -> Result<Option<usize>, S
     };
     let mut applied = 0;
     while let Some(event) = stream.next().await {
-        let event = event?;
         let Some(revocations) = revocations.upgrade() else {
             return Ok(None);
         };
+        let event = event.inspect_err(|status| rewind_if_went_back(&revocations.set, status))?;
         if let Some(revoked) = &event.revoked {
             apply_revocation(&revocations.set, revoked);
         }
@@ -187,6 +194,11 @@ async fn follow_once(revocations: &Weak<Revocations>) -> Result<Option<usize>, S
         applied += 1;
     }
     Ok(Some(applied))
+}
+
+/// A store failure as the feed ends with it.
+fn status(error: StoreError) -> Status {
+    Status::from(AuthServiceError::from(error))
 }
 
 fn event(revocation: Revocation) -> RevocationEvent {

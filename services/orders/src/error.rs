@@ -1,6 +1,10 @@
 //! Orders' errors and their one mapping to gRPC statuses.
 
-use tonic::Status;
+use std::collections::HashMap;
+
+use tokenmesh_interceptor::ERROR_DOMAIN;
+use tonic::{Code, Status};
+use tonic_types::{ErrorDetails, StatusExt};
 
 use crate::store::StoreError;
 
@@ -51,25 +55,47 @@ pub enum OrdersError {
 }
 
 impl From<OrdersError> for Status {
+    /// Each refusal with its code and a `google.rpc.ErrorInfo`: a stable reason
+    /// for clients to act on without reading the message, and what they need to
+    /// act on it.
     fn from(error: OrdersError) -> Self {
-        match error {
-            OrdersError::InvalidArgument(violation) => violation.into(),
-            OrdersError::ProductNotFound(_) | OrdersError::OrderNotFound(_) => {
-                Status::not_found(error.to_string())
+        let product = |id: &str| vec![("product_id", id.to_owned())];
+        let (code, reason, metadata) = match &error {
+            OrdersError::InvalidArgument(violation) => return violation.clone().into(),
+            OrdersError::Store(store) if store.is_unavailable() => {
+                return store.unavailable_status();
             }
-            OrdersError::NotEntitled(_)
-            | OrdersError::OrderNotAllowed(_)
-            | OrdersError::QuantityOverLimit { .. } => Status::permission_denied(error.to_string()),
-            OrdersError::GrantVersionUnsupported { .. } => {
-                Status::failed_precondition(error.to_string())
-            }
-            OrdersError::RequestIdReused(_) => Status::already_exists(error.to_string()),
-            OrdersError::Undecided(_) => Status::unavailable(error.to_string()),
-            OrdersError::Store(error) if error.is_unavailable() => error.unavailable_status(),
             OrdersError::Store(_) => {
                 tracing::error!(%error, "internal error");
-                Status::internal("internal error")
+                return Status::internal("internal error");
             }
-        }
+            OrdersError::ProductNotFound(id) => (Code::NotFound, "PRODUCT_NOT_FOUND", product(id)),
+            OrdersError::OrderNotFound(_) => (Code::NotFound, "ORDER_NOT_FOUND", vec![]),
+            OrdersError::NotEntitled(id) => (Code::PermissionDenied, "NOT_ENTITLED", product(id)),
+            OrdersError::OrderNotAllowed(id) => {
+                (Code::PermissionDenied, "ORDER_NOT_ALLOWED", product(id))
+            }
+            OrdersError::QuantityOverLimit { product_id, limit } => (
+                Code::PermissionDenied,
+                "QUANTITY_OVER_LIMIT",
+                vec![
+                    ("product_id", product_id.clone()),
+                    ("limit", limit.to_string()),
+                ],
+            ),
+            OrdersError::GrantVersionUnsupported { found, accepted } => (
+                Code::FailedPrecondition,
+                "GRANT_VERSION_UNSUPPORTED",
+                vec![("found", found.to_string()), ("accepted", accepted.clone())],
+            ),
+            OrdersError::RequestIdReused(_) => (Code::AlreadyExists, "REQUEST_ID_REUSED", vec![]),
+            OrdersError::Undecided(_) => (Code::Unavailable, "ENTITLEMENT_UNDECIDED", vec![]),
+        };
+        let metadata: HashMap<String, String> = metadata
+            .into_iter()
+            .map(|(key, value)| (key.to_owned(), value))
+            .collect();
+        let details = ErrorDetails::with_error_info(reason, ERROR_DOMAIN, metadata);
+        Status::with_error_details(code, error.to_string(), details)
     }
 }

@@ -1,104 +1,103 @@
-//! Group commit of new orders: concurrent `PlaceOrder`s hand their insert to
-//! one writer task, which commits whatever has queued up in one transaction and
-//! only then answers each caller. The database syncs its log once per group,
-//! not once per order, and no order is acknowledged before its commit.
+//! New orders are committed in groups (`tokenmesh_server::group_commit`):
+//! concurrent `PlaceOrder`s hand their insert to one writer task, and no order
+//! is acknowledged before its group's commit. A group is one multi-row
+//! `INSERT`: one statement (one hop to the database) per group, not per order.
 
-use sqlx::{Any, AnyPool, Executor};
-use tokio::sync::{mpsc, oneshot};
+use std::{collections::HashSet, fmt::Write};
 
-use crate::store::{OrderRecord, StoreError};
+use sqlx::{Any, Transaction};
+use tokenmesh_server::group_commit::{BoxFuture, GroupCommit, Job};
 
-/// Most orders in one transaction.
-const MAX_GROUP: usize = 256;
-/// Orders queued for the writer; beyond it callers wait for room.
-const QUEUE: usize = 1024;
+use crate::store::{COLUMNS, OrderRecord};
 
-/// An order waiting for its group's commit, and who to tell.
-struct Pending {
-    order: OrderRecord,
-    done: oneshot::Sender<Result<bool, sqlx::Error>>,
-}
+/// The writer of new orders.
+pub(crate) type OrderCommits = GroupCommit<InsertOrder>;
 
-/// The queue to the writer task.
-#[derive(Debug, Clone)]
-pub(crate) struct GroupCommit {
-    queue: mpsc::Sender<Pending>,
-}
+/// Inserts an order unless its subject already used its `request_id`: then
+/// false, with nothing written (a retry, or two calls with one id in the same
+/// group, or the order of a failed group whose commit did take place).
+#[derive(Debug)]
+pub(crate) struct InsertOrder(pub(crate) OrderRecord);
 
-impl GroupCommit {
-    /// Starts the writer on `pool`; it stops when the last handle is dropped.
-    pub(crate) fn start(pool: AnyPool) -> Self {
-        let (queue, pending) = mpsc::channel(QUEUE);
-        tokio::spawn(write_groups(pool, pending));
-        Self { queue }
-    }
-
-    /// Inserts `order`, answering once it is committed: false, with nothing
-    /// written, if its subject already has an order with its `request_id`.
-    pub(crate) async fn insert(&self, order: OrderRecord) -> Result<bool, StoreError> {
-        let stopped = || StoreError::Database(sqlx::Error::PoolClosed);
-        let (done, committed) = oneshot::channel();
-        self.queue
-            .send(Pending { order, done })
-            .await
-            .map_err(|_| stopped())?;
-        Ok(committed.await.map_err(|_| stopped())??)
-    }
-}
-
-async fn write_groups(pool: AnyPool, mut pending: mpsc::Receiver<Pending>) {
-    let mut group = Vec::with_capacity(MAX_GROUP);
-    while pending.recv_many(&mut group, MAX_GROUP).await > 0 {
-        match insert_group(&pool, &group).await {
-            Ok(inserted) => {
-                for (order, inserted) in group.drain(..).zip(inserted) {
-                    let _ = order.done.send(Ok(inserted));
-                }
-            }
-            // One failing insert or a failed commit must not fail the others:
-            // each is tried again on its own. One the failed commit did write
-            // now conflicts, and its caller replays it by request id.
-            Err(error) => {
-                tracing::debug!(%error, orders = group.len(), "group commit failed; inserting one by one");
-                for order in group.drain(..) {
-                    let inserted = insert(&pool, &order.order).await;
-                    let _ = order.done.send(inserted);
-                }
-            }
+/// `INSERT` of `rows` orders that skips each whose subject already used its
+/// request id, answering the ids of those it inserted.
+fn insert_statement(rows: usize) -> String {
+    let columns = COLUMNS.split(", ").count();
+    let mut sql = format!("INSERT INTO orders ({COLUMNS}) VALUES ");
+    for row in 0..rows {
+        sql.push_str(if row == 0 { "(" } else { ", (" });
+        for column in 0..columns {
+            let separator = if column == 0 { "" } else { ", " };
+            let _ = write!(sql, "{separator}${}", row * columns + column + 1);
         }
+        sql.push(')');
+    }
+    sql.push_str(" ON CONFLICT (subject, request_id) DO NOTHING RETURNING id");
+    sql
+}
+
+/// Inserts `orders` in one statement: whether each was inserted (its id came back).
+async fn insert(
+    orders: &[&InsertOrder],
+    transaction: &mut Transaction<'static, Any>,
+) -> Result<Vec<bool>, sqlx::Error> {
+    let sql = insert_statement(orders.len());
+    let mut query = sqlx::query_scalar::<_, String>(&sql);
+    for InsertOrder(order) in orders.iter().copied() {
+        query = query
+            .bind(&order.id)
+            .bind(&order.subject)
+            .bind(&order.product_id)
+            .bind(order.quantity)
+            .bind(&order.request_id)
+            .bind(i64::from(order.entitlement_source))
+            .bind(order.created_at_us);
+    }
+    let inserted: HashSet<String> = query
+        .fetch_all(&mut **transaction)
+        .await?
+        .into_iter()
+        .collect();
+    Ok(orders
+        .iter()
+        .map(|InsertOrder(order)| inserted.contains(&order.id))
+        .collect())
+}
+
+impl Job for InsertOrder {
+    type Output = bool;
+    type Error = sqlx::Error;
+
+    fn run<'a>(
+        &'a self,
+        transaction: &'a mut Transaction<'static, Any>,
+    ) -> BoxFuture<'a, Result<bool, sqlx::Error>> {
+        Box::pin(async move {
+            let inserted = insert(&[self], transaction).await?;
+            Ok(inserted.first().copied().unwrap_or(false))
+        })
+    }
+
+    fn run_group<'a>(
+        jobs: &'a [&'a Self],
+        transaction: &'a mut Transaction<'static, Any>,
+    ) -> BoxFuture<'a, Result<Vec<bool>, sqlx::Error>> {
+        Box::pin(insert(jobs, transaction))
     }
 }
 
-/// Inserts every order of `group` in one transaction: which were new.
-async fn insert_group(pool: &AnyPool, group: &[Pending]) -> Result<Vec<bool>, sqlx::Error> {
-    let mut transaction = pool.begin().await?;
-    let mut inserted = Vec::with_capacity(group.len());
-    for pending in group {
-        inserted.push(insert(&mut *transaction, &pending.order).await?);
-    }
-    transaction.commit().await?;
-    Ok(inserted)
-}
+#[cfg(test)]
+mod tests {
+    use super::*;
 
-/// Inserts `order` unless its subject already used its `request_id`: then false
-/// (a retry, or two calls with one id in the same group).
-async fn insert<'c>(
-    executor: impl Executor<'c, Database = Any>,
-    order: &OrderRecord,
-) -> Result<bool, sqlx::Error> {
-    let result = sqlx::query(
-        "INSERT INTO orders \
+    #[test]
+    fn the_statement_numbers_every_rows_placeholders_in_turn() {
+        assert_eq!(
+            insert_statement(2),
+            "INSERT INTO orders \
              (id, subject, product_id, quantity, request_id, entitlement_source, created_at_us) \
-         VALUES ($1, $2, $3, $4, $5, $6, $7) ON CONFLICT (subject, request_id) DO NOTHING",
-    )
-    .bind(&order.id)
-    .bind(&order.subject)
-    .bind(&order.product_id)
-    .bind(order.quantity)
-    .bind(&order.request_id)
-    .bind(i64::from(order.entitlement_source))
-    .bind(order.created_at_us)
-    .execute(executor)
-    .await?;
-    Ok(result.rows_affected() == 1)
+             VALUES ($1, $2, $3, $4, $5, $6, $7), ($8, $9, $10, $11, $12, $13, $14) \
+             ON CONFLICT (subject, request_id) DO NOTHING RETURNING id"
+        );
+    }
 }

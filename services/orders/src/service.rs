@@ -21,7 +21,7 @@ use tracing::instrument;
 use crate::{
     OrdersError, SourceKind, Store,
     entitlement::{self, ChainConfig, Decision, Denial, Entitlements, Query},
-    store::{self, NewOrder, OrderRecord},
+    store::{self, NewOrder, OrderRecord, StoreError},
 };
 
 /// Largest request Orders decodes: a `PlaceOrder` with the largest
@@ -64,13 +64,18 @@ pub struct OrdersService {
 
 impl OrdersService {
     /// Orders over `store`, deciding entitlement with `deps` as `config` says.
-    pub fn new(store: Store, deps: OrdersDeps, config: OrdersConfig) -> Self {
+    /// Loads the entitlement replica from `store` into memory.
+    pub async fn new(
+        store: Store,
+        deps: OrdersDeps,
+        config: OrdersConfig,
+    ) -> Result<Self, StoreError> {
         let entitlements =
-            Entitlements::new(&config.chain, &config.grant_issuer, store.clone(), &deps);
-        Self {
+            Entitlements::new(&config.chain, &config.grant_issuer, store.clone(), &deps).await?;
+        Ok(Self {
             store,
             entitlements: Arc::new(entitlements),
-        }
+        })
     }
 
     /// Whether the entitlement replica has caught up with Products since start
@@ -197,15 +202,9 @@ impl orders_service_server::OrdersService for OrdersService {
         let subject = caller.subject();
         let body = request.get_ref();
         validate(body)?;
-        let existing = self
-            .store
-            .by_request_id(subject, &body.request_id)
-            .await
-            .map_err(OrdersError::from)?;
-        if let Some(existing) = existing {
-            return Ok(Response::new(replay(existing, body)?));
-        }
 
+        // Decide first, from memory, and insert: a retry conflicts on its
+        // request id and is answered below, so a new order reads nothing.
         let query = Query {
             subject,
             product_id: &body.product_id,
@@ -213,7 +212,23 @@ impl orders_service_server::OrdersService for OrdersService {
             grant: Some(body.entitlement_token.as_str()).filter(|token| !token.is_empty()),
             access_token: access_token(&request),
         };
-        let source = allowed_by(self.entitlements.decide(&query).await, query.product_id)?;
+        let source = match allowed_by(self.entitlements.decide(&query).await, query.product_id) {
+            Ok(source) => source,
+            // A retry of an order placed before a revocation (or while a
+            // source could still decide) gets its order back; nothing else
+            // is refused any differently, and nothing is written.
+            Err(refused) => {
+                let existing = self
+                    .store
+                    .by_request_id(subject, &body.request_id)
+                    .await
+                    .map_err(OrdersError::from)?;
+                return match existing {
+                    Some(existing) => Ok(Response::new(replay(existing, body)?)),
+                    None => Err(refused.into()),
+                };
+            }
+        };
 
         let new = NewOrder {
             subject,
@@ -224,7 +239,8 @@ impl orders_service_server::OrdersService for OrdersService {
         };
         let order = match self.store.insert(&new).await.map_err(OrdersError::from)? {
             Some(order) => Order::from(order),
-            // A concurrent retry inserted first: answer with its order.
+            // A retry, or a concurrent one that inserted first: answer with
+            // the order its request id placed.
             None => {
                 let existing = self
                     .store

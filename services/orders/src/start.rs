@@ -10,7 +10,7 @@ use tokenmesh_server::{
     ServiceClient, ServiceTokens, StartError, TokenExchanger, args::VerifyArgs,
 };
 
-use crate::{ChainConfig, OrdersConfig, OrdersDeps, OrdersService, SourceKind, Store};
+use crate::{ChainConfig, OrdersConfig, OrdersDeps, OrdersService, SourceKind, Store, StoreError};
 
 /// What Orders needs at Auth: follow revocations, exchange users' tokens for
 /// Products (to ask CheckEntitlement about the user, which needs none of the
@@ -91,13 +91,12 @@ pub async fn start(
 ) -> Result<Running, StartError> {
     env.prepare_data_dir()?;
     let url = env.database_url("orders.db");
-    let store = Store::open(&url)
-        .await
-        .map_err(|source| StartError::Store {
-            service: audience::ORDERS,
-            database: tokenmesh_server::db::redacted(&url),
-            source: source.into(),
-        })?;
+    let store_error = |source: StoreError| StartError::Store {
+        service: audience::ORDERS,
+        database: tokenmesh_server::db::redacted(&url),
+        source: source.into(),
+    };
+    let store = Store::open(&url).await.map_err(store_error)?;
     let products = env.channel(&peers.products)?;
     let grant_keys = KeyStore::remote(GrpcJwksSource::products(products.clone()));
     grant_keys.spawn_refresher(peers.verify.key_refresh_interval);
@@ -134,7 +133,9 @@ pub async fn start(
             max_feed_silence: peers.verify.feed_silence_bound(),
         },
     };
-    let orders = OrdersService::new(store, deps, config);
+    let orders = OrdersService::new(store, deps, config)
+        .await
+        .map_err(store_error)?;
     env.metrics.register_feed(
         tokenmesh_proto::orders::v1::orders_service_server::SERVICE_NAME,
         "entitlements",

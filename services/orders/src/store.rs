@@ -5,7 +5,11 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use sqlx::{Any, AnyPool, Transaction};
 
-use crate::{SourceKind, entitlement::Terms, group_commit::GroupCommit};
+use crate::{
+    SourceKind,
+    entitlement::Terms,
+    group_commit::{InsertOrder, OrderCommits},
+};
 
 pub use tokenmesh_server::db::StoreError;
 
@@ -18,7 +22,7 @@ pub const SCHEMA: &str = "orders";
 pub struct Store {
     pool: AnyPool,
     /// New orders, committed in groups.
-    commits: GroupCommit,
+    commits: OrderCommits,
 }
 
 /// An order to insert.
@@ -88,7 +92,8 @@ impl TryFrom<i64> for SourceKind {
     }
 }
 
-const COLUMNS: &str =
+/// An order's columns, in the order they are read and inserted.
+pub(crate) const COLUMNS: &str =
     "id, subject, product_id, quantity, request_id, entitlement_source, created_at_us";
 
 /// The (created_at_us, id) position an [`OrderRecord::cursor`] names.
@@ -111,7 +116,7 @@ impl Store {
         let pool = tokenmesh_server::db::connect(database_url, SCHEMA).await?;
         sqlx::migrate!("./migrations").run(&pool).await?;
         Ok(Self {
-            commits: GroupCommit::start(pool.clone()),
+            commits: OrderCommits::start(pool.clone()),
             pool,
         })
     }
@@ -159,7 +164,8 @@ impl Store {
             created_at_us: now_micros(),
         };
         // The row as written is the order: no read back.
-        Ok(self.commits.insert(order.clone()).await?.then_some(order))
+        let inserted = self.commits.run(InsertOrder(order.clone())).await?;
+        Ok(inserted.then_some(order))
     }
 
     /// Up to `limit` of `subject`'s orders, newest first, after the `after` cursor.
@@ -226,6 +232,41 @@ impl Store {
         }
         tx.commit().await?;
         Ok(())
+    }
+
+    /// The whole replica as the changes that rebuild it (each at its feed
+    /// position; products first) and the cursor they reach, to load it into
+    /// memory. The cursor is read first: a change another writer commits
+    /// meanwhile may show in the rows, never the cursor without its rows, and
+    /// replaying a change from the cursor on is harmless (every change is an
+    /// upsert).
+    pub async fn replica_contents(&self) -> Result<(Vec<(ReplicaChange, i64)>, i64), StoreError> {
+        let cursor = self.replica_cursor().await?;
+        let products: Vec<String> =
+            sqlx::query_scalar("SELECT product_id FROM replica_products ORDER BY product_id")
+                .fetch_all(&self.pool)
+                .await?;
+        let entitlements: Vec<ReplicaEntitlementRow> = sqlx::query_as(
+            "SELECT subject, product_id, granted, changed_at, may_order, max_quantity, seq \
+             FROM replica_entitlements ORDER BY subject, product_id",
+        )
+        .fetch_all(&self.pool)
+        .await?;
+        let products = products.into_iter().map(|product_id| {
+            // A product's feed position is not kept; nothing compares it.
+            (ReplicaChange::Product { product_id }, 0)
+        });
+        let entitlements = entitlements.into_iter().map(|row| {
+            let change = ReplicaChange::Entitlement {
+                subject: row.subject,
+                product_id: row.product_id,
+                granted: row.granted != 0,
+                changed_at: row.changed_at,
+                terms: Terms::from_columns(row.may_order, row.max_quantity),
+            };
+            (change, row.seq)
+        });
+        Ok((products.chain(entitlements).collect(), cursor))
     }
 
     /// What the replica knows of `subject` and `product_id`: whether the product
@@ -353,6 +394,19 @@ struct ReplicaRow {
     may_order: Option<i64>,
     max_quantity: Option<i64>,
     seq: Option<i64>,
+}
+
+/// One row of `replica_entitlements` (`granted` and `may_order` are portable
+/// BIGINT 0/1).
+#[derive(sqlx::FromRow)]
+struct ReplicaEntitlementRow {
+    subject: String,
+    product_id: String,
+    granted: i64,
+    changed_at: i64,
+    may_order: i64,
+    max_quantity: i64,
+    seq: i64,
 }
 
 /// The replica's view of one subject and product.

@@ -1,10 +1,7 @@
 //! Entitlement grants: the caller's entitlements with their terms, signed with
 //! Products' key in the configured claims version, within the size budget.
 
-use std::{
-    collections::HashMap,
-    sync::{Mutex, PoisonError},
-};
+use std::sync::Arc;
 
 use tokenmesh_proto::{
     claims::{v1, v2},
@@ -13,29 +10,31 @@ use tokenmesh_proto::{
 };
 use tokenmesh_server::{SigningKey, random_token};
 
-use crate::{ProductsConfig, ProductsError, Store, store::EntitlementRecord};
+use crate::{ProductsConfig, ProductsError, Store, cache::RevisionCache, store::EntitlementRecord};
 
-/// Most subjects whose grants are kept; past it the cache starts over (a
-/// miss costs one signature, not a wrong answer).
-const MAX_CACHED_GRANTS: usize = 10_000;
+/// Bytes of grants kept (a grant is at most `--grant-max-bytes`, 4 KiB by
+/// default); past it the least useful go (a miss costs one signature, not a
+/// wrong answer).
+const GRANTS_BYTES: u64 = 16 << 20;
 
 /// Grants already signed, reused for the same subject while the feed stays at
 /// the revision they were issued at, the signing key is the same and at least
 /// half their lifetime is left: `ListProducts` then neither reads the
-/// entitlements nor signs. Any change to the catalogue or the entitlements —
-/// from this replica or another, since the revision is read from the database
-/// on every call — moves the revision and so retires every cached grant: a
-/// revocation is never hidden behind one.
-#[derive(Debug, Default)]
+/// entitlements nor signs. Any change to the catalogue or the entitlements
+/// moves the revision — this replica's feed view, or the database's when the
+/// view is not current — and so retires every cached grant: a revocation is
+/// never hidden behind one.
+#[derive(Debug)]
 pub struct GrantCache {
-    inner: Mutex<CachedGrants>,
+    by_subject: RevisionCache<String, Arc<CachedGrant>>,
 }
 
-#[derive(Debug, Default)]
-struct CachedGrants {
-    /// The feed revision every entry was issued at.
-    revision: u64,
-    by_subject: HashMap<String, CachedGrant>,
+impl Default for GrantCache {
+    fn default() -> Self {
+        Self {
+            by_subject: RevisionCache::new(GRANTS_BYTES),
+        }
+    }
 }
 
 #[derive(Debug)]
@@ -51,58 +50,50 @@ impl GrantCache {
     fn get(
         &self,
         subject: &str,
-        revision: u64,
+        revision: i64,
         kid: &str,
         now: i64,
     ) -> Option<(String, GrantStatus)> {
-        let cached = self.inner.lock().unwrap_or_else(PoisonError::into_inner);
-        if cached.revision != revision {
-            return None;
-        }
-        let grant = cached.by_subject.get(subject)?;
+        let grant = self.by_subject.get(subject, revision)?;
         (grant.kid == kid && now < grant.renew_at).then(|| (grant.token.clone(), grant.status))
     }
 
-    fn put(&self, subject: &str, revision: u64, grant: CachedGrant) {
-        let mut cached = self.inner.lock().unwrap_or_else(PoisonError::into_inner);
-        // A grant read at an older revision than the cache holds would be
-        // stale; one at a newer revision retires everything cached.
-        if revision < cached.revision {
-            return;
-        }
-        if revision > cached.revision
-            || (cached.by_subject.len() >= MAX_CACHED_GRANTS
-                && !cached.by_subject.contains_key(subject))
-        {
-            cached.by_subject.clear();
-            cached.revision = revision;
-        }
-        cached.by_subject.insert(subject.to_owned(), grant);
+    fn put(&self, subject: &str, revision: i64, grant: CachedGrant) {
+        let bytes = subject.len() + grant.kid.len() + grant.token.len();
+        self.by_subject
+            .insert(subject.to_owned(), revision, Arc::new(grant), bytes);
     }
 }
 
 /// `subject`'s entitlement grant, or none when it would exceed the size budget:
 /// the one in `cache` if still good for the feed's revision, else a new one.
+/// `revision` is the request's label from the feed view, read before anything
+/// else; `None` (the view is not current): the database's revision.
 pub async fn issue(
     store: &Store,
     key: &SigningKey,
     config: &ProductsConfig,
     cache: &GrantCache,
+    revision: Option<i64>,
     subject: &str,
 ) -> Result<(String, GrantStatus), ProductsError> {
     // The revision first: a change landing between the two reads is then after
     // the grant's revision, and Orders treats the grant as older than it (and
     // the cache, keyed by the revision, never serves it after that change).
-    let catalogue_revision = u64::try_from(store.revision().await?).unwrap_or_default();
+    let revision = match revision {
+        Some(revision) => revision,
+        None => store.revision().await?,
+    };
+    let catalogue_revision = u64::try_from(revision).unwrap_or_default();
     let now = config.clock.now_unix();
-    if let Some(cached) = cache.get(subject, catalogue_revision, key.kid(), now) {
+    if let Some(cached) = cache.get(subject, revision, key.kid(), now) {
         return Ok(cached);
     }
     let (token, status) = sign(store, key, config, subject, catalogue_revision, now).await?;
     let half_life = i64::try_from(config.grant_ttl.as_secs() / 2).unwrap_or(i64::MAX);
     cache.put(
         subject,
-        catalogue_revision,
+        revision,
         CachedGrant {
             kid: key.kid().to_owned(),
             renew_at: now.saturating_add(half_life),

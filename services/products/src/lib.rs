@@ -4,12 +4,16 @@
 
 #![forbid(unsafe_code)]
 
+mod cache;
 mod error;
 mod grant;
 mod service;
 mod start;
 mod store;
 mod terms;
+#[cfg(test)]
+mod tests;
+mod view;
 mod watch;
 
 pub use error::ProductsError;

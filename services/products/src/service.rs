@@ -25,8 +25,10 @@ use tracing::instrument;
 
 use crate::{
     GrantedRecord, ProductRecord, ProductsError, Store, Terms,
+    cache::CachedReads,
     grant::GrantCache,
     store::Written,
+    view::{self, FeedView},
     watch::{self, ChangeStream, Compaction},
 };
 
@@ -83,6 +85,8 @@ pub struct ProductsService {
     config: Arc<ProductsConfig>,
     /// The entitlement feed's streams.
     feed: Arc<Feed>,
+    /// `GetProduct`'s and `ListProducts`' reads, cached until the feed moves.
+    pub(crate) reads: Arc<CachedReads>,
     /// Grants `ListProducts` signed, reused until the feed moves.
     grants: Arc<GrantCache>,
 }
@@ -91,7 +95,9 @@ impl ProductsService {
     /// Products over `store`, signing grants with the key `keys` signs with
     /// and publishing every live one.
     pub fn new(store: Store, keys: Arc<KeyRing>, config: ProductsConfig) -> Self {
+        let view = FeedView::new(config.clock.clone(), config.wakeups.poll());
         Self {
+            reads: Arc::new(CachedReads::new(store.clone(), Arc::new(view))),
             store,
             keys,
             feed: Arc::new(Feed::new(
@@ -113,6 +119,13 @@ impl ProductsService {
             compaction,
             self.config.clock.clone(),
         ));
+        // Until it has read the feed once, reads go to the database.
+        tokio::spawn(view::follow(
+            Arc::downgrade(self.reads.view()),
+            self.store.clone(),
+            self.config.wakeups.subscribe(ENTITLEMENTS),
+            self.config.wakeups.poll(),
+        ));
         let feed = self.feed.clone();
         let shutdown = async move {
             shutdown.await;
@@ -133,11 +146,19 @@ impl ProductsService {
             .ok_or_else(|| ProductsError::ProductNotFound(id.to_owned()))
     }
 
-    /// Wakes the feed's streams if `change` changed anything, and answers it.
-    fn published(&self, change: Written) -> EntitlementResponse {
+    /// Moves this replica's feed view past `change` — the next read here sees
+    /// it (read-your-writes) — and wakes the feed's streams if it changed
+    /// anything.
+    fn written(&self, change: Written) {
+        self.reads.view().advance_to(change.cursor);
         if change.changed {
             self.feed.notify();
         }
+    }
+
+    /// [`ProductsService::written`], and the answer to `change`.
+    fn published(&self, change: Written) -> EntitlementResponse {
+        self.written(change);
         EntitlementResponse {
             cursor: u64::try_from(change.cursor).unwrap_or_default(),
             changed: change.changed,
@@ -213,21 +234,26 @@ impl products_service_server::ProductsService for ProductsService {
         let page = PageRequest::parse(*page_size, page_token).map_err(ProductsError::from)?;
         let subject = caller.subject();
         let visible_to = (!caller.has_scope(scope::ADMIN)).then_some(subject);
+        // One label for the page and the grant, read before either.
+        let revision = self.reads.revision();
         let records = self
-            .store
+            .reads
             .list_products(
+                revision,
                 visible_to,
                 page.after.as_deref().unwrap_or_default(),
                 page.fetch_limit(),
             )
             .await
             .map_err(ProductsError::from)?;
-        let (records, next_page_token) = page.finish(records, |product| product.id.clone());
+        let (records, next_page_token) =
+            page.finish(records.as_ref().clone(), |product| product.id.clone());
         let (entitlement_token, grant_status) = crate::grant::issue(
             &self.store,
             &self.keys.signer(),
             &self.config,
             &self.grants,
+            revision,
             subject,
         )
         .await?;
@@ -247,19 +273,24 @@ impl products_service_server::ProductsService for ProductsService {
         let caller = caller(&request)?;
         let id = &request.get_ref().id;
         required("id", id)?;
-        let (record, terms) = self
-            .store
-            .product_for(id, caller.subject())
+        let found = self
+            .reads
+            .product_for(self.reads.revision(), id, caller.subject())
             .await
-            .map_err(ProductsError::from)?
+            .map_err(ProductsError::from)?;
+        let (record, terms) = found
+            .as_ref()
+            .as_ref()
             .ok_or_else(|| ProductsError::ProductNotFound(id.clone()))?;
         if !caller.has_scope(scope::ADMIN) {
-            let terms = terms.ok_or_else(|| ProductsError::NotEntitled(id.clone()))?;
+            let terms = terms
+                .as_ref()
+                .ok_or_else(|| ProductsError::NotEntitled(id.clone()))?;
             if !terms.allows(action::VIEW) {
                 return Err(ProductsError::ViewNotAllowed(id.clone()).into());
             }
         }
-        Ok(Response::new(product(record)))
+        Ok(Response::new(product(record.clone())))
     }
 
     #[instrument(level = "debug", skip_all, fields(subject = %shown(&request.get_ref().subject), product_id = %shown(&request.get_ref().product_id)))]
@@ -328,10 +359,10 @@ impl products_service_server::ProductsService for ProductsService {
             .create_product(&record)
             .await
             .map_err(ProductsError::from)?;
+        self.written(written);
         if !written.changed {
             return Err(ProductsError::ProductExists(record.id).into());
         }
-        self.feed.notify();
         Ok(Response::new(product(record)))
     }
 

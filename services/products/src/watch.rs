@@ -1,5 +1,6 @@
 //! The entitlement feed as Products serves it: WatchEntitlements from a cursor
-//! (OUT_OF_RANGE once the cursor is older than the compaction horizon) or from
+//! (OUT_OF_RANGE once the cursor is older than the compaction horizon, or past
+//! the last position because the store went back) or from
 //! the snapshot, and the periodic compaction that keeps the feed small.
 
 use std::{
@@ -16,7 +17,7 @@ use tonic::Status;
 
 use crate::{
     ProductsError, Store,
-    store::{ChangeRecord, FeedChange, SnapshotAfter},
+    store::{ChangeRecord, FeedChange, SnapshotAfter, StoreError},
 };
 
 /// The WatchEntitlements stream.
@@ -28,7 +29,7 @@ const SNAPSHOT_PAGE: i64 = 500;
 
 /// The changes after `since`, the caught-up marker, then the live tail, until
 /// `expires_at`. Ends with OUT_OF_RANGE as soon as changes after `since` have
-/// been compacted away.
+/// been compacted away, or the feed's last position is behind the cursor.
 pub(crate) fn changes(feed: &Feed, store: Store, since: i64, expires_at: i64) -> ReceiverStream {
     let markers = Markers {
         // After the replay, an event without a change marks "caught up".
@@ -43,10 +44,10 @@ pub(crate) fn changes(feed: &Feed, store: Store, since: i64, expires_at: i64) ->
             change: Some(entitlement_event::Change::Heartbeat(Heartbeat {})),
         },
     };
+    let last_store = store.clone();
     let fetch = move |cursor, limit: usize| {
         let store = store.clone();
         async move {
-            let status = |error| Status::from(ProductsError::from(error));
             let records = store
                 .changes_since(cursor, limit as i64)
                 .await
@@ -73,7 +74,16 @@ pub(crate) fn changes(feed: &Feed, store: Store, since: i64, expires_at: i64) ->
                 .collect())
         }
     };
-    feed.stream(since, fetch, markers, expires_at)
+    let last = move || {
+        let store = last_store.clone();
+        async move { store.revision().await.map_err(status) }
+    };
+    feed.stream(since, fetch, last, markers, expires_at)
+}
+
+/// A store failure as the feed ends with it.
+fn status(error: StoreError) -> Status {
+    Status::from(ProductsError::from(error))
 }
 
 type ReceiverStream = tokio_stream::wrappers::ReceiverStream<Result<EntitlementEvent, Status>>;
@@ -90,10 +100,7 @@ pub(crate) fn snapshot_then_changes(
         async move { store.compacted_through().await }
     };
     let stream = futures::stream::once(start).flat_map(move |horizon| match horizon {
-        Err(error) => {
-            futures::stream::once(async move { Err(Status::from(ProductsError::from(error))) })
-                .boxed()
-        }
+        Err(error) => futures::stream::once(async move { Err(status(error)) }).boxed(),
         Ok(horizon) => {
             let (tail_store, feed) = (store.clone(), feed.clone());
             // Started once the snapshot is read: its caught-up marker then
@@ -122,7 +129,7 @@ fn snapshot(
             let page = match store.snapshot_page(horizon, &after, SNAPSHOT_PAGE).await {
                 Ok(page) => page,
                 Err(error) => {
-                    return Some((vec![Err(Status::from(ProductsError::from(error)))], None));
+                    return Some((vec![Err(status(error))], None));
                 }
             };
             let next = match (&after, page.last()) {

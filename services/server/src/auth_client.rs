@@ -245,17 +245,24 @@ async fn watch_once(
         .await?
         .into_inner();
     let mut applied = 0;
-    while let Some(event) = crate::feed::next_event(&mut stream).await? {
+    loop {
+        let next = crate::feed::next_event(&mut stream).await;
         let Some(set) = revocations.upgrade() else {
             return Ok(None);
         };
+        let Some(event) = next.inspect_err(|status| rewind_if_went_back(&set, status))? else {
+            break;
+        };
+        if let Some(revoked) = &event.revoked {
+            apply_revocation(&set, revoked);
+        }
+        set.set_cursor(event.cursor);
         match &event.revoked {
-            Some(revoked) => apply_revocation(&set, revoked),
+            // Counts only once this stream's replay is over.
+            Some(_) => freshness.heard(),
             // The replay has caught up: the set now holds every revocation.
             None => freshness.replayed(),
         }
-        freshness.heard();
-        set.set_cursor(event.cursor);
         // Pruning scans the whole set: once per replay and heartbeat, not per
         // revocation (a replay of N events would cost N scans).
         if matches!(event.revoked, None | Some(Revoked::Heartbeat(_))) {
@@ -264,6 +271,20 @@ async fn watch_once(
         applied += 1;
     }
     Ok(Some(applied))
+}
+
+/// After an OUT_OF_RANGE from the feed (its store went back under the set's
+/// cursor: a restore, a failover), the next subscription replays it from its
+/// start: positions past the store's last are being given to new revocations.
+pub fn rewind_if_went_back(set: &RevocationSet, status: &Status) {
+    if status.code() == tonic::Code::OutOfRange {
+        tracing::warn!(
+            cursor = set.cursor(),
+            reason = status.message(),
+            "the revocation feed went back: replaying it from the start"
+        );
+        set.rewind_cursor();
+    }
 }
 
 /// Adds what `revoked` says to `set`; a heartbeat adds nothing. The one place

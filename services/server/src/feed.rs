@@ -71,14 +71,19 @@ impl Feed {
     /// A stream of the rows after `since`, then `markers.caught_up`, then new
     /// rows as they come, with heartbeats in between. `fetch(cursor, limit)`
     /// returns rows after `cursor` in order, each with its own cursor; an error
-    /// ends the stream with that status. The stream ends cleanly at
-    /// `expires_at` (Unix seconds on the feed's clock: the subscriber's token
-    /// expiry), so a revoked or retired credential cannot keep it open; the
-    /// subscriber resubscribes with a fresh token.
-    pub fn stream<T, F, Fut>(
+    /// ends the stream with that status. `last()` is the table's last position
+    /// (0 when empty), which never goes back but with the store itself (a
+    /// restore, a failover): when nothing follows a cursor past it, the stream
+    /// ends with OUT_OF_RANGE, since new rows will reuse positions the
+    /// subscriber holds. The stream ends cleanly at `expires_at` (Unix
+    /// seconds on the feed's clock: the subscriber's token expiry), so a
+    /// revoked or retired credential cannot keep it open; the subscriber
+    /// resubscribes with a fresh token.
+    pub fn stream<T, F, Fut, L, LastFut>(
         &self,
         since: i64,
         mut fetch: F,
+        last: L,
         markers: Markers<T>,
         expires_at: i64,
     ) -> ReceiverStream<Result<T, Status>>
@@ -86,7 +91,10 @@ impl Feed {
         T: Send + 'static,
         F: FnMut(i64, usize) -> Fut + Send + 'static,
         Fut: Future<Output = Result<Vec<(i64, T)>, Status>> + Send,
+        L: Fn() -> LastFut + Send + 'static,
+        LastFut: Future<Output = Result<i64, Status>> + Send,
     {
+        let feed = self.channel;
         let mut caught_up = Some(markers.caught_up);
         let mut wake = self.wakeups.subscribe(self.channel);
         let poll = self.wakeups.poll();
@@ -101,6 +109,14 @@ impl Feed {
                 // lands during the read still wakes the next wait.
                 wake.borrow_and_update();
                 let rows = match fetch(cursor, BATCH).await {
+                    Ok(rows) if rows.is_empty() && cursor > 0 => match last().await {
+                        Ok(last) if cursor > last => Err(went_back(feed, cursor, last)),
+                        Ok(_) => Ok(rows),
+                        Err(status) => Err(status),
+                    },
+                    fetched => fetched,
+                };
+                let rows = match rows {
                     Ok(rows) => rows,
                     Err(status) => {
                         let _ = sender.send(Err(status)).await;
@@ -146,6 +162,14 @@ impl Feed {
         });
         ReceiverStream::new(receiver)
     }
+}
+
+/// Why a stream cannot go on from `cursor`: `feed`'s store went back to
+/// `last` under it.
+fn went_back(feed: &str, cursor: i64, last: i64) -> Status {
+    Status::out_of_range(format!(
+        "cursor {cursor} is past the {feed} feed's last position {last}: its store went back; resubscribe from the start"
+    ))
 }
 
 /// The next event of a followed stream; a stream silent for

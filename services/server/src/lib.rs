@@ -1,7 +1,7 @@
 //! What every tokenmesh service shares: [`serve`] (health, reflection, tracing,
 //! gRPC-Web for browsers and the auth layer around one gRPC service), signing keys, JWKS sources over gRPC,
 //! talking to Auth as a service (tokens, exchange, revocations), the verified
-//! caller type, database pools, and keys and secrets at rest.
+//! caller type, database pools and group commit, and keys and secrets at rest.
 
 #![forbid(unsafe_code)]
 
@@ -12,6 +12,7 @@ mod caller;
 pub mod db;
 mod drain;
 mod feed;
+pub mod group_commit;
 mod jwks;
 pub mod key_ring;
 pub mod key_table;
@@ -34,7 +35,9 @@ pub mod wakeups;
 mod web;
 
 pub use addr::{Addr, AddrError, Peer};
-pub use auth_client::{ServiceTokens, TokenExchanger, apply_revocation, follow_revocations};
+pub use auth_client::{
+    ServiceTokens, TokenExchanger, apply_revocation, follow_revocations, rewind_if_went_back,
+};
 pub use caller::{ACCESS_CLAIMS_VERSION, Caller, caller};
 pub use feed::{Feed, HEARTBEAT, Markers, SILENCE_TIMEOUT, follow, next_event};
 pub use jwks::{GrpcJwksSource, jwk_json, jwk_to_jose};

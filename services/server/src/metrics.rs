@@ -1,9 +1,9 @@
 //! `/metrics`: the Prometheus text of the auth layers registered in one
-//! [`Registry`], one series per service, outcome and reason, and how long each
-//! followed feed has been silent, and every server's call latencies
-//! ([`crate::latency`]). The binary makes one registry per process
-//! and hands it to every server it starts, so each mesh (and each test) counts
-//! only its own requests.
+//! [`Registry`], one series per service, outcome and reason, how long each
+//! followed feed has been silent and how far it was applied, and every
+//! server's call latencies ([`crate::latency`]). The binary makes one registry
+//! per process and hands it to every server it starts, so each mesh (and each
+//! test) counts only its own requests.
 
 use std::{
     collections::BTreeMap,
@@ -56,7 +56,8 @@ impl Registry {
     }
 
     /// Exposes how long `service`'s `feed` has been silent, as
-    /// `tokenmesh_feed_silence_seconds` (`+Inf` before it was ever heard).
+    /// `tokenmesh_feed_silence_seconds` (`+Inf` before it was ever heard), and
+    /// the last position it applied, as `tokenmesh_feed_position`.
     pub fn register_feed(&self, service: &str, feed: &'static str, freshness: &Arc<FeedFreshness>) {
         let mut feeds = self.feeds.lock().unwrap_or_else(|e| e.into_inner());
         feeds.retain(|(_, _, freshness)| freshness.strong_count() > 0);
@@ -92,29 +93,38 @@ impl Registry {
     }
 
     /// The feed gauges; a feed registered twice (two servers of one service)
-    /// shows its longest silence.
+    /// shows its longest silence and its lowest position.
     fn render_feeds(&self, out: &mut String) {
         let feeds = self.feeds.lock().unwrap_or_else(|e| e.into_inner());
         // Never heard counts as the longest silence.
-        let mut silences: BTreeMap<(&str, &str), i64> = BTreeMap::new();
+        let mut gauges: BTreeMap<(&str, &str), (i64, u64)> = BTreeMap::new();
         for (service, feed, freshness) in feeds.iter() {
             let Some(freshness) = freshness.upgrade() else {
                 continue;
             };
             let silent = freshness.silent_secs().unwrap_or(i64::MAX);
-            let entry = silences.entry((service, feed)).or_insert(silent);
-            *entry = (*entry).max(silent);
+            let position = freshness.position();
+            let entry = gauges.entry((service, feed)).or_insert((silent, position));
+            *entry = (entry.0.max(silent), entry.1.min(position));
         }
         out.push_str(FEED_HEADER);
-        for ((service, feed), silent) in silences {
+        for ((service, feed), (silent, _)) in &gauges {
             let service = tokenmesh_interceptor::label_value(service);
-            let value = match silent {
+            let value = match *silent {
                 i64::MAX => "+Inf".to_owned(),
                 seconds => seconds.to_string(),
             };
             let _ = writeln!(
                 out,
                 "tokenmesh_feed_silence_seconds{{service=\"{service}\",feed=\"{feed}\"}} {value}"
+            );
+        }
+        out.push_str(FEED_POSITION_HEADER);
+        for ((service, feed), (_, position)) in &gauges {
+            let service = tokenmesh_interceptor::label_value(service);
+            let _ = writeln!(
+                out,
+                "tokenmesh_feed_position{{service=\"{service}\",feed=\"{feed}\"}} {position}"
             );
         }
     }
@@ -161,7 +171,9 @@ impl Registry {
     }
 }
 
-const FEED_HEADER: &str = "# HELP tokenmesh_feed_silence_seconds Seconds since a followed feed was last heard (a change or a heartbeat); +Inf before the first.\n# TYPE tokenmesh_feed_silence_seconds gauge\n";
+const FEED_HEADER: &str = "# HELP tokenmesh_feed_silence_seconds Seconds since a followed feed was last heard (a change or a heartbeat) on a stream replayed to its end; +Inf before the first.\n# TYPE tokenmesh_feed_silence_seconds gauge\n";
+
+const FEED_POSITION_HEADER: &str = "# HELP tokenmesh_feed_position The last position of a followed feed applied here (0 before the first): replicas of a service behind their feed show a lower one.\n# TYPE tokenmesh_feed_position gauge\n";
 
 /// Serves `registry`'s `/metrics`, and `routes` beside it (Auth's JWKS), on
 /// `listener` until `shutdown`.

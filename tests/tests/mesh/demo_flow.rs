@@ -4,7 +4,7 @@ use tokenmesh_proto::{
     orders::v1::{EntitlementSource, GetOrderRequest, ListOrdersRequest, PlaceOrderRequest},
     products::v1::{CheckEntitlementRequest, GetProductRequest, ListProductsRequest},
 };
-use tokenmesh_tests::Mesh;
+use tokenmesh_tests::{Mesh, calls::assert_refusal};
 use tonic::Code;
 use tonic_health::pb::{
     HealthCheckRequest, health_check_response::ServingStatus, health_client::HealthClient,
@@ -126,14 +126,17 @@ async fn each_user_sees_only_their_own_products_and_orders() {
         .expect("list")
         .into_inner();
     assert!(bob_orders.orders.is_empty());
-    let status = bob
-        .get_order(GetOrderRequest {
+    // Someone else's order is as unknown as one that never was.
+    assert_refusal(
+        bob.get_order(GetOrderRequest {
             id: order.id.clone(),
         })
-        .await
-        .expect_err("not bob's order");
-    assert_eq!(status.code(), Code::NotFound);
-    assert_eq!(status.message(), format!("order {} not found", order.id));
+        .await,
+        Code::NotFound,
+        "ORDER_NOT_FOUND",
+        &format!("order {} not found", order.id),
+        &[],
+    );
 
     let mut admin = mesh.products_as("admin").await;
     let all = admin

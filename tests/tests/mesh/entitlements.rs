@@ -12,7 +12,7 @@ use tokenmesh_proto::{
         ListProductsRequest,
     },
 };
-use tokenmesh_tests::calls::assert_status;
+use tokenmesh_tests::calls::{assert_refusal, assert_status};
 use tokenmesh_tests::{
     ManualClock, Mesh, OrdersClient, PRODUCTS_ISSUER, ProductsClient, SourceKind, claims_of,
     eventually, order,
@@ -67,10 +67,12 @@ async fn each_source_alone_decides_and_the_order_records_it() {
         assert_eq!(placed.entitlement_source(), expected, "{sources:?}");
         if sources == [Grant] {
             // The grant alone cannot deny or say "no such product": it is a proof.
-            assert_status(
+            assert_refusal(
                 place(&mut orders, order("P-104", 1, "no-proof", &grant)).await,
                 Code::Unavailable,
+                "ENTITLEMENT_UNDECIDED",
                 "no entitlement source could decide: grant: does not cover this product",
+                &[],
             );
             assert_status(
                 place(&mut orders, order("P-100", 1, "no-grant", "")).await,
@@ -78,15 +80,19 @@ async fn each_source_alone_decides_and_the_order_records_it() {
                 "no entitlement source could decide: grant: none in the request",
             );
         } else {
-            assert_status(
+            assert_refusal(
                 place(&mut orders, order("P-104", 1, "denied", "")).await,
                 Code::PermissionDenied,
+                "NOT_ENTITLED",
                 "not entitled to product P-104",
+                &[("product_id", "P-104")],
             );
-            assert_status(
+            assert_refusal(
                 place(&mut orders, order("P-999", 1, "unknown", "")).await,
                 Code::NotFound,
+                "PRODUCT_NOT_FOUND",
                 "product P-999 not found",
+                &[("product_id", "P-999")],
             );
         }
         assert_eq!(
@@ -202,19 +208,23 @@ async fn an_unknown_version_names_the_versions_read_and_limits_are_enforced() {
     };
     let mut orders = mesh.orders_as("alice").await;
     let v3 = grant(3, json!([]));
-    assert_status(
+    assert_refusal(
         place(&mut orders, order("P-104", 1, "v3", &v3)).await,
         Code::FailedPrecondition,
+        "GRANT_VERSION_UNSUPPORTED",
         "entitlement grant version 3 is not supported; this service reads 1, 2",
+        &[("found", "3"), ("accepted", "1, 2")],
     );
     let limited = grant(
         2,
         json!([{"product_id": "P-104", "actions": ["order", "teleport"], "max_quantity": 2}]),
     );
-    assert_status(
+    assert_refusal(
         place(&mut orders, order("P-104", 3, "over", &limited)).await,
         Code::PermissionDenied,
+        "QUANTITY_OVER_LIMIT",
         "quantity exceeds the limit of 2 for product P-104",
+        &[("product_id", "P-104"), ("limit", "2")],
     );
     let placed = place(&mut orders, order("P-104", 2, "within", &limited))
         .await
@@ -223,10 +233,12 @@ async fn an_unknown_version_names_the_versions_read_and_limits_are_enforced() {
     // Without the `order` action the grant refuses, as the replica and rpc do
     // for a view-only entitlement (security_limits): one state, one answer.
     let view_only = grant(2, json!([{"product_id": "P-103", "actions": ["view"]}]));
-    assert_status(
+    assert_refusal(
         place(&mut orders, order("P-103", 1, "view-only", &view_only)).await,
         Code::PermissionDenied,
+        "ORDER_NOT_ALLOWED",
         "not allowed to order product P-103",
+        &[("product_id", "P-103")],
     );
     assert_eq!(order_count(&mut orders).await, 1);
     mesh.shutdown().await;
@@ -366,6 +378,56 @@ async fn a_revocation_beats_an_older_grant() {
             expected.1,
         );
         assert_eq!(order_count(&mut orders).await, placed_before);
+        mesh.shutdown().await;
+    }
+}
+
+#[tokio::test]
+async fn a_retry_after_a_revocation_gets_the_order_placed_before_it() {
+    for sources in [vec![Grant, Replica, Rpc], vec![Grant]] {
+        let mesh = Mesh::builder().entitlement_sources(&sources).start().await;
+        let grant = mesh.grant_of("alice").await;
+        let mut orders = mesh.orders_as("alice").await;
+        let placed = place(&mut orders, order("P-100", 2, "placed-before", &grant))
+            .await
+            .expect("entitled when placed");
+        let mut admin = admin_products(&mesh).await;
+        revoke(&mut admin, "alice", "P-100").await;
+        let refused = if sources.len() == 1 {
+            Code::Unavailable
+        } else {
+            Code::PermissionDenied
+        };
+        // Orders has the revocation once a new request id is refused.
+        let mut tries = 0;
+        eventually(PROPAGATION_DEADLINE, || {
+            tries += 1;
+            let request_id = format!("probe-{tries}");
+            let (mut orders, grant) = (orders.clone(), grant.clone());
+            async move {
+                match place(&mut orders, order("P-100", 1, &request_id, &grant)).await {
+                    Err(status) if status.code() == refused => Some(()),
+                    Err(status) => panic!("unexpected {status:?}"),
+                    Ok(_) => None,
+                }
+            }
+        })
+        .await;
+        let count = order_count(&mut orders).await;
+        // With the older grant or without one (then no source can decide at
+        // all on the grant-only chain): the stored order is the answer.
+        for retry_grant in [grant.as_str(), ""] {
+            let again = place(&mut orders, order("P-100", 2, "placed-before", retry_grant))
+                .await
+                .unwrap_or_else(|status| panic!("{sources:?}: the retry got {status:?}"));
+            assert_eq!(again, placed, "{sources:?}");
+        }
+        assert_status(
+            place(&mut orders, order("P-100", 1, "placed-before", "")).await,
+            Code::AlreadyExists,
+            "request_id placed-before was already used for a different order",
+        );
+        assert_eq!(order_count(&mut orders).await, count, "nothing written");
         mesh.shutdown().await;
     }
 }

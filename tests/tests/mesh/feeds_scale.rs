@@ -193,24 +193,15 @@ fn pairs(list: &[(&str, &str)]) -> BTreeSet<(String, String)> {
 
 /// The entitlements Orders' replica holds as granted, read from its database.
 async fn replica_entitlements(mesh: &Mesh) -> BTreeSet<(String, String)> {
-    sqlx::any::install_default_drivers();
-    let (url, table) = match mesh.database_url() {
-        Some(url) => (
-            url.to_owned(),
-            format!("{}.replica_entitlements", tokenmesh_orders::SCHEMA),
-        ),
-        None => (
-            tokenmesh_server::db::sqlite_url(&mesh.data_dir().join("orders.db")),
-            "replica_entitlements".to_owned(),
-        ),
-    };
-    let pool = sqlx::AnyPool::connect(&url).await.expect("orders database");
-    let rows: Vec<(String, String)> = sqlx::query_as(&format!(
-        "SELECT subject, product_id FROM {table} WHERE granted = 1"
-    ))
-    .fetch_all(&pool)
-    .await
-    .expect("replica rows");
+    let pool =
+        tokenmesh_server::db::connect(&mesh.store_url("orders.db"), tokenmesh_orders::SCHEMA)
+            .await
+            .expect("orders database");
+    let rows: Vec<(String, String)> =
+        sqlx::query_as("SELECT subject, product_id FROM replica_entitlements WHERE granted = 1")
+            .fetch_all(&pool)
+            .await
+            .expect("replica rows");
     pool.close().await;
     rows.into_iter().collect()
 }

@@ -2,7 +2,7 @@
 //! idempotent retries, and nothing written when refused.
 
 use tokenmesh_proto::orders::v1::{EntitlementSource, ListOrdersRequest};
-use tokenmesh_tests::{Mesh, Minter, OrdersClient, PRODUCTS_ISSUER, order};
+use tokenmesh_tests::{Mesh, Minter, OrdersClient, PRODUCTS_ISSUER, calls::assert_refusal, order};
 use tonic::Code;
 
 async fn order_count(orders: &mut OrdersClient) -> usize {
@@ -114,16 +114,12 @@ async fn retrying_a_request_id_returns_the_same_order_and_writes_nothing_new() {
     assert_eq!(again, first);
     assert_eq!(order_count(&mut orders).await, 1);
 
-    let reused = orders
-        .place_order(order("P-101", 1, "retry-me", ""))
-        .await
-        .expect_err("different order");
-    assert_eq!(
-        (reused.code(), reused.message()),
-        (
-            Code::AlreadyExists,
-            "request_id retry-me was already used for a different order"
-        )
+    assert_refusal(
+        orders.place_order(order("P-101", 1, "retry-me", "")).await,
+        Code::AlreadyExists,
+        "REQUEST_ID_REUSED",
+        "request_id retry-me was already used for a different order",
+        &[],
     );
     assert_eq!(order_count(&mut orders).await, 1);
 

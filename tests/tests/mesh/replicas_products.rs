@@ -1,13 +1,18 @@
 //! Two Products replicas on one store sign grants with one key set: generated
 //! once under the store's one-signer index, rotated as a row, every live key
-//! published, so Orders following either replica verifies grants from both.
+//! published, so Orders following either replica verifies grants from both;
+//! and a write at one reaches the other's read caches.
 
 use tokenmesh_proto::{
     auth::v1::GetJwksRequest,
     orders::v1::EntitlementSource,
-    products::v1::{ListProductsRequest, products_service_client::ProductsServiceClient},
+    products::v1::{
+        EntitlementRequest, GetProductRequest, ListProductsRequest,
+        products_service_client::ProductsServiceClient,
+    },
 };
-use tokenmesh_tests::{Bearer, Mesh, SourceKind, TestDatabase, eventually, order};
+use tokenmesh_tests::{Bearer, Mesh, SourceKind, TestDatabase, claims_of, eventually, order};
+use tonic::Code;
 
 use super::replicas::{DEADLINE, kid_of};
 
@@ -196,5 +201,74 @@ async fn a_products_replica_whose_key_encryption_key_cannot_open_the_grant_keys_
             other.display()
         )
     );
+    mesh.shutdown().await;
+}
+
+/// A revocation at one Products replica reaches `GetProduct` and `ListProducts`
+/// at another once that one hears of it (NOTIFY on PostgreSQL, its 500 ms poll
+/// on SQLite) and its follower reads it: its read caches, filled before the
+/// revocation, stop answering from before it.
+#[tokio::test]
+async fn a_revocation_at_one_products_replica_reaches_the_read_caches_of_another() {
+    let mesh = Mesh::start().await;
+    let replica = mesh.start_products_replica().await;
+    let token = mesh.login("alice").await;
+    let mut second = ProductsServiceClient::with_interceptor(
+        Mesh::channel(replica.addr()).await,
+        Bearer::token(&token),
+    );
+    let p100 = || GetProductRequest { id: "P-100".into() };
+    for _ in 0..2 {
+        let product = second.get_product(p100()).await.expect("entitled");
+        assert_eq!(product.into_inner().id, "P-100");
+        let listed = second
+            .list_products(ListProductsRequest::default())
+            .await
+            .expect("listed")
+            .into_inner();
+        assert!(listed.products.iter().any(|product| product.id == "P-100"));
+    }
+
+    let revoked = mesh
+        .products_as("admin")
+        .await
+        .revoke_entitlement(EntitlementRequest {
+            subject: "alice".into(),
+            product_id: "P-100".into(),
+        })
+        .await
+        .expect("revoked at the first replica")
+        .into_inner();
+    assert!(revoked.changed);
+    let (status, took) = eventually(DEADLINE, || {
+        let mut second = second.clone();
+        async move { second.get_product(p100()).await.err() }
+    })
+    .await;
+    eprintln!("MEASURED: GetProduct at replica 2 saw replica 1's revocation after {took:?}");
+    assert_eq!(
+        (status.code(), status.message()),
+        (Code::PermissionDenied, "not entitled to product P-100")
+    );
+    // Its own wait: a follower read that started before the revocation may
+    // land after a GetProduct that read the database (the view past its bound).
+    let (grant, _) = eventually(DEADLINE, || {
+        let mut second = second.clone();
+        async move {
+            let listed = second
+                .list_products(ListProductsRequest::default())
+                .await
+                .expect("listed")
+                .into_inner();
+            let without = listed.products.iter().all(|product| product.id != "P-100");
+            without.then(|| claims_of(&listed.entitlement_token))
+        }
+    })
+    .await;
+    assert!(
+        grant["catalogue_revision"].as_u64() >= Some(revoked.cursor),
+        "a grant from before the revocation: {grant}"
+    );
+    replica.stop().await;
     mesh.shutdown().await;
 }

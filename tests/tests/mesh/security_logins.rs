@@ -22,6 +22,7 @@ const DEADLINE: Duration = Duration::from_secs(60);
 on_sqlite_and_postgres!(
     logins_racing_a_password_change_leave_no_survivor,
     logins_racing_a_deactivation_leave_no_survivor,
+    refreshes_racing_a_password_change_leave_no_survivor,
     a_burst_of_guesses_is_evaluated_only_up_to_the_failure_budget,
     refused_refresh_tokens_all_get_one_message,
     a_login_ends_at_its_absolute_cap_however_often_it_refreshes,
@@ -203,6 +204,75 @@ async fn logins_racing_a_deactivation_leave_no_survivor(builder: MeshBuilder) {
     })
     .await;
     assert_no_survivor(&mesh, logins, "deactivation").await;
+    mesh.shutdown().await;
+}
+
+/// Several logins of one user, each refreshing again and again, racing a
+/// password change: Auth commits concurrent refreshes together, so one group
+/// may hold several of the user's logins while the change revokes them all.
+/// The change must go through (no lock cycle between the two) and leave no
+/// login alive.
+async fn refreshes_racing_a_password_change_leave_no_survivor(builder: MeshBuilder) {
+    /// Logins refreshing at once.
+    const CHAINS: usize = 8;
+    /// Refreshes per login at most: a bound for a survivor, which then fails below.
+    const MAX_REFRESHES: usize = 10_000;
+    let mesh = builder
+        .clock(ManualClock::new())
+        .login_throttle(1000, Duration::from_secs(1))
+        .refresh_rate_limit(0)
+        .start()
+        .await;
+    create_user(&mesh, "erin").await.expect("erin created");
+    let mut auth = mesh.auth().await;
+    let (refreshed, mut first_refreshes) = tokio::sync::mpsc::channel::<()>(CHAINS);
+    let mut chains = tokio::task::JoinSet::new();
+    let mut bearer = None;
+    for _ in 0..CHAINS {
+        let mut last = login(&mut auth, "erin", "erin-password")
+            .await
+            .expect("erin logs in");
+        bearer.get_or_insert_with(|| last.access_token.clone());
+        let (mut auth, refreshed) = (mesh.auth().await, refreshed.clone());
+        chains.spawn(async move {
+            for n in 0..MAX_REFRESHES {
+                match refresh(&mut auth, &last.refresh_token).await {
+                    Ok(next) => {
+                        last = next;
+                        if n == 0 {
+                            refreshed.send(()).await.expect("the test waits");
+                        }
+                    }
+                    Err(status) => {
+                        assert_eq!(
+                            (status.code(), status.message()),
+                            (Code::Unauthenticated, INVALID_REFRESH)
+                        );
+                        break;
+                    }
+                }
+            }
+            last
+        });
+    }
+    drop(refreshed);
+    for _ in 0..CHAINS {
+        first_refreshes.recv().await.expect("each login refreshes");
+    }
+    auth.change_password(with_bearer(
+        ChangePasswordRequest {
+            current_password: "erin-password".into(),
+            new_password: "erin-new-password".into(),
+        },
+        &bearer.expect("a login"),
+    ))
+    .await
+    .expect("password changed while the logins refresh");
+    let mut lasts = Vec::new();
+    while let Some(last) = chains.join_next().await {
+        lasts.push(last.expect("refresh chain"));
+    }
+    assert_no_survivor(&mesh, (lasts, CHAINS), "password change").await;
     mesh.shutdown().await;
 }
 

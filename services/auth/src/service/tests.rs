@@ -51,6 +51,8 @@ const ORDERS_CLIENT: ServiceClient = ServiceClient {
 /// the service client [`ORDERS_CLIENT`].
 struct Fixture {
     auth: AuthService,
+    /// The store `auth` runs on, for tests of the store itself.
+    store: Store,
     _dir: TempDir,
 }
 
@@ -67,7 +69,7 @@ impl Fixture {
             kek: KeyEncryptionKey::from_bytes(&[7; 32], &dir.path().join("kek")).expect("kek"),
             import: vec![key],
         };
-        let auth = AuthService::open(store, keys, config)
+        let auth = AuthService::open(store.clone(), keys, config)
             .await
             .expect("auth opens");
         auth.create_user(Request::new(CreateUserRequest {
@@ -91,7 +93,11 @@ impl Fixture {
         auth.register_service_client(&credentials)
             .await
             .expect("client registered");
-        Self { auth, _dir: dir }
+        Self {
+            auth,
+            store,
+            _dir: dir,
+        }
     }
 
     async fn login(&self, username: &str, password: &str) -> Result<TokenResponse, Status> {

@@ -18,6 +18,7 @@ mod throttle;
 mod users;
 
 use sqlx::AnyPool;
+use tokenmesh_server::group_commit::GroupCommit;
 
 pub use clients::{DelegationRecord, ServiceClient};
 pub use revocations::{Epoch, Revocation};
@@ -35,6 +36,8 @@ pub const SCHEMA: &str = "auth";
 #[derive(Debug, Clone)]
 pub struct Store {
     pool: AnyPool,
+    /// Refresh-token spends, committed in groups.
+    rotations: GroupCommit<sessions::Rotation>,
 }
 
 impl Store {
@@ -48,6 +51,9 @@ impl Store {
     pub async fn open(database_url: &str) -> Result<Self, StoreError> {
         let pool = tokenmesh_server::db::connect(database_url, SCHEMA).await?;
         sqlx::migrate!("./migrations").run(&pool).await?;
-        Ok(Self { pool })
+        Ok(Self {
+            rotations: GroupCommit::start(pool.clone()),
+            pool,
+        })
     }
 }

@@ -65,6 +65,16 @@ impl Store {
 }
 
 impl Store {
+    /// The feed's last position (0 when empty): pruning keeps the last row, so
+    /// it never goes back but with the store itself.
+    pub async fn last_revocation(&self) -> Result<i64, StoreError> {
+        Ok(
+            sqlx::query_scalar("SELECT COALESCE(MAX(seq), 0) FROM revocations")
+                .fetch_one(&self.pool)
+                .await?,
+        )
+    }
+
     /// Deletes the rows that no longer matter at `now` (all but the last); any
     /// replica may, at any time. Answers how many it deleted.
     pub async fn prune_revocations(&self, now: i64) -> Result<u64, StoreError> {

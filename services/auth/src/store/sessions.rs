@@ -5,7 +5,10 @@
 
 use sqlx::{Any, Executor, Transaction};
 
-use tokenmesh_server::db::{appended, retry_feed_write};
+use tokenmesh_server::{
+    db::{appended, retry_feed_write},
+    group_commit::{BoxFuture, Job},
+};
 
 use super::{Store, StoreError, UserRecord, revocations};
 
@@ -60,13 +63,12 @@ pub enum Spend {
     Revoked,
 }
 
-/// A presented token, its family and its owner, read inside the spend.
+/// A presented token that was not live, its family and its owner, read inside
+/// the spend.
 #[derive(Debug, sqlx::FromRow)]
 struct Presented {
     family_id: String,
     expires_at: i64,
-    /// When the login started.
-    created_at: i64,
     username: String,
     scopes: String,
     not_before: i64,
@@ -118,95 +120,29 @@ impl Store {
     /// was live and its login within `rules.max_lifetime`, stores `successor` in
     /// its family (expiring no later than the login) — atomically: exactly one
     /// of concurrent spends wins. A second spend revokes the family and appends
-    /// the session's revocation to the feed.
+    /// the session's revocation to the feed. Concurrent spends are committed
+    /// together ([`tokenmesh_server::group_commit`]); each is answered after
+    /// its commit.
     pub async fn spend_refresh_token(
         &self,
         token_hash: &str,
         successor: &NewRefreshToken,
         rules: SessionRules,
     ) -> Result<Spend, StoreError> {
-        let spent = retry_feed_write(|| self.spend_once(token_hash, successor, rules)).await?;
-        spent.ok_or(StoreError::Contention("revocation feed"))
-    }
-
-    /// One try of [`Store::spend_refresh_token`]: `None` when the feed append
-    /// lost its race.
-    async fn spend_once(
-        &self,
-        token_hash: &str,
-        successor: &NewRefreshToken,
-        rules: SessionRules,
-    ) -> Result<Option<Spend>, StoreError> {
-        let now = successor.issued_at;
-        let mut tx = self.pool.begin().await?;
-        let spent = sqlx::query(
-            "UPDATE refresh_tokens SET spent_at = $1 \
-             WHERE token_hash = $2 AND spent_at IS NULL AND expires_at > $1",
-        )
-        .bind(now)
-        .bind(token_hash)
-        .execute(&mut *tx)
-        .await?
-        .rows_affected()
-            == 1;
-        if spent {
-            // Lock the family until commit: a cut-off revoking it waits for this
-            // rotation (and then revokes the successor too), or wins and this
-            // spend finds the family dead below.
-            sqlx::query(
-                "UPDATE refresh_families SET revoked_at = NULL WHERE revoked_at IS NULL AND \
-                 family_id = (SELECT family_id FROM refresh_tokens WHERE token_hash = $1)",
-            )
-            .bind(token_hash)
-            .execute(&mut *tx)
-            .await?;
-        }
-        let presented: Option<Presented> = sqlx::query_as(
-            "SELECT t.family_id, t.expires_at, f.created_at, f.username, u.scopes, u.not_before, \
-                    CASE WHEN f.revoked_at IS NULL AND u.active = 1 THEN 0 ELSE 1 END AS dead \
-             FROM refresh_tokens t \
-             JOIN refresh_families f ON f.family_id = t.family_id \
-             JOIN users u ON u.username = f.username \
-             WHERE t.token_hash = $1",
-        )
-        .bind(token_hash)
-        .fetch_optional(&mut *tx)
-        .await?;
-        let Some(presented) = presented else {
-            return Ok(Some(Spend::Unknown));
-        };
-        let login_ends = presented.created_at.saturating_add(rules.max_lifetime);
-        let outcome = if spent && presented.dead == 0 && now < login_ends {
-            let successor = NewRefreshToken {
-                expires_at: successor.expires_at.min(login_ends),
-                ..successor.clone()
+        let spent = retry_feed_write(|| async {
+            let rotation = Rotation {
+                token_hash: token_hash.to_owned(),
+                successor: successor.clone(),
+                rules,
             };
-            insert_refresh_token(&mut tx, &presented.family_id, &successor).await?;
-            Spend::Rotated {
-                username: presented.username,
-                scopes: presented.scopes,
-                not_before: presented.not_before,
-                family_id: presented.family_id,
+            match self.rotations.run(rotation).await {
+                Ok(spend) => Ok(Some(spend)),
+                Err(RotationError::LostFeedRace) => Ok(None),
+                Err(RotationError::Database(error)) => Err(StoreError::Database(error)),
             }
-        } else if presented.dead == 1 {
-            Spend::Revoked
-        } else if spent || presented.expires_at <= now {
-            Spend::Expired
-        } else {
-            let forget_after = now.saturating_add(rules.revocation_lifetime);
-            revoke_families(&mut *tx, Families::Id(&presented.family_id), now).await?;
-            let appended_row =
-                revocations::append_session(&mut tx, &presented.family_id, forget_after).await;
-            if appended(appended_row)?.is_none() {
-                return Ok(None);
-            }
-            Spend::Reused {
-                family_id: presented.family_id,
-                forget_after,
-            }
-        };
-        tx.commit().await?;
-        Ok(Some(outcome))
+        })
+        .await?;
+        spent.ok_or(StoreError::Contention("revocation feed"))
     }
 
     /// Ends the login `token_hash` belongs to at `now` and appends the
@@ -253,7 +189,7 @@ async fn insert_refresh_token(
     tx: &mut Transaction<'_, Any>,
     family_id: &str,
     token: &NewRefreshToken,
-) -> Result<(), StoreError> {
+) -> Result<(), sqlx::Error> {
     sqlx::query("INSERT INTO refresh_tokens (token_hash, family_id, issued_at, expires_at) VALUES ($1, $2, $3, $4)")
         .bind(&token.token_hash)
         .bind(family_id)
@@ -262,6 +198,176 @@ async fn insert_refresh_token(
         .execute(&mut **tx)
         .await?;
     Ok(())
+}
+
+/// One spend of a refresh token, run by the rotations' writer in a group's
+/// transaction (see [`Store::spend_refresh_token`]).
+#[derive(Debug)]
+pub(super) struct Rotation {
+    token_hash: String,
+    successor: NewRefreshToken,
+    rules: SessionRules,
+}
+
+/// Why a [`Rotation`] failed; either rolls back its whole transaction.
+#[derive(Debug, thiserror::Error)]
+pub(super) enum RotationError {
+    /// The database failed.
+    #[error("database: {0}")]
+    Database(#[from] sqlx::Error),
+    /// Another writer took the revocation feed's sequence number: try again.
+    #[error("the revocation feed's append lost its race")]
+    LostFeedRace,
+}
+
+impl Job for Rotation {
+    type Output = Spend;
+    type Error = RotationError;
+
+    fn run<'a>(
+        &'a self,
+        tx: &'a mut Transaction<'static, Any>,
+    ) -> BoxFuture<'a, Result<Spend, RotationError>> {
+        Box::pin(spend(tx, &self.token_hash, &self.successor, self.rules))
+    }
+}
+
+/// A family locked by a spend, with its owner, as the spend read them.
+#[derive(Debug, sqlx::FromRow)]
+struct LockedFamily {
+    /// When the login started.
+    created_at: i64,
+    username: String,
+    scopes: String,
+    not_before: i64,
+    /// The owner's `users.active`.
+    active: i64,
+}
+
+/// Spends `token_hash` in `tx` (see [`Store::spend_refresh_token`]). A live
+/// token costs three statements on SQLite: spend it, lock and read its family
+/// and owner, store the successor (PostgreSQL first shares the owner's row).
+async fn spend(
+    tx: &mut Transaction<'static, Any>,
+    token_hash: &str,
+    successor: &NewRefreshToken,
+    rules: SessionRules,
+) -> Result<Spend, RotationError> {
+    let now = successor.issued_at;
+    let family_id: Option<String> = sqlx::query_scalar(
+        "UPDATE refresh_tokens SET spent_at = $1 \
+         WHERE token_hash = $2 AND spent_at IS NULL AND expires_at > $1 RETURNING family_id",
+    )
+    .bind(now)
+    .bind(token_hash)
+    .fetch_optional(&mut **tx)
+    .await?;
+    let Some(family_id) = family_id else {
+        return refuse(tx, token_hash, successor, rules).await;
+    };
+    if tx.backend_name() == "PostgreSQL" {
+        // The group holds its families' locks until it commits, and a cut-off
+        // locks the user's row and then each of the user's families: had this
+        // group another family of the user's, each would wait for the other.
+        // Sharing the user's row first makes the cut-off wait before it takes
+        // any family. (SQLite has one writer connection: nothing to order.)
+        sqlx::query(
+            "SELECT 1 FROM users WHERE username = \
+             (SELECT username FROM refresh_families WHERE family_id = $1) FOR SHARE",
+        )
+        .bind(&family_id)
+        .execute(&mut **tx)
+        .await?;
+    }
+    // Lock the family until commit: a cut-off revoking it waits for this
+    // rotation (and then revokes the successor too), or wins and the family
+    // is no longer live here (no row).
+    let family: Option<LockedFamily> = sqlx::query_as(
+        "UPDATE refresh_families SET revoked_at = NULL \
+         WHERE revoked_at IS NULL AND family_id = $1 \
+         RETURNING created_at, username, \
+           (SELECT u.scopes FROM users u WHERE u.username = refresh_families.username) AS scopes, \
+           (SELECT u.not_before FROM users u WHERE u.username = refresh_families.username) AS not_before, \
+           (SELECT u.active FROM users u WHERE u.username = refresh_families.username) AS active",
+    )
+    .bind(&family_id)
+    .fetch_optional(&mut **tx)
+    .await?;
+    let Some(family) = family.filter(|family| family.active == 1) else {
+        return Ok(Spend::Revoked);
+    };
+    let login_ends = family.created_at.saturating_add(rules.max_lifetime);
+    if now >= login_ends {
+        return Ok(Spend::Expired);
+    }
+    let successor = NewRefreshToken {
+        expires_at: successor.expires_at.min(login_ends),
+        ..successor.clone()
+    };
+    insert_refresh_token(tx, &family_id, &successor).await?;
+    Ok(Spend::Rotated {
+        username: family.username,
+        scopes: family.scopes,
+        not_before: family.not_before,
+        family_id,
+    })
+}
+
+/// The answer to a token that was not live at `successor.issued_at`: unknown,
+/// expired, revoked, or spent before — a reuse, which revokes its family and
+/// appends the session's revocation to the feed.
+async fn refuse(
+    tx: &mut Transaction<'static, Any>,
+    token_hash: &str,
+    successor: &NewRefreshToken,
+    rules: SessionRules,
+) -> Result<Spend, RotationError> {
+    let now = successor.issued_at;
+    let presented: Option<Presented> = sqlx::query_as(
+        "SELECT t.family_id, t.expires_at, f.username, u.scopes, u.not_before, \
+                CASE WHEN f.revoked_at IS NULL AND u.active = 1 THEN 0 ELSE 1 END AS dead \
+         FROM refresh_tokens t \
+         JOIN refresh_families f ON f.family_id = t.family_id \
+         JOIN users u ON u.username = f.username \
+         WHERE t.token_hash = $1",
+    )
+    .bind(token_hash)
+    .fetch_optional(&mut **tx)
+    .await?;
+    let Some(presented) = presented else {
+        return Ok(Spend::Unknown);
+    };
+    if presented.dead == 1 {
+        return Ok(Spend::Revoked);
+    }
+    if presented.expires_at <= now {
+        return Ok(Spend::Expired);
+    }
+    // Spent before. By this very spend if its successor is stored: a group
+    // whose commit reported a failure that did take place, run again alone.
+    let successor_family: Option<String> =
+        sqlx::query_scalar("SELECT family_id FROM refresh_tokens WHERE token_hash = $1")
+            .bind(&successor.token_hash)
+            .fetch_optional(&mut **tx)
+            .await?;
+    if successor_family.as_ref() == Some(&presented.family_id) {
+        return Ok(Spend::Rotated {
+            username: presented.username,
+            scopes: presented.scopes,
+            not_before: presented.not_before,
+            family_id: presented.family_id,
+        });
+    }
+    let forget_after = now.saturating_add(rules.revocation_lifetime);
+    revoke_families(&mut **tx, Families::Id(&presented.family_id), now).await?;
+    let appended_row = revocations::append_session(tx, &presented.family_id, forget_after).await;
+    if appended(appended_row)?.is_none() {
+        return Err(RotationError::LostFeedRace);
+    }
+    Ok(Spend::Reused {
+        family_id: presented.family_id,
+        forget_after,
+    })
 }
 
 /// Which logins to end.

@@ -140,7 +140,10 @@ impl Store {
     /// 1. bump the credential version, which locks the user's row until commit:
     ///    a login that read the old version either committed before (its family
     ///    is then revoked below) or fails its compare-and-set after;
-    /// 2. revoke the user's families, which waits for refreshes holding them;
+    /// 2. revoke the user's families, which waits for refreshes holding them
+    ///    (on PostgreSQL a group of refreshes shares the user's row, so the
+    ///    cut-off waits for it at step 1 instead and never holds a family the
+    ///    group still needs);
     /// 3. only then read the clock (`next_epoch`) for the epoch, so that every
     ///    token minted by a login or refresh that won the race is older;
     /// 4. raise `not_before` to it, strictly above the previous epoch (two

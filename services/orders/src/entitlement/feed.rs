@@ -1,7 +1,8 @@
 //! Following Products' `WatchEntitlements` into the replica: resumes from the
-//! stored cursor after any drop (from the snapshot when it has none or it was
-//! compacted away), marks the replica caught up at the end of each replay, and
-//! makes the rpc cache forget every entitlement that changed.
+//! stored cursor after any drop (from the snapshot when it has none, it was
+//! compacted away, or Products' store went back behind it), marks the replica
+//! caught up at the end of each replay, and makes the rpc cache forget every
+//! entitlement that changed.
 
 use std::sync::{Arc, Weak};
 
@@ -52,7 +53,7 @@ impl Feed {
     /// One subscription: `Ok(None)` when the replica is gone, else how many
     /// changes it applied before the stream ended. From the stored cursor; from
     /// the snapshot when there is none, or when Products answers that changes
-    /// after it were compacted away.
+    /// after it were compacted away or that its store went back behind it.
     async fn subscribe(
         &self,
         client: &mut ProductsServiceClient<AttachToken<Channel>>,
@@ -60,7 +61,7 @@ impl Feed {
         let Some(replica) = self.replica.upgrade() else {
             return Ok(None);
         };
-        let since = replica.cursor().await.map_err(internal)?;
+        let since = replica.cursor();
         // Held only while applying: between events the owner may go.
         drop(replica);
         let from_snapshot = since == 0;
@@ -69,7 +70,7 @@ impl Feed {
                 tracing::info!(
                     since,
                     reason = status.message(),
-                    "entitlement replica is behind the feed's compaction: re-syncing from the snapshot"
+                    "Products no longer serves the entitlement replica's cursor (compacted away, or its store went back): re-syncing from the snapshot"
                 );
                 self.watch(client, 0, true).await
             }
@@ -97,6 +98,7 @@ impl Feed {
             let Some(replica) = self.replica.upgrade() else {
                 return Ok(None);
             };
+            // Counts only once this stream has replayed what was missed.
             replica.freshness().heard();
             let cursor = i64::try_from(event.cursor).unwrap_or(i64::MAX);
             let change = match event.change {

@@ -149,13 +149,7 @@ impl Source for GrantSource {
             at: grant.iat,
             revision: grant.catalogue_revision,
         };
-        // A store error reads as "no change": the grant is honoured (fail-open).
-        let since = self
-            .replica
-            .since(query.subject, query.product_id, issued)
-            .await
-            .unwrap_or(Since::Unchanged);
-        match since {
+        match self.replica.since(query.subject, query.product_id, issued) {
             Since::Revoked => return inconclusive("revoked since it was issued"),
             // Granted again on the same terms: the grant still says what holds.
             Since::Changed(now) if now != terms => {

@@ -4,6 +4,7 @@
 
 mod feed;
 mod grant;
+mod memory;
 mod replica;
 mod rpc;
 mod terms;
@@ -128,12 +129,10 @@ pub enum Denial {
     OrderNotAllowed,
 }
 
-/// Why a source could not answer at all.
+/// Why a source could not answer at all (the replica answers from memory and
+/// cannot fail: only Products can).
 #[derive(Debug, thiserror::Error)]
 pub enum SourceError {
-    /// Orders' own store failed.
-    #[error("store error: {0}")]
-    Store(#[from] StoreError),
     /// Products could not be reached.
     #[error("Products unavailable ({0:?})")]
     Unavailable(Code),
@@ -256,10 +255,16 @@ pub struct Entitlements {
 
 impl Entitlements {
     /// The sources `config` names, trusting grants from `grant_issuer`, over the
-    /// replica in `store`, with `deps` for Products.
-    pub fn new(config: &ChainConfig, grant_issuer: &str, store: Store, deps: &OrdersDeps) -> Self {
+    /// replica in `store` (loaded into memory now), with `deps` for Products.
+    pub async fn new(
+        config: &ChainConfig,
+        grant_issuer: &str,
+        store: Store,
+        deps: &OrdersDeps,
+    ) -> Result<Self, StoreError> {
         let freshness = FeedFreshness::new(deps.clock.clone(), config.max_feed_silence);
-        let replica = Arc::new(replica::Replica::new(store).with_freshness(Arc::new(freshness)));
+        let replica = replica::Replica::load(store).await?;
+        let replica = Arc::new(replica.with_freshness(Arc::new(freshness)));
         let rpc = Arc::new(rpc::RpcSource::new(
             deps.products.clone(),
             deps.exchanger.clone(),
@@ -296,11 +301,11 @@ impl Entitlements {
             products: deps.products.clone(),
             credentials: deps.products_credentials.clone(),
         });
-        Self {
+        Ok(Self {
             chain: Chain::new(sources),
             replica,
             feed,
-        }
+        })
     }
 
     /// What the configured chain decides.

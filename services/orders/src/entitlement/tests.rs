@@ -12,10 +12,7 @@ use super::{
     Answer, Chain, Decision, Denial, Query, Reason, Source, SourceError, SourceKind, Terms,
     reasons, replica,
 };
-use crate::{
-    Store,
-    store::{ReplicaChange, StoreError},
-};
+use crate::{Store, store::ReplicaChange};
 
 use SourceKind::{Grant, Replica, Rpc};
 
@@ -38,7 +35,7 @@ pub(super) async fn replica() -> replica::Replica {
 /// A replica in the fresh database at `url`, caught up, that knows P-100.
 pub(super) async fn replica_on(url: &str) -> replica::Replica {
     let store = Store::open(url).await.expect("store");
-    let replica = replica::Replica::new(store);
+    let replica = replica::Replica::load(store).await.expect("loaded");
     let product = ReplicaChange::Product {
         product_id: "P-100".into(),
     };
@@ -220,14 +217,12 @@ async fn a_chain_without_sources_cannot_decide() {
 #[test]
 fn source_errors_read_as_reasons() {
     let errors = [
-        SourceError::Store(StoreError::Database(sqlx::Error::PoolTimedOut)),
         SourceError::Unavailable(Code::Unavailable),
         SourceError::Failed(Code::PermissionDenied),
     ];
     assert_eq!(
         errors.map(|error| error.to_string()),
         [
-            "store error: database: pool timed out while waiting for an open connection",
             "Products unavailable (Unavailable)",
             "CheckEntitlement failed (PermissionDenied)",
         ]

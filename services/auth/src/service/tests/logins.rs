@@ -7,6 +7,8 @@ tokenmesh_server::on_each_store!(
     login_with_the_right_password_answers_a_bearer_token_pair,
     login_with_a_wrong_password_or_an_unknown_user_is_unauthenticated,
     a_refresh_rotates_the_token_and_a_replay_revokes_the_family,
+    concurrent_refreshes_committed_together_each_rotate_once_and_a_replay_among_them_revokes_its_login,
+    a_spend_run_again_after_its_commit_is_its_rotation_not_a_reuse,
     logout_is_idempotent_and_ends_the_refresh_token,
     a_deactivated_user_can_neither_log_in_nor_refresh,
     a_password_change_revokes_tokens_minted_before_it,
@@ -74,6 +76,117 @@ async fn a_refresh_rotates_the_token_and_a_replay_revokes_the_family(url: &str) 
         Code::Unauthenticated,
         "invalid refresh token",
     );
+}
+
+async fn concurrent_refreshes_committed_together_each_rotate_once_and_a_replay_among_them_revokes_its_login(
+    url: &str,
+) {
+    let fixture = Fixture::start(url).await;
+    let mut logins = Vec::new();
+    for _ in 0..8 {
+        logins.push(fixture.alice().await.refresh_token);
+    }
+    // Queued together, so that one group commits them; the first login's
+    // token is presented twice in it.
+    let presented: Vec<&str> = logins
+        .iter()
+        .map(String::as_str)
+        .chain([logins[0].as_str()])
+        .collect();
+    let answers =
+        futures::future::join_all(presented.iter().map(|token| fixture.refresh(token))).await;
+    for answer in &answers[1..8] {
+        let rotated = answer.as_ref().expect("each other login rotates");
+        fixture
+            .refresh(&rotated.refresh_token)
+            .await
+            .expect("its successor is live");
+    }
+    let (won, lost): (Vec<_>, Vec<_>) = [&answers[0], &answers[8]]
+        .into_iter()
+        .partition(|answer| answer.is_ok());
+    assert_eq!(
+        (won.len(), lost.len()),
+        (1, 1),
+        "one of the two spends of one token wins"
+    );
+    let winner = won[0].as_ref().expect("won");
+    assert_eq!(
+        lost[0].as_ref().map_err(|s| (s.code(), s.message())).err(),
+        Some((Code::Unauthenticated, "invalid refresh token"))
+    );
+    // The replay ended the login: the winner's successor and access token too.
+    assert_status(
+        fixture.refresh(&winner.refresh_token).await,
+        Code::Unauthenticated,
+        "invalid refresh token",
+    );
+    assert_eq!(
+        fixture.verify(&winner.access_token).await.map(|_| ()),
+        Err(AuthError::Revoked)
+    );
+}
+
+async fn a_spend_run_again_after_its_commit_is_its_rotation_not_a_reuse(url: &str) {
+    use crate::store::{NewRefreshToken, SessionRules, Spend};
+    let fixture = Fixture::start(url).await;
+    let presented = crate::tokens::hex_sha256(&fixture.alice().await.refresh_token);
+    let now = tokenmesh_server::now_unix();
+    let successor = |token: &str| NewRefreshToken {
+        token_hash: crate::tokens::hex_sha256(token),
+        issued_at: now,
+        expires_at: now + 3600,
+    };
+    let rules = SessionRules {
+        max_lifetime: 86_400,
+        revocation_lifetime: 600,
+    };
+    let store = &fixture.store;
+    let first = store
+        .spend_refresh_token(&presented, &successor("next"), rules)
+        .await
+        .expect("spent");
+    let Spend::Rotated { family_id, .. } = &first else {
+        panic!("a live token rotates: {first:?}");
+    };
+    // The same spend again (its group's commit reported a failure that did
+    // take place): its own successor is stored, so it is the same rotation.
+    assert_eq!(
+        store
+            .spend_refresh_token(&presented, &successor("next"), rules)
+            .await
+            .expect("spent"),
+        first
+    );
+    assert!(
+        store
+            .revocations_since(0, now, 100)
+            .await
+            .expect("feed")
+            .iter()
+            .all(|revocation| revocation.session_id != *family_id),
+        "no revocation for a spend run twice"
+    );
+    // Another spend of the same token is a reuse: the login ends, on the feed.
+    assert_eq!(
+        store
+            .spend_refresh_token(&presented, &successor("other"), rules)
+            .await
+            .expect("spent"),
+        Spend::Reused {
+            family_id: family_id.clone(),
+            forget_after: now + 600,
+        }
+    );
+    let sessions: Vec<String> = store
+        .revocations_since(0, now, 100)
+        .await
+        .expect("feed")
+        .into_iter()
+        .map(|revocation| revocation.session_id)
+        .filter(|session| !session.is_empty())
+        .collect();
+    assert_eq!(sessions, std::slice::from_ref(family_id));
 }
 
 async fn logout_is_idempotent_and_ends_the_refresh_token(url: &str) {

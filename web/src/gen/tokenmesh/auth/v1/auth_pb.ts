@@ -354,7 +354,9 @@ export const RotateSigningKeyResponseSchema: GenMessage<RotateSigningKeyResponse
  */
 export type WatchRevocationsRequest = Message<"tokenmesh.auth.v1.WatchRevocationsRequest"> & {
   /**
-   * The `cursor` of the last event applied; 0 to start from the beginning.
+   * The `cursor` of the last event applied; 0 to start from the beginning. A
+   * `since` past the feed's last position (its store went back: a restore, a
+   * failover) is answered OUT_OF_RANGE; then resubscribe from 0.
    *
    * @generated from field: uint64 since = 1;
    */

@@ -374,7 +374,8 @@ export type WatchEntitlementsRequest = Message<"tokenmesh.products.v1.WatchEntit
    * Resume after this cursor. Changes older than the feed's compaction horizon
    * are deleted (their effect stays in the entitlements): a `since` older than
    * it is answered OUT_OF_RANGE, naming the oldest cursor still served; then
-   * resubscribe with `snapshot`.
+   * resubscribe with `snapshot`. So is a `since` past the feed's last position
+   * (its store went back: a restore, a failover).
    *
    * @generated from field: uint64 since = 1;
    */

@@ -33,7 +33,7 @@ psql -q "$PG/postgres" -c "CREATE DATABASE tokenmesh_local"
 # Shared by every Auth and Products replica: the key that seals their signing
 # keys in the database.
 (umask 077; head -c 32 /dev/urandom | base64 > "$STATE/key-encryption-key")
-secret() { head -c 24 /dev/urandom | base64 | tr -d '/+='; }
+secret() { head -c 32 /dev/urandom | base64 | tr -d '/+='; }
 # In the environment, not on command lines other users can read (ps).
 TOKENMESH_PRODUCTS_CLIENT_SECRET="$(secret)"
 TOKENMESH_ORDERS_CLIENT_SECRET="$(secret)"

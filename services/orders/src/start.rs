@@ -65,7 +65,7 @@ tokenmesh_server::client_secret_args! {
     group: "orders-client-secret",
     flag: orders_client_secret,
     env: "TOKENMESH_ORDERS_CLIENT_SECRET",
-    help: "Secret of the `orders` service client. Default: generated once into `orders-client-secret` in the data dir.",
+    help: "Secret of the `orders` service client, 32 to 1024 bytes. Default: generated once into `orders-client-secret` in the data dir.",
 }
 
 /// The services Orders calls.
@@ -90,6 +90,8 @@ pub async fn start(
     listener: Listener,
 ) -> Result<Running, StartError> {
     env.prepare_data_dir()?;
+    // Refused before the store is opened: a secret too short to keep.
+    let credentials = secret.credentials(env)?;
     let url = env.database_url("orders.db");
     let store_error = |source: StoreError| StartError::Store {
         service: audience::ORDERS,
@@ -101,7 +103,6 @@ pub async fn start(
     let grant_keys = KeyStore::remote(GrpcJwksSource::products(products.clone()));
     grant_keys.spawn_refresher(peers.verify.key_refresh_interval);
     let auth = env.channel(&peers.auth)?;
-    let credentials = secret.credentials(env)?;
     let service_tokens = |audience| {
         Arc::new(
             ServiceTokens::new(

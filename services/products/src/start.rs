@@ -57,7 +57,7 @@ tokenmesh_server::client_secret_args! {
     group: "products-client-secret",
     flag: products_client_secret,
     env: "TOKENMESH_PRODUCTS_CLIENT_SECRET",
-    help: "Secret of the `products` service client. Default: generated once into `products-client-secret` in the data dir.",
+    help: "Secret of the `products` service client, 32 to 1024 bytes. Default: generated once into `products-client-secret` in the data dir.",
 }
 
 /// The services Products calls.
@@ -128,6 +128,8 @@ pub async fn start(
     listener: Listener,
 ) -> Result<Running, StartError> {
     env.prepare_data_dir()?;
+    // Refused before the store is opened: a secret too short to keep.
+    let credentials = secret.credentials(env)?;
     let url = env.database_url("products.db");
     let store_error = |source: crate::ProductsError| StartError::Store {
         service: audience::PRODUCTS,
@@ -161,12 +163,7 @@ pub async fn start(
         config.wakeups.subscribe(GRANT_SIGNING_KEYS),
     );
     let products = ProductsService::new(store, keys, config);
-    let access = AccessTokens::follow(
-        env.channel(&peers.auth)?,
-        &secret.credentials(env)?,
-        &peers.verify,
-        env,
-    );
+    let access = AccessTokens::follow(env.channel(&peers.auth)?, &credentials, &peers.verify, env);
     let revocations = access.revocations_current();
     let addr = listener.local_addr()?;
     let gate = Gate::new(listener, access, env);

@@ -77,6 +77,19 @@ pub enum StartError {
         /// What failed.
         source: Box<dyn std::error::Error + Send + Sync>,
     },
+    /// A service client's secret is shorter than [`MIN_CLIENT_SECRET_LEN`] or
+    /// longer than Auth accepts in a request. Only its length is shown.
+    #[error(
+        "the {client} client's secret is {len} bytes; it must be {MIN_CLIENT_SECRET_LEN} to {max} (make one with `openssl rand -base64 32`)"
+    )]
+    ClientSecret {
+        /// The client id.
+        client: &'static str,
+        /// The secret's length in bytes.
+        len: usize,
+        /// The longest Auth accepts.
+        max: usize,
+    },
     /// A server failed.
     #[error(transparent)]
     Serve(#[from] ServeError),
@@ -228,10 +241,18 @@ impl std::fmt::Debug for ClientCredentials {
     }
 }
 
+/// The shortest client secret accepted, given or in its file. Only a secret's
+/// length can be checked; 32 base64 characters are 192 bits, and a secret is
+/// tried at IssueServiceToken's budget times the number of Auth replicas.
+/// Secrets Auth generates are 43.
+pub const MIN_CLIENT_SECRET_LEN: usize = 32;
+
 impl ServiceClient {
     /// The secret `given` (flag or environment), or the one generated once into
     /// `<id>-client-secret` in the data dir (mode 0600), so that Auth and the
-    /// service agree across restarts.
+    /// service agree across restarts. Either must be
+    /// [`MIN_CLIENT_SECRET_LEN`] to `max_len("client_secret")` bytes long: a
+    /// short one could be guessed, a longer one Auth would refuse to receive.
     pub fn credentials(
         self,
         data_dir: &Path,
@@ -239,8 +260,21 @@ impl ServiceClient {
     ) -> Result<ClientCredentials, StartError> {
         let secret = match given {
             Some(secret) => secret.to_owned(),
-            None => read_or_create_secret(&data_dir.join(format!("{}-client-secret", self.id)))?,
+            None => {
+                // `serve auth` reads both clients' secrets before anything
+                // else has made the data dir.
+                prepare_data_dir(data_dir)?;
+                read_or_create_secret(&data_dir.join(format!("{}-client-secret", self.id)))?
+            }
         };
+        let max = crate::validate::max_len("client_secret");
+        if !(MIN_CLIENT_SECRET_LEN..=max).contains(&secret.len()) {
+            return Err(StartError::ClientSecret {
+                client: self.id,
+                len: secret.len(),
+                max,
+            });
+        }
         Ok(ClientCredentials {
             client: self,
             secret,
@@ -428,5 +462,48 @@ impl Running {
             }
             None => std::future::pending().await,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const CLIENT: ServiceClient = ServiceClient {
+        id: "orders",
+        scopes: &[],
+        audiences: &[],
+        delegates: &[],
+    };
+
+    fn secret_of_len(len: usize) -> Result<ClientCredentials, StartError> {
+        let data_dir = tempfile::tempdir().expect("tempdir");
+        CLIENT.credentials(data_dir.path(), Some(&"s".repeat(len)))
+    }
+
+    #[test]
+    fn a_client_secret_is_accepted_from_32_to_1024_bytes() {
+        for len in [MIN_CLIENT_SECRET_LEN, 1024] {
+            assert_eq!(secret_of_len(len).expect("accepted").secret.len(), len);
+        }
+        for len in [0, MIN_CLIENT_SECRET_LEN - 1, 1025] {
+            let error = secret_of_len(len).expect_err("refused");
+            assert!(
+                matches!(error, StartError::ClientSecret { client: "orders", len: got, max: 1024 } if got == len),
+                "{error:?}"
+            );
+        }
+    }
+
+    /// `serve auth` on a new data dir: the secret is generated into a data dir
+    /// the call creates, long enough, and read back the same next time.
+    #[test]
+    fn a_secret_is_generated_once_into_a_data_dir_it_creates() {
+        let parent = tempfile::tempdir().expect("tempdir");
+        let data_dir = parent.path().join("data");
+        let generated = CLIENT.credentials(&data_dir, None).expect("generated");
+        assert_eq!(generated.secret.len(), 43);
+        let again = CLIENT.credentials(&data_dir, None).expect("read back");
+        assert_eq!(again.secret, generated.secret);
     }
 }

@@ -1,8 +1,9 @@
 //! `--config tokenmesh.toml`: the file fills in what neither flags nor the
 //! environment set (flags > env > file > defaults), unknown keys are refused
-//! naming the key, and `config print` shows the result with secrets redacted.
+//! naming the key, `config print` shows the result with secrets redacted, and a
+//! client secret out of bounds is refused from whichever layer gave it.
 
-use std::path::Path;
+use std::{os::unix::fs::PermissionsExt, path::Path};
 
 use tokio::process::Command;
 
@@ -159,4 +160,66 @@ async fn an_unknown_key_is_refused_naming_it() {
         )),
         "{stderr}"
     );
+}
+
+/// A service client's secret an operator sets is refused at start when it is
+/// shorter than 32 bytes (guessable at IssueServiceToken's budget) or longer
+/// than Auth receives, whichever layer gave it — flag, environment, file or the
+/// data dir's secret file — naming the client and the length, never the value.
+#[tokio::test]
+async fn a_client_secret_out_of_bounds_is_refused_at_start_from_any_layer() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let data_dir = dir.path().join("data");
+    let short = "s3cr3t-0123456789abcdef-0123456"; // 31 bytes
+    let shortest = format!("{short}7"); // 32 bytes: accepted
+    let too_long = "x".repeat(1025);
+    let config = dir.path().join("tokenmesh.toml");
+    std::fs::write(&config, format!("orders-client-secret = \"{too_long}\"\n")).expect("write");
+    let serve = |service: &'static str| {
+        vec![
+            "serve",
+            service,
+            "--data-dir",
+            path(&data_dir),
+            "--listen",
+            "127.0.0.1:0",
+        ]
+    };
+    let refused = |client: &str, len: usize| {
+        format!(
+            "tokenmesh: the {client} client's secret is {len} bytes; it must be 32 to 1024 \
+             (make one with `openssl rand -base64 32`)"
+        )
+    };
+
+    let flag = format!("--products-client-secret={short}");
+    let (code, _, stderr) = tokenmesh(&[serve("auth"), vec![flag.as_str()]].concat(), &[]).await;
+    assert_eq!((code, stderr.trim()), (1, refused("products", 31).as_str()));
+
+    let environment = [("TOKENMESH_ORDERS_CLIENT_SECRET", short)];
+    let (code, _, stderr) = tokenmesh(&serve("orders"), &environment).await;
+    assert_eq!((code, stderr.trim()), (1, refused("orders", 31).as_str()));
+
+    // Auth reads Products' 32 bytes first and accepts them; Orders' comes from the file.
+    let flag = format!("--products-client-secret={shortest}");
+    let (code, _, stderr) = tokenmesh(
+        &[
+            vec!["--config", path(&config)],
+            serve("auth"),
+            vec![flag.as_str()],
+        ]
+        .concat(),
+        &[],
+    )
+    .await;
+    assert_eq!((code, stderr.trim()), (1, refused("orders", 1025).as_str()));
+
+    std::fs::create_dir_all(&data_dir).expect("data dir");
+    std::fs::set_permissions(&data_dir, std::fs::Permissions::from_mode(0o700)).expect("chmod");
+    let secret_file = data_dir.join("products-client-secret");
+    std::fs::write(&secret_file, "short\n").expect("write");
+    std::fs::set_permissions(&secret_file, std::fs::Permissions::from_mode(0o600)).expect("chmod");
+    let (code, _, stderr) = tokenmesh(&serve("products"), &[]).await;
+    assert_eq!((code, stderr.trim()), (1, refused("products", 5).as_str()));
+    assert!(!stderr.contains(short), "{stderr}");
 }

@@ -98,7 +98,12 @@ async fn list_products(addr: std::net::SocketAddr, token: &str) -> Result<(), St
 async fn a_products_whose_revocation_feed_is_refused_serves_no_token() {
     let mesh = Mesh::start().await;
     let data_dir = tempfile::tempdir().expect("data dir");
-    let (mut wrong, _metrics) = extra_products(&mesh, "not-the-secret", data_dir.path()).await;
+    let (mut wrong, _metrics) = extra_products(
+        &mesh,
+        "not-the-secret-but-long-enough-to-start",
+        data_dir.path(),
+    )
+    .await;
     let alice = mesh.login("alice").await;
     let admin = mesh.login("admin").await;
     deactivate(&mut mesh.auth().await, &admin, "alice").await;

@@ -68,10 +68,6 @@ async fn sigterm_turns_health_not_serving_then_drains_in_flight_calls_and_exits_
         // One permit: a second call is shed while the held Login is in flight.
         "--max-concurrent-requests",
         "1",
-        "--products-client-secret",
-        "products-secret-for-the-drain-test",
-        "--orders-client-secret",
-        "orders-secret-for-the-drain-test",
     ];
     let args = args.into_iter().map(String::from).collect();
     let localhost = IpAddr::V4(Ipv4Addr::LOCALHOST);

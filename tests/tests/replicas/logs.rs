@@ -33,10 +33,6 @@ async fn a_flood_of_refused_calls_is_counted_in_metrics_and_not_logged_one_line_
         "--demo",
         "--http-addr",
         &http,
-        "--products-client-secret",
-        "products-secret-for-the-log-test",
-        "--orders-client-secret",
-        "orders-secret-for-the-log-test",
     ];
     let args = args.into_iter().map(String::from).collect();
     let localhost = IpAddr::V4(Ipv4Addr::LOCALHOST);

@@ -920,6 +920,7 @@ pub mod cluster;
 pub mod files;
 pub mod grpc_web;
 pub mod haproxy;
+pub mod pki;
 pub mod relay;
 mod replica;
 pub mod replica_process;

@@ -100,17 +100,26 @@ impl UpProcess {
     /// The line it printed for a person that starts with `prefix`, without the
     /// prefix: waits for it (`up` prints after it logs `mesh up`).
     pub async fn printed(&self, prefix: &str) -> String {
-        let read = || std::fs::read_to_string(&self.stdout).unwrap_or_default();
-        let context = || format!(": tokenmesh up printed no {prefix:?} line:\n{}", read());
+        let context = || {
+            format!(
+                ": tokenmesh up printed no {prefix:?} line:\n{}",
+                self.stdout()
+            )
+        };
         let line = || {
             std::future::ready(
-                read()
+                self.stdout()
                     .lines()
                     .find_map(|line| line.strip_prefix(prefix))
                     .map(str::to_owned),
             )
         };
         crate::eventually_or(CHILD_DEADLINE, context, line).await.0
+    }
+
+    /// Everything it printed for a person so far.
+    pub fn stdout(&self) -> String {
+        std::fs::read_to_string(&self.stdout).unwrap_or_default()
     }
 
     /// Everything it logged so far, as written.

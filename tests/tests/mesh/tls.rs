@@ -4,13 +4,15 @@
 
 use std::path::PathBuf;
 
-use rcgen::{BasicConstraints, CertificateParams, CertifiedIssuer, DnType, IsCa, KeyPair};
 use tokenmesh_proto::{
     auth::v1::{LoginRequest, auth_service_client::AuthServiceClient},
     orders::v1::{PlaceOrderRequest, orders_service_client::OrdersServiceClient},
     products::v1::{ListProductsRequest, products_service_client::ProductsServiceClient},
 };
-use tokenmesh_tests::{Bearer, Mesh};
+use tokenmesh_tests::{
+    Bearer, Mesh,
+    pki::{authority, leaf},
+};
 use tonic::transport::{Certificate, Channel, ClientTlsConfig, Identity};
 
 /// A CA, a certificate for the services (also their client certificate), one
@@ -21,23 +23,6 @@ struct Pki {
     ca: String,
     client: (String, String),
     stranger_ca: String,
-}
-
-fn authority(name: &str) -> CertifiedIssuer<'static, KeyPair> {
-    let mut params = CertificateParams::new(Vec::<String>::new()).expect("params");
-    params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-    params.distinguished_name.push(DnType::CommonName, name);
-    CertifiedIssuer::self_signed(params, KeyPair::generate().expect("key")).expect("CA")
-}
-
-fn leaf(ca: &CertifiedIssuer<'static, KeyPair>, names: &[&str]) -> (String, String) {
-    let key = KeyPair::generate().expect("key");
-    let names: Vec<String> = names.iter().map(|n| (*n).to_owned()).collect();
-    let cert = CertificateParams::new(names)
-        .expect("params")
-        .signed_by(&key, ca)
-        .expect("signed");
-    (cert.pem(), key.serialize_pem())
 }
 
 fn pki() -> Pki {

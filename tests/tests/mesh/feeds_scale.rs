@@ -23,7 +23,7 @@ use tokenmesh_tests::{
 use tonic::{Code, Status};
 
 /// How long a test waits for something that happens at once.
-const DEADLINE: Duration = Duration::from_secs(30);
+const DEADLINE: Duration = Duration::from_secs(60);
 /// A poll that never comes within a test.
 const NO_POLL: [&str; 2] = ["--revocation-feed-poll", "24h"];
 

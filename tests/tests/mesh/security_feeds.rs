@@ -42,7 +42,7 @@ const ORDERS: &str = "tokenmesh.orders.v1.OrdersService";
 /// every token the test holds is still inside its 30 s expiry leeway.
 const PAST_THE_BOUND: Duration = Duration::from_secs(301);
 /// How long a test waits for a service to notice what happened to a feed.
-const DEADLINE: Duration = Duration::from_secs(20);
+const DEADLINE: Duration = Duration::from_secs(60);
 
 /// A second Products beside the mesh's, following the mesh's Auth with
 /// `secret` as its client secret, on `data_dir`, on the mesh's clock, not

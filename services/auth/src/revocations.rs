@@ -18,9 +18,7 @@ use tokenmesh_proto::auth::v1::{
     Heartbeat, RevocationEvent, SessionRevoked, SubjectRevoked, TokenRevoked,
     revocation_event::Revoked,
 };
-use tokenmesh_server::{
-    Feed, Markers, apply_revocation, rewind_if_went_back, wakeups::REVOCATIONS,
-};
+use tokenmesh_server::{Feed, Markers, apply_event, rewind_if_went_back, wakeups::REVOCATIONS};
 use tonic::Status;
 
 use crate::{
@@ -51,11 +49,7 @@ impl Revocations {
         let set = Arc::new(RevocationSet::new());
         let now = config.clock.now_unix();
         for revocation in store.revocations_since(0, now, i64::MAX).await? {
-            let event = event(revocation);
-            if let Some(revoked) = &event.revoked {
-                apply_revocation(&set, revoked);
-            }
-            set.set_cursor(event.cursor);
+            apply_event(&set, &event(revocation));
         }
         Ok(Self {
             set,
@@ -187,10 +181,7 @@ async fn follow_once(revocations: &Weak<Revocations>) -> Result<Option<usize>, S
             return Ok(None);
         };
         let event = event.inspect_err(|status| rewind_if_went_back(&revocations.set, status))?;
-        if let Some(revoked) = &event.revoked {
-            apply_revocation(&revocations.set, revoked);
-        }
-        revocations.set.set_cursor(event.cursor);
+        apply_event(&revocations.set, &event);
         applied += 1;
     }
     Ok(Some(applied))

@@ -17,7 +17,7 @@ use tokenmesh_interceptor::{
     RevocationSet, SubjectToken, TokenFetcher, TokenSource, TokenSourceError,
 };
 use tokenmesh_proto::auth::v1::{
-    ExchangeTokenRequest, IssueServiceTokenRequest, WatchRevocationsRequest,
+    ExchangeTokenRequest, IssueServiceTokenRequest, RevocationEvent, WatchRevocationsRequest,
     auth_service_client::AuthServiceClient, revocation_event::Revoked,
 };
 use tokio::time::Instant;
@@ -253,10 +253,7 @@ async fn watch_once(
         let Some(event) = next.inspect_err(|status| rewind_if_went_back(&set, status))? else {
             break;
         };
-        if let Some(revoked) = &event.revoked {
-            apply_revocation(&set, revoked);
-        }
-        set.set_cursor(event.cursor);
+        apply_event(&set, &event);
         match &event.revoked {
             // Counts only once this stream's replay is over.
             Some(_) => freshness.heard(),
@@ -287,15 +284,19 @@ pub fn rewind_if_went_back(set: &RevocationSet, status: &Status) {
     }
 }
 
-/// Adds what `revoked` says to `set`; a heartbeat adds nothing. The one place
-/// a revocation event becomes a verifier's state, for followers and for Auth.
-pub fn apply_revocation(set: &RevocationSet, revoked: &Revoked) {
-    match revoked {
-        Revoked::Subject(subject) => {
+/// Adds what `event` revokes to `set` (a heartbeat or a marker adds nothing)
+/// and moves its cursor to the event's. The one place a revocation event
+/// becomes a verifier's state, for followers and for Auth.
+pub fn apply_event(set: &RevocationSet, event: &RevocationEvent) {
+    match &event.revoked {
+        Some(Revoked::Subject(subject)) => {
             set.revoke_subject(&subject.subject, subject.not_before, subject.forget_after)
         }
-        Revoked::Token(token) => set.revoke_token(&token.jti, token.expires_at),
-        Revoked::Session(session) => set.revoke_session(&session.session_id, session.forget_after),
-        Revoked::Heartbeat(_) => {}
+        Some(Revoked::Token(token)) => set.revoke_token(&token.jti, token.expires_at),
+        Some(Revoked::Session(session)) => {
+            set.revoke_session(&session.session_id, session.forget_after)
+        }
+        Some(Revoked::Heartbeat(_)) | None => {}
     }
+    set.set_cursor(event.cursor);
 }

@@ -36,7 +36,7 @@ mod web;
 
 pub use addr::{Addr, AddrError, Peer};
 pub use auth_client::{
-    ServiceTokens, TokenExchanger, apply_revocation, follow_revocations, rewind_if_went_back,
+    ServiceTokens, TokenExchanger, apply_event, follow_revocations, rewind_if_went_back,
 };
 pub use caller::{ACCESS_CLAIMS_VERSION, Caller, caller};
 pub use feed::{Feed, HEARTBEAT, Markers, SILENCE_TIMEOUT, follow, next_event};
